@@ -1,0 +1,286 @@
+"""Generic machinery behind `daemon.config`: build frozen dataclasses from TOML and environment.
+
+The schema lives in `daemon.config`; this module only knows how to turn plain TOML values (or
+environment strings) into the annotated field types, and how to say precisely what was wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, get_args, get_origin
+
+from daemon.errors import ConfigError
+
+ENV_PREFIX = "REGIMED_"
+ENV_CONFIG_PATH = "REGIMED_CONFIG"
+
+
+class Secret:
+    """A string that never shows itself in logs, reprs or the printed effective config."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        """The real value, for the one place that must hand it to a client library."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    def __str__(self) -> str:
+        return "********" if self._value else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """Numeric bounds for a field, attached through `field(metadata=...)`."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def violated(self, value: float) -> bool:
+        return (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+
+    def describe(self) -> str:
+        parts = []
+        for op, bound in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt)):
+            if bound is not None:
+                parts.append(f"{op} {_number_text(bound)}")
+        return " and ".join(parts)
+
+
+def bounded(default: Any, **limits: float) -> Any:
+    """A dataclass field with a default and numeric bounds (ge, gt, le, lt)."""
+    return dataclasses.field(default=default, metadata={"bounds": Bounds(**limits)})
+
+
+def show(value: Any) -> str:
+    """Render a value the way it would appear in TOML, for error messages."""
+    if isinstance(value, Secret):
+        return '"********"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float):
+        return _number_text(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {show(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _number_text(value: float) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+class _Origin:
+    """Where a value came from, so messages can point at the environment variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env_keys = dict(env)
+
+    def suffix(self, key: str) -> str:
+        var = self.env_keys.get(key)
+        return f" (from {var})" if var else ""
+
+
+def build(cls: type[Any], data: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    """Build the dataclass `cls` from TOML data merged with `REGIMED_` overrides in `env`."""
+    merged, origins = _merge_env(cls, data, env)
+    return _build(cls, merged, "", _Origin(origins))
+
+
+def _merge_env(
+    cls: type[Any], data: Mapping[str, Any], env: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    merged: dict[str, Any] = _deep_copy(data)
+    origins: dict[str, str] = {}
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG_PATH:
+            continue
+        parts = var[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(
+                f"{var}: expected REGIMED_<SECTION>__<KEY>, e.g. REGIMED_KAFKA__BOOTSTRAP_SERVERS"
+            )
+        target: type[Any] | None = cls
+        for part in parts:
+            target_fields = _field_types(target) if target is not None else {}
+            if part not in target_fields:
+                raise ConfigError(f"{var}: no configuration key {'.'.join(parts)}")
+            hint = target_fields[part]
+            target = hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+        if target is not None:
+            raise ConfigError(f"{var}: {'.'.join(parts)} is a section, not a key")
+        node = merged
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{'.'.join(parts[:-1])}: expected a table")
+            node = child
+        node[parts[-1]] = _EnvText(env[var])
+        origins[".".join(parts)] = var
+    return merged, origins
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+class _EnvText(str):
+    """A string that came from the environment and may be coerced to the field's type."""
+
+
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _field_types(cls: type[Any]) -> dict[str, Any]:
+    if cls not in _HINTS:
+        hints = typing.get_type_hints(cls)
+        _HINTS[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return _HINTS[cls]
+
+
+def _build(cls: type[Any], data: Any, path: str, origin: _Origin) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or '<root>'} = {show(data)}: expected a table")
+    types_ = _field_types(cls)
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        key = f"{path}.{unknown[0]}" if path else unknown[0]
+        known = ", ".join(sorted(types_))
+        raise ConfigError(f"{key}: unknown key (known keys here: {known})")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        key = f"{path}.{f.name}" if path else f.name
+        hint = types_[f.name]
+        if dataclasses.is_dataclass(hint):
+            values[f.name] = _build(typing.cast(type[Any], hint), data[f.name], key, origin)
+            continue
+        value = _convert(hint, data[f.name], key, origin)
+        bounds = f.metadata.get("bounds")
+        if bounds is not None and bounds.violated(value):
+            raise ConfigError(
+                f"{key} = {show(value)}{origin.suffix(key)}: expected a number {bounds.describe()}"
+            )
+        values[f.name] = value
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # pragma: no cover - schema bug, not user input
+        raise ConfigError(f"{path or '<root>'}: {exc}") from exc
+
+
+def _convert(hint: Any, raw: Any, key: str, origin: _Origin) -> Any:
+    where = f"{key} = {show(raw)}{origin.suffix(key)}"
+    from_env = isinstance(raw, _EnvText)
+    origin_type = get_origin(hint)
+    if hint is bool:
+        if from_env:
+            text = raw.strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+        if isinstance(raw, bool) and not from_env:
+            return raw
+        raise ConfigError(f"{where}: expected true or false")
+    if hint is int:
+        if from_env:
+            try:
+                return int(raw.strip())
+            except ValueError:
+                raise ConfigError(f"{where}: expected a whole number") from None
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        raise ConfigError(f"{where}: expected a whole number")
+    if hint is float:
+        value: float
+        if from_env:
+            try:
+                value = float(raw.strip())
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number") from None
+        elif isinstance(raw, int | float) and not isinstance(raw, bool):
+            value = float(raw)
+        else:
+            raise ConfigError(f"{where}: expected a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number")
+        return value
+    if hint is str:
+        if isinstance(raw, str):
+            return str(raw)
+        raise ConfigError(f"{where}: expected a string")
+    if hint is Secret:
+        if isinstance(raw, str):
+            return Secret(str(raw))
+        raise ConfigError(f"{key}: expected a string")
+    if origin_type is Literal:
+        choices = get_args(hint)
+        if isinstance(raw, str) and str(raw) in choices:
+            return str(raw)
+        options = ", ".join(json.dumps(c) for c in choices)
+        raise ConfigError(f"{where}: expected one of {options}")
+    if origin_type is tuple:
+        (item,) = [a for a in get_args(hint) if a is not Ellipsis]
+        items: list[Any]
+        if from_env:
+            text = raw.strip()
+            items = [] if not text else [_EnvText(p.strip()) for p in text.split(",")]
+        elif isinstance(raw, list):
+            items = raw
+        else:
+            raise ConfigError(f"{where}: expected a list")
+        return tuple(_convert(item, v, f"{key}[{i}]", origin) for i, v in enumerate(items))
+    if origin_type in (types.UnionType, typing.Union):  # pragma: no cover - not used in schema
+        raise ConfigError(f"{where}: unsupported field type")
+    raise ConfigError(f"{where}: unsupported field type {hint!r}")  # pragma: no cover
+
+
+def to_toml(obj: Any, path: str = "") -> str:
+    """Render a built config as TOML, secrets masked. Sections come after plain keys."""
+    plain: list[str] = []
+    tables: list[str] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            key = f"{path}.{f.name}" if path else f.name
+            tables.append(f"[{key}]\n" + to_toml(value, key))
+        else:
+            plain.append(f"{f.name} = {show(value)}")
+    head = "\n".join(plain)
+    parts = [head + "\n"] if plain else []
+    parts.extend(tables)
+    return "\n".join(parts)

@@ -1,0 +1,240 @@
+"""The market-regime rules, shared by the per-event path and the batch path.
+
+Both paths compute the same per-bar inputs (the highest close of the previous bars, the VIX or
+its proxy) and hand them to one decision function, `decide`, that also carries the crash
+episode from bar to bar. The per-event path keeps small per-symbol windows (`SymbolRegime`);
+the batch path computes the inputs vectorised over a whole history (`label_history`).
+See docs/regimes.md for the rules in words.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from daemon.config import RegimeConfig
+
+VixSource = Literal["vix", "proxy", "none"]
+
+ANNUALISE = math.sqrt(252.0)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A crash episode: first crash bar, last crash bar (bar indices) and lowest close so far."""
+
+    start: int
+    last_crash: int
+    low: float
+
+
+@dataclass(frozen=True)
+class RegimeLabel:
+    """The regime of one bar and the volatility reading behind it."""
+
+    regime: str | None
+    vix: float | None
+    vix_source: VixSource
+
+
+def vix_band(rules: RegimeConfig, vix: float) -> str:
+    """The regime a VIX level alone implies: crash, high_volatility, normal or low_volatility."""
+    if vix > rules.vix_crash:
+        return "crash"
+    if vix >= rules.vix_high:
+        return "high_volatility"
+    if vix >= rules.vix_normal:
+        return "normal"
+    return "low_volatility"
+
+
+def decide(
+    rules: RegimeConfig,
+    index: int,
+    close: float,
+    prior_max: float | None,
+    vix: float | None,
+    episode: Episode | None,
+) -> tuple[str | None, Episode | None]:
+    """Apply the rules, first match wins, to bar number `index` of one symbol.
+
+    `prior_max` is the highest close of the `price_crash_lookback_bars` bars before this one
+    (None for the first bar), `vix` the VIX or proxy reading for the day (None when neither is
+    known). Returns the regime (None when no rule can decide) and the episode after this bar.
+    """
+    window = rules.recovery_window_bars
+    if episode is not None and index - episode.last_crash > window:
+        episode = None
+    if episode is not None and close < episode.low:
+        episode = Episode(episode.start, episode.last_crash, close)
+
+    regime: str | None
+    if prior_max is not None and close <= (1.0 - rules.price_crash_drop) * prior_max:
+        regime = "crash"
+    elif (
+        episode is not None
+        and index > episode.last_crash
+        and close >= (1.0 + rules.recovery_rebound) * episode.low
+    ):
+        regime = "recovery"
+    elif vix is None:
+        regime = None
+    else:
+        regime = vix_band(rules, vix)
+
+    if regime == "crash":
+        if episode is None:
+            episode = Episode(index, index, close)
+        else:
+            episode = Episode(episode.start, index, episode.low)
+    return regime, episode
+
+
+def proxy_vix(rules: RegimeConfig, log_returns: Sequence[float]) -> float:
+    """The VIX stand-in: annualised sample stdev of the log returns, times `vix_proxy_scale`."""
+    n = len(log_returns)
+    mean = math.fsum(log_returns) / n
+    var = math.fsum((r - mean) ** 2 for r in log_returns) / (n - 1)
+    return 100.0 * ANNUALISE * math.sqrt(var) * rules.vix_proxy_scale
+
+
+class VixHistory:
+    """VIX closes by day, so a bar can find the latest reading at or before its own day."""
+
+    def __init__(self) -> None:
+        self._days: list[dt.date] = []
+        self._values: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._days)
+
+    def add(self, day: dt.date, value: float) -> None:
+        """Record the VIX close for `day` (a later reading for the same day replaces it)."""
+        i = bisect.bisect_left(self._days, day)
+        if i < len(self._days) and self._days[i] == day:
+            self._values[i] = value
+        else:
+            self._days.insert(i, day)
+            self._values.insert(i, value)
+
+    def at(self, day: dt.date, max_staleness_days: int) -> float | None:
+        """The latest VIX at or before `day`, or None if there is none that fresh."""
+        i = bisect.bisect_right(self._days, day) - 1
+        if i < 0 or (day - self._days[i]).days > max_staleness_days:
+            return None
+        return self._values[i]
+
+
+class SymbolRegime:
+    """Per-symbol state of the per-event path: O(window) work per bar."""
+
+    def __init__(self, rules: RegimeConfig) -> None:
+        self.rules = rules
+        self.index = -1
+        self.last_close: float | None = None
+        self.closes: deque[float] = deque(maxlen=rules.price_crash_lookback_bars)
+        self.returns: deque[float] = deque(maxlen=rules.vix_proxy_window_bars)
+        self.episode: Episode | None = None
+
+    def update(self, close: float, vix: float | None) -> RegimeLabel:
+        """Label the next bar of this symbol given the real VIX for its day (or None)."""
+        self.index += 1
+        if self.last_close is not None:
+            self.returns.append(math.log(close / self.last_close))
+        source: VixSource = "vix"
+        if vix is None:
+            if len(self.returns) == self.rules.vix_proxy_window_bars:
+                vix, source = proxy_vix(self.rules, self.returns), "proxy"
+            else:
+                source = "none"
+        prior_max = max(self.closes) if self.closes else None
+        regime, self.episode = decide(self.rules, self.index, close, prior_max, vix, self.episode)
+        self.closes.append(close)
+        self.last_close = close
+        return RegimeLabel(regime, vix, source)
+
+
+class RegimeLabeler:
+    """The per-event path: one `SymbolRegime` per symbol plus the shared VIX history."""
+
+    def __init__(self, rules: RegimeConfig) -> None:
+        self.rules = rules
+        self.vix = VixHistory()
+        self.symbols: dict[str, SymbolRegime] = {}
+
+    def add_vix(self, day: dt.date, value: float) -> None:
+        """Feed a VIX close (the `^VIX` symbol's bar)."""
+        self.vix.add(day, value)
+
+    def label(self, symbol: str, day: dt.date, close: float) -> RegimeLabel:
+        """Label the next bar of `symbol`; bars of one symbol must come in time order."""
+        state = self.symbols.get(symbol)
+        if state is None:
+            state = self.symbols[symbol] = SymbolRegime(self.rules)
+        return state.update(close, self.vix.at(day, self.rules.vix_max_staleness_days))
+
+
+def vix_for_days(rules: RegimeConfig, days: pd.DatetimeIndex, vix: pd.Series | None) -> np.ndarray:
+    """For each day, the latest VIX close at or before it within the staleness limit (or NaN)."""
+    out = np.full(len(days), np.nan)
+    if vix is None or vix.empty:
+        return out
+    vix = vix.dropna().sort_index()
+    vix_days = vix.index.values.astype("datetime64[D]")
+    bar_days = days.values.astype("datetime64[D]")
+    pos = np.searchsorted(vix_days, bar_days, side="right") - 1
+    found = pos >= 0
+    safe = np.where(found, pos, 0)
+    age = (bar_days - vix_days[safe]).astype(np.int64)
+    fresh = found & (age <= rules.vix_max_staleness_days)
+    out[fresh] = vix.to_numpy(dtype=float)[safe[fresh]]
+    return out
+
+
+def label_history(
+    rules: RegimeConfig, close: pd.Series, vix: pd.Series | None = None
+) -> pd.DataFrame:
+    """The batch path: label a whole daily history of one symbol.
+
+    `close` is indexed by day (sorted, unique); `vix` holds VIX closes indexed by day. Returns
+    a frame indexed like `close` with columns close, vix, vix_source and regime.
+    """
+    closes = close.to_numpy(dtype=float)
+    days = pd.DatetimeIndex(close.index)
+    real_vix = vix_for_days(rules, days, vix)
+
+    w = rules.vix_proxy_window_bars
+    log_ret = np.log(closes[1:] / closes[:-1])
+    proxy = np.full(len(closes), np.nan)
+    if len(log_ret) >= w:
+        windows = np.lib.stride_tricks.sliding_window_view(log_ret, w)
+        proxy[w:] = 100.0 * ANNUALISE * windows.std(axis=1, ddof=1) * rules.vix_proxy_scale
+
+    prior_max = (
+        pd.Series(closes).shift(1).rolling(rules.price_crash_lookback_bars, min_periods=1).max()
+    ).to_numpy()
+
+    has_vix = ~np.isnan(real_vix)
+    reading = np.where(has_vix, real_vix, proxy)
+    source = np.where(has_vix, "vix", np.where(np.isnan(proxy), "none", "proxy"))
+
+    regimes: list[str | None] = []
+    episode: Episode | None = None
+    for i, c in enumerate(closes):
+        pm = None if math.isnan(prior_max[i]) else float(prior_max[i])
+        v = None if math.isnan(reading[i]) else float(reading[i])
+        regime, episode = decide(rules, i, float(c), pm, v, episode)
+        regimes.append(regime)
+
+    return pd.DataFrame(
+        {"close": closes, "vix": reading, "vix_source": source, "regime": regimes},
+        index=close.index,
+    )
