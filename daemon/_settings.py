@@ -81,7 +81,7 @@ def bounded(default: Any, **limits: float) -> Any:
 def show(value: Any) -> str:
     """Render a value the way it would appear in TOML, for error messages."""
     if isinstance(value, Secret):
-        return '"********"'
+        return '"********"' if value else '""'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

@@ -235,6 +235,11 @@ def label_history(
         regimes.append(regime)
 
     return pd.DataFrame(
-        {"close": closes, "vix": reading, "vix_source": source, "regime": regimes},
+        {
+            "close": closes,
+            "vix": reading,
+            "vix_source": pd.Series(source, dtype=object, index=close.index),
+            "regime": pd.Series(regimes, dtype=object, index=close.index),
+        },
         index=close.index,
     )

@@ -1,0 +1,64 @@
+"""Shared fixtures: the bundled real histories and a way to run the command line."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+
+import pandas as pd
+import pytest
+
+from daemon.cli import main
+from daemon.config import RegimeConfig
+from daemon.history import bundled_path, read_bars_csv, read_vix_csv
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture(scope="session")
+def sp500() -> pd.DataFrame:
+    """Daily S&P 500 bars 1999-2018 (bundled, from the arch package)."""
+    return read_bars_csv(bundled_path("sp500"))
+
+
+@pytest.fixture(scope="session")
+def nasdaq() -> pd.DataFrame:
+    """Daily NASDAQ Composite bars 1999-2018 (bundled)."""
+    return read_bars_csv(bundled_path("nasdaq"))
+
+
+@pytest.fixture(scope="session")
+def vix() -> pd.Series:
+    """Daily VIX closes 2014-2018 (bundled)."""
+    return read_vix_csv(bundled_path("vix"))
+
+
+@pytest.fixture
+def rules() -> RegimeConfig:
+    return RegimeConfig()
+
+
+@pytest.fixture
+def run_cli(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Callable[..., CliResult]:
+    """Run `regimed ARGS` in-process from an empty working directory with no REGIMED_ env."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("REGIMED_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> CliResult:
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(list(args))
+        return CliResult(code, out.getvalue(), err.getvalue())
+
+    return run

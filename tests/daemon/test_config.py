@@ -1,0 +1,285 @@
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daemon.config import Config, RegimeShares, Secret, load_config, parse_config
+from daemon.errors import ConfigError, RegimedError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def parse(text: str, **env: str) -> Config:
+    return parse_config(text, env=env)
+
+
+def error_of(text: str, **env: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse(text, **env)
+    return str(info.value)
+
+
+def test_shipped_config_toml_is_exactly_the_defaults():
+    shipped = parse((REPO / "config.toml").read_text())
+    assert shipped == Config()
+
+
+def test_defaults_follow_the_design():
+    c = Config()
+    assert c.kafka.topic == "market.bars"
+    assert c.kafka.effective_dlq_topic == "market.bars.dlq"
+    assert (c.metrics.host, c.metrics.port) == ("127.0.0.1", 9108)
+    assert (c.schedule.day_of_week, c.schedule.hour, c.schedule.minute) == ("sat", 21, 0)
+    r = c.regime
+    assert (r.price_crash_drop, r.price_crash_lookback_bars) == (0.15, 10)
+    assert (r.recovery_window_bars, r.recovery_rebound) == (63, 0.10)
+    assert (r.vix_crash, r.vix_high, r.vix_normal) == (35, 25, 15)
+    assert (r.vix_max_staleness_days, r.vix_proxy_window_bars, r.vix_proxy_scale) == (5, 21, 1.2)
+    assert c.sampling.target_mix.as_dict() == {
+        "low_volatility": 0.2,
+        "normal": 0.4,
+        "high_volatility": 0.2,
+        "crash": 0.1,
+        "recovery": 0.1,
+    }
+    assert c.weights.regime.as_dict() == {
+        "low_volatility": 0.8,
+        "normal": 1.0,
+        "high_volatility": 1.3,
+        "crash": 2.0,
+        "recovery": 1.5,
+    }
+
+
+def test_config_is_frozen():
+    c = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.regime.vix_crash = 40.0  # type: ignore[misc]
+
+
+def test_wrong_type_names_key_value_and_expectation():
+    assert error_of('[regime]\nvix_crash = "high"\n') == (
+        'regime.vix_crash = "high": expected a number'
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[regime]\nprice_crash_drop = 1.5\n", "regime.price_crash_drop = 1.5: expected a number"),
+        ("[kafka]\nmax_poll_records = 0\n", "kafka.max_poll_records = 0: expected a number >= 1"),
+        ("[kafka]\nmax_poll_records = 1.5\n", "kafka.max_poll_records = 1.5: expected a whole"),
+        ("[metrics]\nport = 70000\n", "metrics.port = 70000: expected a number >= 0 and <= 65535"),
+        (
+            '[kafka]\nsecurity_protocol = "TLS"\n',
+            'kafka.security_protocol = "TLS": expected one of',
+        ),
+        (
+            '[kafka]\nbootstrap_servers = "a:1"\n',
+            'kafka.bootstrap_servers = "a:1": expected a list',
+        ),
+        ("[kafka]\nbootstrap_servers = [1]\n", "kafka.bootstrap_servers[0] = 1: expected a string"),
+        ('[kafka]\nbootstrap_servers = ["nohost"]\n', "kafka.bootstrap_servers[0]"),
+        ('[schedule]\ntimezone = "Mars/Olympus"\n', 'schedule.timezone = "Mars/Olympus"'),
+        ('[schedule]\nday_of_week = "saturday"\n', 'schedule.day_of_week = "saturday"'),
+        ("[schedule]\nhour = 24\n", "schedule.hour = 24: expected a number >= 0 and <= 23"),
+        ('[alerts]\nwebhooks = ["ftp://x"]\n', "alerts.webhooks[0]: expected an http"),
+        ("[regime]\nvix_high = 40\n", "regime.vix_high = 40"),
+        ("[regime]\nvix_crash = nan\n", "regime.vix_crash = nan: expected a finite number"),
+        ("[sampling.target_mix]\ncrash = 0.5\n", "sampling.target_mix = {"),
+        ("[weights.regime]\ncrash = 0\n", "weights.regime.crash = 0: expected a number > 0"),
+        ("[label]\nhorizon_bars = true\n", "label.horizon_bars = true: expected a whole number"),
+        ("regime = 3\n", "regime = 3: expected a table"),
+    ],
+)
+def test_bad_values_name_the_key(text, message):
+    assert message in error_of(text)
+
+
+def test_unknown_keys_are_errors_not_ignored():
+    assert error_of("[regime]\nvix_crsh = 40\n").startswith("regime.vix_crsh: unknown key")
+    assert error_of("[regmie]\n").startswith("regmie: unknown key")
+    assert error_of("[sampling.target_mix]\npanic = 0.1\n").startswith(
+        "sampling.target_mix.panic: unknown key"
+    )
+
+
+def test_invalid_toml_is_a_config_error():
+    assert "not valid TOML" in error_of("[kafka\n")
+
+
+def test_environment_overrides_every_kind_of_key():
+    c = parse(
+        "[regime]\nvix_crash = 30\n",
+        REGIMED_REGIME__VIX_CRASH="40",
+        REGIMED_KAFKA__BOOTSTRAP_SERVERS="b1:9092, b2:9093",
+        REGIMED_KAFKA__MAX_POLL_RECORDS="1000",
+        REGIMED_KAFKA__SASL_PLAIN_PASSWORD="hunter2",
+        REGIMED_SAMPLING__TARGET_MIX__CRASH="0.15",
+        REGIMED_SAMPLING__TARGET_MIX__NORMAL="0.35",
+        REGIMED_STORE__PATH="/var/lib/regimed/regimed.db",
+        REGIMED_CONFIG="/ignored/here.toml",
+        OTHER_VAR="x",
+    )
+    assert c.regime.vix_crash == 40.0
+    assert c.kafka.bootstrap_servers == ("b1:9092", "b2:9093")
+    assert c.kafka.max_poll_records == 1000
+    assert c.kafka.sasl_plain_password.get_secret_value() == "hunter2"
+    assert c.sampling.target_mix.crash == 0.15
+    assert c.store.path == "/var/lib/regimed/regimed.db"
+
+
+def test_environment_errors_name_the_variable():
+    msg = error_of("", REGIMED_REGIME__VIX_CRASH="high")
+    assert msg == 'regime.vix_crash = "high" (from REGIMED_REGIME__VIX_CRASH): expected a number'
+    assert error_of("", REGIMED_REGIME__VIX_CRSH="1") == (
+        "REGIMED_REGIME__VIX_CRSH: no configuration key regime.vix_crsh"
+    )
+    assert "expected REGIMED_<SECTION>__<KEY>" in error_of("", REGIMED_KAFKA="x")
+    assert "is a section, not a key" in error_of("", REGIMED_SAMPLING__TARGET_MIX="x")
+
+
+def test_environment_booleans_and_empty_lists():
+    c = parse("", REGIMED_ALERTS__WEBHOOKS="")
+    assert c.alerts.webhooks == ()
+
+
+def test_secrets_are_masked_everywhere_they_could_leak():
+    c = parse(
+        '[alerts]\nwebhooks = ["https://hooks.example/T0KEN"]\n',
+        REGIMED_KAFKA__SASL_PLAIN_PASSWORD="hunter2",
+    )
+    rendered = c.to_toml() + repr(c) + str(c)
+    assert "hunter2" not in rendered
+    assert "T0KEN" not in rendered
+    assert 'sasl_plain_password = "********"' in c.to_toml()
+    assert c.alerts.webhooks[0].get_secret_value() == "https://hooks.example/T0KEN"
+
+
+def test_effective_config_renders_as_toml_that_loads_back():
+    c = parse("[regime]\nvix_crash = 40\n[sampling.target_mix]\ncrash = 0.2\nnormal = 0.3\n")
+    again = parse(c.to_toml())
+    assert again == c
+    assert tomllib.loads(c.to_toml())["sampling"]["target_mix"]["crash"] == 0.2
+
+
+def test_file_resolution_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config(env={})[1] is None  # nothing anywhere: built-in defaults
+    (tmp_path / "config.toml").write_text("[metrics]\nport = 9200\n")
+    config, source = load_config(env={})
+    assert (config.metrics.port, source) == (9200, Path("config.toml"))
+    other = tmp_path / "other.toml"
+    other.write_text("[metrics]\nport = 9300\n")
+    assert load_config(env={"REGIMED_CONFIG": str(other)})[0].metrics.port == 9300
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text("[metrics]\nport = 9400\n")
+    assert load_config(explicit, env={"REGIMED_CONFIG": str(other)})[0].metrics.port == 9400
+
+
+def test_missing_files_and_bad_files_name_the_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"--config .*nope\.toml: no such file"):
+        load_config(tmp_path / "nope.toml", env={})
+    with pytest.raises(ConfigError, match=r"REGIMED_CONFIG=.*gone\.toml: no such file"):
+        load_config(env={"REGIMED_CONFIG": str(tmp_path / "gone.toml")})
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[regime]\nvix_crash = "high"\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: regime.vix_crash = \"high\""):
+        load_config(bad, env={})
+
+
+def test_secret_equality_and_truthiness():
+    assert Secret("a") == Secret("a")
+    assert Secret("a") != Secret("b")
+    assert not Secret("")
+    assert str(Secret("x")) == "********"
+
+
+def test_regime_shares_keyed_in_regime_order():
+    assert list(RegimeShares().as_dict()) == [
+        "low_volatility",
+        "normal",
+        "high_volatility",
+        "crash",
+        "recovery",
+    ]
+
+
+toml_scalars = st.one_of(
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.booleans(),
+    st.lists(st.text(max_size=8), max_size=3),
+)
+section_names = st.sampled_from(
+    ["kafka", "store", "metrics", "schedule", "alerts", "regime", "label", "sampling", "weights"]
+)
+
+
+@st.composite
+def hostile_tables(draw):
+    data = {}
+    for section in draw(st.lists(section_names, max_size=4, unique=True)):
+        keys = st.one_of(
+            st.sampled_from(
+                [
+                    "vix_crash",
+                    "port",
+                    "topic",
+                    "bootstrap_servers",
+                    "hour",
+                    "webhooks",
+                    "horizon_bars",
+                    "seed",
+                    "path",
+                    "timezone",
+                ]
+            ),
+            st.text(min_size=1, max_size=10),
+        )
+        data[section] = draw(st.dictionaries(keys, toml_scalars, max_size=4))
+    return data
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_tables())
+def test_hostile_config_values_give_config_or_a_named_config_error(data):
+    from daemon._settings import build
+
+    try:
+        config = build(Config, data, {})
+    except ConfigError as exc:
+        text = str(exc)
+        assert text
+        # The message starts with the key path it is about.
+        first = text.split(" ", 1)[0].split(":", 1)[0].split("[", 1)[0].split(".", 1)[0]
+        assert first in data
+    else:
+        assert isinstance(config, Config)
+
+
+@settings(max_examples=200)
+@given(
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "REGIME__VIX_CRASH",
+            "KAFKA__MAX_POLL_RECORDS",
+            "KAFKA__BOOTSTRAP_SERVERS",
+            "SCHEDULE__TIMEZONE",
+            "ALERTS__WEBHOOKS",
+            "KAFKA__SECURITY_PROTOCOL",
+        ]
+    ),
+)
+def test_hostile_environment_values_never_escape_as_other_errors(value, key):
+    try:
+        parse("", **{f"REGIMED_{key}": value})
+    except RegimedError as exc:
+        assert f"REGIMED_{key}" in str(exc) or key.lower().replace("__", ".") in str(exc)

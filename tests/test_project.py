@@ -1,0 +1,53 @@
+"""The project keeps its own promises: lint and types clean, README and CI run the same tests."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return [block.strip() for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S)]
+
+
+def test_readme_has_the_two_setup_commands_and_ci_runs_the_test_one():
+    commands = readme_commands()
+    demo = next(c for c in commands if "regimed regimes" in c)
+    tests = next(c for c in commands if "pytest" in c)
+    for command in (demo, tests):
+        assert command.startswith("python3.11 -m venv .venv && ")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert tests in ci.splitlines()
+
+
+@pytest.mark.integration
+def test_ruff_is_clean():
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.integration
+def test_mypy_is_clean():
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
