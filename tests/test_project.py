@@ -51,3 +51,27 @@ def test_mypy_is_clean():
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def config_keys(obj, prefix=""):
+    import dataclasses
+
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from config_keys(value, f"{prefix}{f.name}.")
+        else:
+            yield prefix, f.name
+
+
+def test_every_configuration_key_is_documented():
+    from daemon.config import Config
+
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    shipped = (ROOT / "config.toml").read_text()
+    for prefix, key in config_keys(Config()):
+        section = prefix.split(".")[0]
+        assert f"[{section}" in doc, section
+        documented = f"`{key}`" in doc or f"`{prefix.split('.', 1)[1]}{key}`" in doc
+        assert documented, prefix + key
+        assert f"\n{key} = " in shipped, prefix + key
