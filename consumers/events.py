@@ -1,0 +1,191 @@
+"""The market-data event schema: decoding and validating one Kafka record into a daily bar.
+
+An event is UTF-8 JSON, `{"symbol": "SPY", "ts": "2020-03-23" | ISO 8601 | epoch ms,
+"open": f, "high": f, "low": f, "close": f, "volume": f}` with an optional `"interval": "1d"`.
+Anything else is rejected with one reason code from `REASONS` (a bounded set, so it can be a
+Prometheus label) and a detail that names the field and value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.errors import RegimedError
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+SYMBOL_PATTERN = re.compile(r"^[A-Z0-9^.=-]{1,16}$")
+PRICE_FIELDS = ("open", "high", "low", "close")
+NUMBER_FIELDS = (*PRICE_FIELDS, "volume")
+SUPPORTED_INTERVALS = ("1d",)
+
+#: Every reason an event can be rejected for.
+REASONS: tuple[str, ...] = (
+    "too_large",
+    "undecodable",
+    "not_json",
+    "not_an_object",
+    "missing_field",
+    "bad_type",
+    "bad_symbol",
+    "key_mismatch",
+    "bad_ts",
+    "future_ts",
+    "bad_interval",
+    "non_finite",
+    "non_positive_price",
+    "high_below_open_close",
+    "low_above_open_close",
+    "negative_volume",
+)
+
+
+class EventRejected(RegimedError, ValueError):
+    """An event that does not fit the schema; `reason` is one of `REASONS`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class BarEvent:
+    """A validated daily bar."""
+
+    symbol: str
+    day: dt.date
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+    @property
+    def ts(self) -> str:
+        """The trading day as stored: YYYY-MM-DD."""
+        return self.day.isoformat()
+
+    def to_json(self) -> bytes:
+        """The canonical event payload for this bar (what producers publish)."""
+        payload = {
+            "symbol": self.symbol,
+            "ts": self.ts,
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "volume": self.volume,
+            "interval": "1d",
+        }
+        return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _number(data: dict[str, Any], name: str) -> float:
+    if name not in data:
+        raise EventRejected("missing_field", f"field {name!r} is missing")
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EventRejected("bad_type", f"field {name!r} = {value!r:.60}: expected a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise EventRejected("non_finite", f"field {name!r} = {value!r}: expected a finite number")
+    return number
+
+
+def parse_ts(value: Any, now: dt.datetime) -> dt.date:
+    """The trading day of a `ts` value: a date, an ISO 8601 timestamp or epoch milliseconds.
+
+    A timestamp with an offset is read in its own offset (the exchange's local day); epoch
+    milliseconds are read in UTC. A day more than one day after `now` (UTC) is rejected.
+    """
+    if isinstance(value, bool):
+        raise EventRejected("bad_ts", f"field 'ts' = {value!r}: expected a date or epoch ms")
+    moment: dt.datetime
+    try:
+        if isinstance(value, int | float):
+            if not math.isfinite(value):
+                raise ValueError("not finite")
+            moment = dt.datetime.fromtimestamp(value / 1000.0, tz=dt.UTC)
+        elif isinstance(value, str) and len(value) == 10:
+            day = dt.date.fromisoformat(value)
+            moment = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+        elif isinstance(value, str):
+            moment = dt.datetime.fromisoformat(value)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=dt.UTC)
+        else:
+            raise ValueError("wrong type")
+    except (ValueError, OverflowError, OSError):
+        raise EventRejected(
+            "bad_ts",
+            f"field 'ts' = {value!r:.60}: expected YYYY-MM-DD, ISO 8601 or epoch milliseconds",
+        ) from None
+    if moment - now > dt.timedelta(days=1):
+        raise EventRejected(
+            "future_ts", f"field 'ts' = {value!r:.60} is more than a day after {now:%Y-%m-%d}"
+        )
+    return moment.date()
+
+
+def decode_event(
+    raw: bytes | None, key: bytes | None = None, now: dt.datetime | None = None
+) -> BarEvent:
+    """Decode and validate one record value (and its key, which must match the symbol)."""
+    if raw is None:
+        raise EventRejected("not_json", "empty record (a tombstone)")
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise EventRejected("too_large", f"{len(raw)} bytes, the limit is {MAX_PAYLOAD_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventRejected("undecodable", f"not UTF-8 at byte {exc.start}") from None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise EventRejected("not_json", f"{exc}"[:120]) from None
+    if not isinstance(data, dict):
+        raise EventRejected("not_an_object", f"expected a JSON object, got {type(data).__name__}")
+    if "symbol" not in data:
+        raise EventRejected("missing_field", "field 'symbol' is missing")
+    symbol = data["symbol"]
+    if not isinstance(symbol, str):
+        raise EventRejected("bad_type", f"field 'symbol' = {symbol!r:.60}: expected a string")
+    if not SYMBOL_PATTERN.match(symbol):
+        raise EventRejected(
+            "bad_symbol", f"field 'symbol' = {symbol!r:.60}: expected {SYMBOL_PATTERN.pattern}"
+        )
+    if key is not None and key != symbol.encode():
+        raise EventRejected(
+            "key_mismatch", f"record key {key[:40]!r} differs from symbol {symbol!r}"
+        )
+    if "ts" not in data:
+        raise EventRejected("missing_field", "field 'ts' is missing")
+    day = parse_ts(data["ts"], now or dt.datetime.now(dt.UTC))
+    interval = data.get("interval", "1d")
+    if interval not in SUPPORTED_INTERVALS:
+        raise EventRejected(
+            "bad_interval", f"field 'interval' = {interval!r:.40}: only daily bars ('1d')"
+        )
+    o, h, lo, c, v = (_number(data, name) for name in NUMBER_FIELDS)
+    for name, value in zip(PRICE_FIELDS, (o, h, lo, c), strict=True):
+        if value <= 0:
+            raise EventRejected(
+                "non_positive_price", f"field {name!r} = {value!r}: expected a price > 0"
+            )
+    if h < max(o, c):
+        raise EventRejected(
+            "high_below_open_close", f"high {h!r} is below max(open {o!r}, close {c!r})"
+        )
+    if lo > min(o, c):
+        raise EventRejected(
+            "low_above_open_close", f"low {lo!r} is above min(open {o!r}, close {c!r})"
+        )
+    if v < 0:
+        raise EventRejected("negative_volume", f"field 'volume' = {v!r}: expected >= 0")
+    return BarEvent(symbol, day, o, h, lo, c, v)
