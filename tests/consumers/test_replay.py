@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from consumers.events import decode_event
+from consumers.replay import (
+    ReplayError,
+    bundled_events,
+    in_time_order,
+    synthetic_events,
+    yahoo_events,
+    yahoo_frames,
+)
+from daemon.config import RegimeConfig
+from daemon.regime import label_history
+
+NOW = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
+
+
+def yfinance_frame(bars: pd.DataFrame, symbols: list[str], group_by: str) -> pd.DataFrame:
+    """The frame `yfinance.download(symbols, group_by=...)` returns, built the way yfinance's
+    multi.py builds it (concat with keys, names Ticker/Price; swapped for group_by='column')."""
+    frames = {}
+    for i, symbol in enumerate(symbols):
+        df = (bars * (1 + i)).rename(columns=str.title)[["Open", "High", "Low", "Close", "Volume"]]
+        df.index = pd.DatetimeIndex(df.index, name="Date")
+        frames[symbol] = df
+    data = pd.concat(
+        frames.values(), axis=1, sort=True, keys=frames.keys(), names=["Ticker", "Price"]
+    )
+    if group_by == "column":
+        data.columns = data.columns.swaplevel(0, 1)
+        data = data.sort_index(level=0, axis=1)
+    return data
+
+
+@pytest.mark.parametrize("group_by", ["ticker", "column"])
+def test_yahoo_frames_parse_both_yfinance_layouts(sp500, group_by):
+    bars = sp500.iloc[:30]
+    data = yfinance_frame(bars, ["SPY", "QQQ"], group_by)
+    frames = yahoo_frames(data, ["SPY", "QQQ"])
+    pd.testing.assert_frame_equal(frames["SPY"], bars, check_freq=False, check_names=False)
+    np.testing.assert_allclose(frames["QQQ"]["close"], bars["close"] * 2)
+
+
+def test_yahoo_frames_drop_days_a_symbol_did_not_trade_and_strip_time_zones(sp500):
+    bars = sp500.iloc[:5].copy()
+    data = yfinance_frame(bars, ["SPY"], "ticker")
+    data.iloc[2] = np.nan
+    data.index = data.index.tz_localize("America/New_York")
+    frames = yahoo_frames(data, ["SPY"])
+    assert len(frames["SPY"]) == 4
+    assert frames["SPY"].index.tz is None
+
+
+def test_yahoo_frames_name_what_is_missing(sp500):
+    data = yfinance_frame(sp500.iloc[:5], ["SPY"], "ticker")
+    with pytest.raises(ReplayError, match="no columns for QQQ"):
+        yahoo_frames(data, ["QQQ"])
+    partial = data.copy()
+    partial.iloc[1, 0] = np.nan
+    with pytest.raises(ReplayError, match="gap in a bar on"):
+        yahoo_frames(partial, ["SPY"])
+
+
+def test_yahoo_without_network_fails_with_a_clear_message():
+    # No route to Yahoo from this machine: yfinance gives an empty frame or raises.
+    with pytest.raises(ReplayError, match=r"yfinance returned no data for SPY .* reachable"):
+        yahoo_events(["SPY"], "2024-01-01", "2024-02-01")
+
+
+def test_bundled_events_are_valid_and_put_each_days_vix_first():
+    events = bundled_events()
+    assert Counter(e.symbol for e in events) == {"^GSPC": 5031, "^IXIC": 5031, "^VIX": 1259}
+    days = [e.day for e in events]
+    assert days == sorted(days)
+    by_day: dict[dt.date, list[str]] = {}
+    for e in events:
+        by_day.setdefault(e.day, []).append(e.symbol)
+    assert by_day[dt.date(2018, 2, 5)] == ["^VIX", "^GSPC", "^IXIC"]
+    for e in events[:50]:
+        assert decode_event(e.to_json(), e.symbol.encode(), now=NOW) == e
+
+
+def test_synthetic_events_are_valid_and_visit_every_regime():
+    events = list(synthetic_events(3, n_days=800, seed=1))
+    assert len(events) == 800 * 4
+    for e in events:
+        assert decode_event(e.to_json(), e.symbol.encode(), now=NOW) == e
+    assert in_time_order(events) == events
+    first = [e for e in events if e.symbol == "SYN00000"]
+    vix = [e for e in events if e.symbol == "^VIX"]
+    close = pd.Series([e.close for e in first], index=pd.DatetimeIndex([e.day for e in first]))
+    vix_series = pd.Series([e.close for e in vix], index=pd.DatetimeIndex([e.day for e in vix]))
+    regimes = set(label_history(RegimeConfig(), close, vix_series)["regime"].dropna())
+    assert {"low_volatility", "high_volatility", "crash"} <= regimes
+
+
+def test_synthetic_events_are_deterministic_under_a_seed():
+    a = list(synthetic_events(2, n_days=50, seed=4))
+    b = list(synthetic_events(2, n_days=50, seed=4))
+    c = list(synthetic_events(2, n_days=50, seed=5))
+    assert a == b
+    assert a != c
