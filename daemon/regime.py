@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -162,6 +163,27 @@ class SymbolRegime:
         return RegimeLabel(regime, vix, source)
 
 
+def restore_episode(
+    rules: RegimeConfig, closes: Sequence[float], regimes: Sequence[str | None]
+) -> Episode | None:
+    """The crash episode in force after the last of these bars, from their stored regimes.
+
+    Indices are positions in `closes`. The episode starts at the first crash bar of the last
+    chain of crash bars that are at most `recovery_window_bars` apart; if that chain reaches
+    the first bar given, the episode may have begun earlier (load enough bars).
+    """
+    window = rules.recovery_window_bars
+    crashes = [i for i, r in enumerate(regimes) if r == "crash"]
+    if not crashes or len(closes) - 1 - crashes[-1] > window:
+        return None
+    start = crashes[-1]
+    for i in reversed(crashes[:-1]):
+        if start - i > window:
+            break
+        start = i
+    return Episode(start, crashes[-1], min(closes[start:]))
+
+
 class RegimeLabeler:
     """The per-event path: one `SymbolRegime` per symbol plus the shared VIX history."""
 
@@ -173,6 +195,18 @@ class RegimeLabeler:
     def add_vix(self, day: dt.date, value: float) -> None:
         """Feed a VIX close (the `^VIX` symbol's bar)."""
         self.vix.add(day, value)
+
+    def restore(self, symbol: str, closes: Sequence[float], regimes: Sequence[str | None]) -> None:
+        """Rebuild a symbol's state from its stored bars (oldest first) and their regimes."""
+        state = SymbolRegime(self.rules)
+        state.index = len(closes) - 1
+        if closes:
+            state.last_close = closes[-1]
+        state.closes.extend(closes[-self.rules.price_crash_lookback_bars :])
+        tail = closes[-(self.rules.vix_proxy_window_bars + 1) :]
+        state.returns.extend(math.log(b / a) for a, b in itertools.pairwise(tail))
+        state.episode = restore_episode(self.rules, closes, regimes)
+        self.symbols[symbol] = state
 
     def label(self, symbol: str, day: dt.date, close: float) -> RegimeLabel:
         """Label the next bar of `symbol`; bars of one symbol must come in time order."""

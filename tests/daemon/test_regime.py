@@ -309,3 +309,19 @@ def test_both_paths_agree_on_random_paths(steps, vix_levels, window, proxy_windo
     known = [(d, v) for d, v in zip(days, vix_levels, strict=False) if v is not None]
     vix = pd.Series([v for _, v in known], index=pd.DatetimeIndex([d for d, _ in known]))
     both(rules, close, vix if known else None)
+
+
+@pytest.mark.parametrize("split", [1, 30, 2400, 2450, 2470, 2500, 2600, 5030])
+def test_restored_state_labels_the_rest_like_the_uninterrupted_stream(sp500, split):
+    """Restart at any bar (2008-2009 has long crash episodes): the state rebuilt from the
+    stored closes and regimes labels every later bar as if nothing had happened."""
+    rules = RegimeConfig()
+    close = sp500["close"]
+    full = label_history(rules, close, None)
+    labeler = RegimeLabeler(rules)
+    labeler.restore("X", list(close.iloc[:split]), list(full["regime"].iloc[:split]))
+    later = [
+        labeler.label("X", day.date(), float(c)).regime
+        for day, c in close.iloc[split:].items()
+    ]
+    assert later == list(full["regime"].iloc[split:])
