@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from itertools import repeat
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -53,13 +54,14 @@ Array = npt.NDArray[np.float64]
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 
 
-def _log(x: Array) -> Array:
-    # math.log, as in the per-event path: numpy's vectorised log may differ from libm by one
-    # unit in the last place on some CPUs, and the paths are meant to agree bit for bit here.
+def log_each(x: Array) -> Array:
+    """Natural logarithm of every value, with `math.log` as the per-event path takes it."""
+    # numpy's vectorised log may differ from libm by one unit in the last place on some CPUs,
+    # and the paths are meant to agree bit for bit here.
     return np.fromiter(map(math.log, x.tolist()), dtype=np.float64, count=len(x))
 
 
-def _shift(x: Array, k: int, fill: float) -> Array:
+def shift(x: Array, k: int, fill: float) -> Array:
     """x moved k bars later; the first k values are `fill`."""
     out = np.full(len(x), fill)
     if k < len(x):
@@ -69,7 +71,7 @@ def _shift(x: Array, k: int, fill: float) -> Array:
 
 def _rsum(x: Array, w: int) -> Array:
     """Sum over the last w bars, as the running sum S += x_new - x_old computes it."""
-    return np.cumsum(x - _shift(x, w, 0.0))
+    return np.cumsum(x - shift(x, w, 0.0))
 
 
 def _anchored(x: Array, w: int) -> tuple[Array, Array, Array, Array]:
@@ -84,7 +86,7 @@ def _anchored(x: Array, w: int) -> tuple[Array, Array, Array, Array]:
     starts = idx[::w]
     anchor = np.repeat(x[starts], w)[:n]
     y = x - anchor
-    out = np.where(idx >= w, _shift(x, w, 0.0) - anchor, 0.0)
+    out = np.where(idx >= w, shift(x, w, 0.0) - anchor, 0.0)
     d1 = y - out
     d2 = y * y - out * out
     s1 = np.zeros(len(starts))
@@ -130,24 +132,97 @@ def _safe_div(num: Array, den: Array, ok: npt.NDArray[np.bool_], default: float)
     return np.where(ok, num / np.where(ok, den, 1.0), default)
 
 
+_CODES = {r: i for i, r in enumerate(REGIMES)}
+
+
 def _regime_codes(
     index: pd.Index, regimes: Sequence[str | None] | pd.Series[Any]
 ) -> npt.NDArray[np.int64]:
     """Position of each bar's regime in REGIMES, -1 when the regime is unknown (None/NaN)."""
-    labels = pd.Series(np.asarray(regimes, dtype=object), index=index, dtype=object)
-    known = labels.notna().to_numpy()
-    lookup = {r: i for i, r in enumerate(REGIMES)}
-    codes = labels.map(lookup).to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = known & np.isnan(codes)
-    if bad.any():
-        j = int(np.argmax(bad))
-        raise DataError(bad_regime_message(_day(index, j), labels.iloc[j]))
-    return np.where(known, np.nan_to_num(codes, nan=-1.0), -1.0).astype(np.int64)
+    labels = regimes.tolist() if isinstance(regimes, pd.Series) else list(regimes)
+    codes = np.fromiter(map(_CODES.get, labels, repeat(-1)), dtype=np.int64, count=len(labels))
+    for j in np.flatnonzero(codes < 0).tolist():
+        if not pd.isna(labels[j]):
+            raise DataError(bad_regime_message(_day(index, j), labels[j]))
+    return codes
 
 
 def _day(index: pd.Index, j: int) -> str:
     label = index[j]
     return str(label.date()) if isinstance(label, pd.Timestamp) else f"{j} ({label})"
+
+
+class Inputs(NamedTuple):
+    """One symbol's checked history as arrays, one value per bar."""
+
+    open: Array
+    high: Array
+    low: Array
+    close: Array
+    volume: Array
+    vix: Array  # NaN when unknown
+    known: npt.NDArray[np.bool_]  # the VIX reading is known
+    proxy: npt.NDArray[np.bool_]
+    codes: npt.NDArray[np.int64]  # position of the regime in REGIMES, -1 when undecided
+
+
+def checked_inputs(
+    bars: pd.DataFrame,
+    vix: npt.ArrayLike,
+    vix_is_proxy: npt.ArrayLike,
+    regimes: Sequence[str | None] | pd.Series[Any],
+) -> Inputs:
+    """The arguments of `compute_features` as arrays; raises `DataError` naming the first bad
+    column, length, day or value."""
+    if tuple(bars.columns) == BAR_COLUMNS:  # one float block: one conversion, not five
+        ohlcv = bars.to_numpy(dtype=np.float64).T
+    else:
+        missing = [c for c in BAR_COLUMNS if c not in bars.columns]
+        if missing:
+            raise DataError(
+                f"bars: missing column(s) {', '.join(missing)} "
+                f"(columns found: {', '.join(map(str, bars.columns))})"
+            )
+        ohlcv = np.array([bars[col].to_numpy(dtype=np.float64) for col in BAR_COLUMNS])
+    n = len(bars)
+    vix_arr = np.asarray(vix, dtype=np.float64).reshape(-1)
+    proxy = np.asarray(vix_is_proxy, dtype=bool).reshape(-1)
+    for name, length in (("vix", len(vix_arr)), ("vix_is_proxy", len(proxy))):
+        if length != n:
+            raise DataError(f"{name}: {length} values for {n} bars; expected one per bar")
+    if len(regimes) != n:
+        raise DataError(f"regimes: {len(regimes)} values for {n} bars; expected one per bar")
+    ohlcv = np.ascontiguousarray(ohlcv.reshape(5, n))
+    good = (ohlcv[:4] > 0.0).all(axis=0) & (ohlcv[4] >= 0.0) & np.isfinite(ohlcv).all(axis=0)
+    if not good.all():
+        j = int(np.argmin(good))
+        raise DataError(bad_bar_message(_day(bars.index, j), *ohlcv[:, j].tolist()))
+    o, h, lo_, c, v = ohlcv
+    known = ~np.isnan(vix_arr)
+    bad_vix = known & ~((vix_arr > 0) & np.isfinite(vix_arr))
+    if bad_vix.any():
+        j = int(np.argmax(bad_vix))
+        raise DataError(
+            f"bar {_day(bars.index, j)}: VIX {float(vix_arr[j])!r} is not a positive finite number"
+        )
+    codes = _regime_codes(bars.index, regimes)
+    return Inputs(o, h, lo_, c, v, vix_arr, known, proxy, codes)
+
+
+def emitted(known: npt.NDArray[np.bool_], codes: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Which bars give a row: past the warm-up, with a regime and 20 known VIX readings."""
+    idx = np.arange(len(known))
+    run = idx - np.maximum.accumulate(np.where(known, -1, idx))
+    return (idx >= WARMUP) & (run >= VIX_RUN) & (codes >= 0)
+
+
+def price_changes(h: Array, lo_: Array, c: Array, prev_c: Array) -> tuple[Array, Array, Array]:
+    """Gain, loss (both >= 0) and true range of every bar, the inputs of RSI and ATR."""
+    diff = c - prev_c
+    gain = np.where(diff > 0.0, diff, 0.0)
+    loss = np.where(diff < 0.0, -diff, 0.0)
+    tr = np.maximum(np.maximum(h - lo_, np.abs(h - prev_c)), np.abs(lo_ - prev_c))
+    return gain, loss, tr
 
 
 def compute_features(
@@ -164,39 +239,9 @@ def compute_features(
     only the rows with enough real history, columns `FEATURE_NAMES`, indexed like `bars`.
     The same rows and values as feeding the bars one by one to `SymbolFeatures`.
     """
-    missing = [c for c in BAR_COLUMNS if c not in bars.columns]
-    if missing:
-        raise DataError(
-            f"bars: missing column(s) {', '.join(missing)} "
-            f"(columns found: {', '.join(map(str, bars.columns))})"
-        )
-    n = len(bars)
-    vix_arr = np.asarray(vix, dtype=np.float64).reshape(-1)
-    proxy = np.asarray(vix_is_proxy, dtype=bool).reshape(-1)
-    for name, length in (("vix", len(vix_arr)), ("vix_is_proxy", len(proxy))):
-        if length != n:
-            raise DataError(f"{name}: {length} values for {n} bars; expected one per bar")
-    if len(regimes) != n:
-        raise DataError(f"regimes: {len(regimes)} values for {n} bars; expected one per bar")
-    o, h, lo_, c, v = (bars[col].to_numpy(dtype=np.float64) for col in BAR_COLUMNS)
-    good = (o > 0) & (h > 0) & (lo_ > 0) & (c > 0) & (v >= 0)
-    good &= np.isfinite(o) & np.isfinite(h) & np.isfinite(lo_) & np.isfinite(c) & np.isfinite(v)
-    if not good.all():
-        j = int(np.argmin(good))
-        bad = (float(x[j]) for x in (o, h, lo_, c, v))
-        raise DataError(bad_bar_message(_day(bars.index, j), *bad))
-    known = ~np.isnan(vix_arr)
-    bad_vix = known & ~((vix_arr > 0) & np.isfinite(vix_arr))
-    if bad_vix.any():
-        j = int(np.argmax(bad_vix))
-        raise DataError(
-            f"bar {_day(bars.index, j)}: VIX {float(vix_arr[j])!r} is not a positive finite number"
-        )
-    codes = _regime_codes(bars.index, regimes)
-    cols = _columns(o, h, lo_, c, v, vix_arr, known, proxy, codes)
-    idx = np.arange(n)
-    run = idx - np.maximum.accumulate(np.where(known, -1, idx))
-    emit = (idx >= WARMUP) & (run >= VIX_RUN) & (codes >= 0)
+    x = checked_inputs(bars, vix, vix_is_proxy, regimes)
+    cols = _columns(x.open, x.high, x.low, x.close, x.volume, x.vix, x.known, x.proxy, x.codes)
+    emit = emitted(x.known, x.codes)
     return pd.DataFrame({name: cols[name][emit] for name in FEATURE_NAMES}, index=bars.index[emit])
 
 
@@ -212,15 +257,15 @@ def _columns(
     codes: npt.NDArray[np.int64],
 ) -> dict[str, Array]:
     """Every feature for every bar (garbage or NaN where history is short; masked later)."""
-    lo, lh, ll, lc = _log(o), _log(h), _log(lo_), _log(c)
-    prev_c = _shift(c, 1, c[0]) if len(c) else c
-    prev_lc = _shift(lc, 1, lc[0]) if len(c) else lc
+    lo, lh, ll, lc = log_each(o), log_each(h), log_each(lo_), log_each(c)
+    prev_c = shift(c, 1, c[0]) if len(c) else c
+    prev_lc = shift(lc, 1, lc[0]) if len(c) else lc
     r = lc - prev_lc
     hl = lh - ll
     f: dict[str, Array] = {}
 
     for k in RETURN_HORIZONS:
-        f[f"ret_{k}"] = r if k == 1 else lc - _shift(lc, k, np.nan)
+        f[f"ret_{k}"] = r if k == 1 else lc - shift(lc, k, np.nan)
     r2 = r * r
     r3 = r * r * r
     for w in VOL_WINDOWS:
@@ -237,9 +282,7 @@ def _columns(
         np.where(pk > FLAT_VAR, PARKINSON_FACTOR * pk, 0.0)
     )
 
-    diff = c - prev_c
-    gain = np.where(diff > 0.0, diff, 0.0)
-    loss = np.where(diff < 0.0, -diff, 0.0)
+    gain, loss, tr = price_changes(h, lo_, c, prev_c)
     g = _recursive(gain, RSI_N, 1, RSI_A)
     dn = _recursive(loss, RSI_N, 1, RSI_A)
     f[f"rsi_{RSI_N}"] = _safe_div(100.0 * g, g + dn, g + dn > 0.0, 50.0)
@@ -259,7 +302,6 @@ def _columns(
     f[f"bb_pctb_{BB_N}"] = 0.5 + _safe_div(yc - mc, 4.0 * bsd, bsd > 0.0, 0.0)
     f[f"bb_width_{BB_N}"] = 4.0 * bsd / ma20
 
-    tr = np.maximum(np.maximum(h - lo_, np.abs(h - prev_c)), np.abs(lo_ - prev_c))
     f[f"atr_{ATR_N}"] = _recursive(tr, ATR_N, 1, ATR_A) / c
     f["hl_range"] = hl
     f["close_location"] = _safe_div(c - lo_, h - lo_, h > lo_, 0.5)
@@ -283,11 +325,11 @@ def _columns(
 
     vx = np.where(known, vix, 0.0)
     lvx = np.zeros(len(vix))
-    lvx[known] = _log(vix[known])
+    lvx[known] = log_each(vix[known])
     vmean = _rsum(vx, VIX_MEAN_N) / VIX_MEAN_N
     f["vix_level"] = vx
-    f["vix_chg_1"] = lvx - _shift(lvx, 1, 0.0)
-    f["vix_chg_5"] = lvx - _shift(lvx, 5, 0.0)
+    f["vix_chg_1"] = lvx - shift(lvx, 1, 0.0)
+    f["vix_chg_5"] = lvx - shift(lvx, 5, 0.0)
     f[f"vix_rel_{VIX_MEAN_N}"] = _safe_div(vx, vmean, vmean > 0.0, 0.0) - 1.0
     f["vix_minus_vol_21"] = vx / 100.0 - f["vol_21"]
     f["vix_is_proxy"] = proxy.astype(np.float64)

@@ -102,6 +102,10 @@ FLAT_VAR: Final = 1e-16
 #: standard deviation of a millionth of the mean) is flat: its z-score is 0 and %b is 0.5.
 FLAT_REL2: Final = 1e-12
 
+#: Length of the per-event ring buffers: a power of two longer than the longest look-back (200
+#: bars). Bar i sits in slot i & (RING - 1); a restored state keeps the last RING bars.
+RING: Final = 256
+
 #: Consecutive known VIX readings a row needs (its own and the 19 before, for the 20-bar mean).
 VIX_RUN: Final = VIX_MEAN_N
 #: Bars before the first row of a symbol: the 200-bar moving average needs 200 closes.

@@ -18,6 +18,10 @@ recursive averages (EMA, Wilder) are seeded with the mean of their first n input
 
 A row is emitted only when every feature is defined from real history: after the warm-up
 (`warmup_bars()`), with a regime, and with 20 consecutive known VIX readings.
+
+`SymbolFeatures.restore` (also `restore_features`) rebuilds the per-event state from stored
+bars at once, for start-up and for a partition that moved here: the same state, bit for bit, as
+feeding the bars to `update`, computed from the batch path's columns (`daemon._feature_restore`).
 """
 
 from __future__ import annotations
@@ -26,11 +30,15 @@ from daemon._feature_batch import compute_features, features_from_labels
 from daemon._feature_defs import FEATURE_NAMES, FEATURE_VERSION, warmup_bars
 from daemon._feature_event import SymbolFeatures
 
+#: `SymbolFeatures.restore` as a function: the per-event state rebuilt from stored bars.
+restore_features = SymbolFeatures.restore
+
 __all__ = [
     "FEATURE_NAMES",
     "FEATURE_VERSION",
     "SymbolFeatures",
     "compute_features",
     "features_from_labels",
+    "restore_features",
     "warmup_bars",
 ]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from functools import cache
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from daemon.features import (
     SymbolFeatures,
     compute_features,
     features_from_labels,
+    restore_features,
     warmup_bars,
 )
 from daemon.history import bundled_path, read_bars_csv, read_vix_csv
@@ -47,6 +49,12 @@ def inputs(labels: pd.DataFrame) -> tuple[list[float], list[bool], list[str | No
 def per_event(bars, vix, proxy, regimes) -> tuple[pd.DataFrame, int]:
     """Feed the bars one by one, as the consumer does; return the rows and the withheld count."""
     state = SymbolFeatures()
+    frame = feed(state, bars, vix, proxy, regimes)
+    return frame, state.withheld
+
+
+def feed(state: SymbolFeatures, bars, vix, proxy, regimes) -> pd.DataFrame:
+    """Feed the bars one by one to `state`; return the rows it emits, indexed by day."""
     rows, days = [], []
     values = zip(*(bars[c].tolist() for c in COLUMNS), vix, proxy, regimes, strict=True)
     for day, (o, h, low, c, v, x, p, r) in zip(bars.index, values, strict=True):
@@ -54,8 +62,7 @@ def per_event(bars, vix, proxy, regimes) -> tuple[pd.DataFrame, int]:
         if row is not None:
             rows.append(row)
             days.append(day)
-    frame = pd.DataFrame(rows, index=pd.Index(days), columns=list(FEATURE_NAMES), dtype=float)
-    return frame, state.withheld
+    return pd.DataFrame(rows, index=pd.Index(days), columns=list(FEATURE_NAMES), dtype=float)
 
 
 def assert_agree(batch: pd.DataFrame, event: pd.DataFrame) -> None:
@@ -492,3 +499,120 @@ def test_per_event_and_batch_agree_on_random_bars(history):
     assert_agree(batch, event)
     assert withheld == len(bars) - len(batch) >= min(len(bars), warmup_bars())
     assert np.isfinite(batch.to_numpy()).all()
+
+
+# --- restore: the per-event state rebuilt from stored bars -----------------------------------
+
+
+def state_of(features: SymbolFeatures) -> dict[str, object]:
+    """A copy of every slot of a `SymbolFeatures` (deques as lists), to compare states exactly."""
+    slots = {name: getattr(features, name) for name in SymbolFeatures.__slots__}
+    return {name: list(v) if isinstance(v, deque | list) else v for name, v in slots.items()}
+
+
+def check_restore(bars, vix, proxy, regimes, splits) -> None:
+    """Restore from the first k bars, then feed the rest with `update`, for every k in splits:
+    the restored state is the per-event state after k bars (bit for bit, counters included),
+    and the rows that follow are the uninterrupted stream's and the batch path's."""
+    n = len(bars)
+    batch = compute_features(bars, vix, proxy, regimes)
+    reference = SymbolFeatures()
+    parts, snapshots, done = [], {}, 0
+    for k in sorted(splits):
+        parts.append(
+            feed(reference, bars.iloc[done:k], vix[done:k], proxy[done:k], regimes[done:k])
+        )
+        snapshots[k], done = state_of(reference), k
+    parts.append(feed(reference, bars.iloc[done:], vix[done:], proxy[done:], regimes[done:]))
+    event = pd.concat(parts)
+    assert_agree(batch, event)
+    for k in splits:
+        state = SymbolFeatures.restore(bars.iloc[:k], vix[:k], proxy[:k], regimes[:k])
+        assert state.bars == k
+        assert state.withheld == k - int(
+            np.count_nonzero(batch.index < bars.index[k]) if k < n else len(batch)
+        )
+        assert state_of(state) == snapshots[k], f"restored after {k} bars"
+        rest = feed(state, bars.iloc[k:], vix[k:], proxy[k:], regimes[k:])
+        after = bars.index[k:]
+        assert_agree(batch[batch.index.isin(after)], rest)
+        assert_agree(event[event.index.isin(after)], rest)
+        assert state.bars == n and state.withheld == reference.withheld == n - len(batch), k
+
+
+def splits_for(n: int, *more: int) -> set[int]:
+    """Split points: none and one bar restored, around the warm-up, the middle, all but the
+    last bar, all bars."""
+    w = warmup_bars()
+    return {k for k in (0, 1, w - 1, w, w + 1, n // 2, n - 1, n, *more) if 0 <= k <= n}
+
+
+@pytest.mark.parametrize("name", ["sp500", "nasdaq"])
+def test_restore_then_update_continues_the_bundled_history_exactly(name):
+    bars, labels = bundled(name)
+    vix, proxy, regimes = inputs(labels)
+    # 13 and 33: the RSI and MACD-signal seeds come next; 220: the next bar is a 20-bar anchor,
+    # 221: the last restored one is; 255-257: the ring buffers wrap.
+    check_restore(bars, vix, proxy, regimes, splits_for(len(bars), 13, 33, 220, 221, 255, 256, 257))
+
+
+@settings(max_examples=50, deadline=None)
+@given(random_history(), st.data())
+def test_restore_then_update_continues_random_bars_exactly(history, data):
+    bars, vix, proxy, regimes = history
+    n = len(bars)
+    more = data.draw(st.lists(st.integers(0, n), max_size=4), label="more splits")
+    check_restore(bars, vix, proxy, regimes, splits_for(n, *more))
+
+
+def test_restore_counts_withheld_bars_as_if_they_had_been_fed():
+    n = warmup_bars() + 60
+    bars = synthetic(100 + np.sin(np.arange(n) / 3))
+    vix = [20.0] * n
+    regimes: list[str | None] = ["normal"] * n
+    regimes[warmup_bars() + 5] = None
+    vix[warmup_bars() + 30] = math.nan  # withholds this bar and the next 19
+    proxy = [False] * n
+    k = warmup_bars() + 40  # inside the VIX gap: 10 more bars of it are withheld after restore
+    state = restore_features(bars.iloc[:k], vix[:k], proxy[:k], regimes[:k])
+    assert (state.bars, state.withheld) == (k, warmup_bars() + 1 + 10)
+    rest = feed(state, bars.iloc[k:], vix[k:], proxy[k:], regimes[k:])
+    assert (state.bars, state.withheld) == (n, warmup_bars() + 1 + 20)
+    assert rest.index[0] == bars.index[warmup_bars() + 50] and len(rest) == n - k - 10
+    full, _ = per_event(bars, vix, proxy, regimes)
+    assert_agree(full.iloc[-len(rest) :], rest)
+
+
+def test_restore_of_no_bars_is_a_fresh_state():
+    bars = synthetic([10.0, 11.0])
+    state = SymbolFeatures.restore(bars.iloc[:0], [], [], [])
+    assert state_of(state) == state_of(SymbolFeatures())
+    assert (state.bars, state.withheld) == (0, 0)
+
+
+def test_restore_accepts_a_series_of_labels_with_nan_and_extra_columns():
+    bars, labels = bundled("sp500")
+    k = 300
+    stored = bars.iloc[:k].assign(symbol="SPX")[["symbol", *reversed(COLUMNS)]]
+    state = SymbolFeatures.restore(
+        stored, labels["vix"].iloc[:k], labels["vix_source"].iloc[:k] == "proxy",
+        labels["regime"].iloc[:k],
+    )  # fmt: skip
+    reference = SymbolFeatures()
+    feed(reference, bars.iloc[:k], *(x[:k] for x in inputs(labels)))
+    assert state_of(state) == state_of(reference)
+
+
+def test_restore_rejects_bad_input_naming_the_column_or_day():
+    bars = synthetic([10.0, 11.0, 12.0])
+    ok = ([20.0] * 3, [False] * 3, ["normal"] * 3)
+    with pytest.raises(DataError, match="missing column"):
+        SymbolFeatures.restore(bars.drop(columns="close"), *ok)
+    with pytest.raises(DataError, match="vix_is_proxy: 2 values for 3 bars"):
+        SymbolFeatures.restore(bars, ok[0], [False] * 2, ok[2])
+    bad = bars.copy()
+    bad.loc[bars.index[2], "volume"] = -1.0
+    with pytest.raises(DataError, match=r"bar 2000-01-05: volume -1\.0 is not a finite number"):
+        SymbolFeatures.restore(bad, *ok)
+    with pytest.raises(DataError, match=r"bar 2000-01-04: regime 'boom' is not one of"):
+        restore_features(bars, *ok[:2], ["normal", "boom", None])
