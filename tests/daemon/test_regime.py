@@ -321,7 +321,6 @@ def test_restored_state_labels_the_rest_like_the_uninterrupted_stream(sp500, spl
     labeler = RegimeLabeler(rules)
     labeler.restore("X", list(close.iloc[:split]), list(full["regime"].iloc[:split]))
     later = [
-        labeler.label("X", day.date(), float(c)).regime
-        for day, c in close.iloc[split:].items()
+        labeler.label("X", day.date(), float(c)).regime for day, c in close.iloc[split:].items()
     ]
     assert later == list(full["regime"].iloc[split:])

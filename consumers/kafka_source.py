@@ -1,0 +1,297 @@
+"""The market-data consumer: Kafka records in, one SQLite transaction per polled batch out.
+
+For every batch: decode and validate each record (invalid ones go to the dead-letter topic),
+run the pipeline (regime, features, delayed labels), write bars, samples, labels AND the next
+offsets in one transaction, and only then commit the offsets to Kafka (asynchronously: SQLite
+is the truth). Records below the offset stored in SQLite are skipped, so a crash between the
+SQLite commit and the Kafka commit duplicates nothing; newly assigned partitions seek to the
+stored offset when it is ahead of the group's committed one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumers._client import client_options
+from consumers.dlq import DeadLetters
+from consumers.events import EventRejected, decode_event
+from daemon.config import Config
+from daemon.errors import RegimedError
+from daemon.metrics import Metrics
+from daemon.pipeline import Output, Pipeline
+from daemon.store import Store
+
+logger = logging.getLogger(__name__)
+
+#: Stored bars per symbol that rebuild its state (covers the 200-bar windows and lets the
+#: recursive averages converge far below float precision).
+RESTORE_BARS = 1000
+
+
+class ConsumerError(RegimedError):
+    """The consumer cannot reach Kafka or cannot go on safely."""
+
+
+@dataclass
+class RunSummary:
+    """What one `run` did."""
+
+    consumed: int = 0
+    stored_bars: int = 0
+    rejected: int = 0
+    skipped_duplicates: int = 0
+    batches: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+class _Rebalance:
+    """Rebalance listener. kafka-python runs it on its IO thread, so it only records what
+    changed; the consumer thread acts on it (seeks, state reloads) after the poll returns."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.assigned: set[Any] = set()
+        self.revoked: set[Any] = set()
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        with self.lock:
+            self.revoked.update(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        with self.lock:
+            self.assigned.update(assigned)
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self.on_partitions_revoked(lost)
+
+    def take(self) -> tuple[set[Any], set[Any]]:
+        with self.lock:
+            assigned, revoked = self.assigned, self.revoked
+            self.assigned, self.revoked = set(), set()
+        return assigned, revoked
+
+
+def _listener(rebalance: _Rebalance) -> Any:
+    from kafka import ConsumerRebalanceListener
+
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            rebalance.on_partitions_revoked(revoked)
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            rebalance.on_partitions_assigned(assigned)
+
+        def on_partitions_lost(self, lost: Any) -> None:
+            rebalance.on_partitions_lost(lost)
+
+    return Listener()
+
+
+class MarketDataConsumer:
+    """Consumes `kafka.topic` into the store until `stop` is set (or a limit is reached)."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        metrics: Metrics,
+        stop: threading.Event,
+        pipeline: Pipeline | None = None,
+        consumer_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.stop = stop
+        self.topic = config.kafka.topic
+        self.pipeline = pipeline or Pipeline(config, history=self._history)
+        self.rebalance = _Rebalance()
+        self.floors: dict[int, int] = {}
+        self.partition_of: dict[str, int] = {}
+        self._options = consumer_options or {}
+        self._consumer: Any = None
+        self.dlq = DeadLetters(config.kafka)
+
+    def _history(self, symbol: str) -> Any:
+        return self.store.recent_bars(symbol, RESTORE_BARS)
+
+    def open(self) -> None:
+        """Connect, join the group (static membership) and subscribe."""
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
+
+        k = self.config.kafka
+        options: dict[str, Any] = {
+            **client_options(k),
+            "group_id": k.group_id,
+            "group_instance_id": k.effective_group_instance_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_poll_records": k.max_poll_records,
+            "max_poll_interval_ms": k.max_poll_interval_ms,
+            "session_timeout_ms": k.session_timeout_ms,
+            "heartbeat_interval_ms": k.heartbeat_interval_ms,
+            **self._options,
+        }
+        try:
+            self._consumer = KafkaConsumer(**options)
+        except KafkaError as exc:
+            raise ConsumerError(
+                f"cannot reach Kafka at {','.join(k.bootstrap_servers)}: {exc}"
+            ) from None
+        self._consumer.subscribe([self.topic], listener=_listener(self.rebalance))
+        self.floors = self.store.offsets(self.topic)
+        self.pipeline.load_vix(self.store.bars(symbol=self.config.regime.vix_symbol))
+        self.dlq.open()
+        logger.info(
+            "consuming %s as %s in group %s",
+            self.topic,
+            k.effective_group_instance_id,
+            k.group_id,
+        )
+
+    def close(self, commit: bool) -> None:
+        """Leave the group; commit the stored offsets first on a clean stop."""
+        consumer, self._consumer = self._consumer, None
+        try:
+            if consumer is not None and commit:
+                self._commit(consumer, sync=True)
+        finally:
+            if consumer is not None:
+                consumer.close(autocommit=False)
+            self.dlq.close()
+
+    def _commit(self, consumer: Any, sync: bool) -> None:
+        from kafka.structs import OffsetAndMetadata, TopicPartition
+
+        assigned = {tp.partition for tp in consumer.assignment()}
+        offsets = {
+            TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
+            for p, o in self.floors.items()
+            if p in assigned
+        }
+        if not offsets:
+            return
+        if sync:
+            consumer.commit(offsets)
+        else:
+            consumer.commit_async(offsets, callback=self._committed)
+
+    @staticmethod
+    def _committed(offsets: Any, response: Any) -> None:
+        if isinstance(response, Exception):
+            logger.warning("async offset commit failed (SQLite keeps the truth): %s", response)
+
+    def _handle_rebalance(self) -> None:
+        assigned, revoked = self.rebalance.take()
+        if not assigned and not revoked:
+            return
+        changed = {tp.partition for tp in assigned | revoked}
+        # Symbols of a partition that moved may have been advanced by another member: reload.
+        for symbol, partition in list(self.partition_of.items()):
+            if partition in changed:
+                self.pipeline.forget(symbol)
+                del self.partition_of[symbol]
+        if assigned:
+            self.floors = self.store.offsets(self.topic)
+            for tp in assigned:
+                stored = self.floors.get(tp.partition)
+                if stored is not None and stored > self._consumer.position(tp):
+                    self._consumer.seek(tp, stored)
+            self.pipeline.load_vix(self.store.bars(symbol=self.config.regime.vix_symbol))
+            logger.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
+
+    def run(self, max_messages: int | None = None, timeout_s: float | None = None) -> RunSummary:
+        """Poll and store batches until stopped, `max_messages` records or `timeout_s`."""
+        if self._consumer is None:
+            self.open()
+        summary = RunSummary()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self.stop.is_set():
+            if max_messages is not None and summary.consumed >= max_messages:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            polled = self._consumer.poll(timeout_ms=200)
+            self._handle_rebalance()
+            if polled:
+                self._batch(polled, summary)
+            self._lag()
+        return summary
+
+    def _batch(self, polled: dict[Any, list[Any]], summary: RunSummary) -> None:
+        out = Output()
+        offsets: dict[tuple[str, int], int] = {}
+        rejected: Counter[str] = Counter()
+        consumed = valid = 0
+        for tp, records in polled.items():
+            floor = self.floors.get(tp.partition, -1)
+            for record in records:
+                consumed += 1
+                if record.offset < floor:
+                    summary.skipped_duplicates += 1
+                    continue
+                offsets[(tp.topic, tp.partition)] = record.offset + 1
+                try:
+                    event = decode_event(record.value, record.key)
+                except EventRejected as exc:
+                    rejected[exc.reason] += 1
+                    self.dlq.send(record, exc)
+                    continue
+                valid += 1
+                self.partition_of[event.symbol] = tp.partition
+                self.pipeline.process(event, out)
+        self.metrics.events_consumed.labels(topic=self.topic).inc(consumed)
+        summary.consumed += consumed
+        if not offsets:
+            return
+        if rejected:
+            self.dlq.flush()  # dead letters are durable before their offsets are
+        n_rejected = sum(rejected.values())
+        result = self.store.write_batch(
+            bars=out.bars,
+            samples=out.samples,
+            labels=out.labels,
+            offsets=offsets,
+            counters={
+                "events_stored": valid,
+                "rejected_events": n_rejected,
+                "bars_out_of_order": out.out_of_order,
+            },
+        )
+        for (_, partition), next_offset in offsets.items():
+            self.floors[partition] = next_offset
+        self._commit(self._consumer, sync=False)
+        summary.batches += 1
+        summary.stored_bars += len(out.bars)
+        summary.rejected += n_rejected
+        summary.reasons.update(rejected)
+        self._observe(out, rejected, result.bars_corrected)
+
+    def _observe(self, out: Output, rejected: Counter[str], corrected: int) -> None:
+        m = self.metrics
+        for reason, n in rejected.items():
+            m.events_rejected.labels(reason=reason).inc(n)
+        for regime, n in out.labeled.items():
+            m.bars_labeled.labels(regime=regime).inc(n)
+        m.bars_out_of_order.inc(out.out_of_order)
+        m.bars_corrected.inc(corrected)
+        m.rows_withheld.inc(out.withheld)
+        m.batches_committed.inc()
+        if out.market is not None:
+            m.set_market_regime(out.market.regime)
+            m.vix_proxy_in_use.set(1 if out.market.vix_source == "proxy" else 0)
+
+    def _lag(self) -> None:
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is None:
+                continue
+            position = self.floors.get(tp.partition, 0)
+            lag = max(0, high - position)
+            self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(lag)

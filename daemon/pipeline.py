@@ -1,0 +1,266 @@
+"""From bars to stored rows: regime label, feature row, delayed label, in one place.
+
+`Pipeline` is the per-event path the consumer runs for every valid bar; `history_rows` is the
+batch path over a whole history of one symbol (the rare-event archive, checks). Both produce the
+same `BarRow`s, `SampleRow`s and labels: tests/daemon/test_pipeline.py proves it on the bundled
+history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from daemon.bar import Bar
+from daemon.config import Config
+from daemon.features import (
+    FEATURE_VERSION,
+    SymbolFeatures,
+    features_from_labels,
+    restore_features,
+)
+from daemon.labels import SymbolLabels, future_labels
+from daemon.regime import RegimeLabel, RegimeLabeler, label_history
+from daemon.store import BarRow, LabelUpdate, SampleRow, Source
+
+
+@dataclass
+class Output:
+    """What a batch of bars turns into: rows to write and what to count."""
+
+    bars: list[BarRow] = field(default_factory=list)
+    samples: list[SampleRow] = field(default_factory=list)
+    labels: list[LabelUpdate] = field(default_factory=list)
+    labeled: Counter[str] = field(default_factory=Counter)
+    withheld: int = 0
+    out_of_order: int = 0
+    market: RegimeLabel | None = None
+
+
+@dataclass
+class _Symbol:
+    features: SymbolFeatures
+    labels: SymbolLabels
+    last_day: dt.date
+    last_row: BarRow
+
+
+#: Stored bars of one symbol, oldest first (columns as `BarRow`, `ts` a datetime64 column).
+History = Callable[[str], pd.DataFrame]
+
+
+class Pipeline:
+    """Per-event path: per-symbol regime, feature and label state for the live stream.
+
+    With a `history` loader, the state of a symbol seen for the first time is rebuilt from its
+    stored bars (after a restart, or when a partition moved here from another daemon), so no
+    Kafka replay is needed.
+    """
+
+    def __init__(self, config: Config, history: History | None = None) -> None:
+        self.config = config
+        self.source: Source = "live"
+        self.history = history
+        self.regimes = RegimeLabeler(config.regime)
+        self.weights = config.weights.regime.as_dict()
+        self.symbols: dict[str, _Symbol] = {}
+        self.vix_last: dt.date | None = None
+        self.restored = 0
+
+    def forget(self, symbol: str) -> None:
+        """Drop a symbol's state; the next bar rebuilds it from the store."""
+        self.symbols.pop(symbol, None)
+        self.regimes.symbols.pop(symbol, None)
+
+    def load_vix(self, vix: pd.DataFrame) -> None:
+        """Add stored VIX bars (columns ts, close) to the labeler's VIX history."""
+        for ts, close in zip(pd.DatetimeIndex(vix["ts"]), vix["close"], strict=True):
+            day = ts.date()
+            self.regimes.add_vix(day, float(close))
+            if self.vix_last is None or day > self.vix_last:
+                self.vix_last = day
+
+    def restore(self, symbol: str, stored: pd.DataFrame) -> None:
+        """Rebuild one symbol's state from its stored bars (oldest first): the same state as if
+        those bars had just been processed, regimes taken as stored."""
+        self.forget(symbol)
+        if stored.empty:
+            return
+        days = pd.DatetimeIndex(stored["ts"])
+        closes = stored["close"].to_numpy(dtype=float)
+        regimes = [None if pd.isna(r) else str(r) for r in stored["regime"]]
+        vix = stored["vix"].to_numpy(dtype=float)
+        proxy = (stored["vix_source"] == "proxy").to_numpy(dtype=bool)
+        self.regimes.restore(symbol, list(closes), regimes)
+        bars = stored[["open", "high", "low", "close", "volume"]].set_axis(days, axis=0)
+        features = restore_features(bars, vix, proxy, regimes)
+        labels = SymbolLabels(self.config.label)
+        h = self.config.label.horizon_bars
+        for day, close in zip(days[-h:], closes[-h:], strict=True):
+            labels.waiting.append((day.strftime("%Y-%m-%d"), float(close)))
+        last = stored.iloc[-1]
+        row = BarRow(
+            symbol,
+            days[-1].strftime("%Y-%m-%d"),
+            float(last["open"]),
+            float(last["high"]),
+            float(last["low"]),
+            float(last["close"]),
+            float(last["volume"]),
+            regimes[-1],
+            None if math.isnan(vix[-1]) else float(vix[-1]),
+            str(last["vix_source"]),
+        )
+        self.symbols[symbol] = _Symbol(features, labels, days[-1].date(), row)
+        self.restored += 1
+
+    def process(self, bar: Bar, out: Output) -> None:
+        """Turn one bar into rows in `out`. Bars must come in time order per symbol; an older
+        (or repeated, or corrected same-day) bar is stored as given but not fed to the state."""
+        ts = bar.day.isoformat()
+        if bar.symbol == self.config.regime.vix_symbol:
+            self._vix(bar, ts, out)
+            return
+        state = self.symbols.get(bar.symbol)
+        if state is None and self.history is not None:
+            self.restore(bar.symbol, self.history(bar.symbol))
+            state = self.symbols.get(bar.symbol)
+        if state is not None and bar.day <= state.last_day:
+            self._late(bar, ts, state, out)
+            return
+        label = self.regimes.label(bar.symbol, bar.day, bar.close)
+        row = _bar_row(bar, ts, label.regime, label.vix, label.vix_source)
+        out.bars.append(row)
+        if state is None:
+            state = _Symbol(SymbolFeatures(), SymbolLabels(self.config.label), bar.day, row)
+            self.symbols[bar.symbol] = state
+        state.last_day, state.last_row = bar.day, row
+        if label.regime is not None:
+            out.labeled[label.regime] += 1
+        if bar.symbol == self.config.regime.market_symbol:
+            out.market = label
+        features = state.features.update(
+            bar.open,
+            bar.high,
+            bar.low,
+            bar.close,
+            bar.volume,
+            label.vix,
+            label.vix_source == "proxy",
+            label.regime,
+        )
+        if features is None or label.regime is None:
+            out.withheld += 1
+        else:
+            out.samples.append(
+                SampleRow(
+                    symbol=bar.symbol,
+                    ts=ts,
+                    source=self.source,
+                    regime=label.regime,
+                    weight=self.weights[label.regime],
+                    label=None,
+                    features=features,
+                    feature_version=FEATURE_VERSION,
+                )
+            )
+        matured = state.labels.update(ts, bar.close)
+        if matured is not None:
+            out.labels.append(LabelUpdate(bar.symbol, matured.ts, self.source, matured.label))
+
+    def _vix(self, bar: Bar, ts: str, out: Output) -> None:
+        if self.vix_last is not None and bar.day < self.vix_last:
+            out.out_of_order += 1
+        else:
+            self.vix_last = bar.day
+        self.regimes.add_vix(bar.day, bar.close)
+        out.bars.append(_bar_row(bar, ts, None, bar.close, "vix"))
+
+    def _late(self, bar: Bar, ts: str, state: _Symbol, out: Output) -> None:
+        last = state.last_row
+        same = (bar.open, bar.high, bar.low, bar.close, bar.volume) == (
+            last.open,
+            last.high,
+            last.low,
+            last.close,
+            last.volume,
+        )
+        if bar.day == state.last_day and same:
+            out.bars.append(last)  # a repeat of the last bar: idempotent
+            return
+        out.out_of_order += 1
+        out.bars.append(_bar_row(bar, ts, None, None, "none"))
+
+
+def _bar_row(bar: Bar, ts: str, regime: str | None, vix: float | None, source: str) -> BarRow:
+    return BarRow(
+        bar.symbol, ts, bar.open, bar.high, bar.low, bar.close, bar.volume, regime, vix, source
+    )
+
+
+def history_rows(
+    config: Config,
+    symbol: str,
+    bars: pd.DataFrame,
+    vix: pd.Series | None,
+    source: Source = "live",
+    event: str | None = None,
+) -> tuple[list[BarRow], list[SampleRow]]:
+    """Batch path: the bar and sample rows of a whole daily history of one symbol, labels
+    filled in where the future bar is in the history (the same rows `Pipeline` produces once
+    every label has matured)."""
+    labels = label_history(config.regime, bars["close"], vix)
+    features = features_from_labels(bars, labels)
+    future = future_labels(config.label, bars["close"])
+    weights = config.weights.regime.as_dict()
+    days = [d.strftime("%Y-%m-%d") for d in pd.DatetimeIndex(bars.index)]
+    cols = [bars[c].to_numpy(dtype=float) for c in ("open", "high", "low", "close", "volume")]
+    bar_rows = [
+        BarRow(
+            symbol,
+            ts,
+            float(o),
+            float(h),
+            float(lo),
+            float(c),
+            float(v),
+            regime,
+            None if math.isnan(x) else float(x),
+            str(src),
+        )
+        for ts, o, h, lo, c, v, regime, x, src in zip(
+            days,
+            *cols,
+            labels["regime"],
+            labels["vix"].to_numpy(dtype=float),
+            labels["vix_source"],
+            strict=True,
+        )
+    ]
+    position = {d: i for i, d in enumerate(pd.DatetimeIndex(bars.index))}
+    matrix = features.to_numpy(dtype=np.float64)
+    samples = []
+    for k, day in enumerate(pd.DatetimeIndex(features.index)):
+        i = position[day]
+        regime = labels["regime"].iloc[i]
+        label = future.iloc[i]
+        samples.append(
+            SampleRow(
+                symbol=symbol,
+                ts=days[i],
+                source=source,
+                regime=regime,
+                weight=weights[regime],
+                label=None if pd.isna(label) else int(label),
+                features=matrix[k],
+                feature_version=FEATURE_VERSION,
+                event=event,
+            )
+        )
+    return bar_rows, samples

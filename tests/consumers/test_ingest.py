@@ -1,0 +1,343 @@
+"""Live ingest against the real embedded broker: exactly once, dead letters, clean stops."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumers.events import REASONS, BarEvent, EventRejected, decode_event
+from consumers.kafka_source import MarketDataConsumer
+from consumers.replay import bundled_events, publish
+from daemon.config import Config
+from daemon.errors import StoreError
+from daemon.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.metrics import Metrics
+from daemon.pipeline import history_rows
+from daemon.store import Store
+
+pytestmark = pytest.mark.integration
+
+
+def numbered(n: int, symbols: int = 5) -> list[BarEvent]:
+    """n valid bars: symbol k gets consecutive business days, prices encode the number."""
+    events = []
+    day0 = dt.date(2001, 1, 1)
+    for i in range(n):
+        symbol = f"N{i % symbols}"
+        day = day0 + dt.timedelta(days=i // symbols)
+        price = 100.0 + (i % 97)
+        events.append(BarEvent(symbol, day, price, price * 1.01, price * 0.99, price, float(i)))
+    return events
+
+
+def consume(config: Config, until: int, timeout_s: float = 90) -> tuple[int, Metrics]:
+    """Consume in-process until `until` records are consumed (bounded by timeout_s)."""
+    metrics = Metrics.create()
+    stop = threading.Event()
+    with Store.open(config.store) as store:
+        consumer = MarketDataConsumer(config, store, metrics, stop)
+        consumer.open()
+        total = 0
+        deadline = time.monotonic() + timeout_s
+        try:
+            while total < until and time.monotonic() < deadline:
+                total += consumer.run(max_messages=until - total, timeout_s=2).consumed
+        finally:
+            consumer.close(commit=True)
+    return total, metrics
+
+
+def stored_numbers(store: Store) -> list[int]:
+    bars = store.bars()
+    return sorted(int(v) for v in bars["volume"])
+
+
+def events_stored(config: Config) -> int:
+    """The store's events_stored counter, 0 while the daemon has not created or migrated it."""
+    if not Path(config.store.path).exists():
+        return 0
+    try:
+        with Store.open(config.store, read_only=True) as store:
+            return store.counter("events_stored")
+    except StoreError:
+        return 0
+
+
+@pytest.fixture
+def processes():
+    """Daemon subprocesses of a test: killed at the end whatever happens."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def write_config(config: Config, path: Path) -> Path:
+    path.write_text(config.to_toml())
+    return path
+
+
+def test_bundled_history_through_kafka_equals_the_batch_path(kafka_config):
+    events = [e for e in bundled_events() if e.symbol in ("^GSPC", "^VIX")]
+    publish(kafka_config.kafka, events, progress=False)
+    consumed, metrics = consume(kafka_config, len(events), timeout_s=180)
+    assert consumed == len(events)
+
+    bars = read_bars_csv(bundled_path("sp500"))
+    vix = read_vix_csv(bundled_path("vix"))
+    batch_bars, batch_samples = history_rows(kafka_config, "^GSPC", bars, vix)
+    with Store.open(kafka_config.store) as store:
+        stored = store.bars(symbol="^GSPC")
+        regimes = [None if r != r else r for r in stored["regime"].astype(object)]
+        assert regimes == [b.regime for b in batch_bars]
+        assert list(stored["vix_source"].astype(object)) == [b.vix_source for b in batch_bars]
+        meta, x = store.read_samples(source="live", labelled=None)
+        assert store.offsets(kafka_config.kafka.topic) == {0: len(events)}
+    assert len(meta) == len(batch_samples)
+    np.testing.assert_allclose(
+        x, np.stack([s.features for s in batch_samples]), rtol=1e-6, atol=1e-9
+    )
+    labels = [None if pd.isna(v) else int(v) for v in meta["label"]]
+    assert labels == [s.label for s in batch_samples]
+    value = metrics.registry.get_sample_value
+    assert value("regimed_events_consumed_total", {"topic": kafka_config.kafka.topic}) == len(
+        events
+    )
+    crash = value("regimed_bars_labeled_total", {"regime": "crash"})
+    assert crash == sum(1 for b in batch_bars if b.regime == "crash")
+
+
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(kafka_config, tmp_path, processes):
+    n = 30_000
+    publish(kafka_config.kafka, numbered(n), progress=False)
+    config = kafka_config.replace(
+        kafka=kafka_config.kafka.__class__(
+            **{**kafka_config.kafka.__dict__, "max_poll_records": 200}
+        )
+    )
+    path = write_config(config, tmp_path / "config.toml")
+    rng = random.Random(7)
+    kills = 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGIMED_")}
+    command = [sys.executable, "-m", "daemon", "run", "--config", str(path)]
+    progress = 0
+    deadline = time.monotonic() + 420
+    while kills < 20 and time.monotonic() < deadline:
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        processes.append(proc)
+        try:
+            # Let it store something new, then kill it at a random moment.
+            target = progress + 1
+            while time.monotonic() < deadline:
+                progress = max(progress, events_stored(config))
+                if progress >= target or progress >= n:
+                    break
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0, 0.4))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        kills += 1
+        if progress >= n:
+            break
+    assert kills >= 20, f"only {kills} kills before the stream ended"
+    consume(config, n, timeout_s=120)
+    with Store.open(config.store) as store:
+        assert store.counter("events_stored") == n  # each event processed exactly once
+        assert stored_numbers(store) == list(range(n))
+        assert store.offsets(config.kafka.topic) == {0: n}
+        integrity = store._conn.execute("PRAGMA integrity_check").fetchone()[0]
+    assert integrity == "ok"
+
+
+@pytest.mark.parametrize("kafka_config", [2], indirect=True)
+def test_two_daemons_split_partitions_and_hand_over_without_gap_or_duplicate(
+    kafka_config, tmp_path
+):
+    n = 4000
+    k = kafka_config.kafka
+    first = kafka_config.replace(
+        store=kafka_config.store.__class__(path=str(tmp_path / "a.db")),
+        kafka=k.__class__(**{**k.__dict__, "group_instance_id": "a", "max_poll_records": 50}),
+    )
+    second = kafka_config.replace(
+        store=kafka_config.store.__class__(path=str(tmp_path / "b.db")),
+        kafka=k.__class__(**{**k.__dict__, "group_instance_id": "b", "max_poll_records": 50}),
+    )
+    publish(k, numbered(n, symbols=40), progress=False)
+    stop_a, stop_b = threading.Event(), threading.Event()
+    results: dict[str, int] = {}
+
+    def run(name: str, config: Config, stop: threading.Event) -> None:
+        with Store.open(config.store) as store:
+            consumer = MarketDataConsumer(config, store, Metrics.create(), stop)
+            consumer.open()
+            clean = False
+            try:
+                while not stop.is_set():
+                    consumer.run(timeout_s=0.5)
+                clean = True
+            finally:
+                consumer.close(commit=clean)
+            results[name] = store.counter("events_stored")
+
+    a = threading.Thread(target=run, args=("a", first, stop_a))
+    b = threading.Thread(target=run, args=("b", second, stop_b))
+    a.start()
+    b.start()
+    deadline = time.monotonic() + 60
+    # Wait until both hold a partition and have stored something, then stop A.
+    while time.monotonic() < deadline:
+        if events_stored(first) and events_stored(second):
+            break
+        time.sleep(0.1)
+    stop_a.set()
+    a.join(timeout=30)
+    assert not a.is_alive()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if events_stored(first) + events_stored(second) >= n:
+            break
+        time.sleep(0.2)
+    stop_b.set()
+    b.join(timeout=30)
+    with Store.open(first.store) as sa, Store.open(second.store) as sb:
+        numbers = stored_numbers(sa) + stored_numbers(sb)
+        assert sa.counter("events_stored") > 0
+        assert sb.counter("events_stored") > 0
+        assert sa.counter("events_stored") + sb.counter("events_stored") == n
+    assert sorted(numbers) == list(range(n))
+
+
+hostile = st.one_of(
+    st.binary(max_size=80),
+    st.builds(
+        lambda d: json.dumps(d).encode(),
+        st.dictionaries(
+            st.sampled_from(["symbol", "ts", "open", "high", "low", "close", "volume", "x"]),
+            st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8)),
+            max_size=8,
+        ),
+    ),
+)
+
+
+@settings(
+    max_examples=2,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.data_too_large,
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+@given(st.lists(hostile, min_size=1500, max_size=1500))
+def test_hostile_payloads_land_in_the_dlq_and_valid_events_around_them_are_stored(
+    kafka_config, payloads
+):
+    from kafka import KafkaConsumer, KafkaProducer
+
+    config = kafka_config
+    topic = config.kafka.topic + f"-{random.getrandbits(32):08x}"
+    config = config.replace(
+        kafka=config.kafka.__class__(**{**config.kafka.__dict__, "topic": topic})
+    )
+    from consumers.replay import ensure_topic
+
+    ensure_topic(config.kafka, topic, 1)
+    ensure_topic(config.kafka, config.kafka.effective_dlq_topic, 1)
+    valid = numbered(len(payloads))
+    expected_reasons = []
+    producer = KafkaProducer(bootstrap_servers=list(config.kafka.bootstrap_servers))
+    for good, bad in zip(valid, payloads, strict=True):
+        producer.send(topic, key=good.symbol.encode(), value=good.to_json())
+        producer.send(topic, key=b"X", value=bad)
+        try:
+            decode_event(bad, b"X")
+            expected_reasons.append(None)
+        except EventRejected as exc:
+            expected_reasons.append(exc.reason)
+    producer.flush()
+    producer.close()
+    consumed, metrics = consume(config, 2 * len(payloads), timeout_s=120)
+    assert consumed == 2 * len(payloads)
+    rejected = [r for r in expected_reasons if r is not None]
+    with Store.open(config.store) as store:
+        assert store.counter("rejected_events") == len(rejected)
+        numbers = set(stored_numbers(store))
+    assert set(range(len(valid))) <= numbers
+    dlq = KafkaConsumer(
+        config.kafka.effective_dlq_topic,
+        bootstrap_servers=list(config.kafka.bootstrap_servers),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=5000,
+    )
+    letters = list(dlq)
+    dlq.close()
+    assert [dict(r.headers)["reason"].decode() for r in letters] == rejected
+    assert all(dict(r.headers)["reason"].decode() in REASONS for r in letters)
+    bad_bytes = [p for p, r in zip(payloads, expected_reasons, strict=True) if r is not None]
+    assert [r.value for r in letters] == bad_bytes
+    for reason in set(rejected):
+        assert metrics.registry.get_sample_value(
+            "regimed_events_rejected_total", {"reason": reason}
+        ) == rejected.count(reason)
+
+
+def test_sigterm_stops_cleanly_and_a_killed_daemon_is_back_within_15s(
+    kafka_config, tmp_path, processes
+):
+    n = 2000
+    publish(kafka_config.kafka, numbered(n), progress=False)
+    path = write_config(kafka_config, tmp_path / "config.toml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGIMED_")}
+    command = [sys.executable, "-m", "daemon", "run", "--config", str(path)]
+
+    def wait_for_progress(proc, at_least: int, timeout_s: float) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout_s:
+            assert proc.poll() is None
+            if events_stored(kafka_config) >= at_least:
+                return time.monotonic() - start
+            time.sleep(0.05)
+        raise AssertionError(f"no progress to {at_least} within {timeout_s}s")
+
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    processes.append(proc)
+    wait_for_progress(proc, n, 60)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    publish(kafka_config.kafka, numbered(n + 1000)[n:], progress=False)
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    processes.append(proc)
+    back = wait_for_progress(proc, n + 1, 30)
+    assert back < 15, f"consuming again only after {back:.1f}s"
+    wait_for_progress(proc, n + 1000, 60)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - started < 10
+    assert "regimed stopped" in err
