@@ -158,13 +158,40 @@ class MarketDataConsumer:
     def close(self, commit: bool) -> None:
         """Leave the group; commit the stored offsets first on a clean stop."""
         consumer, self._consumer = self._consumer, None
+        member_id = consumer.group_metadata().member_id if consumer is not None else None
         try:
             if consumer is not None and commit:
-                self._commit(consumer, sync=True)
+                self._final_commit(consumer)
         finally:
             if consumer is not None:
                 consumer.close(autocommit=False)
             self.dlq.close()
+        if consumer is not None and commit and self.config.kafka.leave_group_on_stop:
+            self._leave_group(member_id)
+
+    def _leave_group(self, member_id: str | None) -> None:
+        """Remove this static member from the group now, so its partitions move to the other
+        members at once instead of after the session timeout (static members never send
+        LeaveGroup themselves)."""
+        from kafka.admin import KafkaAdminClient, MemberToRemove
+        from kafka.errors import KafkaError
+
+        k = self.config.kafka
+        member = MemberToRemove(
+            member_id=member_id or None, group_instance_id=k.effective_group_instance_id
+        )
+        try:
+            admin = KafkaAdminClient(**client_options(k), bootstrap_timeout_ms=5000)
+            try:
+                admin.remove_group_members(k.group_id, [member])
+            finally:
+                admin.close()
+        except KafkaError as exc:
+            logger.warning(
+                "could not leave group %s (partitions move after the session timeout instead): %s",
+                k.group_id,
+                exc,
+            )
 
     def _commit(self, consumer: Any, sync: bool) -> None:
         from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -181,6 +208,19 @@ class MarketDataConsumer:
             consumer.commit(offsets)
         else:
             consumer.commit_async(offsets, callback=self._committed)
+
+    def _final_commit(self, consumer: Any) -> None:
+        from kafka.errors import KafkaError
+
+        for attempt in range(3):
+            try:
+                self._commit(consumer, sync=True)
+                return
+            except KafkaError as exc:
+                # A rebalance under way: poll lets the member rejoin, then commit again.
+                logger.warning("final offset commit, attempt %d: %s", attempt + 1, exc)
+                consumer.poll(timeout_ms=500, max_records=1, update_offsets=False)
+        logger.warning("final offset commit failed; SQLite holds the offsets (%s)", self.floors)
 
     @staticmethod
     def _committed(offsets: Any, response: Any) -> None:

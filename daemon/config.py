@@ -56,6 +56,7 @@ class KafkaConfig:
     group_id: str = "regimed"
     group_instance_id: str = ""
     client_id: str = "regimed"
+    leave_group_on_stop: bool = True
     max_poll_records: int = bounded(500, ge=1, le=100_000)
     max_poll_interval_ms: int = bounded(300_000, ge=1_000)
     session_timeout_ms: int = bounded(10_000, ge=1_000)

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.events import REASONS, BarEvent, EventRejected, decode_event
@@ -243,19 +242,20 @@ hostile = st.one_of(
 )
 
 
-@settings(
-    max_examples=2,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.data_too_large,
-        HealthCheck.too_slow,
-        HealthCheck.function_scoped_fixture,
-    ],
-)
-@given(st.lists(hostile, min_size=1500, max_size=1500))
-def test_hostile_payloads_land_in_the_dlq_and_valid_events_around_them_are_stored(
-    kafka_config, payloads
-):
+def hostile_sample(n: int) -> list[bytes]:
+    """n payloads drawn from the hostile strategy (the same one the unit tests use for
+    decode_event); drawn outside @given because one broker round trip must carry them all."""
+    import warnings
+
+    from hypothesis.errors import NonInteractiveExampleWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonInteractiveExampleWarning)
+        return [hostile.example() for _ in range(n)]
+
+
+def test_hostile_payloads_land_in_the_dlq_and_valid_events_around_them_are_stored(kafka_config):
+    payloads = hostile_sample(3000)
     from kafka import KafkaConsumer, KafkaProducer
 
     config = kafka_config
