@@ -13,6 +13,8 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -128,3 +130,26 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m consumers.broker [--port N]`: run an embedded broker until Ctrl-C."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m consumers.broker",
+        description="Run the embedded Kafka-protocol broker (in memory) for trying regimed out.",
+    )
+    parser.add_argument("--port", type=int, default=9092, help="loopback port (default 9092)")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with EmbeddedBroker(port=args.port) as running:
+        sys.stderr.write(f"embedded broker on {running.bootstrap}; Ctrl-C stops it\n")
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

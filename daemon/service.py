@@ -45,6 +45,7 @@ class Service:
         self.metrics = metrics or Metrics.create()
         self.stop_event = threading.Event()
         self.state = State.STOPPED
+        self.metrics_port: int | None = None
         self._sigints = 0
 
     def request_stop(self) -> None:
@@ -116,7 +117,8 @@ class Service:
     def _serve_metrics(self, stack: ExitStack) -> None:
         m = self.config.metrics
         server, thread = serve(self.metrics, m.host, m.port)
-        logger.info("metrics on http://%s:%d/metrics", m.host, server.server_port)
+        self.metrics_port = int(server.server_port)
+        logger.info("metrics on http://%s:%d/metrics", m.host, self.metrics_port)
 
         def shutdown() -> None:
             server.shutdown()

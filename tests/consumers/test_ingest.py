@@ -341,3 +341,44 @@ def test_sigterm_stops_cleanly_and_a_killed_daemon_is_back_within_15s(
     assert proc.returncode == 0, err
     assert time.monotonic() - started < 10
     assert "regimed stopped" in err
+
+
+def test_metrics_endpoint_serves_ingest_metrics(kafka_config):
+    import urllib.request
+
+    from daemon.service import Service
+
+    publish(kafka_config.kafka, numbered(50), progress=False)
+    service = Service(kafka_config)
+    seen: dict[str, str] = {}
+
+    def scrape_when_done() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not service.stop_event.is_set():
+            port = getattr(service, "metrics_port", None)
+            if port:
+                url = f"http://127.0.0.1:{port}/metrics"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    text = response.read().decode()
+                if 'regimed_events_consumed_total{topic="' in text and " 50.0" in text:
+                    seen["text"] = text
+                    service.request_stop()
+                    return
+            time.sleep(0.2)
+        service.request_stop()
+
+    scraper = threading.Thread(target=scrape_when_done)
+    scraper.start()
+    service.run(timeout_s=60)
+    scraper.join(timeout=10)
+    text = seen["text"]
+    for name in (
+        "regimed_events_consumed_total",
+        "regimed_consumer_lag_messages",
+        "regimed_samples_stored",
+        "regimed_market_regime",
+        "regimed_vix_proxy_in_use",
+        "regimed_bars_labeled_total",
+    ):
+        assert name in text, name
+    assert service.state.value == "stopped"

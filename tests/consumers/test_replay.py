@@ -107,3 +107,46 @@ def test_synthetic_events_are_deterministic_under_a_seed():
     c = list(synthetic_events(2, n_days=50, seed=5))
     assert a == b
     assert a != c
+
+
+@pytest.mark.integration
+def test_replay_command_publishes_to_a_running_broker(broker, run_cli, tmp_path):
+    from kafka import KafkaConsumer
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[kafka]\nbootstrap_servers = ["{broker.bootstrap}"]\n')
+    bars = tmp_path / "bars.csv"
+    bars.write_text(
+        "Date,Open,High,Low,Close,Volume\n2020-01-02,1,2,0.5,1.5,10\n2020-01-03,1.5,2,1,1.8,12\n"
+    )
+    result = run_cli(
+        "replay",
+        "--config",
+        str(config),
+        "--csv",
+        str(bars),
+        "--symbol",
+        "ABC",
+        "--topic",
+        "replay-cli",
+        "--quiet",
+    )
+    assert result.code == 0, result.err
+    assert "published 2 bars to replay-cli" in result.out
+    consumer = KafkaConsumer(
+        "replay-cli",
+        bootstrap_servers=[broker.bootstrap],
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    records = list(consumer)
+    consumer.close()
+    assert [r.key for r in records] == [b"ABC", b"ABC"]
+    assert [decode_event(r.value, r.key, now=NOW).close for r in records] == [1.5, 1.8]
+
+
+def test_replay_command_usage_errors(run_cli):
+    result = run_cli("replay", "--csv", "x.csv")
+    assert result.code == 2
+    assert "--symbol" in result.err
+    assert run_cli("replay").code == 2
