@@ -7,8 +7,10 @@ environment strings) into the annotated field types, and how to say precisely wh
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -18,6 +20,8 @@ from daemon.errors import ConfigError
 
 ENV_PREFIX = "REGIMED_"
 ENV_CONFIG_PATH = "REGIMED_CONFIG"
+
+_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class Secret:
@@ -74,7 +78,10 @@ class Bounds:
 
 
 def bounded(default: Any, **limits: float) -> Any:
-    """A dataclass field with a default and numeric bounds (ge, gt, le, lt)."""
+    """A dataclass field with a default and numeric bounds (ge, gt, le, lt).
+
+    `dataclasses.MISSING` as the default makes the key required (e.g. in an array of tables).
+    """
     return dataclasses.field(default=default, metadata={"bounds": Bounds(**limits)})
 
 
@@ -84,6 +91,8 @@ def show(value: Any) -> str:
         return '"********"' if value else '""'
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dt.date):  # a TOML local date (or date-time)
+        return value.isoformat()
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, float):
@@ -180,9 +189,12 @@ def _build(cls: type[Any], data: Any, path: str, origin: _Origin) -> Any:
         raise ConfigError(f"{key}: unknown key (known keys here: {known})")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
         key = f"{path}.{f.name}" if path else f.name
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                required = ", ".join(g.name for g in dataclasses.fields(cls))
+                raise ConfigError(f"{key}: missing key (each entry here needs {required})")
+            continue
         hint = types_[f.name]
         if dataclasses.is_dataclass(hint):
             values[f.name] = _build(typing.cast(type[Any], hint), data[f.name], key, origin)
@@ -243,6 +255,15 @@ def _convert(hint: Any, raw: Any, key: str, origin: _Origin) -> Any:
         if isinstance(raw, str):
             return str(raw)
         raise ConfigError(f"{where}: expected a string")
+    if hint is dt.date:
+        if isinstance(raw, dt.date) and not isinstance(raw, dt.datetime):
+            return raw
+        if isinstance(raw, str) and _ISO_DAY.match(raw.strip()):
+            try:
+                return dt.date.fromisoformat(raw.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a date as YYYY-MM-DD")
     if hint is Secret:
         if isinstance(raw, str):
             return Secret(str(raw))
@@ -255,6 +276,18 @@ def _convert(hint: Any, raw: Any, key: str, origin: _Origin) -> Any:
         raise ConfigError(f"{where}: expected one of {options}")
     if origin_type is tuple:
         (item,) = [a for a in get_args(hint) if a is not Ellipsis]
+        if dataclasses.is_dataclass(item):
+            if from_env:
+                raise ConfigError(
+                    f"{key}{origin.suffix(key)}: a list of tables cannot come from the "
+                    f"environment; set [[{key}]] in the configuration file"
+                )
+            if not isinstance(raw, list):
+                raise ConfigError(f"{where}: expected a list of tables ([[{key}]])")
+            return tuple(
+                _build(typing.cast(type[Any], item), v, f"{key}[{i}]", origin)
+                for i, v in enumerate(raw)
+            )
         items: list[Any]
         if from_env:
             text = raw.strip()
@@ -270,14 +303,17 @@ def _convert(hint: Any, raw: Any, key: str, origin: _Origin) -> Any:
 
 
 def to_toml(obj: Any, path: str = "") -> str:
-    """Render a built config as TOML, secrets masked. Sections come after plain keys."""
+    """Render a built config as TOML, secrets masked. Sections come after plain keys; a
+    non-empty tuple of dataclasses becomes an array of tables (`[[key]]`)."""
     plain: list[str] = []
     tables: list[str] = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
+        key = f"{path}.{f.name}" if path else f.name
         if dataclasses.is_dataclass(value):
-            key = f"{path}.{f.name}" if path else f.name
             tables.append(f"[{key}]\n" + to_toml(value, key))
+        elif isinstance(value, tuple) and value and all(dataclasses.is_dataclass(v) for v in value):
+            tables.extend(f"[[{key}]]\n" + to_toml(item, key) for item in value)
         else:
             plain.append(f"{f.name} = {show(value)}")
     head = "\n".join(plain)

@@ -129,6 +129,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_archive_build(args: argparse.Namespace) -> int:
+    """Build the rare-event archive into the store and print what each event contributed."""
+    from daemon.archive import build_archive, render
+    from daemon.store import Store
+
+    config = _config(args)
+    with Store.open(config.store) as store:
+        report = build_archive(config, store, args.source)
+    print(render(report), end="")
+    if report.total == 0:
+        print(f"error: no archive event has data in {report.where}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _archive_usage(args: argparse.Namespace) -> int:
+    raise UsageError("regimed archive: expected an action: build")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so usage errors share the exit-code path."""
 
@@ -232,6 +251,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser(
+        "archive",
+        parents=[common],
+        help="the rare-event archive",
+        description="Samples of past crises (the [archive] events) kept beside the live ones.",
+    )
+    p.set_defaults(handler=_archive_usage)
+    archive = p.add_subparsers(dest="archive_command", metavar="ACTION", parser_class=_Parser)
+    p = archive.add_parser(
+        "build",
+        parents=[common],
+        help="build the archive samples into the store",
+        description="Featurise the history of archive.symbols around each [archive] event with "
+        "the live feature and label code and store the samples inside the event windows "
+        "(source 'archive'), shared out by the events' budget shares. Rebuilding is idempotent.",
+    )
+    p.add_argument(
+        "--source",
+        choices=["bundled", "yahoo"],
+        default="bundled",
+        help="bundled: the history in the package (1999-2018, offline); yahoo: Yahoo Finance "
+        "through yfinance (needs network). Default bundled.",
+    )
+    p.set_defaults(handler=cmd_archive_build)
     return parser
 
 

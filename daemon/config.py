@@ -9,6 +9,8 @@ parts, e.g. `REGIMED_SAMPLING__TARGET_MIX__CRASH`).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import itertools
 import os
 import socket
 import tomllib
@@ -24,11 +26,14 @@ from daemon.errors import ConfigError
 __all__ = [
     "REGIMES",
     "AlertsConfig",
+    "ArchiveConfig",
+    "ArchiveEvent",
     "Config",
     "KafkaConfig",
     "LabelConfig",
     "MetricsConfig",
     "RegimeConfig",
+    "RegimeName",
     "RegimeShares",
     "SamplingConfig",
     "ScheduleConfig",
@@ -40,6 +45,8 @@ __all__ = [
 
 #: The five regime labels, from calmest to most stressed, then recovery.
 REGIMES: tuple[str, ...] = ("low_volatility", "normal", "high_volatility", "crash", "recovery")
+#: One of `REGIMES`, as a type.
+RegimeName = Literal["low_volatility", "normal", "high_volatility", "crash", "recovery"]
 
 DEFAULT_PATHS: tuple[Path, ...] = (Path("config.toml"), Path("/etc/regimed/config.toml"))
 
@@ -244,6 +251,89 @@ class WeightsConfig:
 
 
 @dataclass(frozen=True)
+class ArchiveEvent:
+    """One rare event of the archive: a window of trading days (both ends included), the
+    regime the event stands for, and its share of the archive's sample budget."""
+
+    name: str
+    start: dt.date
+    end: dt.date
+    label: RegimeName
+    share: float = bounded(dataclasses.MISSING, gt=0, le=1)
+
+
+_EVENT_ROWS: tuple[tuple[str, str, str, RegimeName, float], ...] = (
+    ("2008 Financial Crisis", "2008-09-01", "2009-03-31", "crash", 0.20),
+    ("2011 Debt Ceiling", "2011-07-01", "2011-08-31", "high_volatility", 0.15),
+    ("2015 China Devaluation", "2015-08-01", "2015-09-30", "high_volatility", 0.15),
+    ("2018 Volmageddon", "2018-02-01", "2018-02-28", "crash", 0.20),
+    ("2020 COVID Crash", "2020-02-20", "2020-03-23", "crash", 0.10),
+    ("2020 COVID Recovery", "2020-03-24", "2020-06-30", "recovery", 0.10),
+    ("2022 Inflation Bear", "2022-01-01", "2022-12-31", "high_volatility", 0.05),
+    ("2023 Banking Crisis", "2023-03-01", "2023-04-30", "high_volatility", 0.05),
+)
+#: The events of design.md ("Rare-event archive"), shares summing to 1.
+DEFAULT_EVENTS: tuple[ArchiveEvent, ...] = tuple(
+    ArchiveEvent(name, dt.date.fromisoformat(start), dt.date.fromisoformat(end), label, share)
+    for name, start, end, label, share in _EVENT_ROWS
+)
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    """The rare-event archive (`regimed archive build`): which symbols it draws from, how many
+    samples it keeps (`budget` 0: every sample of every event) and the events themselves."""
+
+    budget: int = bounded(2000, ge=0)
+    seed: int = bounded(42, ge=0)
+    symbols: tuple[str, ...] = ("^GSPC", "^IXIC")
+    events: tuple[ArchiveEvent, ...] = DEFAULT_EVENTS
+
+    def __post_init__(self) -> None:
+        if not self.symbols:
+            raise ConfigError("archive.symbols = []: expected at least one symbol")
+        for i, symbol in enumerate(self.symbols):
+            if not symbol.strip() or not symbol.isprintable():
+                raise ConfigError(f"archive.symbols[{i}] = {show(symbol)}: expected a symbol")
+            if symbol in self.symbols[:i]:
+                raise ConfigError(f"archive.symbols[{i}] = {show(symbol)}: listed twice")
+        if not self.events:
+            raise ConfigError("archive.events = []: expected at least one event")
+        names: dict[str, int] = {}
+        for i, event in enumerate(self.events):
+            key = f"archive.events[{i}]"
+            if not event.name.strip() or not event.name.isprintable():
+                raise ConfigError(f"{key}.name = {show(event.name)}: expected an event name")
+            if event.name in names:
+                raise ConfigError(
+                    f"{key}.name = {show(event.name)}: also the name of "
+                    f"archive.events[{names[event.name]}]; expected unique names"
+                )
+            names[event.name] = i
+            if event.start > event.end:
+                raise ConfigError(
+                    f"{key}.start = {show(event.start)}: expected a day on or before "
+                    f"{key}.end ({show(event.end)})"
+                )
+        # A sample is stored once per (symbol, day), so it can belong to one event only.
+        order = sorted(range(len(self.events)), key=lambda i: self.events[i].start)
+        for a, b in itertools.pairwise(order):
+            first, second = self.events[a], self.events[b]
+            if second.start <= first.end:
+                raise ConfigError(
+                    f"archive.events[{b}].start = {show(second.start)}: overlaps "
+                    f"archive.events[{a}] ({first.name}, {show(first.start)}..{show(first.end)})"
+                    "; expected disjoint event windows"
+                )
+        total = sum(e.share for e in self.events)
+        if abs(total - 1.0) > 1e-6:
+            shares = ", ".join(f"{e.name} {show(e.share)}" for e in self.events)
+            raise ConfigError(
+                f"archive.events: the shares sum to {total:.6g} ({shares}); expected 1"
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole effective configuration."""
 
@@ -256,6 +346,7 @@ class Config:
     label: LabelConfig = field(default_factory=LabelConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
 
     def to_toml(self) -> str:
         """The effective configuration as TOML, with secrets masked."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import random
 import signal
@@ -333,6 +334,7 @@ def test_sigterm_stops_cleanly_and_a_killed_daemon_is_back_within_15s(
     proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     processes.append(proc)
     back = wait_for_progress(proc, n + 1, 30)
+    logging.getLogger(__name__).info("consuming again %.1f s after the restart", back)
     assert back < 15, f"consuming again only after {back:.1f}s"
     wait_for_progress(proc, n + 1000, 60)
     started = time.monotonic()

@@ -218,7 +218,18 @@ toml_scalars = st.one_of(
     st.lists(st.text(max_size=8), max_size=3),
 )
 section_names = st.sampled_from(
-    ["kafka", "store", "metrics", "schedule", "alerts", "regime", "label", "sampling", "weights"]
+    [
+        "kafka",
+        "store",
+        "metrics",
+        "schedule",
+        "alerts",
+        "regime",
+        "label",
+        "sampling",
+        "weights",
+        "archive",
+    ]
 )
 
 
@@ -239,6 +250,9 @@ def hostile_tables(draw):
                     "seed",
                     "path",
                     "timezone",
+                    "budget",
+                    "symbols",
+                    "events",
                 ]
             ),
             st.text(min_size=1, max_size=10),
@@ -283,3 +297,150 @@ def test_hostile_environment_values_never_escape_as_other_errors(value, key):
         parse("", **{f"REGIMED_{key}": value})
     except RegimedError as exc:
         assert f"REGIMED_{key}" in str(exc) or key.lower().replace("__", ".") in str(exc)
+
+
+# -- [archive]: an array of tables ------------------------------------------------------------
+
+EVENT = '{ name = "A", start = 2008-09-01, end = 2008-09-30, label = "crash", share = %s }'
+
+
+def archive_events(*rows: str) -> str:
+    return "[archive]\nevents = [\n" + "".join(f"  {r},\n" for r in rows) + "]\n"
+
+
+def test_archive_defaults_are_the_design_events():
+    from daemon.config import ArchiveConfig
+
+    a = Config().archive
+    assert a == ArchiveConfig()
+    assert (a.budget, a.seed, a.symbols) == (2000, 42, ("^GSPC", "^IXIC"))
+    assert [(e.name, str(e.start), str(e.end), e.label, e.share) for e in a.events] == [
+        ("2008 Financial Crisis", "2008-09-01", "2009-03-31", "crash", 0.20),
+        ("2011 Debt Ceiling", "2011-07-01", "2011-08-31", "high_volatility", 0.15),
+        ("2015 China Devaluation", "2015-08-01", "2015-09-30", "high_volatility", 0.15),
+        ("2018 Volmageddon", "2018-02-01", "2018-02-28", "crash", 0.20),
+        ("2020 COVID Crash", "2020-02-20", "2020-03-23", "crash", 0.10),
+        ("2020 COVID Recovery", "2020-03-24", "2020-06-30", "recovery", 0.10),
+        ("2022 Inflation Bear", "2022-01-01", "2022-12-31", "high_volatility", 0.05),
+        ("2023 Banking Crisis", "2023-03-01", "2023-04-30", "high_volatility", 0.05),
+    ]
+
+
+def test_regime_name_literal_lists_the_regimes():
+    import typing
+
+    from daemon.config import REGIMES, RegimeName
+
+    assert typing.get_args(RegimeName) == REGIMES
+
+
+def test_archive_events_as_array_of_tables_inline_tables_or_date_strings():
+    import datetime as dt
+
+    tables = parse(
+        "[archive]\nbudget = 0\n"
+        '[[archive.events]]\nname = "Crash"\nstart = 2008-09-01\nend = 2008-12-31\n'
+        'label = "crash"\nshare = 0.75\n'
+        '[[archive.events]]\nname = "Rebound"\nstart = "2009-03-10"\nend = "2009-06-30"\n'
+        'label = "recovery"\nshare = 0.25\n'
+    )
+    inline = parse(
+        archive_events(
+            '{ name = "Crash", start = 2008-09-01, end = 2008-12-31, label = "crash", '
+            "share = 0.75 }",
+            '{ name = "Rebound", start = 2009-03-10, end = 2009-06-30, label = "recovery", '
+            "share = 0.25 }",
+        ),
+        REGIMED_ARCHIVE__BUDGET="0",
+    )
+    assert tables == inline
+    events = tables.archive.events
+    assert [e.name for e in events] == ["Crash", "Rebound"]
+    assert events[1].start == dt.date(2009, 3, 10)
+    assert tables.archive.budget == 0
+    # The effective configuration renders the events as [[archive.events]] and loads back.
+    rendered = tables.to_toml()
+    assert '[[archive.events]]\nname = "Crash"\nstart = 2008-09-01\n' in rendered
+    assert parse(rendered) == tables
+
+
+def test_archive_scalar_keys_come_from_the_environment_but_events_cannot():
+    c = parse("", REGIMED_ARCHIVE__SYMBOLS="SPY, QQQ", REGIMED_ARCHIVE__SEED="7")
+    assert (c.archive.symbols, c.archive.seed) == (("SPY", "QQQ"), 7)
+    assert error_of("", REGIMED_ARCHIVE__EVENTS="x") == (
+        "archive.events (from REGIMED_ARCHIVE__EVENTS): a list of tables cannot come from the "
+        "environment; set [[archive.events]] in the configuration file"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[archive]\nbudget = -1\n", "archive.budget = -1: expected a number >= 0"),
+        ("[archive]\nseed = -1\n", "archive.seed = -1: expected a number >= 0"),
+        ("[archive]\nsymbols = []\n", "archive.symbols = []: expected at least one symbol"),
+        ('[archive]\nsymbols = ["A", "A"]\n', 'archive.symbols[1] = "A": listed twice'),
+        ('[archive]\nsymbols = [""]\n', 'archive.symbols[0] = "": expected a symbol'),
+        ("[archive]\nevents = []\n", "archive.events = []: expected at least one event"),
+        ('[archive]\nevents = "2008"\n', 'archive.events = "2008": expected a list of tables'),
+        ("[archive]\nevents = [3]\n", "archive.events[0] = 3: expected a table"),
+        (archive_events(EVENT % 0), "archive.events[0].share = 0: expected a number > 0"),
+        (archive_events(EVENT % 1.5), "archive.events[0].share = 1.5: expected a number > 0 and"),
+        (
+            archive_events('{ name = "A", start = 2008-09-01, end = 2008-09-30, label = "crash" }'),
+            "archive.events[0].share: missing key (each entry here needs name, start, end, "
+            "label, share)",
+        ),
+        (
+            archive_events(EVENT.replace("crash", "panic") % 1),
+            'archive.events[0].label = "panic": expected one of "low_volatility", "normal", '
+            '"high_volatility", "crash", "recovery"',
+        ),
+        (
+            archive_events(EVENT.replace("2008-09-01", '"2008-02-30"') % 1),
+            'archive.events[0].start = "2008-02-30": expected a date as YYYY-MM-DD',
+        ),
+        (
+            archive_events(EVENT.replace("2008-09-01", '"20080901"') % 1),
+            'archive.events[0].start = "20080901": expected a date as YYYY-MM-DD',
+        ),
+        (
+            archive_events(EVENT.replace("2008-09-01", "2008-09-01T00:00:00") % 1),
+            "archive.events[0].start = 2008-09-01T00:00:00: expected a date as YYYY-MM-DD",
+        ),
+        (
+            archive_events(EVENT.replace("2008-09-01", "2008-10-01") % 1),
+            "archive.events[0].start = 2008-10-01: expected a day on or before "
+            "archive.events[0].end (2008-09-30)",
+        ),
+        (
+            archive_events(EVENT.replace("share", "colour = 1, share") % 1),
+            "archive.events[0].colour: unknown key",
+        ),
+        (
+            archive_events(EVENT % 0.5, EVENT % 0.5),
+            'archive.events[1].name = "A": also the name of archive.events[0]',
+        ),
+        (
+            archive_events(EVENT % 0.5, EVENT.replace('"A"', '"B"').replace("-01", "-30") % 0.5),
+            "archive.events[1].start = 2008-09-30: overlaps archive.events[0] (A, "
+            "2008-09-01..2008-09-30); expected disjoint event windows",
+        ),
+        (
+            archive_events(
+                EVENT % 0.5,
+                '{ name = "B", start = 2009-01-01, end = 2009-01-31, '
+                'label = "recovery", share = 0.4 }',
+            ),
+            "archive.events: the shares sum to 0.9 (A 0.5, B 0.4); expected 1",
+        ),
+    ],
+)
+def test_bad_archive_values_name_the_key(text, message):
+    assert message in error_of(text)
+
+
+def test_changing_one_shipped_archive_share_breaks_the_sum():
+    assert "archive.events: the shares sum to" in error_of(
+        (REPO / "config.toml").read_text().replace("share = 0.05 },\n]", "share = 0.5 },\n]")
+    )
