@@ -10,6 +10,7 @@ stored offset when it is ahead of the group's committed one.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -269,23 +270,27 @@ class MarketDataConsumer:
         offsets: dict[tuple[str, int], int] = {}
         rejected: Counter[str] = Counter()
         consumed = valid = 0
+        now = dt.datetime.now(dt.UTC)  # bounds the records' ts: one reading for the batch
+        process, partition_of = self.pipeline.process, self.partition_of
         for tp, records in polled.items():
+            consumed += len(records)
             floor = self.floors.get(tp.partition, -1)
-            for record in records:
-                consumed += 1
-                if record.offset < floor:
-                    summary.skipped_duplicates += 1
-                    continue
-                offsets[(tp.topic, tp.partition)] = record.offset + 1
+            fresh = [r for r in records if r.offset >= floor]
+            summary.skipped_duplicates += len(records) - len(fresh)
+            if not fresh:
+                continue
+            offsets[(tp.topic, tp.partition)] = fresh[-1].offset + 1
+            partition = tp.partition
+            for record in fresh:
                 try:
-                    event = decode_event(record.value, record.key)
+                    event = decode_event(record.value, record.key, now)
                 except EventRejected as exc:
                     rejected[exc.reason] += 1
                     self.dlq.send(record, exc)
                     continue
                 valid += 1
-                self.partition_of[event.symbol] = tp.partition
-                self.pipeline.process(event, out)
+                partition_of[event.symbol] = partition
+                process(event, out)
         self.metrics.events_consumed.labels(topic=self.topic).inc(consumed)
         summary.consumed += consumed
         if not offsets:

@@ -184,6 +184,25 @@ class SymbolFeatures:
         non-finite volume, a non-positive VIX, or an unknown regime name; the state is then
         unchanged.
         """
+        row = self.update_row(open, high, low, close, volume, vix, vix_is_proxy, regime)
+        if row is None:
+            return None
+        # Packing into bytes and viewing them is about twice as fast as np.array(list).
+        return np.frombuffer(bytearray(_pack(*row)), dtype=np.float64)
+
+    def update_row(
+        self,
+        open: float,
+        high: float,
+        low: float,
+        close: float,
+        volume: float,
+        vix: float | None,
+        vix_is_proxy: bool,
+        regime: str | None,
+    ) -> list[float] | None:
+        """`update` with the row as a list of `len(FEATURE_NAMES)` floats, for a caller that
+        converts it itself (the pipeline packs float32 for the store)."""
         if not (
             0.0 < open < _INF
             and 0.0 < high < _INF
@@ -410,8 +429,7 @@ class SymbolFeatures:
             1.0 if vix_is_proxy else 0.0,
         ]
         out += ONE_HOT[regime]
-        # Packing into bytes and viewing them is about twice as fast as np.array(list).
-        return np.frombuffer(bytearray(_pack(*out)), dtype=np.float64)
+        return out
 
     def _reanchor(self, i: int) -> None:
         """Start a block of 20 bars: anchor at this bar, recompute the 20-bar deviation sums."""

@@ -159,8 +159,95 @@ _INDEXES = Migration(
     ),
 )
 
+# The same constraints as in version 1, written as chains of equalities: SQLite evaluates a
+# CHECK (x IN (...)) of three or more values by building a lookup table once per run of the
+# statement, which is once per row of an executemany, and that cost more than inserting the
+# row (docs/benchmarks.md, "Ingest"). SQLite cannot alter a CHECK constraint, so both tables are
+# rebuilt (the generalized ALTER TABLE procedure of sqlite.org/lang_altertable.html), with the
+# same columns in the same order, and the indexes of samples are created again.
+_CHEAP_CHECKS = Migration(
+    3,
+    "cheap_checks",
+    (
+        """
+        CREATE TABLE bars_v3 (
+            symbol TEXT NOT NULL,
+            ts TEXT NOT NULL CHECK (length(ts) = 10),
+            open REAL NOT NULL,
+            high REAL NOT NULL,
+            low REAL NOT NULL,
+            close REAL NOT NULL,
+            volume REAL NOT NULL,
+            regime TEXT CHECK (regime = 'low_volatility' OR regime = 'normal'
+                OR regime = 'high_volatility' OR regime = 'crash' OR regime = 'recovery'),
+            vix REAL,
+            vix_source TEXT NOT NULL CHECK (vix_source = 'vix' OR vix_source = 'proxy'
+                OR vix_source = 'none'),
+            PRIMARY KEY (symbol, ts)
+        ) WITHOUT ROWID
+        """,
+        """
+        INSERT INTO bars_v3 (symbol, ts, open, high, low, close, volume, regime, vix, vix_source)
+        SELECT symbol, ts, open, high, low, close, volume, regime, vix, vix_source FROM bars
+        """,
+        "DROP TABLE bars",
+        "ALTER TABLE bars_v3 RENAME TO bars",
+        """
+        CREATE TABLE samples_v3 (
+            source TEXT NOT NULL CHECK (source = 'live' OR source = 'archive'),
+            symbol TEXT NOT NULL,
+            ts TEXT NOT NULL CHECK (length(ts) = 10),
+            regime TEXT NOT NULL CHECK (regime = 'low_volatility' OR regime = 'normal'
+                OR regime = 'high_volatility' OR regime = 'crash' OR regime = 'recovery'),
+            weight REAL NOT NULL,
+            label INTEGER CHECK (label = 0 OR label = 1),
+            event TEXT CHECK (event IS NULL OR source = 'archive'),
+            feature_version INTEGER NOT NULL REFERENCES feature_sets (version),
+            features BLOB NOT NULL,
+            PRIMARY KEY (source, symbol, ts)
+        ) WITHOUT ROWID
+        """,
+        """
+        INSERT INTO samples_v3 (source, symbol, ts, regime, weight, label, event,
+            feature_version, features)
+        SELECT source, symbol, ts, regime, weight, label, event, feature_version, features
+        FROM samples
+        """,
+        "DROP TABLE samples",
+        "ALTER TABLE samples_v3 RENAME TO samples",
+        "CREATE INDEX samples_pending ON samples (source, symbol, ts) WHERE label IS NULL",
+        "CREATE INDEX samples_by_regime ON samples (source, regime, weight)",
+    ),
+)
+
+# The promotion history of the model registry: which version became champion when, after which
+# one, and why. A database that already has a champion gets one row for it, dated with its
+# trained_at (the time it was promoted was not recorded before this table).
+_PROMOTIONS = Migration(
+    4,
+    "promotions",
+    (
+        """
+        CREATE TABLE promotions (
+            id INTEGER PRIMARY KEY,
+            version TEXT NOT NULL REFERENCES models (version),
+            promoted_at TEXT NOT NULL,
+            previous_version TEXT,
+            reason TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX promotions_by_time ON promotions (promoted_at)",
+        """
+        INSERT INTO promotions (version, promoted_at, previous_version, reason)
+        SELECT version, trained_at, NULL,
+            'champion when the promotion history began (dated with its trained_at)'
+        FROM models WHERE status = 'champion'
+        """,
+    ),
+)
+
 #: Every migration, in the order it is applied; versions are 1, 2, ... without gaps.
-MIGRATIONS: tuple[Migration, ...] = (_CORE_TABLES, _INDEXES)
+MIGRATIONS: tuple[Migration, ...] = (_CORE_TABLES, _INDEXES, _CHEAP_CHECKS, _PROMOTIONS)
 
 #: The schema version this code writes and expects.
 LATEST_VERSION = MIGRATIONS[-1].version

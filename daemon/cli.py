@@ -276,6 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
         "through yfinance (needs network). Default bundled.",
     )
     p.set_defaults(handler=cmd_archive_build)
+
+    from daemon import _cli_training
+
+    _cli_training.register(sub, common)
+
+    from daemon import _cli_models
+
+    _cli_models.register(sub, common)
     return parser
 
 

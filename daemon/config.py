@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from daemon._config_drift import DriftConfig
+from daemon._config_training import GateConfig, ModelsConfig, TrainingConfig
 from daemon._settings import ENV_CONFIG_PATH, Secret, bounded, build, show, to_toml
 from daemon.errors import ConfigError
 
@@ -29,9 +31,12 @@ __all__ = [
     "ArchiveConfig",
     "ArchiveEvent",
     "Config",
+    "DriftConfig",
+    "GateConfig",
     "KafkaConfig",
     "LabelConfig",
     "MetricsConfig",
+    "ModelsConfig",
     "RegimeConfig",
     "RegimeName",
     "RegimeShares",
@@ -39,6 +44,7 @@ __all__ = [
     "ScheduleConfig",
     "Secret",
     "StoreConfig",
+    "TrainingConfig",
     "load_config",
     "resolve_config_path",
 ]
@@ -64,7 +70,7 @@ class KafkaConfig:
     group_instance_id: str = ""
     client_id: str = "regimed"
     leave_group_on_stop: bool = True
-    max_poll_records: int = bounded(500, ge=1, le=100_000)
+    max_poll_records: int = bounded(10_000, ge=1, le=100_000)
     max_poll_interval_ms: int = bounded(300_000, ge=1_000)
     session_timeout_ms: int = bounded(10_000, ge=1_000)
     heartbeat_interval_ms: int = bounded(3_000, ge=100)
@@ -347,6 +353,10 @@ class Config:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
     def to_toml(self) -> str:
         """The effective configuration as TOML, with secrets masked."""

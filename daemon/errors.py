@@ -25,3 +25,31 @@ class UsageError(RegimedError, ValueError):
 
 class StoreError(RegimedError):
     """The SQLite store cannot be opened, migrated, read or written; the message names the file."""
+
+
+class ModelFitError(RegimedError, RuntimeError):
+    """A base model could not be fitted; the message names the model and gives the library's
+    reason. `model` holds the name, so a retrain can record which model failed."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"model {model}: fit failed: {reason}")
+        self.model = model
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[ModelFitError], tuple[str, str]]:
+        # Rebuilt from both arguments, so the error survives a trip between processes.
+        return type(self), (self.model, self.reason)
+
+
+class TrainingDataError(RegimedError, ValueError):
+    """The stored samples cannot make a retrain (no live samples, or nothing left to train on
+    after the time split); the message says what is missing."""
+
+
+class ModelNotFoundError(StoreError, LookupError):
+    """A model version that the registry does not hold; the message names the version."""
+
+
+class ArtifactError(RegimedError):
+    """A model artifact cannot be written, or is refused on reading (tampered, writable by
+    others, a symlink, missing, or holding an untrusted type); the message names the file."""

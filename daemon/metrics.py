@@ -5,12 +5,21 @@ Names follow the contract in docs/metrics.md; no label takes unbounded values (n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from daemon._config_training import MODEL_NAMES
 from daemon.config import REGIMES
+
+#: What can start a retrain, and how a retrain can end (bounded label values).
+RETRAIN_TRIGGERS = ("schedule", "drift", "manual", "catch_up", "demo")
+RETRAIN_OUTCOMES = ("promoted", "rejected", "failed", "busy", "stopped")
+#: The `model` label of the validation gauges: the base models and the ensemble.
+MODEL_LABELS = (*MODEL_NAMES, "ensemble")
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,27 @@ class Metrics:
     vix_proxy_in_use: Gauge
     batches_committed: Counter
     rows_withheld: Counter
+    live_accuracy: Gauge
+    live_balanced_accuracy: Gauge
+    live_scored: Counter
+    live_window_rows: Gauge
+    predictions_made: Counter
+    champion_present: Gauge
+    model_info: Gauge
+    validation_accuracy: Gauge
+    validation_balanced_accuracy: Gauge
+    feature_drift_psi: Gauge
+    drift_score: Gauge
+    drift_checks: Counter
+    drift_triggers: Counter
+    concept_drift_detections: Counter
+    retrain_runs: Counter
+    retrain_duration: Gauge
+    retrain_last_success: Gauge
+    retrain_consecutive_rejections: Gauge
+    next_retrain: Gauge
+    scheduler_jobs: Counter
+    alerts_sent: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -97,15 +127,183 @@ class Metrics:
                 "Bars that gave no feature row (not enough history, no regime or no VIX)",
                 registry=reg,
             ),
+            **_model_metrics(reg),
         )
         for regime in REGIMES:
             m.market_regime.labels(regime=regime).set(0)
+        m.champion_present.set(0)
+        # Every (trigger, outcome) exists from the start: a series that first appears at 1
+        # shows no increase(), and the first failure would not alert.
+        for trigger in RETRAIN_TRIGGERS:
+            for outcome in RETRAIN_OUTCOMES:
+                m.retrain_runs.labels(trigger=trigger, outcome=outcome)
+        for kind in ("missed", "skipped", "error"):
+            m.scheduler_jobs.labels(kind=kind)
+        for outcome in ("started", "skipped_busy", "suppressed_cooldown"):
+            m.drift_triggers.labels(outcome=outcome)
+        for outcome in ("sent", "failed"):
+            m.alerts_sent.labels(outcome=outcome)
         return m
+
+    def set_model(self, version: str | None, report: Mapping[str, Any] | None) -> None:
+        """Show `version` as the champion (model_info 1, its validation scores), or none."""
+        self.model_info.clear()
+        self.validation_accuracy.clear()
+        self.validation_balanced_accuracy.clear()
+        self.champion_present.set(0 if version is None else 1)
+        if version is None:
+            return
+        self.model_info.labels(version=version).set(1)
+        validation = (report or {}).get("validation") or {}
+        models = dict(validation.get("models") or {})
+        for model, cell in models.items():
+            if model not in MODEL_LABELS:
+                continue
+            per_regime = dict(cell.get("per_regime") or {})
+            per_regime["overall"] = {
+                "accuracy": cell.get("accuracy"),
+                "balanced_accuracy": cell.get("balanced_accuracy"),
+            }
+            for regime, scores in per_regime.items():
+                if regime not in (*REGIMES, "overall"):
+                    continue
+                for gauge, key in (
+                    (self.validation_accuracy, "accuracy"),
+                    (self.validation_balanced_accuracy, "balanced_accuracy"),
+                ):
+                    value = (scores or {}).get(key)
+                    if value is not None:
+                        gauge.labels(regime=regime, model=model).set(float(value))
 
     def set_market_regime(self, regime: str | None) -> None:
         """Mark `regime` as the market's current one (all zero when unknown)."""
         for name in REGIMES:
             self.market_regime.labels(regime=name).set(1 if name == regime else 0)
+
+
+def _model_metrics(reg: CollectorRegistry) -> dict[str, Any]:
+    """The metrics of live scoring, drift, retrains and alerts."""
+    regime = ["regime"]
+    return {
+        "live_accuracy": Gauge(
+            "regimed_live_accuracy",
+            "Accuracy of the champion on the last drift.live_window scored rows of each regime",
+            regime,
+            registry=reg,
+        ),
+        "live_balanced_accuracy": Gauge(
+            "regimed_live_balanced_accuracy",
+            "Balanced accuracy of the champion on the last scored rows of each regime "
+            "(absent while the window holds one label only)",
+            regime,
+            registry=reg,
+        ),
+        "live_scored": Counter(
+            "regimed_live_scored",
+            "Live predictions scored against their label, by regime",
+            regime,
+            registry=reg,
+        ),
+        "live_window_rows": Gauge(
+            "regimed_live_window_rows",
+            "Scored rows in the rolling live-accuracy window of each regime",
+            regime,
+            registry=reg,
+        ),
+        "predictions_made": Counter(
+            "regimed_predictions",
+            "Live feature rows scored by the champion",
+            registry=reg,
+        ),
+        "champion_present": Gauge(
+            "regimed_champion_present",
+            "1 when a champion model scores live rows, 0 before the first promotion",
+            registry=reg,
+        ),
+        "model_info": Gauge(
+            "regimed_model_info",
+            "1 for the version of the champion model",
+            ["version"],
+            registry=reg,
+        ),
+        "validation_accuracy": Gauge(
+            "regimed_validation_accuracy",
+            "Accuracy of the champion's models on its validation sets, by regime and model",
+            ["regime", "model"],
+            registry=reg,
+        ),
+        "validation_balanced_accuracy": Gauge(
+            "regimed_validation_balanced_accuracy",
+            "Balanced accuracy of the champion's models on its validation sets",
+            ["regime", "model"],
+            registry=reg,
+        ),
+        "feature_drift_psi": Gauge(
+            "regimed_feature_drift_psi",
+            "PSI of each feature: live rows against the champion's training rows of the same "
+            "regime, averaged over regimes weighted by live rows",
+            ["feature"],
+            registry=reg,
+        ),
+        "drift_score": Gauge(
+            "regimed_drift_score",
+            "Mean over features of min(PSI, drift.psi_cap); above drift.threshold counts as drift",
+            registry=reg,
+        ),
+        "drift_checks": Counter(
+            "regimed_drift_checks", "Drift checks run (one per market trading day)", registry=reg
+        ),
+        "drift_triggers": Counter(
+            "regimed_drift_triggers",
+            "Drift retrain triggers by outcome (started, skipped_busy, suppressed_cooldown)",
+            ["outcome"],
+            registry=reg,
+        ),
+        "concept_drift_detections": Counter(
+            "regimed_concept_drift_detections",
+            "Rises of the live error rate detected by ADWIN",
+            registry=reg,
+        ),
+        "retrain_runs": Counter(
+            "regimed_retrain_runs",
+            "Retrains by trigger and outcome (promoted, rejected, failed, busy, stopped)",
+            ["trigger", "outcome"],
+            registry=reg,
+        ),
+        "retrain_duration": Gauge(
+            "regimed_retrain_duration_seconds",
+            "Duration of the last retrain",
+            registry=reg,
+        ),
+        "retrain_last_success": Gauge(
+            "regimed_retrain_last_success_timestamp_seconds",
+            "When the last retrain that produced a candidate (promoted or rejected) finished",
+            registry=reg,
+        ),
+        "retrain_consecutive_rejections": Gauge(
+            "regimed_retrain_consecutive_rejections",
+            "Candidates rejected by the gate in a row since the last promotion",
+            registry=reg,
+        ),
+        "next_retrain": Gauge(
+            "regimed_next_retrain_timestamp_seconds",
+            "When the next scheduled retrain fires",
+            registry=reg,
+        ),
+        "scheduler_jobs": Counter(
+            "regimed_scheduler_jobs",
+            "Scheduler events: missed (misfired past the grace time), skipped (a run was "
+            "in progress), error",
+            ["kind"],
+            registry=reg,
+        ),
+        "alerts_sent": Counter(
+            "regimed_alerts",
+            "Webhook alert deliveries by outcome (sent, failed)",
+            ["outcome"],
+            registry=reg,
+        ),
+    }
 
 
 def serve(metrics: Metrics, host: str, port: int) -> tuple[WSGIServer, object]:

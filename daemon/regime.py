@@ -113,12 +113,15 @@ class VixHistory:
     def __init__(self) -> None:
         self._days: list[dt.date] = []
         self._values: list[float] = []
+        # The last lookup: every symbol's bar of a day asks for the same day.
+        self._last: tuple[dt.date, int, float | None] | None = None
 
     def __len__(self) -> int:
         return len(self._days)
 
     def add(self, day: dt.date, value: float) -> None:
         """Record the VIX close for `day` (a later reading for the same day replaces it)."""
+        self._last = None
         i = bisect.bisect_left(self._days, day)
         if i < len(self._days) and self._days[i] == day:
             self._values[i] = value
@@ -128,10 +131,16 @@ class VixHistory:
 
     def at(self, day: dt.date, max_staleness_days: int) -> float | None:
         """The latest VIX at or before `day`, or None if there is none that fresh."""
+        last = self._last
+        if last is not None and last[0] == day and last[1] == max_staleness_days:
+            return last[2]
         i = bisect.bisect_right(self._days, day) - 1
         if i < 0 or (day - self._days[i]).days > max_staleness_days:
-            return None
-        return self._values[i]
+            value = None
+        else:
+            value = self._values[i]
+        self._last = (day, max_staleness_days, value)
+        return value
 
 
 class SymbolRegime:

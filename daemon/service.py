@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from types import FrameType
 from typing import Any
 
+from daemon._sdnotify import Notifier
 from daemon.config import Config
 from daemon.metrics import Metrics, serve
 from daemon.store import Store
@@ -40,9 +41,12 @@ class State(enum.Enum):
 class Service:
     """The daemon: ingest from Kafka into SQLite with metrics, until stopped."""
 
-    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, config: Config, metrics: Metrics | None = None, notifier: Notifier | None = None
+    ) -> None:
         self.config = config
         self.metrics = metrics or Metrics.create()
+        self.notifier = notifier or Notifier.from_env()  # sd_notify; a no-op outside systemd
         self.stop_event = threading.Event()
         self.state = State.STOPPED
         self.metrics_port: int | None = None
@@ -94,13 +98,16 @@ class Service:
                 if self.state is State.STARTING:
                     self.state = State.RUNNING
                 logger.info("regimed running (start-up took %.2fs)", time.monotonic() - started)
+                self.notifier.ready()
                 deadline = None if timeout_s is None else time.monotonic() + timeout_s
                 consumed = 0
                 while not self.stop_event.is_set():
+                    self.notifier.watchdog()
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         break
                     step = SAMPLE_GAUGE_INTERVAL_S if left is None else min(left, 10.0)
+                    step = min(step, self.notifier.watchdog_interval_s or step)
                     want = None if max_messages is None else max_messages - consumed
                     if want is not None and want <= 0:
                         break
@@ -110,6 +117,7 @@ class Service:
                 clean = True
             finally:
                 self.state = State.STOPPING
+                self.notifier.stopping()
                 consumer.close(commit=clean)
         self.state = State.STOPPED
         logger.info("regimed stopped")

@@ -11,17 +11,9 @@ from daemon.store import Store
 
 def next_retrain(schedule: ScheduleConfig, now: dt.datetime | None = None) -> dt.datetime:
     """The next weekly retrain after `now`, in the schedule's time zone (APScheduler cron)."""
-    from apscheduler.triggers.cron import CronTrigger
+    from daemon.scheduler import next_fire_time
 
-    trigger = CronTrigger(
-        day_of_week=schedule.day_of_week,
-        hour=schedule.hour,
-        minute=schedule.minute,
-        timezone=schedule.timezone,
-    )
-    now = now or dt.datetime.now(dt.UTC)
-    fire: dt.datetime = trigger.get_next_fire_time(None, now)
-    return fire
+    return next_fire_time(schedule, now)
 
 
 def status(config: Config, store: Store, now: dt.datetime | None = None) -> dict[str, Any]:

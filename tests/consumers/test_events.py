@@ -107,6 +107,9 @@ def test_bytes_level_problems():
     assert reason_of(big) == "too_large"
     assert reason_of(b"[" * 100000 + b"]" * 100000) == "too_large"
     assert reason_of(b"[" * 30000 + b"]" * 30000) in ("not_json", "not_an_object")
+    # Python refuses to convert an integer of more than 4,300 digits (a ValueError, not a
+    # JSONDecodeError): a rejected record, not a crash of the consumer.
+    assert reason_of(encode(GOOD).replace(b"222.95", b"1" * 5000)) == "not_json"
 
 
 def test_key_must_match_the_symbol():
@@ -160,3 +163,86 @@ def test_hostile_payloads_decode_or_are_rejected_with_a_known_reason(raw):
     else:
         assert bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high
         assert bar.low > 0 and bar.volume >= 0
+
+
+TS_VALUES = (
+    "2020-03-23",
+    "2026-11-27",
+    "2026-11-28",  # more than a day after NOW
+    "2020-W13-1",  # an ISO week date, also 10 characters
+    "20200323",
+    "2020-03-23T23:30:00-04:00",
+    "2020-02-30",
+    1584921600000,
+)
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=1e-3, max_value=1e6),
+    st.integers(min_value=-5, max_value=10**6),
+)
+
+
+@st.composite
+def bar_payloads(draw):
+    """Valid records, encoded in the ways producers might, and records one change away from
+    valid: the fast path and the field-by-field checks must agree on every one of them."""
+    positive = st.floats(min_value=1e-3, max_value=1e6)
+    low, a, b, high = sorted(draw(st.lists(positive, min_size=4, max_size=4)))
+    payload = {
+        "symbol": draw(st.sampled_from(["SPY", "^VIX", "BRK.B"])),
+        "ts": "2020-03-23",
+        "open": a,
+        "high": high,
+        "low": low,
+        "close": b,
+        "volume": draw(st.floats(min_value=0.0, max_value=1e12)),
+    }
+    if draw(st.booleans()):
+        payload["interval"] = "1d"
+    key = draw(st.sampled_from([None, payload["symbol"].encode()]))
+    lead = trail = ""
+    change = draw(st.integers(min_value=0, max_value=9))
+    if change == 1:
+        name = draw(st.sampled_from(sorted(payload)))
+        payload[name] = draw(st.one_of(numbers, st.sampled_from(TS_VALUES), st.none()))
+    elif change == 2:
+        del payload[draw(st.sampled_from(sorted(payload)))]
+    elif change == 3:
+        payload["ts"] = draw(st.sampled_from(TS_VALUES))
+    elif change == 4:
+        payload["symbol"] = draw(st.sampled_from(["spy", "A" * 17, "", "SPY\n"]))
+    elif change == 5:
+        payload["interval"] = draw(st.sampled_from(["1m", None, 1]))
+    elif change == 6:
+        key = b"QQQ"
+    elif change == 7:
+        lead, trail = draw(st.sampled_from([(" ", ""), ("", "\n"), ("", "x"), ("\ufeff", "")]))
+    elif change == 8:
+        for name in ("open", "high", "low", "close"):
+            payload[name] = draw(positive)
+    separators = draw(st.sampled_from([(",", ":"), (", ", ": ")]))
+    return (lead + json.dumps(payload, separators=separators) + trail).encode(), key
+
+
+def checked(raw: bytes, key: bytes | None):
+    """What the field-by-field path alone gives for a record: a bar or a reason."""
+    from consumers.events import _checked_bar
+
+    try:
+        return _checked_bar(json.loads(raw.decode("utf-8")), key, NOW)
+    except (ValueError, EventRejected) as exc:
+        return exc.reason if isinstance(exc, EventRejected) else "not_json"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(bar_payloads())
+def test_the_fast_path_agrees_with_the_field_by_field_checks(record):
+    raw, key = record
+    try:
+        got = decode_event(raw, key, now=NOW)
+    except EventRejected as exc:
+        got = exc.reason
+    want = checked(raw, key)
+    assert got == want
+    if isinstance(got, BarEvent):
+        assert [type(x) for x in vars(got).values()] == [type(x) for x in vars(want).values()]

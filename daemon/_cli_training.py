@@ -1,0 +1,164 @@
+"""`regimed retrain` and `regimed report`: train now, and write a model's HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from daemon.errors import ModelNotFoundError, RegimedError, UsageError
+
+if TYPE_CHECKING:
+    from daemon.registry import ModelRecord, Registry
+
+
+def _progress_bar(stream: TextIO) -> Any:
+    """A progress callback drawing one line per base model on a terminal."""
+    width = 24
+
+    def show(event: str, details: Mapping[str, Any]) -> None:
+        if event == "stage":
+            stream.write(f"\r\x1b[K  {details['stage']} ...")
+        elif event == "model_started":
+            done = int(details["index"])
+            total = int(details["total"])
+            filled = width * done // total
+            stream.write(
+                f"\r\x1b[K  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+                f"fitting {details['model']}"
+            )
+        elif event == "model_finished":
+            stream.write(f"\r\x1b[K  {details['model']:<20} {float(details['seconds']):6.1f} s\n")
+        stream.flush()
+
+    return show
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """Train a candidate now, gate it against the champion, print the report."""
+    from daemon.cli import EXIT_FAILURE, EXIT_OK, _config
+    from daemon.training.summary import render
+    from daemon.training.trainer import RetrainFailed, retrain
+
+    config = _config(args)
+    if not Path(config.store.path).exists():
+        raise UsageError(
+            f"store.path = {config.store.path!r}: no database there yet (run the daemon or "
+            "`regimed demo` first, or point --config at the daemon's configuration)"
+        )
+    progress = _progress_bar(sys.stderr) if sys.stderr.isatty() and not args.json else None
+    try:
+        report = retrain(config, trigger=args.trigger, progress=progress)
+    except RetrainFailed as exc:
+        if args.json:
+            print(json.dumps(exc.report, indent=2))
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render(report), end="")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a model's retrain report as one self-contained HTML page and print its path."""
+    from daemon.cli import EXIT_OK, _config
+    from daemon.registry import Registry
+    from daemon.store import Store
+    from daemon.training.html_report import render_html
+
+    config = _config(args)
+    if not Path(config.store.path).exists():
+        raise UsageError(
+            f"store.path = {config.store.path!r}: no database there yet (run the daemon or "
+            "`regimed demo` first, or point --config at the daemon's configuration)"
+        )
+    with Store.open(config.store, read_only=True) as store:
+        record = _report_model(Registry(store), args.version, config.store.path)
+    if args.out is not None:
+        out = Path(args.out)
+        if not out.parent.is_dir():
+            raise UsageError(f"--out {args.out}: no directory {str(out.parent)!r} to write into")
+    else:
+        out = Path(config.store.path).resolve().parent / "reports" / f"{record.version}.html"
+    _write_page(out, render_html(record.report, model=record))
+    print(out)
+    return EXIT_OK
+
+
+def _report_model(registry: Registry, version: str | None, where: str) -> ModelRecord:
+    """VERSION, else the champion, else the latest registered model."""
+    if version is not None:
+        try:
+            return registry.model(version)
+        except ModelNotFoundError as exc:
+            raise UsageError(str(exc)) from None
+    record = registry.champion()
+    if record is not None:
+        return record
+    models = registry.models()
+    if not models:
+        raise UsageError(f"{where}: no registered models yet (run `regimed retrain` first)")
+    return models[-1]
+
+
+def _write_page(out: Path, page: str) -> None:
+    """Write `page` to `out` through a temporary file, so a reader never sees half of it."""
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(page, encoding="utf-8")
+        os.replace(partial, out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise RegimedError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add `retrain` and `report` to the subcommands."""
+    p = sub.add_parser(
+        "retrain",
+        parents=[common],
+        help="train a candidate now and promote it if it passes the gate",
+        description="Fit the base models on the stored samples (live and archive), validate "
+        "them per regime, gate the ensemble against the champion and register it. Only one "
+        "retrain runs at a time per store.",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--trigger",
+        default="manual",
+        choices=["manual", "schedule", "drift", "demo"],
+        help="what started the run, as recorded in the registry (default manual)",
+    )
+    p.set_defaults(handler=cmd_retrain)
+
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="write a model's retrain report as an HTML page with plots",
+        description="Write the retrain report of VERSION (default: the champion, else the latest "
+        "model) as one self-contained HTML file: the promotion decision, balanced and plain "
+        "accuracy per regime of every model, the ensemble and the naive references, the regime "
+        "mix before and after sampling, weight shares, confusion matrices, feature importances "
+        "and fit times. Prints the file's path.",
+    )
+    p.add_argument(
+        "version",
+        nargs="?",
+        default=None,
+        metavar="VERSION",
+        help="a version from `regimed models list` (default: the champion, else the latest)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        default=None,
+        help="where to write (default: reports/VERSION.html beside store.path)",
+    )
+    p.set_defaults(handler=cmd_report)

@@ -1,0 +1,114 @@
+"""Alerts: a JSON POST to every `alerts.webhooks` URL.
+
+The body works as it is with Slack- and Mattermost-style incoming webhooks (`text`) and carries
+the structured fields for anything else:
+
+    {"text": "regimed on HOST: SUMMARY", "event": EVENT, "summary": SUMMARY,
+     "details": {...}, "host": HOST, "time": ISO 8601 UTC, "source": "regimed"}
+
+Sending never raises: an alert is a side channel, and a dead webhook must not fail a retrain
+or a command. A failure is logged as a warning naming the webhook by host only, since webhook
+URLs usually carry their token in the path or query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+from daemon import __version__
+from daemon.config import AlertsConfig
+
+__all__ = ["send_alert", "webhook_host"]
+
+logger = logging.getLogger(__name__)
+
+
+def send_alert(config: AlertsConfig, event: str, summary: str, details: Mapping[str, Any]) -> int:
+    """POST the alert to every configured webhook; how many answered with a 2xx status.
+
+    Each request waits at most `alerts.timeout_seconds`. `details` must be JSON-serialisable
+    (anything else is sent as its `str`).
+    """
+    if not config.webhooks:
+        return 0
+    host = socket.gethostname()
+    body = json.dumps(
+        {
+            "text": f"regimed on {host}: {summary}",
+            "event": event,
+            "summary": summary,
+            "details": dict(details),
+            "host": host,
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "source": "regimed",
+        },
+        default=str,
+    ).encode("utf-8")
+    delivered = 0
+    for secret in config.webhooks:
+        url = secret.get_secret_value()
+        try:
+            _post(url, body, config.timeout_seconds)
+        except Exception as exc:  # any failure of one webhook is logged, never raised
+            logger.warning(
+                "alert %s: webhook at %s failed: %s", event, webhook_host(url), _describe(exc)
+            )
+        else:
+            delivered += 1
+    return delivered
+
+
+def webhook_host(url: str) -> str:
+    """The host (and port) of a webhook URL: what may be logged of it."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or "?"
+        return f"{host}:{parts.port}" if parts.port else host
+    except ValueError:
+        return "?"
+
+
+def _post(url: str, body: bytes, timeout: float) -> None:
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError("not an http(s) URL")
+    request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": f"regimed/{__version__}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            status = int(response.status)
+            response.read(1024)
+    except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the response: close it, as the `with` would have
+        raise
+    if not 200 <= status < 300:
+        raise urllib.error.HTTPError(url, status, "not a 2xx status", response.headers, None)
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, without the URL (some exceptions quote it whole)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP status {exc.code}"
+    if isinstance(exc, urllib.error.URLError):
+        reason = exc.reason
+        if isinstance(reason, TimeoutError):
+            return "timed out"
+        if isinstance(reason, OSError) and reason.strerror:
+            return reason.strerror
+        return type(reason).__name__ if isinstance(reason, BaseException) else "unreachable"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__

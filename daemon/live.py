@@ -1,0 +1,234 @@
+"""Live scoring: the champion scores every new live feature row, the prediction is scored when
+its label arrives, and the rows feed the drift monitor.
+
+Runs on the consumer thread, inside the batch: `score(out)` turns the batch's new live samples
+into prediction rows that are written in the same SQLite transaction as the samples, and
+`matured(out)` scores the predictions whose labels the batch completed. Rolling accuracy and
+balanced accuracy per regime cover the last `drift.live_window` scored rows of that regime.
+
+The champion is looked up in the registry every `CHAMPION_POLL_S` seconds, so a model promoted
+by the daemon's own retrain, by `regimed retrain` from the command line or by
+`regimed models promote` takes over within seconds (a hot swap: the next batch uses it). Before
+any promotion there is no champion: nothing is scored, and `status` and the metrics say so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from daemon.config import REGIMES, Config
+from daemon.drift import DriftCheck, DriftMonitor, DriftTrigger, ErrorStream, Reference
+from daemon.errors import RegimedError
+from daemon.store import PredictionRow, SampleRow, Store
+
+if TYPE_CHECKING:
+    from daemon.pipeline import Output
+    from daemon.training.serving import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+#: How often the registry is asked which version is champion.
+CHAMPION_POLL_S = 5.0
+
+
+@dataclass
+class RegimeWindow:
+    """The last `size` scored (label, prediction) pairs of one regime."""
+
+    size: int
+    pairs: deque[tuple[int, int]] = field(default_factory=deque)
+    scored: int = 0
+
+    def add(self, label: int, prediction: int) -> None:
+        self.pairs.append((label, prediction))
+        self.scored += 1
+        while len(self.pairs) > self.size:
+            self.pairs.popleft()
+
+    def accuracy(self) -> float | None:
+        if not self.pairs:
+            return None
+        return sum(y == p for y, p in self.pairs) / len(self.pairs)
+
+    def balanced_accuracy(self) -> float | None:
+        """Mean recall of up and of down; None while the window holds one label only."""
+        up = [p for y, p in self.pairs if y == 1]
+        down = [p for y, p in self.pairs if y == 0]
+        if not up or not down:
+            return None
+        return (sum(up) / len(up) + sum(1 - p for p in down) / len(down)) / 2
+
+
+class LiveScorer:
+    """Scores live rows with the champion and keeps per-regime live accuracy and drift."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        on_drift: Callable[[str], None] | None = None,
+        load: Callable[[Config, Store], LoadedModel | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.on_drift = on_drift
+        self._load = load
+        self._clock = clock
+        self.model: LoadedModel | None = None
+        self.version: str | None = None
+        self._checked_at = -float("inf")
+        size = config.drift.live_window
+        self.windows = {r: RegimeWindow(size) for r in REGIMES}
+        self.pending: dict[tuple[str, str], tuple[int, str]] = {}
+        self.monitor = DriftMonitor(None, config.drift)
+        self.errors = ErrorStream(config.drift.adwin_delta)
+        self.trigger = DriftTrigger(config.drift)
+        self.last_check: DriftCheck | None = None
+        self.load_failures = 0
+
+    # -- the champion ------------------------------------------------------------------------
+
+    def refresh(self, force: bool = False) -> bool:
+        """Look up the champion (at most every CHAMPION_POLL_S seconds unless `force`); load it
+        when it changed. True when a new model took over."""
+        now = self._clock()
+        if not force and now - self._checked_at < CHAMPION_POLL_S:
+            return False
+        self._checked_at = now
+        record = self.store.champion()
+        version = None if record is None else record.version
+        if version == self.version:
+            return False
+        if record is None:
+            self.model, self.version = None, None
+            return True
+        try:
+            loaded = self._load_champion()
+        except RegimedError as exc:
+            # The registry has already alerted; keep scoring with the model we have.
+            self.load_failures += 1
+            logger.error("cannot load champion %s, keeping %s: %s", version, self.version, exc)
+            return False
+        if loaded is None:
+            logger.warning(
+                "champion %s was trained on another feature layout: it cannot score live rows",
+                version,
+            )
+            self.model, self.version = None, version
+            return True
+        self._swap(loaded)
+        return True
+
+    def _load_champion(self) -> LoadedModel | None:
+        if self._load is not None:
+            return self._load(self.config, self.store)
+        from daemon.training.serving import load_champion
+
+        return load_champion(self.config, self.store)
+
+    def _swap(self, loaded: LoadedModel) -> None:
+        previous = self.version
+        self.model, self.version = loaded, loaded.record.version
+        reference = loaded.meta.get("drift_reference")
+        self.monitor.set_reference(None if reference is None else Reference.from_dict(reference))
+        self.trigger.reset()
+        self.pending = self._stored_pending(self.version)
+        logger.info("champion %s takes over live scoring (was %s)", self.version, previous)
+
+    def _stored_pending(self, version: str) -> dict[tuple[str, str], tuple[int, str]]:
+        """Predictions of `version` still waiting for their label (after a restart)."""
+        with self.store.transaction("read pending predictions", write=False) as conn:
+            rows = conn.execute(
+                "SELECT symbol, ts, prediction, regime FROM predictions "
+                "WHERE model_version = ? AND label IS NULL AND regime IS NOT NULL",
+                (version,),
+            ).fetchall()
+        return {(s, t): (int(p), str(r)) for s, t, p, r in rows}
+
+    # -- per batch ---------------------------------------------------------------------------
+
+    def score(self, samples: Iterable[SampleRow]) -> list[PredictionRow]:
+        """Predictions of the champion for the batch's new live rows (empty without one)."""
+        live = [s for s in samples if s.source == "live"]
+        if not live:
+            return []
+        X = np.vstack([s.features for s in live]).astype(np.float32, copy=False)
+        regimes = [s.regime for s in live]
+        self.monitor.observe(X, regimes)
+        if self.model is None or self.version is None:
+            return []
+        ensemble = self.model.ensemble
+        proba = ensemble.proba(X)
+        threshold = ensemble.vote.threshold
+        rows = []
+        for s, p in zip(live, proba, strict=True):
+            prediction = int(p > threshold)
+            self.pending[(s.symbol, s.ts)] = (prediction, s.regime)
+            rows.append(
+                PredictionRow(s.symbol, s.ts, self.version, float(p), prediction, s.regime, s.label)
+            )
+        return rows
+
+    def matured(self, labels: Iterable[tuple[str, str, int]]) -> int:
+        """Score the predictions whose (symbol, ts, label) arrived; how many were scored."""
+        errors = []
+        for symbol, ts, label in labels:
+            hit = self.pending.pop((symbol, ts), None)
+            if hit is None:
+                continue
+            prediction, regime = hit
+            self.windows[regime].add(label, prediction)
+            errors.append(int(prediction != label))
+        if errors:
+            self.errors.update(errors)
+        return len(errors)
+
+    def check_drift(self, retrain_running: bool = False) -> DriftCheck:
+        """One drift check (the daemon runs one per market-symbol trading day); fires
+        `on_drift` when the trigger says so, or counts the trigger as skipped when a retrain
+        is already running."""
+        check = self.monitor.check()
+        self.last_check = check
+        concept = self.errors.take_alarm()
+        if not check.ready and not concept:
+            return check
+        if self.trigger.update(check.score if check.ready else float("nan"), concept):
+            if retrain_running:
+                self.trigger.note_busy()
+            elif self.on_drift is not None:
+                logger.warning(
+                    "drift retrain: %s (score %.3f, top features %s)",
+                    self.trigger.last_reason,
+                    check.score,
+                    ", ".join(f"{f} {v:.2f}" for f, v in check.top(3)),
+                )
+                self.on_drift(self.trigger.last_reason or "feature_drift")
+        return check
+
+    # -- for metrics and status ---------------------------------------------------------------
+
+    def live_scores(self) -> Mapping[str, dict[str, Any]]:
+        """Per regime: rolling accuracy, balanced accuracy, rows in the window, rows scored."""
+        return {
+            r: {
+                "accuracy": w.accuracy(),
+                "balanced_accuracy": w.balanced_accuracy(),
+                "window": len(w.pairs),
+                "scored": w.scored,
+            }
+            for r, w in self.windows.items()
+        }
+
+
+def labels_of(out: Output) -> list[tuple[str, str, int]]:
+    """The (symbol, ts, label) of the live labels a batch completed."""
+    return [(u.symbol, u.ts, u.label) for u in out.labels if u.source == "live"]

@@ -1,0 +1,1 @@
+"""The trainer: time split, scoring against naive references and the promotion gate."""

@@ -1,0 +1,546 @@
+"""The eight base models of the ensemble: built from `ModelsConfig`, fitted with the regime
+loss weights, read as the probability of an up move.
+
+Every model is a scikit-learn-style classifier, so the trainer, the scorer and the artifact code
+treat them alike: `build_model` makes one unfitted, `fit_model` fits it (sample weights routed to
+whichever step learns from them, warnings that a library gives on expected use logged, failures
+raised as `ModelFitError`), `positive_proba` reads P(label = 1) from any of them. A model fitted
+twice on the same data with the same seed gives the same probabilities bit for bit, on one
+thread or two (tests/daemon/test_models.py; checked once on 100,000 rows too).
+docs/benchmarks.md, "Retrain: base models", has the fit times at the default configuration.
+
+Inputs are the stored float32 feature rows. The feature engine emits a row only when every
+feature is defined, so the rows hold no NaN; the float32 packing of the store can still turn a
+value beyond float32's range into an infinity (only absurd prices do that). Rather than let one
+such row fail a retrain, or let the tree models read it while the scaled models crash on it,
+both `fit_model` and `positive_proba` replace NaN with 0 and clip every value to
++-`FEATURE_LIMIT`, and log how many values they changed (none, for real data: the largest
+feature magnitude in the bundled histories is the VIX level, about 100).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.kernel_approximation import Nystroem
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+from daemon._config_training import MODEL_NAMES, ModelsConfig
+from daemon.errors import ConfigError, ModelFitError
+
+logger = logging.getLogger(__name__)
+
+#: A fitted or unfitted model: a scikit-learn-style classifier (the libraries are untyped).
+Model: TypeAlias = Any
+FloatArray: TypeAlias = npt.NDArray[np.floating[Any]]
+
+#: Feature values are clipped to +-this before a fit or a prediction (see the module docstring).
+FEATURE_LIMIT = 1e6
+
+#: Folds of the Platt scaling that gives the SVMs their probabilities.
+SVM_CALIBRATION_FOLDS = 3
+#: Passes of `LinearSVM` over the rows.
+SVM_EPOCHS = 10
+
+
+def build_model(name: str, config: ModelsConfig, *, n_jobs: int, seed: int) -> Model:
+    """An unfitted estimator for `name` (one of `MODEL_NAMES`) with the hyper-parameters of
+    `config`, using at most `n_jobs` threads and seeded with `seed`.
+
+    Raises `ConfigError` naming the model when `name` is not one of `MODEL_NAMES`.
+    """
+    try:
+        builder = _BUILDERS[name]
+    except KeyError:
+        raise ConfigError(
+            f"model {name!r}: unknown base model; expected one of {', '.join(MODEL_NAMES)}"
+        ) from None
+    return builder(config, n_jobs, seed)
+
+
+def fit_model(
+    name: str,
+    X: npt.ArrayLike,
+    y: npt.ArrayLike,
+    sample_weight: npt.ArrayLike | None,
+    config: ModelsConfig,
+    *,
+    n_jobs: int,
+    seed: int,
+) -> Model:
+    """`build_model(name, ...)` fitted on the rows `X` (n x features), 0/1 labels `y` and loss
+    weights `sample_weight` (None: every row counts once).
+
+    The weights reach the step that learns from them in every model (the classifier after a
+    scaler; the SVM and its Platt scaling). Deterministic: the same data and seed give the same
+    model. Raises `ModelFitError` naming the model when the labels hold one class only, the
+    weights are unusable or the library fails (its message is kept).
+    """
+    model = build_model(name, config, n_jobs=n_jobs, seed=seed)
+    x = finite_features(X, what=f"model {name}: training rows")
+    labels, weights = _checked_targets(name, y, sample_weight)
+    _fit_to_size(model, len(labels))
+    started = time.perf_counter()
+    try:
+        with _threads(n_jobs), _convergence_logged(name):
+            model.fit(x, labels, **weight_kwargs(model, weights))
+    except Exception as exc:  # any library failure: the trainer decides what a failure means
+        raise ModelFitError(name, f"{type(exc).__name__}: {exc}") from exc
+    if isinstance(model, RandomForestClassifier | ExtraTreesClassifier):
+        # A forest predicting on several threads adds up its trees' probabilities in the order
+        # the threads finish, which changes the last bit; scoring runs on one thread anyway.
+        model.set_params(n_jobs=1)
+    logger.debug("model %s: fitted %d rows in %.2f s", name, len(labels), _since(started))
+    return model
+
+
+def positive_proba(model: Model, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """P(label = 1) for each row of `X` under a fitted base model, as float64.
+
+    The one place that reads probabilities: every base model is a scikit-learn-style classifier
+    whose `predict_proba` columns follow `classes_`; XGBoost answers in float32.
+    """
+    classes = [int(c) for c in model.classes_]
+    if 1 not in classes:
+        raise ValueError(f"{type(model).__name__} was fitted without class 1 (classes {classes})")
+    x = finite_features(X, what=f"{type(model).__name__}: scored rows")
+    proba = np.asarray(model.predict_proba(x))
+    return np.ascontiguousarray(proba[:, classes.index(1)], dtype=np.float64)
+
+
+def finite_features(X: npt.ArrayLike, *, what: str = "features") -> FloatArray:
+    """`X` as a 2-D float array with NaN replaced by 0 and values clipped to +-`FEATURE_LIMIT`.
+
+    Returns `X` itself (no copy) when nothing needs replacing, which is the case for every row
+    the feature engine emits; otherwise logs a warning naming `what` and the first bad column.
+    """
+    x: FloatArray = np.asarray(X)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"{what}: expected a 2-D feature matrix, got shape {x.shape}")
+    bad = ~(np.abs(x) <= FEATURE_LIMIT)  # NaN compares false
+    if not bad.any():
+        return x
+    n_nan = int(np.isnan(x).sum())
+    column = int(np.flatnonzero(bad.any(axis=0))[0])
+    logger.warning(
+        "%s: %d NaN replaced by 0 and %d values beyond +-%g clipped (first in column %d)",
+        what,
+        n_nan,
+        int(bad.sum()) - n_nan,
+        FEATURE_LIMIT,
+        column,
+    )
+    return np.clip(np.nan_to_num(x, nan=0.0), -FEATURE_LIMIT, FEATURE_LIMIT)
+
+
+def weight_kwargs(model: Model, weights: FloatArray | None) -> dict[str, FloatArray]:
+    """The keyword that hands `weights` to the learning step of `model`'s `fit`: the last step of
+    a pipeline (the scalers and the kernel map have nothing to weigh), else the model itself."""
+    if weights is None:
+        return {}
+    if isinstance(model, Pipeline):
+        return {f"{model.steps[-1][0]}__sample_weight": weights}
+    return {"sample_weight": weights}
+
+
+class SubsampledClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """`estimator` fitted on at most `max_samples` rows drawn without replacement under
+    `random_state` (kept in time order, with their weights).
+
+    For a model whose fit grows with the square of the rows (an exact kernel SVM): a fixed cost
+    however long the history gets.
+    """
+
+    def __init__(self, estimator: Model, max_samples: int, random_state: int = 0) -> None:
+        self.estimator = estimator
+        self.max_samples = max_samples
+        self.random_state = random_state
+
+    def fit(
+        self,
+        X: FloatArray,
+        y: npt.NDArray[Any],
+        sample_weight: FloatArray | None = None,
+    ) -> SubsampledClassifier:
+        """Fit a clone of `estimator` on the drawn rows; `rows_` holds their indices."""
+        x, labels = np.asarray(X), np.asarray(y)
+        n = len(labels)
+        if len(x) != n:
+            raise ValueError(
+                f"Found input variables with inconsistent numbers of samples: [{len(x)}, {n}]"
+            )
+        if n > self.max_samples:
+            rng = np.random.default_rng(self.random_state)
+            rows = np.sort(rng.choice(n, size=self.max_samples, replace=False))
+        else:
+            rows = np.arange(n)
+        fitted = clone(self.estimator)
+        w = None if sample_weight is None else np.asarray(sample_weight)[rows]
+        fitted.fit(x[rows], labels[rows], **weight_kwargs(fitted, w))
+        self.estimator_ = fitted
+        self.rows_ = rows
+        self.classes_ = fitted.classes_
+        return self
+
+    def predict_proba(self, X: FloatArray) -> FloatArray:
+        """Class probabilities from the fitted estimator, columns in `classes_` order."""
+        return np.asarray(self.estimator_.predict_proba(X))
+
+    def predict(self, X: FloatArray) -> npt.NDArray[Any]:
+        """The most probable class of each row."""
+        best = np.argmax(self.predict_proba(X), axis=1)
+        labels: npt.NDArray[Any] = np.asarray(self.classes_)[best]
+        return labels
+
+
+class LinearSVM(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """A linear SVM, hinge loss with penalty `C` as in `LinearSVC`, trained by averaged
+    stochastic gradient descent: `epochs` passes over the rows in an order drawn from
+    `random_state`.
+
+    Why not `LinearSVC`: liblinear copies dense rows into its sparse format and took 15 s for
+    one fit on 67,000 rows x 300 kernel features, 45 s for the three calibration folds. Ten
+    averaged passes take about a second and gave the same label as liblinear's solution to 95%
+    of the holdout rows (docs/benchmarks.md, "Retrain: base models").
+    """
+
+    def __init__(self, C: float = 1.0, epochs: int = SVM_EPOCHS, random_state: int = 0) -> None:
+        self.C = C
+        self.epochs = epochs
+        self.random_state = random_state
+
+    def fit(
+        self, X: FloatArray, y: npt.NDArray[Any], sample_weight: FloatArray | None = None
+    ) -> LinearSVM:
+        """Fit on `X`, `y`; each row's hinge loss counts `sample_weight` times."""
+        # LinearSVC minimises |w|^2 / 2 + C * sum(loss); SGD minimises alpha |w|^2 / 2 +
+        # mean(loss): the same problem when alpha = 1 / (C * n).
+        sgd = SGDClassifier(
+            loss="hinge",
+            alpha=1.0 / (self.C * len(y)),
+            average=True,
+            max_iter=self.epochs,
+            tol=None,
+            random_state=self.random_state,
+        )
+        sgd.fit(X, y, sample_weight=sample_weight)
+        # Keep the hyperplane only: a smaller artifact with no solver state to unpickle.
+        self.coef_ = np.asarray(sgd.coef_, dtype=np.float64).reshape(-1)
+        self.intercept_ = float(sgd.intercept_[0])
+        self.classes_ = sgd.classes_
+        return self
+
+    def decision_function(self, X: FloatArray) -> npt.NDArray[np.float64]:
+        """Signed distance of each row to the separating hyperplane (> 0: `classes_[1]`)."""
+        scores: npt.NDArray[np.float64] = np.asarray(X, dtype=np.float64) @ self.coef_
+        return scores + self.intercept_
+
+    def predict(self, X: FloatArray) -> npt.NDArray[Any]:
+        """The class on each row's side of the hyperplane."""
+        labels: npt.NDArray[Any] = np.asarray(self.classes_)[
+            (self.decision_function(X) > 0).astype(np.intp)
+        ]
+        return labels
+
+
+class QuantileBinner(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Each feature replaced by the number of its bin: at most `n_bins` bins per feature, cut
+    at the feature's unweighted quantiles, or one bin per distinct value when there are fewer.
+
+    Placed before `HistGradientBoostingClassifier`, which then sees at most 255 distinct values
+    per feature and keeps exactly these bins. Why: given sample weights, scikit-learn 1.9 cuts
+    its bins at weighted quantiles, one `_weighted_percentile` call per edge and feature, which
+    took 1.9 s a feature on 100,000 rows, over a minute for the 47 (scikit-learn issue 34304).
+    Unweighted bin edges are what LightGBM uses too; the weights still count in every split.
+    """
+
+    def __init__(self, n_bins: int = 255) -> None:
+        self.n_bins = n_bins
+
+    def fit(self, X: FloatArray, y: object = None) -> QuantileBinner:
+        """Find each feature's bin thresholds (`thresholds_`, one array per feature)."""
+        x = np.asarray(X)
+        levels = np.arange(1, self.n_bins) / self.n_bins
+        thresholds = []
+        for column in x.T.astype(np.float64):
+            distinct = np.unique(column)
+            if len(distinct) <= self.n_bins:
+                cuts = (distinct[:-1] + distinct[1:]) / 2
+            else:
+                cuts = np.unique(np.quantile(column, levels, method="averaged_inverted_cdf"))
+            thresholds.append(cuts)
+        self.thresholds_ = thresholds
+        self.n_features_in_ = x.shape[1]
+        return self
+
+    def transform(self, X: FloatArray) -> npt.NDArray[np.float32]:
+        """The bin of every value as float32: bin i holds the values above threshold i - 1 and
+        at most threshold i, as in the boosting's own binning."""
+        x = np.asarray(X)
+        if x.ndim != 2 or x.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has shape {x.shape}; expected {self.n_features_in_} columns")
+        out = np.empty(x.shape, dtype=np.float32)
+        for j, cuts in enumerate(self.thresholds_):
+            out[:, j] = np.searchsorted(cuts, x[:, j], side="left")
+        return out
+
+
+# -- one builder per model -------------------------------------------------------------------
+
+
+def _random_forest(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
+    c = config.random_forest
+    return RandomForestClassifier(
+        n_estimators=c.n_estimators,
+        max_depth=c.max_depth,
+        min_samples_leaf=c.min_samples_leaf,
+        max_features=c.max_features,
+        max_samples=c.max_samples,
+        n_jobs=n_jobs,
+        random_state=seed,
+    )
+
+
+def _extra_trees(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
+    c = config.extra_trees
+    return ExtraTreesClassifier(
+        n_estimators=c.n_estimators,
+        max_depth=c.max_depth,
+        min_samples_leaf=c.min_samples_leaf,
+        max_features=c.max_features,
+        n_jobs=n_jobs,
+        random_state=seed,
+    )
+
+
+def _xgboost(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
+    from xgboost import XGBClassifier  # a heavy import, only when asked for
+
+    c = config.xgboost
+    return XGBClassifier(
+        n_estimators=c.n_estimators,
+        max_depth=c.max_depth,
+        learning_rate=c.learning_rate,
+        subsample=c.subsample,
+        colsample_bytree=c.colsample_bytree,
+        min_child_weight=c.min_child_weight,
+        objective="binary:logistic",
+        tree_method="hist",
+        n_jobs=n_jobs,
+        random_state=seed,
+    )
+
+
+def _lightgbm(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
+    from lightgbm import LGBMClassifier  # a heavy import, only when asked for
+
+    c = config.lightgbm
+    return LGBMClassifier(
+        n_estimators=c.n_estimators,
+        num_leaves=c.num_leaves,
+        learning_rate=c.learning_rate,
+        subsample=c.subsample,
+        # LightGBM draws rows only when the bagging frequency is set: without it `subsample`
+        # would be silently ignored.
+        subsample_freq=1 if c.subsample < 1 else 0,
+        colsample_bytree=c.colsample_bytree,
+        min_child_samples=c.min_child_samples,
+        n_jobs=n_jobs,
+        random_state=seed,
+        # The same model on every run (and here on one thread or two); the histogram layout is
+        # fixed rather than chosen by a timing test, which could differ between two runs.
+        deterministic=True,
+        force_col_wise=True,
+        verbose=-1,
+    )
+
+
+def _gradient_boosting(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
+    """Histogram gradient boosting, not scikit-learn's exact `GradientBoostingClassifier`.
+
+    The exact variant sorts every feature at every split and runs on one core: it took 9 minutes
+    on 85,000 rows, several times the whole two-minute retrain budget. The histogram variant
+    buckets each feature once (at most 255 bins; `QuantileBinner` cuts them, see there why) and
+    then grows each tree from bucket sums, on every thread. Early stopping is off: it would hold
+    out a random 10% of the rows past 10,000, a look-ahead split on serially correlated samples,
+    and make the number of rounds depend on the data size instead of `max_iter`.
+    """
+    c = config.gradient_boosting
+    boost = HistGradientBoostingClassifier(
+        max_iter=c.max_iter,
+        max_leaf_nodes=c.max_leaf_nodes,
+        learning_rate=c.learning_rate,
+        min_samples_leaf=c.min_samples_leaf,
+        l2_regularization=c.l2_regularization,
+        early_stopping=False,
+        random_state=seed,
+    )
+    return Pipeline([("bin", QuantileBinner()), ("boost", boost)])
+
+
+def _mlp(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
+    c = config.mlp
+    mlp = MLPClassifier(
+        hidden_layer_sizes=c.hidden_layer_sizes,
+        alpha=c.alpha,
+        learning_rate_init=c.learning_rate_init,
+        batch_size=c.batch_size,
+        max_iter=c.max_iter,
+        random_state=seed,
+    )
+    return Pipeline([("scale", StandardScaler()), ("mlp", mlp)])
+
+
+def _logistic_regression(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
+    c = config.logistic_regression
+    logistic = LogisticRegression(C=c.c, max_iter=c.max_iter, random_state=seed)
+    return Pipeline([("scale", StandardScaler()), ("logistic", logistic)])
+
+
+def _svm(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
+    """An RBF-kernel SVM with Platt-scaled probabilities, in one of two fast forms.
+
+    `nystroem`: the RBF kernel approximated by `n_components` kernel features (Nystroem), then
+    a linear SVM in that space (`LinearSVM`, linear in the rows), calibrated with
+    `SVM_CALIBRATION_FOLDS`-fold sigmoid (Platt) scaling. `subsample`: an exact RBF `SVC` on at
+    most `max_samples` rows; its probabilities come from the same Platt scaling through
+    `CalibratedClassifierCV` rather than `SVC(probability=True)`, which scikit-learn deprecates
+    from 1.9 on. Inputs are standardized, so gamma 0 (1 / n_features) suits every feature.
+    """
+    c = config.svm
+    scale = ("scale", StandardScaler())
+    if c.method == "nystroem":
+        kernel = Nystroem(
+            kernel="rbf",
+            gamma=c.gamma or None,  # None: 1 / n_features
+            n_components=c.n_components,
+            random_state=seed,
+        )
+        linear = LinearSVM(C=c.c, random_state=seed)
+        calibrated = CalibratedClassifierCV(linear, method="sigmoid", cv=SVM_CALIBRATION_FOLDS)
+        return Pipeline([scale, ("kernel", kernel), ("svm", calibrated)])
+    exact = SVC(C=c.c, kernel="rbf", gamma=c.gamma or "auto", random_state=seed)
+    calibrated = CalibratedClassifierCV(
+        exact, method="sigmoid", cv=SVM_CALIBRATION_FOLDS, ensemble=False
+    )
+    return SubsampledClassifier(
+        Pipeline([scale, ("svm", calibrated)]), max_samples=c.max_samples, random_state=seed
+    )
+
+
+_BUILDERS: dict[str, Callable[[ModelsConfig, int, int], Model]] = {
+    "random_forest": _random_forest,
+    "xgboost": _xgboost,
+    "lightgbm": _lightgbm,
+    "extra_trees": _extra_trees,
+    "gradient_boosting": _gradient_boosting,
+    "mlp": _mlp,
+    "logistic_regression": _logistic_regression,
+    "svm": _svm,
+}
+
+
+# -- fitting helpers -------------------------------------------------------------------------
+
+
+def _checked_targets(
+    name: str, y: npt.ArrayLike, sample_weight: npt.ArrayLike | None
+) -> tuple[npt.NDArray[np.int8], FloatArray | None]:
+    """Labels as int8 and weights as float64, or `ModelFitError` saying what is wrong with them.
+
+    Checked here rather than left to the libraries because they disagree: a forest fits one
+    class without complaint and then has no probability of class 1 to give.
+    """
+    labels = np.asarray(y).reshape(-1)
+    classes = set(np.unique(labels).tolist())
+    if not classes <= {0, 1}:
+        raise ModelFitError(name, f"labels must be 0 or 1, got {sorted(classes)[:5]}")
+    if classes != {0, 1}:
+        raise ModelFitError(
+            name,
+            f"the {len(labels)} training labels are all {sorted(classes) or 'absent'}; "
+            "a classifier needs both 0 and 1",
+        )
+    if sample_weight is None:
+        return labels.astype(np.int8), None
+    weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    if len(weights) != len(labels):
+        raise ModelFitError(name, f"{len(weights)} sample weights for {len(labels)} labels")
+    if not (np.isfinite(weights).all() and (weights >= 0).all() and weights.sum() > 0):
+        raise ModelFitError(name, "sample weights must be finite and >= 0 with a positive sum")
+    return labels.astype(np.int8), weights
+
+
+def _fit_to_size(model: Model, n_rows: int) -> None:
+    """Shrink sizes that cannot exceed the row count (MLP minibatch, Nystroem components), so a
+    small training set gets no warning about them."""
+    steps = dict(model.steps) if isinstance(model, Pipeline) else {}
+    mlp, kernel = steps.get("mlp"), steps.get("kernel")
+    if isinstance(mlp, MLPClassifier) and mlp.batch_size > n_rows:
+        mlp.set_params(batch_size=n_rows)
+    if isinstance(kernel, Nystroem) and kernel.n_components > n_rows:
+        kernel.set_params(n_components=n_rows)
+
+
+@contextmanager
+def _threads(n_jobs: int) -> Iterator[None]:
+    """At most `n_jobs` OpenMP threads (the histogram boosting has no `n_jobs` of its own) and
+    one BLAS thread.
+
+    BLAS works on small matrices here (a 1,024-row minibatch times 64 units in the MLP): a
+    second thread bought nothing on a quiet machine (MLP 8.3 s with two, 7.0 s with one) and,
+    spin-waiting for a core that the consumer or another process held, made the MLP ten times
+    slower on a busy one (docs/benchmarks.md). One thread also keeps the MLP's sums in one
+    order whatever `n_jobs` is, so its result does not depend on it.
+    """
+    with threadpool_limits(limits=n_jobs, user_api="openmp"), threadpool_limits(1, "blas"):
+        yield
+
+
+@contextmanager
+def _convergence_logged(name: str) -> Iterator[None]:
+    """Turn the `ConvergenceWarning`s of one fit into one info line; pass other warnings on.
+
+    A model that stops at its iteration budget (the MLP at `max_iter` epochs) is expected use,
+    not a fault. `catch_warnings` is process-wide: a warning that another thread raises
+    meanwhile is passed on after the fit.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        yield
+    converge = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    if converge:
+        logger.info(
+            "model %s: stopped at its iteration budget before converging (%s)",
+            name,
+            str(converge[0].message).splitlines()[0],
+        )
+    for w in caught:
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started

@@ -1,0 +1,502 @@
+"""One retrain: samples from SQLite -> split -> balanced, weighted fits of the base models ->
+a validated soft vote -> per-regime validation -> gate against the champion -> artifact and
+registry row. `retrain` is what `regimed retrain`, the weekly schedule and drift triggers call.
+
+The report it returns has the keys of design.md ("retrain --json report keys") and more:
+`gate` (which rule decided, the bootstrap interval of candidate - champion), `split`,
+`ensemble` (vote weights), `champion` (its scores on the same validation sets), `importances`,
+`confusion` and `fit_seconds` per model for `regimed report`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from daemon._feature_defs import FEATURE_NAMES, FEATURE_VERSION
+from daemon.config import REGIMES, Config
+from daemon.errors import ModelFitError, RegimedError
+from daemon.sampling import balance, row_weights, weight_report
+from daemon.store import Store
+from daemon.training.ensemble import Ensemble, SoftVote, vote_weights
+from daemon.training.lock import retrain_lock
+
+if TYPE_CHECKING:
+    from daemon.training.gate import GateDecision
+    from daemon.training.scoring import Scores
+
+logger = logging.getLogger(__name__)
+
+#: progress(event, details): "model_started" / "model_finished" per base model, "stage" for
+#: the other steps. The CLI draws a progress bar from it on a terminal.
+Progress = Callable[[str, Mapping[str, Any]], None]
+
+
+class RetrainFailed(RegimedError):
+    """The retrain could not produce a candidate; the champion is kept. `report` says why."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class _Data:
+    meta: pd.DataFrame
+    X: npt.NDArray[np.float32]
+    y: npt.NDArray[np.int8]
+    days: npt.NDArray[np.datetime64]
+
+
+def new_version(now: dt.datetime, taken: set[str]) -> str:
+    """A sortable version name from the UTC time: 20261126T210000Z (-2, -3... if taken)."""
+    base = now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    version, n = base, 1
+    while version in taken:
+        n += 1
+        version = f"{base}-{n}"
+    return version
+
+
+def retrain(
+    config: Config,
+    *,
+    trigger: str = "manual",
+    progress: Progress | None = None,
+    now: Callable[[], dt.datetime] | None = None,
+) -> dict[str, Any]:
+    """Train a candidate under the store's retrain lock, gate it, register it; the report.
+
+    Raises RetrainBusy when another retrain runs, RetrainFailed (after recording the failed
+    run) when no candidate could be made.
+    """
+    clock = now or (lambda: dt.datetime.now(dt.UTC))
+    with (
+        retrain_lock(config.store.path, config.training.lock_timeout_seconds),
+        Store.open(config.store) as store,
+    ):
+        return _Retrain(config, store, trigger, progress or _quiet, clock).run()
+
+
+def _quiet(event: str, details: Mapping[str, Any]) -> None:
+    logger.debug("retrain %s %s", event, dict(details))
+
+
+class _Retrain:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        trigger: str,
+        progress: Progress,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.trigger = trigger
+        self.progress = progress
+        self.clock = clock
+        self.started_at = clock()
+        self.t0 = time.perf_counter()
+        self.champion_error: str | None = None
+
+    def run(self) -> dict[str, Any]:
+        report: dict[str, Any] = {"trigger": self.trigger, "version": None}
+        try:
+            return self._run(report)
+        except RegimedError as exc:
+            if isinstance(exc, RetrainFailed):
+                raise
+            report.update(promoted=False, reason=f"retrain failed: {exc}", outcome="failed")
+            report["duration_seconds"] = round(time.perf_counter() - self.t0, 3)
+            self.store.add_retrain_run(
+                trigger=self.trigger,
+                started_at=self.started_at,
+                finished_at=self.clock(),
+                promoted=False,
+                reason=report["reason"],
+                version=None,
+                report=report,
+            )
+            raise RetrainFailed(report["reason"], report) from exc
+
+    # -- the steps --------------------------------------------------------------------------
+
+    def _run(self, report: dict[str, Any]) -> dict[str, Any]:
+        from daemon.training.split import split_samples
+
+        cfg = self.config
+        self._stage("load")
+        data = self._load()
+        self._stage("split")
+        split = split_samples(data.meta, cfg.training, cfg.label, cfg.archive.events)
+        train = np.asarray(split.train)
+        val = np.asarray(split.validation)
+        fit_rows, hold_rows = self._inner_holdout(data, train)
+        report["split"] = {
+            "cutoff": _day(split.cutoff),
+            "train_end": _day(split.train_end),
+            "train_rows": len(train),
+            "fit_rows": len(fit_rows),
+            "ensemble_holdout_rows": len(hold_rows),
+            "validation_rows": len(val),
+            "purged_rows": int(split.purged),
+            "held_out_events": list(split.held_out_events),
+        }
+        report["data_window"] = {
+            "first": _day(data.days[train].min()) if len(train) else None,
+            "last": _day(data.days[val].max()) if len(val) else None,
+        }
+        report["samples"] = {
+            "live": int((data.meta["source"] == "live").sum()),
+            "archive": int((data.meta["source"] == "archive").sum()),
+        }
+
+        self._stage("sample")
+        fit_regimes = data.meta["regime"].to_numpy()[fit_rows].astype(str)
+        mix = balance(
+            list(fit_regimes),
+            cfg.sampling.target_mix.as_dict(),
+            cfg.sampling.seed,
+            cfg.sampling.output_size or None,
+        )
+        rows = fit_rows[mix.indices]
+        regime_weights = cfg.weights.regime.as_dict()
+        weights = row_weights(
+            list(data.meta["regime"].to_numpy()[rows].astype(str)), regime_weights
+        )
+        shares = weight_report(mix.counts_after, regime_weights)
+        report["training"] = {
+            "regime_counts_before": _ordered(mix.counts_before),
+            "regime_counts_after": _ordered(mix.counts_after),
+            "weight_share": {r: round(v, 6) for r, v in _ordered(shares.weight_share).items()},
+            "effective_size_ratio": round(shares.effective_size_ratio, 6),
+            "absent_regimes": list(mix.absent),
+        }
+
+        self._stage("fit")
+        models, fit_seconds, failed = self._fit_all(data.X[rows], data.y[rows], weights)
+        report["failed_models"] = failed
+        self._stage("validate")
+        ensemble, holdout_scores = self._vote(models, data, hold_rows)
+        report["ensemble"] = {
+            **ensemble.vote.as_dict(),
+            "holdout_balanced_accuracy": holdout_scores,
+        }
+        validation, preds, references = self._validate(ensemble, data, train, val, fit_seconds)
+        report["validation"] = validation
+        report["importances"] = _importances(models)
+        report["confusion"] = {
+            name: _confusion(data.y[val], p).tolist() for name, p in preds.items()
+        }
+
+        self._stage("gate")
+        decision, champion_scores = self._gate(data, val, preds["ensemble"], references)
+        report["champion"] = champion_scores
+        if self.champion_error:
+            report["champion_error"] = self.champion_error
+        report["gate"] = {
+            "metric": cfg.gate.metric,
+            "rule": decision.rule,
+            "interval": list(decision.interval) if decision.interval else None,
+        }
+        report["promoted"] = bool(decision.promoted)
+        report["reason"] = decision.reason
+        report["outcome"] = "promoted" if decision.promoted else "rejected"
+
+        self._stage("save")
+        version = new_version(self.started_at, {m.version for m in self.store.models()})
+        report["version"] = version
+        report["feature_version"] = FEATURE_VERSION
+        report["duration_seconds"] = round(time.perf_counter() - self.t0, 3)
+        reference = self._drift_reference(data, train)
+        self._save(version, ensemble, report, reference)
+        self._stage("done")
+        return report
+
+    def _stage(self, name: str) -> None:
+        self.progress("stage", {"stage": name, "elapsed": time.perf_counter() - self.t0})
+
+    def _load(self) -> _Data:
+        meta, X = self.store.read_samples(
+            source=None, labelled=True, feature_version=FEATURE_VERSION
+        )
+        meta = meta.reset_index(drop=True)
+        return _Data(
+            meta=meta,
+            X=X,
+            y=meta["label"].to_numpy(dtype=np.int8),
+            days=meta["ts"].to_numpy(dtype="datetime64[D]"),
+        )
+
+    def _inner_holdout(
+        self, data: _Data, train: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Split the training rows by time into the part the models fit and the most recent
+        part that weighs them in the vote, with the label horizon purged between the two."""
+        days = data.days[train]
+        calendar = np.unique(days)
+        h = self.config.label.horizon_bars
+        k = round(len(calendar) * (1 - self.config.training.ensemble_holdout_fraction))
+        if k - h < 1 or k >= len(calendar):
+            raise RegimedError(
+                f"training part spans {len(calendar)} days: too few for an ensemble holdout "
+                f"of {self.config.training.ensemble_holdout_fraction} with a {h}-bar purge"
+            )
+        fit_mask = days < calendar[k - h]
+        hold_mask = days >= calendar[k]
+        return train[fit_mask], train[hold_mask]
+
+    def _fit_all(
+        self,
+        X: npt.NDArray[np.float32],
+        y: npt.NDArray[np.int8],
+        w: npt.NDArray[np.float64],
+    ) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
+        from daemon.training.models import fit_model
+
+        cfg = self.config.training
+        models: dict[str, Any] = {}
+        seconds: dict[str, float] = {}
+        failed: dict[str, str] = {}
+        for i, name in enumerate(cfg.models):
+            self.progress("model_started", {"model": name, "index": i, "total": len(cfg.models)})
+            t = time.perf_counter()
+            try:
+                models[name] = fit_model(
+                    name, X, y, w, self.config.models, n_jobs=cfg.n_jobs, seed=cfg.seed
+                )
+            except ModelFitError as exc:
+                if name not in cfg.optional_models:
+                    raise
+                logger.warning("optional model %s failed to fit: %s", name, exc)
+                failed[name] = str(exc)
+            seconds[name] = round(time.perf_counter() - t, 3)
+            self.progress(
+                "model_finished",
+                {"model": name, "index": i, "total": len(cfg.models), "seconds": seconds[name]},
+            )
+        if not models:
+            raise RegimedError("no model could be fitted")
+        return models, seconds, failed
+
+    def _vote(
+        self, models: Mapping[str, Any], data: _Data, hold: npt.NDArray[np.int64]
+    ) -> tuple[Ensemble, dict[str, float | None]]:
+        from sklearn.metrics import balanced_accuracy_score
+
+        y = data.y[hold]
+        scores: dict[str, float | None] = {}
+        probe = Ensemble(models, SoftVote(dict.fromkeys(models, 1.0 / len(models))))
+        probas = probe.model_probas(data.X[hold]) if len(hold) else {}
+        for name in models:
+            if len(hold) and len(np.unique(y)) > 1:
+                pred = (probas[name] > 0.5).astype(np.int8)
+                scores[name] = round(float(balanced_accuracy_score(y, pred)), 6)
+            else:
+                scores[name] = None
+        return Ensemble(models, SoftVote(vote_weights(scores))), scores
+
+    def _validate(
+        self,
+        ensemble: Ensemble,
+        data: _Data,
+        train: npt.NDArray[np.int64],
+        val: npt.NDArray[np.int64],
+        fit_seconds: Mapping[str, float],
+    ) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.int8]], dict[str, Scores]]:
+        """Scores of every model, the ensemble and the naive references on the validation
+        rows: (the report's `validation`, predictions by model, the references' Scores)."""
+        from daemon.training.scoring import baseline_predictions, score
+
+        min_n = self.config.training.min_score_samples
+        regimes = data.meta["regime"].to_numpy()[val].astype(str)
+        y = data.y[val]
+        X = data.X[val]
+        probas = ensemble.model_probas(X)
+        preds = {name: (p > 0.5).astype(np.int8) for name, p in probas.items()}
+        preds["ensemble"] = ensemble.vote.predict(probas)
+        models: dict[str, Any] = {}
+        for name, p in preds.items():
+            s = score(y, p, regimes, min_n).as_dict()
+            models[name] = {
+                "accuracy": s["overall"]["accuracy"],
+                "balanced_accuracy": s["overall"]["balanced_accuracy"],
+                "fit_seconds": fit_seconds.get(name),
+                "per_regime": s["per_regime"],
+            }
+        naive = baseline_predictions(
+            data.y[train], X, FEATURE_NAMES, self.config.label.horizon_bars
+        )
+        references = {name: score(y, p, regimes, min_n) for name, p in naive.items()}
+        baselines: dict[str, Any] = {}
+        for name, scores in references.items():
+            s = scores.as_dict()
+            baselines[name] = {
+                "accuracy": s["overall"]["accuracy"],
+                "balanced_accuracy": s["overall"]["balanced_accuracy"],
+                "per_regime": s["per_regime"],
+            }
+        ens = score(y, preds["ensemble"], regimes, min_n).as_dict()
+        validation = {
+            "per_regime": ens["per_regime"],
+            "overall": ens["overall"],
+            "baselines": baselines,
+            "models": models,
+        }
+        return validation, preds, references
+
+    def _gate(
+        self,
+        data: _Data,
+        val: npt.NDArray[np.int64],
+        candidate_pred: npt.NDArray[np.int8],
+        references: Mapping[str, Scores],
+    ) -> tuple[GateDecision, dict[str, Any] | None]:
+        """The gate's decision and the champion's scores on the same validation rows."""
+        from daemon.training.gate import decide
+        from daemon.training.scoring import bootstrap_difference, score
+
+        cfg = self.config
+        min_n = cfg.training.min_score_samples
+        regimes = data.meta["regime"].to_numpy()[val].astype(str)
+        y = data.y[val]
+        candidate = score(y, candidate_pred, regimes, min_n)
+        champion_pred = self._champion_predictions(data.X[val])
+        champion = None if champion_pred is None else score(y, champion_pred, regimes, min_n)
+        interval = None
+        if champion_pred is not None and cfg.gate.bootstrap_samples > 0:
+            interval = bootstrap_difference(
+                y,
+                candidate_pred,
+                champion_pred,
+                data.days[val],
+                cfg.gate.metric,
+                cfg.gate.bootstrap_samples,
+                cfg.gate.bootstrap_block_days,
+                cfg.training.seed,
+            )
+        decision = decide(candidate, champion, references, cfg.gate, interval)
+        return decision, None if champion is None else champion.as_dict()
+
+    def _champion_predictions(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.int8] | None:
+        """The champion's predictions, or None without a usable champion. A champion whose
+        artifact is refused (tampered, wrong permissions) has already raised an alert; the
+        candidate is then judged against the naive references alone, so the service can
+        recover with a verified model instead of failing every retrain."""
+        from daemon.artifacts import ArtifactError
+        from daemon.training.serving import load_champion
+
+        try:
+            loaded = load_champion(self.config, self.store)
+        except ArtifactError as exc:
+            logger.error("the champion cannot be loaded, judging without it: %s", exc)
+            self.champion_error = str(exc)
+            return None
+        if loaded is None:
+            return None
+        return (loaded.ensemble.proba(X) > loaded.ensemble.vote.threshold).astype(np.int8)
+
+    def _drift_reference(self, data: _Data, train: npt.NDArray[np.int64]) -> dict[str, Any]:
+        """The training rows' feature distributions per regime, stored with the model, which
+        the daemon's drift monitor compares live rows with (daemon/drift.py)."""
+        from daemon.drift import build_reference
+
+        drift = self.config.drift
+        reference = build_reference(
+            data.X[train],
+            data.meta["regime"].to_numpy()[train].astype(str),
+            FEATURE_NAMES,
+            bins=drift.bins,
+            min_rows=drift.min_reference_rows,
+        )
+        return reference.as_dict()
+
+    def _save(
+        self,
+        version: str,
+        ensemble: Ensemble,
+        report: dict[str, Any],
+        reference: Mapping[str, Any],
+    ) -> None:
+        """Artifact, registry row (promoted in the same transaction) and the run record."""
+        from daemon.artifacts import artifacts_root
+        from daemon.registry import Registry
+
+        registry = Registry(self.store, alerts=self.config.alerts)
+        meta = {
+            "version": version,
+            "feature_version": FEATURE_VERSION,
+            "feature_names": list(FEATURE_NAMES),
+            "vote": ensemble.vote.as_dict(),
+            "trained_at": self.started_at.isoformat(),
+            "drift_reference": reference,
+        }
+        window = report["data_window"]
+        promoted = bool(report["promoted"])
+        record = registry.register(
+            version,
+            ensemble.models,
+            trained_at=self.started_at,
+            trigger=self.trigger,
+            data_window=(window["first"], window["last"]),
+            sample_counts=report["samples"],
+            report=report,
+            meta=meta,
+            status="candidate" if promoted else "rejected",
+            promote_reason=f"gate passed: {report['reason']}" if promoted else None,
+        )
+        report["artifact"] = {
+            "path": str(record.path),
+            "sha256": record.sha256,
+            "root": str(artifacts_root(self.config.store.path)),
+        }
+        registry.add_retrain_run(
+            trigger=self.trigger,
+            started_at=self.started_at,
+            finished_at=self.clock(),
+            promoted=promoted,
+            reason=report["reason"],
+            version=version,
+            report=report,
+        )
+
+
+def _day(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(np.datetime64(value, "D"))
+
+
+def _ordered(counts: Mapping[str, float]) -> dict[str, Any]:
+    return {r: counts[r] for r in REGIMES if r in counts}
+
+
+def _confusion(y: npt.NDArray[np.int8], pred: npt.NDArray[np.int8]) -> npt.NDArray[np.int64]:
+    """[[true down, false up], [false down, true up]]."""
+    out = np.zeros((2, 2), dtype=np.int64)
+    np.add.at(out, (y.astype(np.int64), pred.astype(np.int64)), 1)
+    return out
+
+
+def _importances(models: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Normalized feature importances of the models that have them (the tree ensembles)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, model in models.items():
+        values = getattr(model, "feature_importances_", None)
+        if values is None:
+            continue
+        arr = np.asarray(values, dtype=np.float64)
+        total = arr.sum()
+        if len(arr) != len(FEATURE_NAMES) or total <= 0:
+            continue
+        out[name] = {f: round(float(v / total), 6) for f, v in zip(FEATURE_NAMES, arr, strict=True)}
+    return out
