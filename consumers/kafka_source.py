@@ -10,6 +10,7 @@ stored offset when it is ahead of the group's committed one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -23,9 +24,10 @@ from consumers.dlq import DeadLetters
 from consumers.events import EventRejected, decode_event
 from daemon.config import Config
 from daemon.errors import RegimedError
+from daemon.live import LiveScorer, labels_of
 from daemon.metrics import Metrics
 from daemon.pipeline import Output, Pipeline
-from daemon.store import Store
+from daemon.store import PredictionRow, Store
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +106,14 @@ class MarketDataConsumer:
         stop: threading.Event,
         pipeline: Pipeline | None = None,
         consumer_options: dict[str, Any] | None = None,
+        scorer: LiveScorer | None = None,
     ) -> None:
         self.config = config
+        self.scorer = scorer
+        #: When the consume loop last finished a poll (monotonic): /healthz and the watchdog.
+        self.last_progress = time.monotonic()
+        self.consumed_total = 0
+        self._lags: dict[int, int] = {}
         self.store = store
         self.metrics = metrics
         self.stop = stop
@@ -259,9 +267,12 @@ class MarketDataConsumer:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             polled = self._consumer.poll(timeout_ms=200)
+            self.last_progress = time.monotonic()
             self._handle_rebalance()
             if polled:
                 self._batch(polled, summary)
+            elif self.scorer is not None and self.scorer.refresh():
+                self.show_model()  # a champion promoted while no bars arrive
             self._lag()
         return summary
 
@@ -292,17 +303,26 @@ class MarketDataConsumer:
                 partition_of[event.symbol] = partition
                 process(event, out)
         self.metrics.events_consumed.labels(topic=self.topic).inc(consumed)
+        self.consumed_total += consumed
         summary.consumed += consumed
         if not offsets:
             return
         if rejected:
             self.dlq.flush()  # dead letters are durable before their offsets are
         n_rejected = sum(rejected.values())
+        predictions: list[PredictionRow] = []
+        scored: Counter[str] = Counter()
+        if self.scorer is not None:
+            if self.scorer.refresh():
+                self.show_model()
+            predictions = self.scorer.score(out.samples)
+            scored = self.scorer.matured(labels_of(out))
         result = self.store.write_batch(
             bars=out.bars,
             samples=out.samples,
             labels=out.labels,
             offsets=offsets,
+            predictions=predictions,
             counters={
                 "events_stored": valid,
                 "rejected_events": n_rejected,
@@ -317,6 +337,25 @@ class MarketDataConsumer:
         summary.rejected += n_rejected
         summary.reasons.update(rejected)
         self._observe(out, rejected, result.bars_corrected)
+        if self.scorer is not None:
+            self.metrics.predictions_made.inc(len(predictions))
+            if scored:
+                self.metrics.observe_live(self.scorer.live_scores(), scored)
+            if out.market is not None:  # one drift check per market trading day
+                self.metrics.observe_drift(self.scorer.check_drift())
+
+    def summary_line(self) -> str:
+        """One line for systemd's STATUS=: what was consumed and stored."""
+        lag = sum(self._lags.values())
+        return f"{self.consumed_total:,} events consumed, lag {lag:,}"
+
+    def show_model(self) -> None:
+        """Put the scorer's champion (or its absence) into the metrics."""
+        if self.scorer is None:
+            return
+        model = self.scorer.model
+        report = None if model is None else model.record.report
+        self.metrics.set_model(self.scorer.version if model is not None else None, report)
 
     def _observe(self, out: Output, rejected: Counter[str], corrected: int) -> None:
         m = self.metrics
@@ -333,10 +372,18 @@ class MarketDataConsumer:
             m.vix_proxy_in_use.set(1 if out.market.vix_source == "proxy" else 0)
 
     def _lag(self) -> None:
-        for tp in self._consumer.assignment():
+        assigned = self._consumer.assignment()
+        owned = {tp.partition for tp in assigned}
+        for partition in [p for p in self._lags if p not in owned]:
+            # A partition that moved to another daemon: its lag is theirs to report now.
+            del self._lags[partition]
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(str(partition))
+        for tp in assigned:
             high = self._consumer.highwater(tp)
             if high is None:
                 continue
             position = self.floors.get(tp.partition, 0)
             lag = max(0, high - position)
             self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(lag)
+            self._lags[tp.partition] = lag

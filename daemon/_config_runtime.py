@@ -1,7 +1,7 @@
 """Configuration of the retrain process the daemon starts (`daemon.retrain_runner`).
 
-Kept apart from `daemon.config` until it is wired into `Config` (suggested section:
-`[retrain]`), so the runner can be built and tested on its own.
+The `[retrain]` section of `Config`, kept in its own module so the runner can be built and
+tested on its own.
 """
 
 from __future__ import annotations

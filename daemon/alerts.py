@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import logging
 import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,6 +30,12 @@ from daemon.config import AlertsConfig
 __all__ = ["send_alert", "webhook_host"]
 
 logger = logging.getLogger(__name__)
+
+
+#: Tries per webhook and the pause before the second (doubled before the third): bounded, so a
+#: dead webhook costs at most ATTEMPTS x timeout + 3 x RETRY_PAUSE_S.
+ATTEMPTS = 3
+RETRY_PAUSE_S = 0.5
 
 
 def send_alert(config: AlertsConfig, event: str, summary: str, details: Mapping[str, Any]) -> int:
@@ -55,14 +62,23 @@ def send_alert(config: AlertsConfig, event: str, summary: str, details: Mapping[
     delivered = 0
     for secret in config.webhooks:
         url = secret.get_secret_value()
-        try:
-            _post(url, body, config.timeout_seconds)
-        except Exception as exc:  # any failure of one webhook is logged, never raised
-            logger.warning(
-                "alert %s: webhook at %s failed: %s", event, webhook_host(url), _describe(exc)
-            )
-        else:
-            delivered += 1
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                _post(url, body, config.timeout_seconds)
+            except Exception as exc:  # any failure of one webhook is logged, never raised
+                logger.warning(
+                    "alert %s: webhook at %s failed (attempt %d of %d): %s",
+                    event,
+                    webhook_host(url),
+                    attempt,
+                    ATTEMPTS,
+                    _describe(exc),
+                )
+                if attempt < ATTEMPTS:
+                    time.sleep(RETRY_PAUSE_S * attempt)
+            else:
+                delivered += 1
+                break
     return delivered
 
 

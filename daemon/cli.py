@@ -88,9 +88,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     from daemon.service import Service
 
     config = _config(args)
-    service = Service(config)
+    service = Service(config, reload=lambda: load_config(args.config)[0])
     with service.signals():
         service.run(max_messages=args.max_messages, timeout_s=args.timeout)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The whole loop on the bundled history: broker, replay, daemon, archive, one retrain."""
+    from daemon.demo import run_demo
+
+    config = _config(args)
+    try:
+        run_demo(
+            config,
+            state_dir=args.state_dir,
+            exit_after_retrain=args.exit_after_retrain,
+            metrics_port=args.metrics_port,
+        )
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
     return EXIT_OK
 
 
@@ -277,9 +294,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_archive_build)
 
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="the whole loop on the bundled history, in a few minutes",
+        description="Start an embedded Kafka broker, replay the bundled S&P 500, NASDAQ and VIX "
+        "history through it, run the daemon on it, build the rare-event archive, retrain once, "
+        "print the per-regime validation table and the promotion decision, write the HTML "
+        "report, then keep serving /metrics until Ctrl-C.",
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where the store, models and reports go (default: a temporary directory, removed "
+        "at the end)",
+    )
+    p.add_argument(
+        "--exit-after-retrain",
+        action="store_true",
+        help="end after the validation table instead of serving /metrics",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="port of /metrics (default metrics.port, 9108; 0 picks a free one)",
+    )
+    p.set_defaults(handler=cmd_demo)
+
     from daemon import _cli_training
 
     _cli_training.register(sub, common)
+
+    from daemon import _cli_evaluate
+
+    _cli_evaluate.register(sub, common)
 
     from daemon import _cli_models
 
@@ -301,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # The clients' connection chatter at INFO buries regimed's own lines.
+        for noisy in ("kafka", "apscheduler"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from daemon._config_drift import DriftConfig
+from daemon._config_evaluate import EvaluateConfig
+from daemon._config_runtime import RetrainProcessConfig
 from daemon._config_training import GateConfig, ModelsConfig, TrainingConfig
 from daemon._settings import ENV_CONFIG_PATH, Secret, bounded, build, show, to_toml
 from daemon.errors import ConfigError
@@ -129,6 +131,21 @@ class MetricsConfig:
 
     host: str = "127.0.0.1"
     port: int = bounded(9108, ge=0, le=65535)
+    certfile: str = ""
+    keyfile: str = ""
+    client_cafile: str = ""
+    healthz_stall_seconds: float = bounded(120.0, gt=0)
+
+    def __post_init__(self) -> None:
+        if bool(self.certfile) != bool(self.keyfile):
+            raise ConfigError(
+                "metrics.certfile and metrics.keyfile: expected both (TLS) or neither"
+            )
+        if self.client_cafile and not self.certfile:
+            raise ConfigError(
+                f"metrics.client_cafile = {show(self.client_cafile)}: mutual TLS needs "
+                "metrics.certfile and metrics.keyfile too"
+            )
 
 
 @dataclass(frozen=True)
@@ -357,6 +374,8 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    retrain: RetrainProcessConfig = field(default_factory=RetrainProcessConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_toml(self) -> str:
         """The effective configuration as TOML, with secrets masked."""

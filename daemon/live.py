@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -66,6 +66,16 @@ class RegimeWindow:
         return (sum(up) / len(up) + sum(1 - p for p in down) / len(down)) / 2
 
 
+@dataclass(frozen=True)
+class DriftOutcome:
+    """One drift check, whether ADWIN saw the error rate rise, and what the trigger did
+    (None, "started", "skipped_busy" or "suppressed_cooldown")."""
+
+    check: DriftCheck
+    concept_drift: bool
+    trigger: str | None
+
+
 class LiveScorer:
     """Scores live rows with the champion and keeps per-regime live accuracy and drift."""
 
@@ -74,7 +84,7 @@ class LiveScorer:
         config: Config,
         store: Store,
         *,
-        on_drift: Callable[[str], None] | None = None,
+        on_drift: Callable[[str], bool] | None = None,
         load: Callable[[Config, Store], LoadedModel | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -178,41 +188,49 @@ class LiveScorer:
             )
         return rows
 
-    def matured(self, labels: Iterable[tuple[str, str, int]]) -> int:
-        """Score the predictions whose (symbol, ts, label) arrived; how many were scored."""
+    def matured(self, labels: Iterable[tuple[str, str, int]]) -> Counter[str]:
+        """Score the predictions whose (symbol, ts, label) arrived; how many per regime."""
         errors = []
+        scored: Counter[str] = Counter()
         for symbol, ts, label in labels:
             hit = self.pending.pop((symbol, ts), None)
             if hit is None:
                 continue
             prediction, regime = hit
             self.windows[regime].add(label, prediction)
+            scored[regime] += 1
             errors.append(int(prediction != label))
         if errors:
             self.errors.update(errors)
-        return len(errors)
+        return scored
 
-    def check_drift(self, retrain_running: bool = False) -> DriftCheck:
-        """One drift check (the daemon runs one per market-symbol trading day); fires
-        `on_drift` when the trigger says so, or counts the trigger as skipped when a retrain
-        is already running."""
+    def check_drift(self) -> DriftOutcome:
+        """One drift check (the daemon runs one per market-symbol trading day). When the
+        trigger fires, `on_drift(reason)` starts a retrain; it returns False when one is
+        already running, and the trigger counts that as skipped."""
         check = self.monitor.check()
         self.last_check = check
         concept = self.errors.take_alarm()
+        outcome = DriftOutcome(check, concept, None)
         if not check.ready and not concept:
-            return check
+            return outcome
+        suppressed = self.trigger.suppressed_cooldown
         if self.trigger.update(check.score if check.ready else float("nan"), concept):
-            if retrain_running:
+            logger.warning(
+                "drift retrain: %s (score %.3f, top features %s)",
+                self.trigger.last_reason,
+                check.score,
+                ", ".join(f"{f} {v:.2f}" for f, v in check.top(3)),
+            )
+            started = self.on_drift is None or self.on_drift(
+                self.trigger.last_reason or "feature_drift"
+            )
+            if not started:
                 self.trigger.note_busy()
-            elif self.on_drift is not None:
-                logger.warning(
-                    "drift retrain: %s (score %.3f, top features %s)",
-                    self.trigger.last_reason,
-                    check.score,
-                    ", ".join(f"{f} {v:.2f}" for f, v in check.top(3)),
-                )
-                self.on_drift(self.trigger.last_reason or "feature_drift")
-        return check
+            return DriftOutcome(check, concept, "started" if started else "skipped_busy")
+        if self.trigger.suppressed_cooldown > suppressed:
+            return DriftOutcome(check, concept, "suppressed_cooldown")
+        return outcome
 
     # -- for metrics and status ---------------------------------------------------------------
 

@@ -5,15 +5,23 @@ Names follow the contract in docs/metrics.md; no label takes unbounded values (n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-from wsgiref.simple_server import WSGIServer
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from daemon._config_training import MODEL_NAMES
-from daemon.config import REGIMES
+from daemon.config import REGIMES, MetricsConfig
+
+if TYPE_CHECKING:
+    from daemon.live import DriftOutcome
 
 #: What can start a retrain, and how a retrain can end (bounded label values).
 RETRAIN_TRIGGERS = ("schedule", "drift", "manual", "catch_up", "demo")
@@ -137,6 +145,11 @@ class Metrics:
         for trigger in RETRAIN_TRIGGERS:
             for outcome in RETRAIN_OUTCOMES:
                 m.retrain_runs.labels(trigger=trigger, outcome=outcome)
+        from consumers.events import REASONS
+
+        # Every reason exists at 0, so the first burst of dead letters shows in rate().
+        for reason in REASONS:
+            m.events_rejected.labels(reason=reason)
         for kind in ("missed", "skipped", "error"):
             m.scheduler_jobs.labels(kind=kind)
         for outcome in ("started", "skipped_busy", "suppressed_cooldown"):
@@ -144,6 +157,39 @@ class Metrics:
         for outcome in ("sent", "failed"):
             m.alerts_sent.labels(outcome=outcome)
         return m
+
+    def observe_live(
+        self, scores: Mapping[str, Mapping[str, Any]], scored: Mapping[str, int]
+    ) -> None:
+        """Rolling live accuracy per regime (`LiveScorer.live_scores()`) and the rows just
+        scored per regime."""
+        for regime, n in scored.items():
+            self.live_scored.labels(regime=regime).inc(n)
+        for regime, cell in scores.items():
+            self.live_window_rows.labels(regime=regime).set(cell["window"])
+            for gauge, key in (
+                (self.live_accuracy, "accuracy"),
+                (self.live_balanced_accuracy, "balanced_accuracy"),
+            ):
+                value = cell.get(key)
+                if value is None:
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(regime)
+                else:
+                    gauge.labels(regime=regime).set(float(value))
+
+    def observe_drift(self, outcome: DriftOutcome) -> None:
+        """One drift check and what its trigger did."""
+        self.drift_checks.inc()
+        check = outcome.check
+        if check.ready:
+            self.drift_score.set(float(check.score))
+            for feature, value in check.feature_psi.items():
+                self.feature_drift_psi.labels(feature=feature).set(float(value))
+        if outcome.concept_drift:
+            self.concept_drift_detections.inc()
+        if outcome.trigger is not None:
+            self.drift_triggers.labels(outcome=outcome.trigger).inc()
 
     def set_model(self, version: str | None, report: Mapping[str, Any] | None) -> None:
         """Show `version` as the champion (model_info 1, its validation scores), or none."""
@@ -306,7 +352,44 @@ def _model_metrics(reg: CollectorRegistry) -> dict[str, Any]:
     }
 
 
-def serve(metrics: Metrics, host: str, port: int) -> tuple[WSGIServer, object]:
-    """Start the HTTP endpoint; returns (server, thread) so the caller can shut both down."""
-    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+def serve(
+    metrics: Metrics,
+    config: MetricsConfig,
+    health: Callable[[], tuple[bool, str]] | None = None,
+) -> tuple[WSGIServer, threading.Thread]:
+    """Start the HTTP endpoint: /metrics (Prometheus text) and /healthz (200 while `health()`
+    says the consumer loop is alive, else 503, with its one-line reason). HTTPS when
+    `certfile`/`keyfile` are set, client certificates required with `client_cafile`.
+    Returns (server, thread) so the caller can shut both down."""
+    exporter = make_wsgi_app(metrics.registry)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/healthz":
+            ok, reason = (True, "ok") if health is None else health()
+            status = "200 OK" if ok else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"{reason}\n".encode()]
+        return exporter(environ, start_response)
+
+    class Server(ThreadingWSGIServer):
+        daemon_threads = True
+
+    Server.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    server = make_server(config.host, config.port, app, Server, handler_class=_QuietHandler)
+    if config.certfile:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(config.certfile, config.keyfile)
+        if config.client_cafile:
+            context.load_verify_locations(config.client_cafile)
+            context.verify_mode = ssl.CERT_REQUIRED
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http")
+    thread.start()
     return server, thread
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return

@@ -59,7 +59,7 @@ def render(doc: dict[str, Any]) -> str:
     lines.append("")
     champion = doc["champion"]
     lines.append(
-        "champion           none yet"
+        "champion           none yet (live rows are not scored until a retrain promotes one)"
         if champion is None
         else f"champion           {champion['version']} (trained {champion['trained_at']})"
     )

@@ -19,7 +19,7 @@ def readme_commands() -> list[str]:
 
 def test_readme_has_the_two_setup_commands_and_ci_runs_the_test_one():
     commands = readme_commands()
-    demo = next(c for c in commands if "regimed regimes" in c)
+    demo = next(c for c in commands if "regimed demo" in c)
     tests = next(c for c in commands if "pytest" in c)
     for command in (demo, tests):
         assert command.startswith("python3.11 -m venv .venv && ")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from daemon.alerts import send_alert, webhook_host
+from daemon.alerts import ATTEMPTS, RETRY_PAUSE_S, send_alert, webhook_host
 from daemon.config import AlertsConfig, Secret
 
 
@@ -109,12 +109,14 @@ def test_failing_webhooks_are_counted_logged_by_host_and_never_raise(webhook, ca
     with caplog.at_level(logging.WARNING, logger="daemon.alerts"):
         delivered = send_alert(config, "artifact_verification_failed", "bad", {"n": 1})
     assert delivered == 1
-    assert webhook.events() == ["artifact_verification_failed"] * 2
+    # every failing webhook is tried ATTEMPTS times (bounded), the good one once
+    assert webhook.events() == ["artifact_verification_failed"] * (ATTEMPTS + 1)
     messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 2
+    assert len(messages) == 2 * ATTEMPTS
     assert "HTTP status 500" in messages[0]
     assert f"webhook at 127.0.0.1:{webhook.base.rsplit(':', 1)[1]} failed" in messages[0]
-    assert "failed" in messages[1]
+    assert f"(attempt {ATTEMPTS} of {ATTEMPTS})" in messages[ATTEMPTS - 1]
+    assert all("failed" in m for m in messages)
     assert secret not in caplog.text
 
 
@@ -125,7 +127,9 @@ def test_a_slow_webhook_times_out_and_the_next_one_still_gets_the_alert(webhook,
     with caplog.at_level(logging.WARNING, logger="daemon.alerts"):
         delivered = send_alert(config, "e", "s", {})
     assert delivered == 1
-    assert time.monotonic() - started < webhook.slow_seconds
+    # bounded: each try waits at most the timeout, with short pauses between the tries
+    bound = ATTEMPTS * (0.1 + 0.2) + RETRY_PAUSE_S * ATTEMPTS * (ATTEMPTS - 1) / 2
+    assert time.monotonic() - started < bound + 0.5
     assert "timed out" in caplog.text
 
 

@@ -1,0 +1,8 @@
+"""Walk-forward evaluation of regime-aware training (`regimed evaluate`, docs/evaluation.md)."""
+
+from __future__ import annotations
+
+from daemon.evaluation.data import load_csvs, load_default
+from daemon.evaluation.run import Evaluation, evaluate
+
+__all__ = ["Evaluation", "evaluate", "load_csvs", "load_default"]
