@@ -142,6 +142,20 @@ def artifacts_root(store_path: str | os.PathLike[str]) -> Path:
     return Path(store_path).resolve().parent / "models"
 
 
+def sweep_temporary(root: Path) -> list[Path]:
+    """Remove the temporary directories of bundles whose save never finished (a retrain killed
+    mid-save); the removed paths. Call it only while holding the store's retrain lock: then no
+    save is in progress and every temporary directory is stale."""
+    if not root.is_dir():
+        return []
+    removed = []
+    for path in sorted(root.glob(f"{_TEMP_PREFIX}*")):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 @dataclass(frozen=True)
 class SavedArtifact:
     """A bundle on disk: its directory and the sha256 the registry records for it."""

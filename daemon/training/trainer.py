@@ -83,6 +83,10 @@ def retrain(
         retrain_lock(config.store.path, config.training.lock_timeout_seconds),
         Store.open(config.store) as store,
     ):
+        from daemon.artifacts import artifacts_root, sweep_temporary
+
+        for stale in sweep_temporary(artifacts_root(config.store.path)):
+            logger.warning("removed %s, left by a retrain that was killed while saving", stale)
         return _Retrain(config, store, trigger, progress or _quiet, clock).run()
 
 

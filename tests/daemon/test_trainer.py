@@ -260,3 +260,19 @@ def test_cli_retrain_without_a_store_is_a_usage_error(run_cli, tmp_path):
     result = run_cli("retrain", "--config", str(toml))
     assert result.code == 2
     assert "store.path" in result.err
+
+
+def test_a_retrain_removes_what_a_killed_save_left_behind(db, caplog):
+    import logging
+
+    config = _config(db, models=("logistic_regression",))
+    models = db.parent / "models"
+    models.mkdir(exist_ok=True)
+    stale = models / ".tmp-20261121T210000Z-abcd"
+    (stale / "partial").mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="daemon.training.trainer"):
+        report = retrain(config)
+    assert not stale.exists()
+    assert "killed while saving" in caplog.text
+    assert Path(report["artifact"]["path"]).is_dir()  # the new bundle is untouched
+    assert [p.name for p in models.iterdir() if p.name.startswith(".tmp-")] == []
