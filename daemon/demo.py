@@ -139,7 +139,10 @@ def run_demo(
             if result.outcome not in ("promoted", "rejected"):
                 raise DemoError(f"the retrain {result.outcome}: {result.reason}")
             out.write("\n" + render(report))
-            page = _write_report(config, report)
+            # A temporary state directory goes away at the end: then the report goes here.
+            page = _write_report(
+                Path(config.store.path).parent / "reports" if state_dir else Path.cwd(), report
+            )
             out.write(f"\nreport: {page}\n")
             out.flush()
             step(f"done in {time.monotonic() - started:.0f} s")
@@ -199,10 +202,10 @@ def _wait(
     raise DemoError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def _write_report(config: Config, report: dict[str, Any]) -> Path:
+def _write_report(directory: Path, report: dict[str, Any]) -> Path:
     from daemon.training.html_report import render_html
 
-    path = Path(config.store.path).parent / "reports" / f"{report.get('version', 'retrain')}.html"
+    path = directory / f"regimed-demo-{report.get('version', 'retrain')}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(report), encoding="utf-8")
     return path

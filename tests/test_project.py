@@ -75,3 +75,18 @@ def test_every_configuration_key_is_documented():
         documented = f"`{key}`" in doc or f"`{prefix.split('.', 1)[1]}{key}`" in doc
         assert documented, prefix + key
         assert f"\n{key} = " in shipped, prefix + key
+
+
+def test_every_python_package_is_in_the_distribution():
+    """A non-editable `pip install .` (the README's command) ships only the listed packages."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("daemon", "consumers")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found <= listed, f"not shipped: {sorted(found - listed)}"
