@@ -371,6 +371,13 @@ class MarketDataConsumer:
             m.set_market_regime(out.market.regime)
             m.vix_proxy_in_use.set(1 if out.market.vix_source == "proxy" else 0)
 
+    def partitions(self) -> frozenset[int]:
+        """The partitions this member holds now (empty before the first join or after close)."""
+        consumer = self._consumer
+        if consumer is None:
+            return frozenset()
+        return frozenset(tp.partition for tp in consumer.assignment())
+
     def _lag(self) -> None:
         assigned = self._consumer.assignment()
         owned = {tp.partition for tp in assigned}
