@@ -44,7 +44,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import IO, Any, Literal, get_args
@@ -421,9 +421,31 @@ class _Terminated(BaseException):
     """SIGTERM arrived: unwind the retrain (BaseException, so no `except Exception` eats it)."""
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # unwind once; SIGKILL is the backstop
-    raise _Terminated
+def _sigterm_handler(grace_seconds: float) -> Callable[[int, FrameType | None], None]:
+    """The child's SIGTERM handler: unwind the retrain by raising `_Terminated`, once.
+
+    An exception raised from a signal handler can be swallowed: when it lands while a
+    finalizer (`__del__`, a weakref callback) or a library's catch-all runs, Python reports it
+    as ignored and the retrain goes on. A backstop thread therefore exits the process outright
+    if it is still alive `grace_seconds` after the signal, so a terminated retrain always ends
+    even when nobody follows up with SIGKILL.
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # unwind once
+        threading.Thread(
+            target=_exit_after, args=(grace_seconds,), name="sigterm-backstop", daemon=True
+        ).start()
+        raise _Terminated
+
+    return handler
+
+
+def _exit_after(grace_seconds: float) -> None:
+    time.sleep(grace_seconds)
+    logger.warning("the retrain did not unwind within %g s of SIGTERM: exiting", grace_seconds)
+    logging.shutdown()
+    os._exit(EXIT_TERMINATED)
 
 
 def _read_line(fd: int) -> bytes:
@@ -467,7 +489,7 @@ def _child() -> int:
         sys.stderr.write(f"error: expected a retrain request as JSON on standard input: {exc}\n")
         return EXIT_FAILED
     logging.basicConfig(level=level, format=_CHILD_LOG_FORMAT, stream=sys.stderr)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _sigterm_handler(grace))
     try:
         # A daemon thread: it blocks on the pipe until the parent closes it, which the parent
         # does only after this process has exited; it holds no lock the exit needs (os.read).

@@ -393,3 +393,36 @@ def test_the_child_gets_the_effective_configuration_exactly_secrets_included():
     assert wire["alerts"]["webhooks"] == ["https://hooks.example/T0K3N"]  # unlike to_toml
     assert "T0K3N" not in config.to_toml()
     assert config_from_document(json.loads(json.dumps(config_document(Config())))) == Config()
+
+
+def test_a_retrain_that_swallows_the_sigterm_exception_still_exits_after_the_grace():
+    """The exception a signal handler raises is lost when it lands in a finalizer or a
+    library's catch-all: the child must end all the same."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time\n"
+            "from daemon.retrain_runner import _sigterm_handler\n"
+            "signal.signal(signal.SIGTERM, _sigterm_handler(1.0))\n"
+            "print('ready', flush=True)\n"
+            "while True:\n"
+            "    try:\n"
+            "        time.sleep(0.05)\n"
+            "    except BaseException:\n"
+            "        print('swallowed', flush=True)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        child.send_signal(signal.SIGTERM)
+        assert child.stdout.readline().strip() == "swallowed"
+        child.send_signal(signal.SIGTERM)  # a second one is ignored, the unwinding goes on
+        returncode = child.wait(timeout=GRACE_S)
+    finally:
+        child.kill()
+        child.communicate()
+    assert returncode == EXIT_TERMINATED
