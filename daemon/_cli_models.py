@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.cli import EXIT_FAILURE, EXIT_OK, _config
+from daemon.cli import EXIT_FAILURE, EXIT_OK, _stored_config
 from daemon.config import Config
 from daemon.errors import ModelNotFoundError, UsageError
 
@@ -76,12 +75,7 @@ def _usage(args: argparse.Namespace) -> int:
 def _open(args: argparse.Namespace, *, read_only: bool) -> tuple[Config, Store]:
     from daemon.store import Store
 
-    config = _config(args)
-    if not Path(config.store.path).exists():
-        raise UsageError(
-            f"store.path = {config.store.path!r}: no database there yet (start `regimed run` "
-            "or `regimed demo` first, or point --config at the daemon's configuration)"
-        )
+    config = _stored_config(args)
     return config, Store.open(config.store, read_only=read_only)
 
 

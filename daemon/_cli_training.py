@@ -40,16 +40,11 @@ def _progress_bar(stream: TextIO) -> Any:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Train a candidate now, gate it against the champion, print the report."""
-    from daemon.cli import EXIT_FAILURE, EXIT_OK, _config
+    from daemon.cli import EXIT_FAILURE, EXIT_OK, _stored_config
     from daemon.training.summary import render
     from daemon.training.trainer import RetrainFailed, retrain
 
-    config = _config(args)
-    if not Path(config.store.path).exists():
-        raise UsageError(
-            f"store.path = {config.store.path!r}: no database there yet (run the daemon or "
-            "`regimed demo` first, or point --config at the daemon's configuration)"
-        )
+    config = _stored_config(args)
     progress = _progress_bar(sys.stderr) if sys.stderr.isatty() and not args.json else None
     try:
         report = retrain(config, trigger=args.trigger, progress=progress)
@@ -67,17 +62,12 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a model's retrain report as one self-contained HTML page and print its path."""
-    from daemon.cli import EXIT_OK, _config
+    from daemon.cli import EXIT_OK, _stored_config
     from daemon.registry import Registry
     from daemon.store import Store
     from daemon.training.html_report import render_html
 
-    config = _config(args)
-    if not Path(config.store.path).exists():
-        raise UsageError(
-            f"store.path = {config.store.path!r}: no database there yet (run the daemon or "
-            "`regimed demo` first, or point --config at the daemon's configuration)"
-        )
+    config = _stored_config(args)
     with Store.open(config.store, read_only=True) as store:
         record = _report_model(Registry(store), args.version, config.store.path)
     if args.out is not None:

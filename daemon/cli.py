@@ -33,6 +33,20 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
+def _stored_config(args: argparse.Namespace) -> Config:
+    """The configuration of a command that reads an existing store: UsageError when there is
+    no database at `store.path` yet (such a command never creates one)."""
+    from pathlib import Path
+
+    config = _config(args)
+    if not Path(config.store.path).exists():
+        raise UsageError(
+            f"store.path = {config.store.path!r}: no database there yet (start `regimed run` "
+            "or `regimed demo` first, or point --config at the daemon's configuration)"
+        )
+    return config
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Print the effective configuration, secrets masked; exit 2 on any bad value."""
     path = args.path if args.path is not None else args.config
@@ -66,17 +80,11 @@ def cmd_regimes(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Print what is stored, the champion model and the next retrain."""
     import json
-    from pathlib import Path
 
     from daemon.status import render, status
     from daemon.store import Store
 
-    config = _config(args)
-    if not Path(config.store.path).exists():
-        raise UsageError(
-            f"store.path = {config.store.path!r}: no database there yet (start `regimed run` "
-            "or `regimed demo` first, or point --config at the daemon's configuration)"
-        )
+    config = _stored_config(args)
     with Store.open(config.store, read_only=True) as store:
         doc = status(config, store)
     print(json.dumps(doc, indent=2) if args.json else render(doc), end="\n" if args.json else "")

@@ -31,7 +31,7 @@ from daemon.config import REGIMES, Config
 from daemon.errors import RegimedError
 from daemon.evaluation.data import Dataset, Fold, Index
 from daemon.sampling import balance, row_weights
-from daemon.training.ensemble import SoftVote, vote_weights
+from daemon.training.ensemble import SoftVote, holdout_scores, inner_holdout, vote_weights
 from daemon.training.scoring import (
     BASELINE_NAMES,
     baseline_predictions,
@@ -135,23 +135,6 @@ def run_folds(
     )
 
 
-def _inner_holdout(
-    days: npt.NDArray[np.datetime64], train: Index, h: int, fraction: float
-) -> tuple[Index, Index]:
-    """The most recent `fraction` of the training days weighs the vote, the rest is fitted,
-    with `h` days purged between: the step of `_Retrain._inner_holdout` in
-    daemon/training/trainer.py, replicated here on row indices."""
-    d = days[train]
-    calendar = np.unique(d)
-    k = round(len(calendar) * (1 - fraction))
-    if k - h < 1 or k >= len(calendar):
-        raise RegimedError(
-            f"a fold's training part spans {len(calendar)} days: too few for an ensemble "
-            f"holdout of {fraction} with a {h}-bar purge (move evaluate.start later)"
-        )
-    return train[d < calendar[k - h]], train[d >= calendar[k]]
-
-
 def _fit_predict(
     data: Dataset,
     y: Labels,
@@ -164,8 +147,12 @@ def _fit_predict(
     from daemon.training.models import fit_model, positive_proba
 
     train = np.concatenate([fold.train, fold.archive]) if variant.archive else fold.train
-    fit_rows, hold_rows = _inner_holdout(
-        data.days, train, config.label.horizon_bars, config.training.ensemble_holdout_fraction
+    fit_rows, hold_rows = inner_holdout(
+        data.days,
+        train,
+        config.label.horizon_bars,
+        config.training.ensemble_holdout_fraction,
+        hint=" (move evaluate.start later)",
     )
     rows = fit_rows
     if variant.balancing:
@@ -193,17 +180,9 @@ def _fit_predict(
         )
         for name in settings.models
     }
-    # The vote, as `_Retrain._vote`: each model weighs by its balanced accuracy on the holdout.
-    from sklearn.metrics import balanced_accuracy_score
-
-    hold_y = y[hold_rows]
-    scores: dict[str, float | None] = {}
-    for name, model in models.items():
-        if len(hold_rows) and len(np.unique(hold_y)) > 1:
-            pred = (positive_proba(model, data.X[hold_rows]) > 0.5).astype(np.int8)
-            scores[name] = float(balanced_accuracy_score(hold_y, pred))
-        else:
-            scores[name] = None
+    # The vote, as the trainer's: each model weighs by its balanced accuracy on the holdout.
+    hold_probas = {name: positive_proba(m, data.X[hold_rows]) for name, m in models.items()}
+    scores = holdout_scores(hold_probas, y[hold_rows])
     vote = SoftVote(vote_weights(scores))
     X_test = data.X[fold.test]
     return vote.predict({name: positive_proba(m, X_test) for name, m in models.items()})

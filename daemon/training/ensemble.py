@@ -73,6 +73,45 @@ def vote_weights(holdout_balanced_accuracy: Mapping[str, float | None]) -> dict[
     return {m: e / total for m, e in edge.items()}
 
 
+def inner_holdout(
+    days: npt.NDArray[Any],
+    train: npt.NDArray[np.int64],
+    horizon_bars: int,
+    fraction: float,
+    hint: str = "",
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Split the training rows `train` (indices into `days`) by time: the most recent
+    `fraction` of their days weighs the vote, the earlier part is what the models fit, with
+    `horizon_bars` days purged between so no fitted label reaches into the holdout.
+
+    `hint` ends the error raised when the days are too few (what the caller can change)."""
+    d = days[train]
+    calendar = np.unique(d)
+    h = horizon_bars
+    k = round(len(calendar) * (1 - fraction))
+    if k - h < 1 or k >= len(calendar):
+        raise RegimedError(
+            f"the training part spans {len(calendar)} days: too few for an ensemble holdout "
+            f"of {fraction} with a {h}-bar purge{hint}"
+        )
+    return train[d < calendar[k - h]], train[d >= calendar[k]]
+
+
+def holdout_scores(
+    probas: Mapping[str, npt.NDArray[np.float64]], y: npt.NDArray[np.int8]
+) -> dict[str, float | None]:
+    """Each model's balanced accuracy on the holdout labels `y` from its probabilities of up;
+    None for every model when the holdout is empty or holds one class only."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    if not len(y) or len(np.unique(y)) < 2:
+        return dict.fromkeys(probas)
+    return {
+        name: float(balanced_accuracy_score(y, (p > 0.5).astype(np.int8)))
+        for name, p in probas.items()
+    }
+
+
 class Ensemble:
     """Fitted base models and their vote: what scores live rows and validation sets."""
 

@@ -26,7 +26,13 @@ from daemon.config import REGIMES, Config
 from daemon.errors import ModelFitError, RegimedError
 from daemon.sampling import balance, row_weights, weight_report
 from daemon.store import Store
-from daemon.training.ensemble import Ensemble, SoftVote, vote_weights
+from daemon.training.ensemble import (
+    Ensemble,
+    SoftVote,
+    holdout_scores,
+    inner_holdout,
+    vote_weights,
+)
 from daemon.training.lock import retrain_lock
 
 if TYPE_CHECKING:
@@ -144,7 +150,12 @@ class _Retrain:
         split = split_samples(data.meta, cfg.training, cfg.label, cfg.archive.events)
         train = np.asarray(split.train)
         val = np.asarray(split.validation)
-        fit_rows, hold_rows = self._inner_holdout(data, train)
+        fit_rows, hold_rows = inner_holdout(
+            data.days,
+            train,
+            self.config.label.horizon_bars,
+            self.config.training.ensemble_holdout_fraction,
+        )
         report["split"] = {
             "cutoff": _day(split.cutoff),
             "train_end": _day(split.train_end),
@@ -241,24 +252,6 @@ class _Retrain:
             days=meta["ts"].to_numpy(dtype="datetime64[D]"),
         )
 
-    def _inner_holdout(
-        self, data: _Data, train: npt.NDArray[np.int64]
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """Split the training rows by time into the part the models fit and the most recent
-        part that weighs them in the vote, with the label horizon purged between the two."""
-        days = data.days[train]
-        calendar = np.unique(days)
-        h = self.config.label.horizon_bars
-        k = round(len(calendar) * (1 - self.config.training.ensemble_holdout_fraction))
-        if k - h < 1 or k >= len(calendar):
-            raise RegimedError(
-                f"training part spans {len(calendar)} days: too few for an ensemble holdout "
-                f"of {self.config.training.ensemble_holdout_fraction} with a {h}-bar purge"
-            )
-        fit_mask = days < calendar[k - h]
-        hold_mask = days >= calendar[k]
-        return train[fit_mask], train[hold_mask]
-
     def _fit_all(
         self,
         X: npt.NDArray[np.float32],
@@ -295,18 +288,11 @@ class _Retrain:
     def _vote(
         self, models: Mapping[str, Any], data: _Data, hold: npt.NDArray[np.int64]
     ) -> tuple[Ensemble, dict[str, float | None]]:
-        from sklearn.metrics import balanced_accuracy_score
-
-        y = data.y[hold]
-        scores: dict[str, float | None] = {}
         probe = Ensemble(models, SoftVote(dict.fromkeys(models, 1.0 / len(models))))
         probas = probe.model_probas(data.X[hold]) if len(hold) else {}
-        for name in models:
-            if len(hold) and len(np.unique(y)) > 1:
-                pred = (probas[name] > 0.5).astype(np.int8)
-                scores[name] = round(float(balanced_accuracy_score(y, pred)), 6)
-            else:
-                scores[name] = None
+        measured = holdout_scores(probas, data.y[hold]) if probas else dict.fromkeys(models)
+        # Rounded: the weights (and so the model) then do not hang on the last float bits.
+        scores = {name: None if s is None else round(s, 6) for name, s in measured.items()}
         return Ensemble(models, SoftVote(vote_weights(scores))), scores
 
     def _validate(
