@@ -121,15 +121,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Check every registered artifact; exit 1 (and alert) on any problem."""
     config, store = _open(args, read_only=True)
     with store:
-        results = _registry(config, store).verify()
+        registry = _registry(config, store)
+        results = registry.verify()
+        strays = registry.unregistered()
     if not results:
         print("no registered models")
-    width = max((len(v) for v in results), default=0)
+    width = max((len(v) for v in [*results, *(p.name for p in strays)]), default=0)
     for version, problems in results.items():
         if not problems:
             print(f"{version:<{width}}  ok")
         for problem in problems:
             print(f"{version:<{width}}  FAILED  {problem}")
+    for path in strays:
+        # Not a failure: the bundle was never in use. Left for the operator to remove.
+        print(
+            f"{path.name:<{width}}  unregistered  {path}: no registry row in this store (a "
+            "retrain killed before registering it, or another store's); remove it if unused"
+        )
     failed = sum(1 for problems in results.values() if problems)
     if failed:
         print(f"error: {failed} of {len(results)} artifacts failed verification", file=sys.stderr)

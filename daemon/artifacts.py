@@ -30,7 +30,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,8 @@ __all__ = [
     "check_version",
     "load_bundle",
     "save_bundle",
+    "sweep_temporary",
+    "unregistered",
     "verify_bundle",
 ]
 
@@ -144,16 +146,50 @@ def artifacts_root(store_path: str | os.PathLike[str]) -> Path:
 
 def sweep_temporary(root: Path) -> list[Path]:
     """Remove the temporary directories of bundles whose save never finished (a retrain killed
-    mid-save); the removed paths. Call it only while holding the store's retrain lock: then no
-    save is in progress and every temporary directory is stale."""
+    mid-save); the removed paths. Call it while holding the store's retrain lock, so no save of
+    this store is in progress. A temporary directory names the pid that writes it: one whose
+    writer still runs (another store's retrain in the same folder) is left alone."""
     if not root.is_dir():
         return []
     removed = []
     for path in sorted(root.glob(f"{_TEMP_PREFIX}*")):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+        if not path.is_dir() or path.is_symlink() or _writer_alive(path.name):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
     return removed
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process named in a temporary directory's name (`.tmp-VERSION-PID-XXXX`)
+    runs and is not this one (this one holds the lock and is not saving)."""
+    parts = name[len(_TEMP_PREFIX) :].rsplit("-", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def unregistered(root: Path, versions: Iterable[str]) -> list[Path]:
+    """Version directories under `root` that are not among `versions` (the registered ones):
+    a retrain killed between writing its bundle and registering it, or the bundles of another
+    store kept in the same folder."""
+    if not root.is_dir():
+        return []
+    known = set(versions)
+    return [
+        path
+        for path in sorted(root.iterdir())
+        if path.is_dir() and not path.name.startswith(".") and path.name not in known
+    ]
 
 
 @dataclass(frozen=True)
@@ -225,7 +261,7 @@ def save_bundle(
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"model version {version!r}: meta is not JSON: {exc}") from None
 
-    temp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{version}-", dir=root))
+    temp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{version}-{os.getpid()}-", dir=root))
     try:
         entries = [_save_model(temp, name, model) for name, model in models.items()]
         manifest = {

@@ -32,6 +32,7 @@ from daemon.artifacts import (
     check_version,
     load_bundle,
     save_bundle,
+    unregistered,
     verify_bundle,
 )
 from daemon.config import AlertsConfig
@@ -337,6 +338,12 @@ class Registry:
                 {"store": self.store.path, "problems": failed},
             )
         return results
+
+    def unregistered(self) -> list[Path]:
+        """Bundle directories in the artifact folder with no row in this registry (see
+        `daemon.artifacts.unregistered`); reported, never removed: they may be another
+        store's."""
+        return unregistered(self.root, (m.version for m in self.models()))
 
     def _refused(self, record: ModelRecord, during: str, problems: list[str]) -> NoReturn:
         message = f"model {record.version}: artifact refused ({during}): {'; '.join(problems)}"

@@ -90,9 +90,16 @@ def retrain(
         Store.open(config.store) as store,
     ):
         from daemon.artifacts import artifacts_root, sweep_temporary
+        from daemon.registry import Registry
 
         for stale in sweep_temporary(artifacts_root(config.store.path)):
             logger.warning("removed %s, left by a retrain that was killed while saving", stale)
+        for stray in Registry(store).unregistered():
+            logger.warning(
+                "%s has no registry row in this store (a retrain killed before registering "
+                "it, or another store's bundle); `regimed models verify` lists it",
+                stray,
+            )
         return _Retrain(config, store, trigger, progress or _quiet, clock).run()
 
 

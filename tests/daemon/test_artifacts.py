@@ -34,6 +34,7 @@ from daemon.artifacts import (
     check_version,
     load_bundle,
     save_bundle,
+    sweep_temporary,
     verify_bundle,
 )
 from daemon.errors import ArtifactError, RegimedError
@@ -160,6 +161,30 @@ def test_files_are_0600_the_directory_0700_and_no_temporary_is_left(saved):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
     assert [p.name for p in saved.path.parent.iterdir()] == [saved.path.name]
     assert verify_bundle(saved.path, saved.sha256) == []
+
+
+def test_the_sweep_removes_dead_saves_and_spares_one_whose_writer_runs(tmp_path):
+    """Two stores in one folder share `models/`: one store's retrain must not remove the
+    temporary directory another store's retrain is writing right now."""
+    import subprocess
+    import sys
+
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        live_dir = tmp_path / f".tmp-v9-{writer.pid}-abcd1234"
+        dead_dir = tmp_path / f".tmp-v8-{dead.pid}-efgh5678"
+        old_dir = tmp_path / ".tmp-v7-ijkl9012"  # no pid in the name
+        for d in (live_dir, dead_dir, old_dir):
+            (d / "partial").mkdir(parents=True)
+        assert sweep_temporary(tmp_path) == sorted([dead_dir, old_dir])
+        assert live_dir.is_dir()
+        assert not dead_dir.exists() and not old_dir.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    assert sweep_temporary(tmp_path) == [live_dir]  # its writer is gone now
 
 
 def test_a_loaded_bundle_can_be_saved_again_unchanged(saved, data, tmp_path):

@@ -16,7 +16,7 @@ from sqlite_utils import Database
 from xgboost import XGBClassifier
 
 from daemon._migrations import migrate
-from daemon.artifacts import artifacts_root, load_bundle
+from daemon.artifacts import artifacts_root, load_bundle, save_bundle
 from daemon.config import AlertsConfig, Secret
 from daemon.errors import ArtifactError, ModelNotFoundError, StoreError
 from daemon.registry import Registry
@@ -371,6 +371,23 @@ def test_models_verify_passes_then_fails_on_a_tampered_file_and_alerts(run_cli, 
     assert webhook.events() == ["artifact_verification_failed"]
     assert webhook.received[0][0] == "/ok/secret"
     assert "v2" in webhook.received[0][2]["details"]["problems"]
+
+
+def test_models_verify_lists_a_bundle_with_no_registry_row_without_failing(
+    run_cli, cli_setup, models, webhook
+):
+    """A retrain killed between writing its bundle and registering it leaves a directory
+    no row points at: verify names it (it may be another store's, so it is not removed)."""
+    config, db = cli_setup
+    stray = db.parent / "models" / "v3"
+    save_bundle(stray.parent, "v3", models, {})
+    result = run_cli("models", "verify", "--config", config)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[:2] == ["v1  ok", "v2  ok"]
+    assert lines[2].startswith(f"v3  unregistered  {stray}: no registry row in this store")
+    assert webhook.received == []
+    assert stray.is_dir()
 
 
 def test_models_promote_of_a_tampered_artifact_exits_1_and_alerts(run_cli, cli_setup, webhook):
