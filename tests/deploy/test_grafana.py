@@ -427,7 +427,8 @@ def test_every_panel_query_answers_from_prometheus_scraping_a_live_daemon(config
         wait_for(
             lambda: prometheus.query(
                 f'regimed_feature_drift_psi{{instance="{instance}"}}'
-                f' and on () regimed_events_rejected_total{{instance="{instance}"}}'
+                f' and on () regimed_events_rejected_total{{instance="{instance}",'
+                f'reason="not_json"}} > 0'
             ),
             30,
             "prometheus to scrape them",
@@ -453,8 +454,10 @@ def test_every_panel_query_answers_from_prometheus_scraping_a_live_daemon(config
             for s in answers["Retrains in the time range [A]"]
         ] == [("manual", "promoted")]
         assert len(answers["Market regime now [A]"]) == 1
-        # every reason is exported from start-up (at 0); only the malformed records count
-        dead = answers["Dead letters by reason [A]"]
+        # Every reason is exported from start-up (at 0); only the malformed records count. Over
+        # an hour, not the panel's 30 s: the waits above may outlast a 30 s window.
+        dead_expr = dict(panel_queries(model))["Dead letters by reason [A]"]
+        dead = prometheus.query(substitute(dead_expr, instance, interval="1h"))
         assert {s["metric"]["reason"] for s in dead if float(s["value"][1]) > 0} == {"not_json"}
         assert 0 < float(answers["Retrain duration [A]"][0]["value"][1]) < 180
 
