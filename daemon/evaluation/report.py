@@ -18,13 +18,13 @@ from daemon import __version__
 from daemon.config import REGIMES
 from daemon.errors import RegimedError
 from daemon.evaluation.run import Evaluation
-from daemon.training.html_report import _CSS, _SERIES, _Svg
+from daemon.svg import CSS, SERIES, Svg
 
 __all__ = ["render_html", "render_markdown", "render_text", "write_report"]
 
 _GROUPS: tuple[str, ...] = ("overall", *REGIMES)
 _SHADE = {"crash": "#fed7d7", "high_volatility": "#feebc8", "recovery": "#c6f6d5"}
-_COLOURS = (*_SERIES, "#e45756", "#72b7b2", "#9d755d", "#bab0ac")
+_COLOURS = (*SERIES, "#e45756", "#72b7b2", "#9d755d", "#bab0ac")
 
 
 def _names(doc: Mapping[str, Any]) -> list[str]:
@@ -187,8 +187,8 @@ def render_markdown(doc: Mapping[str, Any], figures: Mapping[str, str] | None = 
 # -- plots -----------------------------------------------------------------------------------
 
 
-class _Plot(_Svg):
-    """`_Svg` with coloured strokes and polylines."""
+class _Plot(Svg):
+    """`Svg` with coloured strokes and polylines."""
 
     def stroke(
         self, x1: float, y1: float, x2: float, y2: float, colour: str, width: float = 1.5
@@ -339,7 +339,7 @@ def render_html(evaluation: Evaluation) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         "<title>regimed walk-forward evaluation</title>"
-        f"<style>{_CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n"
+        f"<style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n"
     )
 
 

@@ -15,7 +15,6 @@ grey "n/a" gap, never a 0.
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
 from daemon.config import REGIMES
+from daemon.svg import CSS, GAP, INK, MUTED, SERIES, Svg, clip, mix, text_width
+from daemon.svg import escape as _e
 from daemon.training.summary import BASELINE_TITLES
 
 if TYPE_CHECKING:
@@ -30,31 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["render_html"]
 
-_INK = "#1a202c"
-_MUTED = "#718096"
-_GAP = "#e2e8f0"
-_SERIES = ("#4c78a8", "#f58518", "#54a24b", "#b279a2")
 _TOP_FEATURES = 20
-_NARROW = frozenset(" _.,:;-+()[]/'|!")
-_LABEL_MAX = 28  # characters of a label drawn in a figure; its tooltip has all of it
-
-_CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; color: #1a202c; margin: 2em auto;
-       max-width: 980px; padding: 0 1em; }
-h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.2em; margin-top: 2em; }
-.meta { color: #4a5568; margin-top: 0; }
-.decision { border-left: 6px solid #a0aec0; background: #f7fafc; padding: .6em 1em; }
-.decision.promoted { border-color: #2f855a; } .decision.rejected { border-color: #c05621; }
-.decision h2 { margin: 0 0 .3em; }
-.headline { font-size: 1.1em; } .headline strong { font-size: 1.3em; }
-table { border-collapse: collapse; margin: .5em 0; }
-th, td { padding: .2em .7em; border-bottom: 1px solid #e2e8f0; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-figure { margin: 1em 0; } figcaption { color: #4a5568; font-size: .9em; }
-svg { max-width: 100%; height: auto; }
-.na { color: #718096; } .missing { color: #718096; font-style: italic; }
-code { background: #edf2f7; padding: 0 .25em; }
-"""
 
 
 def render_html(report: Mapping[str, Any], *, model: ModelRecord | None = None) -> str:
@@ -87,17 +64,13 @@ def render_html(report: Mapping[str, Any], *, model: ModelRecord | None = None) 
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
         + "\n".join(part for part in body if part)
         + "\n</body>\n</html>\n"
     )
 
 
 # -- values --------------------------------------------------------------------------------
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _num(value: object) -> float | None:
@@ -137,90 +110,16 @@ def _missing(what: str) -> str:
 # -- drawing -------------------------------------------------------------------------------
 
 
-def _mix(target: str, t: float) -> str:
-    """The colour `target` blended into white, `t` in [0, 1] (0 white, 1 the colour)."""
-    t = max(0.0, min(1.0, t))
-    channels = (int(target[i : i + 2], 16) for i in (1, 3, 5))
-    return "#" + "".join(f"{round(255 - (255 - c) * t):02x}" for c in channels)
-
-
 def _score_colour(value: float) -> tuple[str, str]:
     """Fill and ink for a balanced accuracy: blue above a coin flip, orange below, full at 0.1
     away from 0.5."""
     t = max(-1.0, min(1.0, (value - 0.5) / 0.1))
-    fill = _mix("#2b6cb0" if t >= 0 else "#c05621", 0.9 * abs(t))
-    return fill, "#ffffff" if abs(t) > 0.6 else _INK
+    fill = mix("#2b6cb0" if t >= 0 else "#c05621", 0.9 * abs(t))
+    return fill, "#ffffff" if abs(t) > 0.6 else INK
 
 
 def _share_colour(t: float) -> tuple[str, str]:
-    return _mix("#2f855a", 0.9 * t), "#ffffff" if t > 0.6 else _INK
-
-
-def _width(text: str, size: float = 12) -> float:
-    """A generous guess at the drawn width of `text` in a sans-serif font (no font metrics
-    here): narrow for lower case, digits and common punctuation, wide for the rest."""
-    return size * sum(0.62 if c.islower() or c.isdigit() or c in _NARROW else 1.0 for c in text)
-
-
-def _clip(label: str) -> str:
-    return label if len(label) <= _LABEL_MAX else label[: _LABEL_MAX - 1] + "\u2026"
-
-
-class _Svg:
-    """One figure, sized by what is drawn on it; every text is escaped here."""
-
-    def __init__(self, title: str) -> None:
-        self.title = title
-        self.parts: list[str] = []
-        self.width = 0.0
-        self.height = 0.0
-
-    def _grow(self, x: float, y: float) -> None:
-        self.width = max(self.width, x)
-        self.height = max(self.height, y)
-
-    def rect(self, x: float, y: float, w: float, h: float, fill: str, tip: str = "") -> None:
-        inner = f"<title>{_e(tip)}</title>" if tip else ""
-        self.parts.append(
-            f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" fill="{fill}">'
-            f"{inner}</rect>"
-        )
-        self._grow(x + w, y + h)
-
-    def text(
-        self,
-        x: float,
-        y: float,
-        value: str,
-        *,
-        anchor: str = "start",
-        size: float = 12,
-        bold: bool = False,
-        fill: str = _INK,
-        tip: str = "",
-    ) -> None:
-        inner = f"<title>{_e(tip)}</title>" if tip else ""
-        weight = ' font-weight="bold"' if bold else ""
-        self.parts.append(
-            f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size:g}" '
-            f'fill="{fill}"{weight}>{inner}{_e(value)}</text>'
-        )
-        width = _width(value, size)
-        self._grow(x + {"start": width, "middle": width / 2}.get(anchor, 0.0), y + 4)
-
-    def line(self, x1: float, y1: float, x2: float, y2: float) -> None:
-        self.parts.append(
-            f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="#a0aec0"/>'
-        )
-
-    def render(self) -> str:
-        w, h = math.ceil(self.width + 8), math.ceil(self.height + 8)
-        return (
-            f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
-            f'font-family="system-ui, sans-serif"><title>{_e(self.title)}</title>'
-            + "".join(self.parts)
-            + "</svg>"
-        )
+    return mix("#2f855a", 0.9 * t), "#ffffff" if t > 0.6 else INK
 
 
 @dataclass(frozen=True)
@@ -233,11 +132,11 @@ class _Cell:
 
 
 def _gap(tip: str, sub: str = "") -> _Cell:
-    return _Cell(_GAP, _MUTED, "n/a", sub, tip)
+    return _Cell(GAP, MUTED, "n/a", sub, tip)
 
 
 def _grid(
-    svg: _Svg,
+    svg: Svg,
     x0: float,
     y0: float,
     rows: Sequence[str],
@@ -251,19 +150,19 @@ def _grid(
     """A heatmap: row labels, column labels (with a second muted line), coloured cells with a
     value and a note. Rows listed in `breaks` start a new group after a gap. Returns its
     bottom."""
-    label_w = label_w or max((_width(_clip(r)) for r in rows), default=0) + 16
-    cell_w = min(max(max((_width(c) for c, _ in columns), default=0) + 10, 66.0), 140.0)
+    label_w = label_w or max((text_width(clip(r)) for r in rows), default=0) + 16
+    cell_w = min(max(max((text_width(c) for c, _ in columns), default=0) + 10, 66.0), 140.0)
     header = 32.0 if any(sub for _, sub in columns) else 18.0
     for j, (name, sub) in enumerate(columns):
         x = x0 + label_w + (j + 0.5) * cell_w
-        svg.text(x, y0 + 12, _clip(name), anchor="middle", size=11, tip=name)
+        svg.text(x, y0 + 12, clip(name), anchor="middle", size=11, tip=name)
         if sub:
-            svg.text(x, y0 + 26, sub, anchor="middle", size=10, fill=_MUTED)
+            svg.text(x, y0 + 26, sub, anchor="middle", size=10, fill=MUTED)
     y = y0 + header
     gaps = set(breaks)
     for i, (row, row_cells) in enumerate(zip(rows, cells, strict=True)):
         y += 6 if i in gaps else 0
-        svg.text(x0 + label_w - 8, y + cell_h / 2 + 4, _clip(row), anchor="end", tip=row)
+        svg.text(x0 + label_w - 8, y + cell_h / 2 + 4, clip(row), anchor="end", tip=row)
         for j, cell in enumerate(row_cells):
             x = x0 + label_w + j * cell_w
             svg.rect(x + 1, y + 1, cell_w - 2, cell_h - 2, cell.fill, cell.tip)
@@ -285,29 +184,29 @@ def _bars(
     fmt: Callable[[float], str],
 ) -> str:
     """Horizontal bars, one group per category and one bar per series; None is "n/a"."""
-    svg = _Svg(title)
-    label_w = max((_width(_clip(c)) for c in categories), default=0) + 16
+    svg = Svg(title)
+    label_w = max((text_width(clip(c)) for c in categories), default=0) + 16
     plot_w, bar_h, gap, top = 320.0, 14.0, 8.0, 6.0
     if len(series) > 1:
         x = label_w
         for i, (name, _) in enumerate(series):
-            svg.rect(x, 4, 10, 10, _SERIES[i % len(_SERIES)])
+            svg.rect(x, 4, 10, 10, SERIES[i % len(SERIES)])
             svg.text(x + 14, 13, name, size=11)
-            x += 30 + _width(name, 11)
+            x += 30 + text_width(name, 11)
         top = 24.0
     values = [v for _, vs in series for v in vs if v is not None and v > 0]
     peak = max(values, default=1.0)
     y = top
     for row, category in enumerate(categories):
-        svg.text(label_w - 8, y + bar_h * len(series) / 2 + 4, _clip(category), anchor="end")
+        svg.text(label_w - 8, y + bar_h * len(series) / 2 + 4, clip(category), anchor="end")
         for i, (name, vs) in enumerate(series):
             value = vs[row]
             if value is None:
-                svg.text(label_w + 4, y + bar_h - 3, "n/a", size=11, fill=_MUTED)
+                svg.text(label_w + 4, y + bar_h - 3, "n/a", size=11, fill=MUTED)
             else:
                 w = max(value, 0.0) / peak * plot_w
                 tip = f"{category}, {name}: {fmt(value)}"
-                svg.rect(label_w, y + 1, w, bar_h - 2, _SERIES[i % len(_SERIES)], tip)
+                svg.rect(label_w, y + 1, w, bar_h - 2, SERIES[i % len(SERIES)], tip)
                 svg.text(label_w + w + 4, y + bar_h - 3, fmt(value), size=11)
             y += bar_h
         y += gap
@@ -440,7 +339,7 @@ def _scores_figure(report: Mapping[str, Any]) -> str:
     for label, per_regime, overall in rows:
         row = [_map(per_regime.get(r)) for r in regimes] + [overall]
         cells.append([_score_cell(label, col, c) for (col, _), c in zip(columns, row, strict=True)])
-    svg = _Svg("Balanced accuracy per regime (accuracy below)")
+    svg = Svg("Balanced accuracy per regime (accuracy below)")
     _grid(svg, 0, 0, [r[0] for r in rows], columns, cells, breaks=breaks)
     return _figure(
         svg.render(),
@@ -596,11 +495,11 @@ def _confusion_figure(report: Mapping[str, Any]) -> str:
     matrices = {n: m for n, m in _map(report.get("confusion")).items() if _matrix(m) is not None}
     if not matrices:
         return _missing("confusion matrices")
-    svg = _Svg("Confusion matrices on the validation rows")
+    svg = Svg("Confusion matrices on the validation rows")
     label_w, panel_w, panel_h, per_row = 96.0, 256.0, 118.0, 3
     for k, (name, value) in enumerate(matrices.items()):
         x0, y0 = (k % per_row) * panel_w, (k // per_row) * panel_h
-        svg.text(x0 + label_w, y0 + 12, _clip(name), bold=True, tip=name)
+        svg.text(x0 + label_w, y0 + 12, clip(name), bold=True, tip=name)
         matrix = _matrix(value) or []
         cells = []
         for actual, row in zip(_ACTUAL, matrix, strict=True):
@@ -647,7 +546,7 @@ def _importances(report: Mapping[str, Any]) -> str:
             fill, ink = _share_colour(value / peak)
             line.append(_Cell(fill, ink, f"{value:.1%}", "", tip))
         cells.append(line)
-    svg = _Svg(f"Feature importances, top {len(top)} by mean")
+    svg = Svg(f"Feature importances, top {len(top)} by mean")
     _grid(svg, 0, 0, top, [(m, "") for m in by_model], cells, cell_h=22.0)
     head = "".join(f"<th>{_e(m)}</th>" for m in by_model)
     rows = "".join(
