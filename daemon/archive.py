@@ -136,7 +136,7 @@ class ArchiveReport:
     budget: int
     events: tuple[EventReport, ...]
     result: BatchResult
-    stale: int  # archive samples in the store that this build did not select
+    stale: int  # archive samples kept from an earlier build: events this one did not rebuild
     seconds: float
 
     @property
@@ -254,7 +254,11 @@ def build_archive(config: Config, store: Store, source: ArchiveSource) -> Archiv
     histories = load_bundled(config) if source == "bundled" else load_yahoo(config)
     events = select(config, histories)
     samples = [s for e in events for s in e.samples]
-    result = store.write_batch(samples=samples)
+    # An event this source has bars for is rebuilt whole: its samples that the new selection
+    # drops (a smaller budget or share, another seed or window) leave the store. An event it
+    # has no bars for (2020-2023 offline) keeps what an earlier build stored.
+    rebuilt = [e.event.name for e in events if e.available]
+    result = store.write_batch(samples=samples, replace_events=rebuilt)
     stored = sum(store.sample_counts()["archive"].values())
     return ArchiveReport(
         source=source,
@@ -390,9 +394,14 @@ def render(report: ArchiveReport) -> str:
         f"{r.samples_replaced} replaced, {r.samples_unchanged} unchanged "
         f"({report.seconds:.1f} s)"
     )
+    if r.samples_removed:
+        lines.append(
+            f"removed {r.samples_removed} archive samples of an earlier build that this one "
+            "no longer selects"
+        )
     if report.stale:
         lines.append(
-            f"note: {report.stale} archive samples from an earlier build are not in this one "
-            "and stay in the store"
+            f"note: {report.stale} archive samples of events this source has no data for "
+            "(or no longer configured) stay in the store from an earlier build"
         )
     return "\n".join(lines) + "\n"

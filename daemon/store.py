@@ -330,6 +330,7 @@ class BatchResult:
     labels_missing: int = 0
     predictions_written: int = 0
     offsets_written: int = 0
+    samples_removed: int = 0
 
 
 _BAR_INSERT = (
@@ -537,6 +538,7 @@ class Store:
         offsets: Mapping[tuple[str, int], int] | None = None,
         predictions: Iterable[PredictionRow] = (),
         counters: Mapping[str, int] | None = None,
+        replace_events: Iterable[str] = (),
     ) -> BatchResult:
         """Store one consumer batch atomically: all of it, or (on any exception) none of it.
 
@@ -546,7 +548,9 @@ class Store:
         A live `LabelUpdate` also fills the label of the predictions for that symbol and day.
         `offsets` maps (topic, partition) to the next offset to consume and is stored exactly
         as given: the consumer decides, the store does not force offsets to move forward.
-        `counters` adds non-negative increments to named counters.
+        `counters` adds non-negative increments to named counters. `replace_events` names
+        archive events that `samples` rebuild whole: their stored archive samples not among
+        `samples` are removed in the same transaction (`samples_removed`).
         """
         bar_params = [
             (b.symbol, b.ts, b.open, b.high, b.low, b.close, b.volume, b.regime, b.vix,
@@ -575,8 +579,10 @@ class Store:
         offset_params = _offset_params(offsets or {})
         counter_params = _counter_params(counters or {})
 
+        rebuilt = sorted(set(replace_events))
         with self._transaction("write a batch", write=True) as conn:
             _register_feature_sets(conn, feature_sizes)
+            samples_removed = _remove_unselected(conn, rebuilt, sample_params) if rebuilt else 0
             bars_inserted, bars_corrected = _upsert(conn, _BAR_INSERT, _BAR_CORRECT, bar_params)
             samples_inserted, samples_replaced = _upsert(
                 conn, _SAMPLE_INSERT, _SAMPLE_REPLACE, sample_params
@@ -614,6 +620,7 @@ class Store:
             labels_missing=labels_missing,
             predictions_written=predictions_written,
             offsets_written=len(offset_params),
+            samples_removed=samples_removed,
         )
 
     # -- reads -----------------------------------------------------------------------------
@@ -877,6 +884,25 @@ def _upsert(
     if inserted == len(params):
         return inserted, 0
     return inserted, conn.executemany(update, params).rowcount
+
+
+def _remove_unselected(
+    conn: sqlite3.Connection, events: list[str], sample_params: list[tuple[Any, ...]]
+) -> int:
+    """Delete the archive samples of `events` whose key is not among `sample_params` (the
+    rebuilt selection); how many were deleted."""
+    keep = {(p[1], p[2]) for p in sample_params if p[0] == "archive"}
+    stored = [
+        row
+        for event in events
+        for row in conn.execute(
+            "SELECT symbol, ts FROM samples WHERE source = 'archive' AND event = ?", (event,)
+        )
+    ]
+    gone = [("archive", symbol, ts) for symbol, ts in stored if (symbol, ts) not in keep]
+    if gone:
+        conn.executemany("DELETE FROM samples WHERE source = ? AND symbol = ? AND ts = ?", gone)
+    return len(gone)
 
 
 def _missing_samples(conn: sqlite3.Connection, keys: Sequence[tuple[str, str, str, int]]) -> int:

@@ -183,10 +183,12 @@ def test_build_writes_one_batch_and_a_rebuild_changes_nothing(store):
     }
 
 
-def test_a_smaller_budget_subsamples_deterministically_and_reports_stale_samples(
+def test_a_smaller_budget_subsamples_deterministically_and_removes_what_it_drops(
     store, pools, built
 ):
-    store.write_batch(samples=[s for r in built for s in r.samples])  # a full earlier build
+    earlier = [s for r in built for s in r.samples]
+    covid = dataclasses.replace(earlier[0], ts="2020-03-16", event="2020 COVID Crash")
+    store.write_batch(samples=[*earlier, covid])  # a full earlier build, with Yahoo's 2020
     small = with_archive(budget=100)
     report = build_archive(small, store, "bundled")
     kept = {e.event.name: e.kept for e in report.events}
@@ -200,8 +202,15 @@ def test_a_smaller_budget_subsamples_deterministically_and_reports_stale_samples
     }
     assert report.total == 100
     assert report.result.samples_unchanged == 100
-    assert report.stale == 400
-    assert "400 archive samples from an earlier build" in render(report)
+    # The dropped samples of the rebuilt events leave; the event with no bundled bars stays.
+    assert report.result.samples_removed == 400
+    assert report.stale == 1
+    meta, _ = store.read_samples(source="archive")
+    assert len(meta) == 101
+    assert (meta["event"] == "2020 COVID Crash").sum() == 1
+    text = render(report)
+    assert "removed 400 archive samples of an earlier build" in text
+    assert "note: 1 archive samples of events this source has no data for" in text
     again = choose(100, small.archive.seed, pools)
     assert [[s.ts + s.symbol for s in e.samples] for e in again] == [
         [s.ts + s.symbol for s in e.samples] for e in report.events
