@@ -126,6 +126,31 @@ def test_bundled_history_through_kafka_equals_the_batch_path(kafka_config):
     assert crash == sum(1 for b in batch_bars if b.regime == "crash")
 
 
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_compressed_batches_of_every_kafka_codec_are_consumed(kafka_config, codec):
+    """Producers in the field compress; the daemon ships every codec kafka-python reads."""
+    from kafka import KafkaProducer
+
+    from consumers._client import client_options
+
+    n = 300
+    producer = KafkaProducer(**client_options(kafka_config.kafka), compression_type=codec)
+    try:
+        for event in numbered(n):
+            producer.send(
+                kafka_config.kafka.topic, key=event.symbol.encode(), value=event.to_json()
+            )
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=10)
+    consumed, metrics = consume(kafka_config, n, timeout_s=60)
+    assert consumed == n
+    rejected = metrics.events_rejected.collect()[0].samples
+    assert sum(s.value for s in rejected if s.name.endswith("_total")) == 0
+    with Store.open(kafka_config.store) as store:
+        assert stored_numbers(store) == list(range(n))
+
+
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(kafka_config, tmp_path, processes):
     n = 30_000
     publish(kafka_config.kafka, numbered(n), progress=False)
