@@ -443,8 +443,10 @@ def _sigterm_handler(grace_seconds: float) -> Callable[[int, FrameType | None], 
 
 def _exit_after(grace_seconds: float) -> None:
     time.sleep(grace_seconds)
-    logger.warning("the retrain did not unwind within %g s of SIGTERM: exiting", grace_seconds)
-    logging.shutdown()
+    # Straight to the descriptor: a logging handler's lock may be held by the stuck thread.
+    message = f"the retrain did not unwind within {grace_seconds:g} s of SIGTERM: exiting\n"
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), message.encode())
     os._exit(EXIT_TERMINATED)
 
 
