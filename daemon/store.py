@@ -42,7 +42,7 @@ from sqlite_utils import Database
 from daemon._migrations import LATEST_VERSION, migrate, schema_version
 from daemon.config import REGIMES, StoreConfig
 from daemon.errors import StoreError
-from daemon.registry import ModelRecord, ModelStatus, Registry, RetrainRun
+from daemon.registry import ModelRecord, Registry, RetrainRun
 
 __all__ = [
     "SYNCHRONOUS",
@@ -768,27 +768,12 @@ class Store:
         n_features = int(known.get(versions[0], 0)) if versions else 0
         return _decode_groups(self.path, groups, n_features, labelled is True, weights)
 
-    # -- model registry and retrain runs: daemon.registry keeps them; these delegate ---------
+    # -- model registry and retrain runs: daemon.registry keeps them; reads delegate -------
 
     def transaction(self, what: str, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:
         """A transaction on the store's connection under its lock, for modules that keep their
         own tables in this file (daemon.registry); `what` names it in errors."""
         return self._transaction(what, write=write)
-
-    def add_model(
-        self,
-        version: str,
-        *,
-        trained_at: dt.datetime,
-        sha256: str,
-        path: str | os.PathLike[str],
-        report: Mapping[str, Any] | None = None,
-        status: ModelStatus = "candidate",
-    ) -> ModelRecord:
-        """`Registry.add_model`: register a model artifact; a version can be registered once."""
-        return Registry(self).add_model(
-            version, trained_at=trained_at, sha256=sha256, path=path, report=report, status=status
-        )
 
     def models(self) -> list[ModelRecord]:
         """`Registry.models`: every registered model, oldest first."""
@@ -797,16 +782,6 @@ class Store:
     def champion(self) -> ModelRecord | None:
         """`Registry.champion`: the model that scores live data, or None."""
         return Registry(self).champion()
-
-    def set_champion(self, version: str, reason: str = "set by Store.set_champion") -> None:
-        """Make `version` the champion, recording `reason` in the promotion history, without
-        checking its artifact (`Registry.promote` checks it by default)."""
-        Registry(self).promote(version, reason=reason, check_artifact=False)
-
-    def set_model_status(self, version: str, status: Literal["candidate", "rejected"]) -> None:
-        """`Registry.set_status`: mark a version that is not the champion as candidate or
-        rejected."""
-        Registry(self).set_status(version, status)
 
     def add_retrain_run(
         self,

@@ -240,16 +240,17 @@ def test_verify_reports_every_artifact_and_alerts_once(registry, models, webhook
     assert webhook.events() == ["artifact_verification_failed"]
 
 
-# -- store delegates and the migration -----------------------------------------------------
+# -- promotions and the migration -----------------------------------------------------------
 
 
-def test_store_set_champion_records_the_promotion(store):
-    store.add_model("v1", trained_at=T0, sha256="a" * 64, path="m/v1")
-    store.set_champion("v1", reason="gate passed: test")
-    history = Registry(store).promotions()
+def test_a_promotion_without_the_artifact_check_is_recorded_and_a_status_can_be_set(store):
+    registry = Registry(store)
+    registry.add_model("v1", trained_at=T0, sha256="a" * 64, path="m/v1")
+    registry.promote("v1", reason="gate passed: test", check_artifact=False)
+    history = registry.promotions()
     assert [(p.version, p.reason) for p in history] == [("v1", "gate passed: test")]
-    store.add_model("v2", trained_at=T0, sha256="b" * 64, path="m/v2")
-    store.set_model_status("v2", "rejected")
+    registry.add_model("v2", trained_at=T0, sha256="b" * 64, path="m/v2")
+    registry.set_status("v2", "rejected")
     assert store.models()[1].status == "rejected"
 
 

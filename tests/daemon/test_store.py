@@ -674,15 +674,18 @@ def test_sample_features_are_a_private_read_only_copy():
 
 
 def test_model_registry_keeps_one_champion(store):
+    from daemon.registry import Registry
+
+    registry = Registry(store)
     t0 = dt.datetime(2024, 1, 6, 21, tzinfo=UTC)
     assert store.champion() is None
-    first = store.add_model("v1", trained_at=t0, sha256="a" * 64, path="models/v1.joblib",
-                            report={"validation": {"overall": {"n": 10}}})  # fmt: skip
+    first = registry.add_model("v1", trained_at=t0, sha256="a" * 64, path="models/v1.joblib",
+                               report={"validation": {"overall": {"n": 10}}})  # fmt: skip
     assert first.status == "candidate"
-    store.add_model("v2", trained_at=t0 + dt.timedelta(days=7), sha256="b" * 64, path="m/v2")
-    store.set_champion("v1")
+    registry.add_model("v2", trained_at=t0 + dt.timedelta(days=7), sha256="b" * 64, path="m/v2")
+    registry.promote("v1", reason="test", check_artifact=False)
     assert store.champion().version == "v1"
-    store.set_champion("v2")
+    registry.promote("v2", reason="test", check_artifact=False)
     champion = store.champion()
     assert (champion.version, champion.trained_at, champion.path) == (
         "v2", t0 + dt.timedelta(days=7), "m/v2",
@@ -693,11 +696,11 @@ def test_model_registry_keeps_one_champion(store):
     ]
     assert store.models()[0].report == {"validation": {"overall": {"n": 10}}}
     with pytest.raises(StoreError, match="model version 'v9' is not registered"):
-        store.set_champion("v9")
+        registry.promote("v9", reason="test", check_artifact=False)
     with pytest.raises(StoreError, match="model version 'v1' is already registered"):
-        store.add_model("v1", trained_at=t0, sha256="c", path="x")
+        registry.add_model("v1", trained_at=t0, sha256="c", path="x")
     with pytest.raises(StoreError, match=r"add_model\(trained_at\) = .*time zone-aware"):
-        store.add_model("v3", trained_at=dt.datetime(2024, 1, 1), sha256="c", path="x")
+        registry.add_model("v3", trained_at=dt.datetime(2024, 1, 1), sha256="c", path="x")
 
 
 def test_retrain_runs_are_recorded_in_order(store):
