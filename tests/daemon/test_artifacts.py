@@ -380,7 +380,6 @@ def test_artifacts_live_in_models_beside_the_store(tmp_path):
 @pytest.mark.parametrize("svm_method", ["nystroem", "subsample"])
 def test_every_model_the_trainer_builds_round_trips(svm_method, tmp_path):
     """The allowlist covers what `daemon.training.models` really builds (small settings)."""
-    training = pytest.importorskip("daemon.training.models")
     from daemon._config_training import (
         ExtraTreesConfig,
         GradientBoostingConfig,
@@ -391,6 +390,7 @@ def test_every_model_the_trainer_builds_round_trips(svm_method, tmp_path):
         SVMConfig,
         XGBoostConfig,
     )
+    from daemon.training import models as training
 
     config = ModelsConfig(
         random_forest=RandomForestConfig(n_estimators=3, max_depth=3),
