@@ -4,6 +4,9 @@ An event is UTF-8 JSON, `{"symbol": "SPY", "ts": "2020-03-23" | ISO 8601 | epoch
 "open": f, "high": f, "low": f, "close": f, "volume": f}` with an optional `"interval": "1d"`.
 Anything else is rejected with one reason code from `REASONS` (a bounded set, so it can be a
 Prometheus label) and a detail that names the field and value.
+
+`decode_event` decodes one record; `decode_batch` a batch of them, into columns, with the same
+decision for every record, about three times as fast (orjson for the producers' own form).
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ import functools
 import json
 import math
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from daemon.bar import Bar
 from daemon.errors import RegimedError
@@ -64,9 +71,14 @@ def _number(data: dict[str, Any], name: str) -> float:
     value = data[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise EventRejected("bad_type", f"field {name!r} = {value!r:.60}: expected a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range, 10**309 say: not a crash
+        number = _INF
     if not math.isfinite(number):
-        raise EventRejected("non_finite", f"field {name!r} = {value!r}: expected a finite number")
+        raise EventRejected(
+            "non_finite", f"field {name!r} = {value!r:.60}: expected a finite number"
+        )
     return number
 
 
@@ -239,3 +251,168 @@ def _checked_bar(data: Any, key: bytes | None, now: dt.datetime) -> BarEvent:
     if v < 0:
         raise EventRejected("negative_volume", f"field 'volume' = {v!r}: expected >= 0")
     return BarEvent(symbol, day, o, h, lo, c, v)
+
+
+@dataclass
+class DecodedBatch:
+    """The records of one batch, decoded: the valid ones as columns (in record order, `index`
+    naming each one's position in the batch) and the rejected ones with their rejection."""
+
+    index: list[int] = field(default_factory=list)
+    symbols: list[str] = field(default_factory=list)
+    ts: list[str] = field(default_factory=list)  # the trading day, YYYY-MM-DD (`Bar.ts`)
+    days: list[dt.date] = field(default_factory=list)
+    open: list[float] = field(default_factory=list)
+    high: list[float] = field(default_factory=list)
+    low: list[float] = field(default_factory=list)
+    close: list[float] = field(default_factory=list)
+    volume: list[float] = field(default_factory=list)
+    rejected: list[tuple[int, EventRejected]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        """The number of valid records (the length of every column)."""
+        return len(self.symbols)
+
+    def bars(self) -> list[BarEvent]:
+        """The valid records as bars, in record order."""
+        return list(
+            map(
+                BarEvent,
+                self.symbols,
+                self.days,
+                self.open,
+                self.high,
+                self.low,
+                self.close,
+                self.volume,
+            )
+        )
+
+
+#: symbol -> `symbol.encode()` if it matches `SYMBOL_PATTERN`, else None: across batches,
+#: which a consumer's poll makes small (a few hundred records, each symbol once).
+_SYMBOL_BYTES: dict[str, bytes | None] = {}
+_SYMBOL_CACHE_SIZE = 1 << 15
+
+
+def decode_batch(
+    records: Sequence[tuple[bytes | None, bytes | None]], now: dt.datetime | None = None
+) -> DecodedBatch:
+    """Decode a batch of records, `(key, value)` pairs as Kafka gives them: record i is valid
+    or rejected exactly as `decode_event(value, key, now)` decides, with the same values.
+
+    `now` (aware; default: the current time) is read once for the batch. An exception other
+    than `EventRejected` (as `decode_event` would raise it) propagates.
+
+    The records in the producers' own form (see `_plain_bar`: the seven fields and perhaps
+    `"interval": "1d"`, nothing else, a date string, float numbers) are parsed with orjson and
+    checked in the loop below; every other record, and every record orjson refuses, goes to
+    `decode_event`, which decides. Where orjson and `json` differ: orjson refuses NaN and
+    Infinity, numbers beyond the float range and lone surrogates (so `decode_event` decides);
+    reads an integer beyond 64 bits as a float (the one `float()` makes of `json`'s int); and
+    takes arrays and objects nested up to 1023 deep, where `json` stops near its recursion
+    limit: a record of the form has no nesting and no repeated name, which the fast path
+    checks as one colon a field (the form's strings have no colon). The tests compare the
+    two paths record by record.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    latest = _latest_day(now)
+    fast = latest is not None  # else `decode_event` decides (and fails: `now` is naive)
+    bound = latest if latest is not None else dt.date.min
+    out = DecodedBatch()
+    add_index, add_symbol, add_ts, add_day = (
+        out.index.append,
+        out.symbols.append,
+        out.ts.append,
+        out.days.append,
+    )
+    add_open, add_high, add_low, add_close, add_volume = (
+        out.open.append,
+        out.high.append,
+        out.low.append,
+        out.close.append,
+        out.volume.append,
+    )
+    add_rejected = out.rejected.append
+    days: dict[str, tuple[dt.date, str] | None] = {}  # ts -> (day, day.isoformat()) or None
+    symbols = _SYMBOL_BYTES
+    loads, load_error, inf, intervals = orjson.loads, orjson.JSONDecodeError, _INF, ("1d",)
+    limit, match, fromisoformat = MAX_PAYLOAD_BYTES, SYMBOL_PATTERN.match, dt.date.fromisoformat
+    for i, (key, raw) in enumerate(records):
+        # ASCII: valid UTF-8 without a byte order mark, as `decode_event` wants it too.
+        if fast and type(raw) is bytes and len(raw) <= limit and raw.isascii():
+            try:
+                data = loads(raw)
+                if type(data) is dict:
+                    symbol = data["symbol"]
+                    ts = data["ts"]
+                    o = data["open"]
+                    h = data["high"]
+                    lo = data["low"]
+                    c = data["close"]
+                    v = data["volume"]
+                else:
+                    symbol = None
+            except (load_error, KeyError):
+                symbol = None
+            if (
+                type(symbol) is str
+                and type(ts) is str
+                and len(ts) == 10
+                and type(o) is float
+                and type(h) is float
+                and type(lo) is float
+                and type(c) is float
+                and type(v) is float
+                and 0.0 < o < inf
+                and 0.0 < c < inf
+                and (o if o > c else c) <= h < inf
+                and 0.0 < lo <= (o if o < c else c)
+                and 0.0 <= v < inf
+                and ((n := len(data)) == 7 or (n == 8 and data.get("interval") in intervals))
+                # One colon a field: no duplicate key, no nested object or array (which
+                # `json` may refuse for its depth where orjson takes it).
+                and raw.count(b":") == n
+            ):
+                if symbol in symbols:
+                    symbol_bytes = symbols[symbol]
+                else:
+                    if len(symbols) >= _SYMBOL_CACHE_SIZE:
+                        symbols.clear()
+                    symbol_bytes = symbols[symbol] = symbol.encode() if match(symbol) else None
+                if symbol_bytes is not None and (key is None or key == symbol_bytes):
+                    if ts in days:
+                        day = days[ts]
+                    else:
+                        try:
+                            date = fromisoformat(ts)
+                        except ValueError:
+                            day = days[ts] = None
+                        else:
+                            day = days[ts] = (date, date.isoformat()) if date <= bound else None
+                    if day is not None:
+                        add_index(i)
+                        add_symbol(symbol)
+                        add_day(day[0])
+                        add_ts(day[1])
+                        add_open(o)
+                        add_high(h)
+                        add_low(lo)
+                        add_close(c)
+                        add_volume(v)
+                        continue
+        try:
+            bar = decode_event(raw, key, now)
+        except EventRejected as exc:
+            add_rejected((i, exc))
+            continue
+        add_index(i)
+        add_symbol(bar.symbol)
+        add_day(bar.day)
+        add_ts(bar.ts)
+        add_open(bar.open)
+        add_high(bar.high)
+        add_low(bar.low)
+        add_close(bar.close)
+        add_volume(bar.volume)
+    return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 import logging
 import threading
 import time
@@ -21,13 +22,14 @@ from typing import Any
 
 from consumers._client import client_options
 from consumers.dlq import DeadLetters
-from consumers.events import EventRejected, decode_event
+from consumers.events import DecodedBatch, decode_batch
 from daemon.config import Config
 from daemon.errors import RegimedError
 from daemon.live import LiveScorer, labels_of
 from daemon.metrics import Metrics
 from daemon.pipeline import Output, Pipeline
-from daemon.store import PredictionRow, Store
+from daemon.store import BatchResult, PredictionRow, Store
+from daemon.writer import StoreWriter
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,18 @@ class RunSummary:
     skipped_duplicates: int = 0
     batches: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What the consumer does with a batch once SQLite holds it."""
+
+    summary: RunSummary
+    out: Output
+    rejected: Counter[str]
+    n_rejected: int
+    predictions: int
+    scored: Counter[str]
 
 
 class _Rebalance:
@@ -95,6 +109,20 @@ def _listener(rebalance: _Rebalance) -> Any:
     return Listener()
 
 
+#: The cyclic garbage collector's first threshold while consuming (Python's default is 700).
+#: A poll of 10,000 bars allocates some 60,000 tuples and lists, almost all freed by reference
+#: counting; at 700 the collector runs about 90 times a poll and walks the older generations
+#: too. docs/benchmarks.md ("Ingest") has the measurement.
+GC_THRESHOLD = 100_000
+
+
+def tune_gc() -> None:
+    """Collect garbage cycles less often (`GC_THRESHOLD`); the older generations' ratios are
+    raised in step. Process-wide: the daemon runs one consumer."""
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, max(older, 20), max(oldest, 100))
+
+
 class MarketDataConsumer:
     """Consumes `kafka.topic` into the store until `stop` is set (or a limit is reached)."""
 
@@ -125,6 +153,9 @@ class MarketDataConsumer:
         self._options = consumer_options or {}
         self._consumer: Any = None
         self.dlq = DeadLetters(config.kafka)
+        #: Writes batches in a child process (`daemon.writer`); None: in this thread.
+        self.writer: StoreWriter | None = None
+        self._in_flight: _Written | None = None
 
     def _history(self, symbol: str) -> Any:
         return self.store.recent_bars(symbol, RESTORE_BARS)
@@ -134,6 +165,7 @@ class MarketDataConsumer:
         from kafka import KafkaConsumer
         from kafka.errors import KafkaError
 
+        tune_gc()
         k = self.config.kafka
         options: dict[str, Any] = {
             **client_options(k),
@@ -153,6 +185,10 @@ class MarketDataConsumer:
             raise ConsumerError(
                 f"cannot reach Kafka at {','.join(k.bootstrap_servers)}: {exc}"
             ) from None
+        if self.config.store.writer_process and self.writer is None:
+            self.writer = StoreWriter(
+                self.store.path, busy_timeout_ms=self.config.store.busy_timeout_ms
+            )
         self._consumer.subscribe([self.topic], listener=_listener(self.rebalance))
         self.floors = self.store.offsets(self.topic)
         self.pipeline.load_vix(self.store.bars(symbol=self.config.regime.vix_symbol))
@@ -166,6 +202,13 @@ class MarketDataConsumer:
 
     def close(self, commit: bool) -> None:
         """Leave the group; commit the stored offsets first on a clean stop."""
+        try:
+            if commit:
+                self.settle()
+        finally:
+            writer, self.writer, self._in_flight = self.writer, None, None
+            if writer is not None:
+                writer.close()  # after the batch in flight, committed or rolled back
         consumer, self._consumer = self._consumer, None
         member_id = consumer.group_metadata().member_id if consumer is not None else None
         try:
@@ -240,6 +283,7 @@ class MarketDataConsumer:
         assigned, revoked = self.rebalance.take()
         if not assigned and not revoked:
             return
+        self.settle()  # stored offsets and bars are read below: the batch in flight first
         changed = {tp.partition for tp in assigned | revoked}
         # Symbols of a partition that moved may have been advanced by another member: reload.
         for symbol, partition in list(self.partition_of.items()):
@@ -271,9 +315,12 @@ class MarketDataConsumer:
             self._handle_rebalance()
             if polled:
                 self._batch(polled, summary)
-            elif self.scorer is not None and self.scorer.refresh():
-                self.show_model()  # a champion promoted while no bars arrive
+            else:
+                self.settle()  # nothing new: the batch in flight is not left waiting
+                if self.scorer is not None and self.scorer.refresh():
+                    self.show_model()  # a champion promoted while no bars arrive
             self._lag()
+        self.settle()
         return summary
 
     def _batch(self, polled: dict[Any, list[Any]], summary: RunSummary) -> None:
@@ -282,7 +329,8 @@ class MarketDataConsumer:
         rejected: Counter[str] = Counter()
         consumed = valid = 0
         now = dt.datetime.now(dt.UTC)  # bounds the records' ts: one reading for the batch
-        process, partition_of = self.pipeline.process, self.partition_of
+        partition_of = self.partition_of
+        decoded: list[DecodedBatch] = []
         for tp, records in polled.items():
             consumed += len(records)
             floor = self.floors.get(tp.partition, -1)
@@ -291,17 +339,15 @@ class MarketDataConsumer:
             if not fresh:
                 continue
             offsets[(tp.topic, tp.partition)] = fresh[-1].offset + 1
-            partition = tp.partition
-            for record in fresh:
-                try:
-                    event = decode_event(record.value, record.key, now)
-                except EventRejected as exc:
-                    rejected[exc.reason] += 1
-                    self.dlq.send(record, exc)
-                    continue
-                valid += 1
-                partition_of[event.symbol] = partition
-                process(event, out)
+            batch = decode_batch([(r.key, r.value) for r in fresh], now)
+            for k, exc in batch.rejected:
+                rejected[exc.reason] += 1
+                self.dlq.send(fresh[k], exc)
+            valid += len(batch)
+            partition_of.update(dict.fromkeys(batch.symbols, tp.partition))
+            decoded.append(batch)
+        if decoded:
+            self.pipeline.process_batch(_joined(decoded), out)
         self.metrics.events_consumed.labels(topic=self.topic).inc(consumed)
         self.consumed_total += consumed
         summary.consumed += consumed
@@ -315,32 +361,53 @@ class MarketDataConsumer:
         if self.scorer is not None:
             if self.scorer.refresh():
                 self.show_model()
-            predictions = self.scorer.score(out.samples)
+            predictions = self.scorer.score_output(out)
             scored = self.scorer.matured(labels_of(out))
-        result = self.store.write_batch(
-            bars=out.bars,
-            samples=out.samples,
-            labels=out.labels,
-            offsets=offsets,
-            predictions=predictions,
-            counters={
+        rows: dict[str, Any] = {
+            "bars": out.bars,
+            "samples": out.samples,
+            "labels": out.labels,
+            "block": out.block,
+            "offsets": offsets,
+            "predictions": predictions,
+            "counters": {
                 "events_stored": valid,
                 "rejected_events": n_rejected,
                 "bars_out_of_order": out.out_of_order,
             },
-        )
+        }
+        done = _Written(summary, out, rejected, n_rejected, len(predictions), scored)
+        self.settle()  # the previous batch: stored, then acted on
+        if self.writer is None:
+            self._stored(done, self.store.write_batch(**rows))
+        else:
+            self.writer.submit(**rows)
+            self._in_flight = done
         for (_, partition), next_offset in offsets.items():
             self.floors[partition] = next_offset
-        self._commit(self._consumer, sync=False)
+
+    def settle(self) -> None:
+        """Wait for the batch the writer process holds, then act on it: commit its offsets to
+        Kafka, count it, update the metrics (nothing to do without one in flight)."""
+        done, self._in_flight = self._in_flight, None
+        if done is None or self.writer is None:
+            return
+        self._stored(done, self.writer.result())
+
+    def _stored(self, done: _Written, result: BatchResult) -> None:
+        """A batch is committed to SQLite: the rest of the world may now see it."""
+        if self._consumer is not None:
+            self._commit(self._consumer, sync=False)
+        summary, out = done.summary, done.out
         summary.batches += 1
-        summary.stored_bars += len(out.bars)
-        summary.rejected += n_rejected
-        summary.reasons.update(rejected)
-        self._observe(out, rejected, result.bars_corrected)
+        summary.stored_bars += out.bar_count
+        summary.rejected += done.n_rejected
+        summary.reasons.update(done.rejected)
+        self._observe(out, done.rejected, result.bars_corrected)
         if self.scorer is not None:
-            self.metrics.predictions_made.inc(len(predictions))
-            if scored:
-                self.metrics.observe_live(self.scorer.live_scores(), scored)
+            self.metrics.predictions_made.inc(done.predictions)
+            if done.scored:
+                self.metrics.observe_live(self.scorer.live_scores(), done.scored)
             if out.market is not None:  # one drift check per market trading day
                 self.metrics.observe_drift(self.scorer.check_drift())
 
@@ -394,3 +461,14 @@ class MarketDataConsumer:
             lag = max(0, high - position)
             self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(lag)
             self._lags[tp.partition] = lag
+
+
+def _joined(batches: list[DecodedBatch]) -> DecodedBatch:
+    """The valid bars of several partitions' batches as one, partition after partition."""
+    if len(batches) == 1:
+        return batches[0]
+    joined = DecodedBatch()
+    for batch in batches:
+        for name in ("symbols", "ts", "days", "open", "high", "low", "close", "volume"):
+            getattr(joined, name).extend(getattr(batch, name))
+    return joined

@@ -119,6 +119,9 @@ class StoreConfig:
 
     path: str = "regimed.db"
     busy_timeout_ms: int = bounded(5_000, ge=0)
+    #: Write the consumer's batches in a child process, overlapping with the next poll's work
+    #: (`daemon.writer`); false: in the consumer thread.
+    writer_process: bool = True
 
     def __post_init__(self) -> None:
         if not self.path:

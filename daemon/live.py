@@ -172,21 +172,41 @@ class LiveScorer:
         if not live:
             return []
         X = np.vstack([s.features for s in live]).astype(np.float32, copy=False)
-        regimes = [s.regime for s in live]
-        self.monitor.observe(X, regimes)
+        return self.score_rows([(s.symbol, s.ts, s.regime, s.label) for s in live], X)
+
+    def score_output(self, out: Output) -> list[PredictionRow]:
+        """`score` of a pipeline batch's live samples, row objects and block alike."""
+        rows = [(s.symbol, s.ts, s.regime, s.label) for s in out.samples if s.source == "live"]
+        parts = [s.features for s in out.samples if s.source == "live"]
+        X = np.vstack(parts).astype(np.float32, copy=False) if parts else None
+        live = [k for k, row in enumerate(out.block.samples) if row[0] == "live"]
+        if live:
+            samples = out.block.samples
+            rows += [(samples[k][1], samples[k][2], samples[k][3], samples[k][5]) for k in live]
+            block_X = np.concatenate(out.block_features)
+            if len(live) < len(samples):
+                block_X = block_X[live]
+            X = block_X if X is None else np.vstack([X, block_X])
+        if X is None:
+            return []
+        return self.score_rows(rows, X)
+
+    def score_rows(
+        self, rows: list[tuple[str, str, str, int | None]], X: np.ndarray
+    ) -> list[PredictionRow]:
+        """Predictions for live rows given as (symbol, ts, regime, label) and their features."""
+        self.monitor.observe(X, [regime for _, _, regime, _ in rows])
         if self.model is None or self.version is None:
             return []
         ensemble = self.model.ensemble
         proba = ensemble.proba(X)
         threshold = ensemble.vote.threshold
-        rows = []
-        for s, p in zip(live, proba, strict=True):
+        out = []
+        for (symbol, ts, regime, label), p in zip(rows, proba.tolist(), strict=True):
             prediction = int(p > threshold)
-            self.pending[(s.symbol, s.ts)] = (prediction, s.regime)
-            rows.append(
-                PredictionRow(s.symbol, s.ts, self.version, float(p), prediction, s.regime, s.label)
-            )
-        return rows
+            self.pending[(symbol, ts)] = (prediction, regime)
+            out.append(PredictionRow(symbol, ts, self.version, p, prediction, regime, label))
+        return out
 
     def matured(self, labels: Iterable[tuple[str, str, int]]) -> Counter[str]:
         """Score the predictions whose (symbol, ts, label) arrived; how many per regime."""
@@ -249,4 +269,7 @@ class LiveScorer:
 
 def labels_of(out: Output) -> list[tuple[str, str, int]]:
     """The (symbol, ts, label) of the live labels a batch completed."""
-    return [(u.symbol, u.ts, u.label) for u in out.labels if u.source == "live"]
+    labels = [(u.symbol, u.ts, u.label) for u in out.labels if u.source == "live"]
+    labels += [(symbol, ts, label) for source, symbol, ts, label in out.block.labels
+               if source == "live"]  # fmt: skip
+    return labels + out.settled

@@ -9,19 +9,23 @@ history.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
+import operator
 import struct
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from daemon._feature_bank import FeatureBank, log_each, ready
+from daemon._feature_defs import RING
 from daemon.bar import Bar
-from daemon.config import Config
+from daemon.config import REGIMES, Config
 from daemon.features import (
     FEATURE_NAMES,
     FEATURE_VERSION,
@@ -30,8 +34,17 @@ from daemon.features import (
     restore_features,
 )
 from daemon.labels import SymbolLabels, future_labels
-from daemon.regime import RegimeLabel, RegimeLabeler, label_history
-from daemon.store import BarRow, LabelUpdate, SampleRow, Source
+from daemon.regime import (
+    Episodes,
+    RegimeLabel,
+    RegimeLabeler,
+    SymbolRegime,
+    VixSource,
+    decide_many,
+    label_history,
+    proxy_vix,
+)
+from daemon.store import BarRow, LabelUpdate, RowBlock, SampleRow, Source
 
 
 @dataclass
@@ -41,18 +54,68 @@ class Output:
     bars: list[BarRow] = field(default_factory=list)
     samples: list[SampleRow] = field(default_factory=list)
     labels: list[LabelUpdate] = field(default_factory=list)
+    #: The bank's rows, as statement parameters; `block_features` holds its samples' vectors
+    #: (float32 matrices, in the order of `block.samples`).
+    block: RowBlock = field(default_factory=RowBlock)
+    block_features: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    #: (symbol, ts, label) of the labels that matured for samples of this same batch: set on
+    #: those samples, so the store has nothing to update (`labels` and `block.labels` hold the
+    #: labels of earlier batches' samples).
+    settled: list[tuple[str, str, int]] = field(default_factory=list)
     labeled: Counter[str] = field(default_factory=Counter)
     withheld: int = 0
     out_of_order: int = 0
     market: RegimeLabel | None = None
 
+    @property
+    def bar_count(self) -> int:
+        return len(self.bars) + len(self.block.bars)
+
+    def all_bars(self) -> list[BarRow]:
+        """Every bar row, the block's as objects too."""
+        return [*self.bars, *self.block.bar_rows()]
+
+    def all_samples(self) -> list[SampleRow]:
+        """Every sample row, the block's as objects too."""
+        return [*self.samples, *self.block.sample_rows()]
+
+    def all_labels(self) -> list[LabelUpdate]:
+        """Every label update for the store, the block's as objects too."""
+        return [*self.labels, *self.block.label_updates()]
+
 
 @dataclass
 class _Symbol:
+    """One symbol's state: in the per-event objects, or (`slot` set) in the pipeline's
+    `FeatureBank` plus `waiting` (the days whose label is still to come)."""
+
     features: SymbolFeatures
     labels: SymbolLabels
     last_day: dt.date
     last_row: BarRow
+    slot: int | None = None
+    waiting: deque[str] = field(default_factory=deque)
+
+
+class Columns(Protocol):
+    """Valid bars column by column, in arrival order (`consumers.events.DecodedBatch`)."""
+
+    symbols: list[str]
+    ts: list[str]
+    days: list[dt.date]
+    open: list[float]
+    high: list[float]
+    low: list[float]
+    close: list[float]
+    volume: list[float]
+
+
+#: A poll runs in the bank when its bars average at least this many symbols per step (a step
+#: being one bar of each symbol): below it, numpy's per-call overhead costs more than the
+#: per-event path's plain Python.
+BANK_MIN_SYMBOLS = 16
+
+_VIX_SOURCES = ("vix", "proxy", "none")
 
 
 _OHLCV = ("open", "high", "low", "close", "volume")
@@ -80,10 +143,21 @@ class Pipeline:
         self.restored = 0
         self._vix_symbol = config.regime.vix_symbol
         self._market_symbol = config.regime.market_symbol
+        rules = config.regime
+        #: The bank needs every look-back inside its ring buffers.
+        self.bank_enabled = (
+            rules.price_crash_lookback_bars < RING
+            and rules.vix_proxy_window_bars < RING
+            and config.label.horizon_bars < RING
+        )
+        self.bank = FeatureBank()
+        self.episodes = Episodes.empty(self.bank.capacity)
 
     def forget(self, symbol: str) -> None:
         """Drop a symbol's state; the next bar rebuilds it from the store."""
-        self.symbols.pop(symbol, None)
+        state = self.symbols.pop(symbol, None)
+        if state is not None and state.slot is not None:
+            self.bank.remove(symbol)
         self.regimes.symbols.pop(symbol, None)
 
     def load_vix(self, vix: pd.DataFrame) -> None:
@@ -128,6 +202,69 @@ class Pipeline:
         )
         self.symbols[symbol] = _Symbol(features, labels, days[-1].date(), row)
         self.restored += 1
+        if self.bank_enabled and ready(features):
+            self._promote(symbol)
+
+    # -- the bank: many symbols per numpy step -------------------------------------------------
+
+    def _promote(self, symbol: str) -> None:
+        """Move a symbol's state from its per-event objects into the bank."""
+        state = self.symbols[symbol]
+        slot = self.bank.add(symbol, state.features)
+        self.episodes.grow(self.bank.capacity)
+        regime = self.regimes.symbols.pop(symbol, None)
+        self.episodes.set(slot, None if regime is None else regime.episode)
+        state.slot = slot
+        state.waiting = deque(ts for ts, _ in state.labels.waiting)
+
+    def _demote(self, symbol: str) -> None:
+        """Move a symbol's state from the bank back into per-event objects."""
+        state = self.symbols[symbol]
+        slot = state.slot
+        assert slot is not None
+        features = self.bank.export(slot)
+        i = features.bars - 1
+        rules = self.config.regime
+        regime = SymbolRegime(rules)
+        regime.index = i
+        closes = self.bank.closes(np.array([slot]), min(i + 1, RING))[0][::-1].tolist()
+        regime.last_close = closes[-1]
+        regime.closes.extend(closes[-rules.price_crash_lookback_bars :])
+        tail = closes[-(rules.vix_proxy_window_bars + 1) :]
+        regime.returns.extend(math.log(b / a) for a, b in itertools.pairwise(tail))
+        regime.episode = self.episodes.get(slot)
+        self.regimes.symbols[symbol] = regime
+        labels = SymbolLabels(self.config.label)
+        h = len(state.waiting)
+        labels.waiting.extend(zip(state.waiting, closes[len(closes) - h :], strict=True))
+        self.bank.remove(symbol)
+        state.features, state.labels, state.slot = features, labels, None
+        state.waiting = deque()
+
+    def process_batch(self, bars: Columns, out: Output) -> None:
+        """`process` every bar of a poll, in order, with the same rows as a result. When the
+        poll spans many symbols (`BANK_MIN_SYMBOLS` per step on average), the symbols whose
+        averages are seeded run in the bank, a step of them per numpy pass; otherwise, and for
+        new symbols' first bars, bar by bar."""
+        symbols = bars.symbols
+        counts = Counter(symbols)
+        counts.pop(self._vix_symbol, None)
+        steps = max(counts.values(), default=0)
+        use_bank = (
+            self.bank_enabled and steps > 0 and sum(counts.values()) >= BANK_MIN_SYMBOLS * steps
+        )
+        if not use_bank:
+            for k in range(len(symbols)):
+                self.process(_bar_at(bars, k), out)
+            _settle(out)
+            return
+        _BankBatch(self, bars).run(out)
+        # Symbols that finished their warm-up bar by bar take the bank from the next poll.
+        for symbol in counts:
+            state = self.symbols.get(symbol)
+            if state is not None and state.slot is None and ready(state.features):
+                self._promote(symbol)
+        _settle(out)
 
     def process(self, bar: Bar, out: Output) -> None:
         """Turn one bar into rows in `out`. Bars must come in time order per symbol; an older
@@ -144,6 +281,8 @@ class Pipeline:
         if state is None and self.history is not None:
             self.restore(symbol, self.history(symbol))
             state = self.symbols.get(symbol)
+        if state is not None and state.slot is not None:
+            self._demote(symbol)
         if state is not None and day <= state.last_day:
             self._late(bar, ts, state, out)
             return
@@ -211,6 +350,283 @@ class Pipeline:
             return
         out.out_of_order += 1
         out.bars.append(_bar_row(bar, ts, None, None, "none"))
+
+
+def _bar_at(bars: Columns, k: int) -> Bar:
+    return Bar(
+        bars.symbols[k],
+        bars.days[k],
+        bars.open[k],
+        bars.high[k],
+        bars.low[k],
+        bars.close[k],
+        bars.volume[k],
+    )
+
+
+def _settle(out: Output) -> None:
+    """Set the labels that matured for samples of this same batch on those samples, so the
+    store inserts them labelled instead of updating them afterwards (`Output.settled`)."""
+    if not out.labels or not out.samples:
+        return
+    fresh = {(s.symbol, s.ts, s.source): s for s in out.samples}
+    later = []
+    for update in out.labels:
+        sample = fresh.get((update.symbol, update.ts, update.source))
+        if sample is None:
+            later.append(update)
+        else:
+            # A row this batch built and nothing else has seen yet: set, not copied.
+            sample.__dict__["label"] = update.label
+            if update.source == "live":
+                out.settled.append((update.symbol, update.ts, update.label))
+    out.labels = later
+
+
+class _BankBatch:
+    """One poll through the bank: bars in arrival order are sorted into per-symbol steps,
+    each step runs as one numpy pass, and the rows come out in arrival order."""
+
+    def __init__(self, pipeline: Pipeline, bars: Columns) -> None:
+        self.p = pipeline
+        self.bars = bars
+
+    def run(self, out: Output) -> None:
+        p, bars = self.p, self.bars
+        rules = p.config.regime
+        vix_at = p.regimes.vix.at
+        stale = rules.vix_max_staleness_days
+        symbols, days = bars.symbols, bars.days
+        # Pass 1, in arrival order: VIX bars, bar-by-bar symbols, late bars; the bank's bars
+        # are queued with their step (k-th bar of their symbol in this poll) and VIX reading.
+        queued: list[int] = []  # positions in `bars`
+        self._queued = queued
+        step: list[int] = []
+        slot: list[int] = []
+        vix: list[float] = []
+        order: list[tuple[int, Any]] = []  # (0, queue index) or (1, BarRow) or (2, queue index)
+        seen: dict[str, int] = {}
+        last_at: dict[str, int] = {}  # symbol -> queue index of its latest bank bar
+        nan = math.nan
+        for k, symbol in enumerate(symbols):
+            if symbol == p._vix_symbol:
+                p._vix(_bar_at(bars, k), bars.ts[k], out)
+                continue
+            state = p.symbols.get(symbol)
+            if state is None and p.history is not None:
+                p.restore(symbol, p.history(symbol))
+                state = p.symbols.get(symbol)
+            if state is None or state.slot is None:
+                p.process(_bar_at(bars, k), out)
+                continue
+            day = days[k]
+            if day <= state.last_day:
+                order.append(self._late(k, state, last_at.get(symbol), out))
+                continue
+            state.last_day = day
+            n = seen.get(symbol, 0)
+            seen[symbol] = n + 1
+            last_at[symbol] = len(queued)
+            order.append((0, len(queued)))
+            queued.append(k)
+            step.append(n)
+            slot.append(state.slot)
+            reading = vix_at(day, stale)
+            vix.append(nan if reading is None else reading)
+        if not queued:
+            for _, row in order:
+                out.bars.append(row)
+            return
+        result = self._compute(queued, step, slot, vix)
+        self._rows(order, queued, result, out)
+
+    def _late(self, k: int, state: _Symbol, pending: int | None, out: Output) -> tuple[int, Any]:
+        """A bar at or before the symbol's last day: a repeat of the last bar (idempotent) or
+        an out-of-order bar stored without a regime, as `Pipeline._late`."""
+        bars = self.bars
+        values = (bars.open[k], bars.high[k], bars.low[k], bars.close[k], bars.volume[k])
+        if bars.days[k] == state.last_day:
+            if pending is not None:
+                j = self._queued[pending]
+                last = (bars.open[j], bars.high[j], bars.low[j], bars.close[j], bars.volume[j])
+                if values == last:
+                    return (2, pending)
+            else:
+                row = state.last_row
+                if values == (row.open, row.high, row.low, row.close, row.volume):
+                    return (1, row)
+        out.out_of_order += 1
+        return (1, _bar_row(_bar_at(bars, k), bars.ts[k], None, None, "none"))
+
+    def _compute(
+        self, queued: list[int], step: list[int], slot: list[int], vix: list[float]
+    ) -> dict[str, Any]:
+        """Pass 2: regime, features and labels of the queued bars, a step at a time."""
+        p, bars = self.p, self.bars
+        rules = p.config.regime
+        pos = np.array(queued)
+        o = np.array(bars.open)[pos]
+        h = np.array(bars.high)[pos]
+        lo = np.array(bars.low)[pos]
+        c = np.array(bars.close)[pos]
+        v = np.array(bars.volume)[pos]
+        real_vix = np.array(vix)
+        slots = np.array(slot, dtype=np.int64)
+        steps = np.array(step)
+        n = len(pos)
+        regime = np.empty(n, dtype=np.int64)
+        reading = np.empty(n)
+        source = np.empty(n, dtype=np.int64)
+        rows = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32)
+        emitted = np.empty(n, dtype=bool)
+        label = np.full(n, -1, dtype=np.int64)
+        lookback = rules.price_crash_lookback_bars
+        window = rules.vix_proxy_window_bars
+        horizon = p.config.label.horizon_bars
+        threshold = p.config.label.threshold
+        bank = p.bank
+        by_step = np.argsort(steps, kind="stable")
+        bounds = np.searchsorted(steps[by_step], np.arange(int(steps.max()) + 2))
+        for first, end in itertools.pairwise(bounds.tolist()):
+            at = by_step[first:end]
+            if not len(at):
+                continue
+            s_slots, s_close = slots[at], c[at]
+            index = bank._i[s_slots] + 1
+            back = bank.closes(s_slots, max(lookback, window, horizon))
+            with np.errstate(invalid="ignore"):
+                prior_max = np.fmax.reduce(back[:, :lookback], axis=1)
+            x = real_vix[at].copy()
+            src = np.where(np.isnan(x), 2, 0)
+            need = np.flatnonzero(np.isnan(x) & (index >= window))
+            for j in need.tolist():
+                closes = [*back[j, :window][::-1].tolist(), float(s_close[j])]
+                returns = [math.log(b / a) for a, b in itertools.pairwise(closes)]
+                x[j] = proxy_vix(rules, returns)
+                src[j] = 1
+            codes = decide_many(rules, s_slots, index, s_close, prior_max, x, p.episodes)
+            matured = np.flatnonzero(index >= horizon)
+            if len(matured):
+                old = back[matured, horizon - 1]
+                ratio = s_close[matured] / old
+                label[at[matured]] = log_each(ratio) > threshold
+            features, ok = bank.update(
+                s_slots, o[at], h[at], lo[at], s_close, v[at], x, src == 1, codes
+            )
+            with np.errstate(over="ignore"):
+                rows[at] = features
+            emitted[at] = ok
+            regime[at], reading[at], source[at] = codes, x, src
+        return {
+            "regime": regime.tolist(),
+            "vix": reading.tolist(),
+            "source": source.tolist(),
+            "rows": rows,
+            "emitted": emitted.tolist(),
+            "label": label.tolist(),
+        }
+
+    def _rows(
+        self, order: list[tuple[int, Any]], queued: list[int], result: dict[str, Any], out: Output
+    ) -> None:
+        """Pass 3, in arrival order: bar, sample and label rows, as statement parameters."""
+        p, bars = self.p, self.bars
+        source = p.source
+        weights = p.weights
+        market = p._market_symbol
+        regimes, readings, sources = result["regime"], result["vix"], result["source"]
+        emitted, labels = result["emitted"], result["label"]
+        matrix = result["rows"]
+        width = matrix.shape[1] * 4
+        packed = matrix.astype("<f4", copy=False).tobytes()
+        made: dict[int, tuple[Any, ...]] = {}
+        symbols, tss = bars.symbols, bars.ts
+        o, h, lo, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
+        block = out.block
+        add_bar = block.bars.append
+        label_rows = block.labels
+        samples: list[list[Any]] = []
+        fresh: dict[tuple[str, str], list[Any]] = {}
+        chosen: list[int] = []
+        settled = out.settled
+        labeled = out.labeled
+        states = p.symbols
+        last: dict[str, tuple[Any, ...]] = {}
+        withheld = 0
+        version = FEATURE_VERSION
+        for kind, ref in order:
+            if kind == 1:
+                add_bar(_BAR_FIELDS(ref))
+                continue
+            if kind == 2:
+                add_bar(made[ref])
+                continue
+            k = queued[ref]
+            symbol, ts = symbols[k], tss[k]
+            code = regimes[ref]
+            regime = _REGIME_NAMES[code]
+            reading = readings[ref]
+            row = (
+                symbol,
+                ts,
+                o[k],
+                h[k],
+                lo[k],
+                c[k],
+                v[k],
+                regime,
+                None if reading != reading else reading,
+                _VIX_SOURCES[sources[ref]],
+            )
+            made[ref] = row
+            add_bar(row)
+            last[symbol] = row
+            if regime is not None:
+                labeled[regime] += 1
+                if emitted[ref]:
+                    entry = [
+                        source,
+                        symbol,
+                        ts,
+                        regime,
+                        weights[regime],
+                        None,
+                        None,
+                        version,
+                        packed[ref * width : (ref + 1) * width],
+                    ]
+                    samples.append(entry)
+                    fresh[(symbol, ts)] = entry
+                    chosen.append(ref)
+                else:
+                    withheld += 1
+            else:
+                withheld += 1
+            waiting = states[symbol].waiting
+            waiting.append(ts)
+            label = labels[ref]
+            if label >= 0:
+                target = waiting.popleft()
+                matured = fresh.get((symbol, target))
+                if matured is None:
+                    label_rows.append((source, symbol, target, label))
+                else:
+                    matured[5] = label
+                    settled.append((symbol, target, label))
+        out.withheld += withheld
+        block.samples += map(tuple, samples)
+        if chosen:
+            out.block_features.append(matrix[chosen])
+        for symbol, row in last.items():
+            states[symbol].last_row = BarRow.unchecked(*row)
+            if symbol == market:
+                out.market = RegimeLabel(row[7], row[8], cast(VixSource, row[9]))
+
+
+_REGIME_NAMES: dict[int, str | None] = {**dict(enumerate(REGIMES)), -1: None}
+_BAR_FIELDS = operator.attrgetter(
+    "symbol", "ts", "open", "high", "low", "close", "volume", "regime", "vix", "vix_source"
+)
 
 
 def _names(column: pd.Series[Any]) -> list[str | None]:

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from daemon.config import RegimeConfig
+from daemon.config import REGIMES, RegimeConfig
 
 VixSource = Literal["vix", "proxy", "none"]
 
@@ -97,6 +97,93 @@ def decide(
         else:
             episode = Episode(episode.start, index, episode.low)
     return regime, episode
+
+
+#: Regime names by code, as `decide_many` returns them (-1: undecided).
+REGIME_CODES: tuple[str, ...] = REGIMES
+_CRASH = REGIME_CODES.index("crash")
+_RECOVERY = REGIME_CODES.index("recovery")
+_HIGH = REGIME_CODES.index("high_volatility")
+_NORMAL = REGIME_CODES.index("normal")
+_LOW = REGIME_CODES.index("low_volatility")
+
+
+@dataclass
+class Episodes:
+    """Crash episodes of many symbols, one slot each (the columns of `Episode`)."""
+
+    active: np.ndarray
+    start: np.ndarray
+    last_crash: np.ndarray
+    low: np.ndarray
+
+    @classmethod
+    def empty(cls, capacity: int) -> Episodes:
+        return cls(
+            np.zeros(capacity, dtype=bool),
+            np.zeros(capacity, dtype=np.int64),
+            np.zeros(capacity, dtype=np.int64),
+            np.zeros(capacity),
+        )
+
+    def grow(self, capacity: int) -> None:
+        """Make room for `capacity` slots, keeping the ones there are."""
+        n = len(self.active)
+        if capacity <= n:
+            return
+        for name in ("active", "start", "last_crash", "low"):
+            old = getattr(self, name)
+            new = np.zeros(capacity, dtype=old.dtype)
+            new[:n] = old
+            setattr(self, name, new)
+
+    def set(self, slot: int, episode: Episode | None) -> None:
+        self.active[slot] = episode is not None
+        if episode is not None:
+            self.start[slot], self.last_crash[slot] = episode.start, episode.last_crash
+            self.low[slot] = episode.low
+
+    def get(self, slot: int) -> Episode | None:
+        if not self.active[slot]:
+            return None
+        return Episode(int(self.start[slot]), int(self.last_crash[slot]), float(self.low[slot]))
+
+
+def decide_many(
+    rules: RegimeConfig,
+    slots: np.ndarray,
+    index: np.ndarray,
+    close: np.ndarray,
+    prior_max: np.ndarray,
+    vix: np.ndarray,
+    episodes: Episodes,
+) -> np.ndarray:
+    """`decide` for the next bar of several symbols at once (distinct `slots`): their regime
+    codes (an index into `REGIME_CODES`, -1 when undecided); `episodes` move on in place.
+    `prior_max` is NaN where `decide` gets None, and so is `vix`."""
+    active = episodes.active[slots]
+    last = episodes.last_crash[slots]
+    start = episodes.start[slots]
+    low = episodes.low[slots]
+    active &= ~(index - last > rules.recovery_window_bars)
+    low = np.where(active & (close < low), close, low)
+    crash = close <= (1.0 - rules.price_crash_drop) * prior_max  # False where NaN
+    recovery = ~crash & active & (index > last) & (close >= (1.0 + rules.recovery_rebound) * low)
+    band = np.where(
+        vix > rules.vix_crash,
+        _CRASH,
+        np.where(vix >= rules.vix_high, _HIGH, np.where(vix >= rules.vix_normal, _NORMAL, _LOW)),
+    )
+    codes = np.where(
+        crash, _CRASH, np.where(recovery, _RECOVERY, np.where(np.isnan(vix), -1, band))
+    )
+    crash = codes == _CRASH  # a VIX in the crash band starts or extends an episode too
+    fresh = crash & ~active
+    episodes.start[slots] = np.where(fresh, index, start)
+    episodes.last_crash[slots] = np.where(crash, index, last)
+    episodes.low[slots] = np.where(fresh, close, low)
+    episodes.active[slots] = active | crash
+    return codes
 
 
 def proxy_vix(rules: RegimeConfig, log_returns: Sequence[float]) -> float:

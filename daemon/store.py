@@ -30,9 +30,9 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +77,14 @@ SAMPLE_META_COLUMNS = ("symbol", "ts", "source", "regime", "weight", "label", "e
 _FIELD_SEP = "\x1f"  # ASCII unit separator: joins event names inside one aggregate
 _KEY2 = operator.itemgetter(0, 1)  # (symbol, ts) of bar parameters
 _KEY3 = operator.itemgetter(0, 1, 2)  # (source, symbol, ts) of sample and label parameters
+# Rows to statement parameters, in the order of the INSERT and UPDATE statements below.
+_BAR_FIELDS = operator.attrgetter(
+    "symbol", "ts", "open", "high", "low", "close", "volume", "regime", "vix", "vix_source"
+)
+_LABEL_FIELDS = operator.attrgetter("source", "symbol", "ts", "label")
+_SAMPLE_FIELDS = operator.attrgetter(
+    "source", "symbol", "ts", "regime", "weight", "label", "event", "feature_version", "features"
+)
 #: Keys per statement of a multi-row lookup: 3 parameters each, under SQLite's 32,766.
 _KEYS_PER_QUERY = 10_000
 
@@ -133,7 +141,7 @@ def _unchecked(cls: type[_Row], **values: Any) -> _Row:
     """An instance of the frozen dataclass `cls` with these field values, without running
     `__init__` and `__post_init__` (a tenth of their cost)."""
     row = object.__new__(cls)
-    row.__dict__.update(values)
+    object.__setattr__(row, "__dict__", values)
     return row
 
 
@@ -180,19 +188,24 @@ class BarRow:
     ) -> BarRow:
         """A row without the constructor's checks, for values valid by construction (the
         pipeline's rows of a validated `Bar`); the checks cost more than the row's storage."""
-        return _unchecked(
-            cls,
-            symbol=symbol,
-            ts=ts,
-            open=open,
-            high=high,
-            low=low,
-            close=close,
-            volume=volume,
-            regime=regime,
-            vix=vix,
-            vix_source=vix_source,
+        row = object.__new__(cls)
+        object.__setattr__(
+            row,
+            "__dict__",
+            {
+                "symbol": symbol,
+                "ts": ts,
+                "open": open,
+                "high": high,
+                "low": low,
+                "close": close,
+                "volume": volume,
+                "regime": regime,
+                "vix": vix,
+                "vix_source": vix_source,
+            },
         )
+        return row
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,18 +272,23 @@ class SampleRow:
         """A sample without the constructor's checks and copy, for values valid by
         construction: `features` must already be a read-only 1-D float32 vector and `weight` a
         plain float (the pipeline's samples)."""
-        return _unchecked(
-            cls,
-            symbol=symbol,
-            ts=ts,
-            source=source,
-            regime=regime,
-            weight=weight,
-            label=label,
-            features=features,
-            feature_version=feature_version,
-            event=None,
+        row = object.__new__(cls)
+        object.__setattr__(
+            row,
+            "__dict__",
+            {
+                "symbol": symbol,
+                "ts": ts,
+                "source": source,
+                "regime": regime,
+                "weight": weight,
+                "label": label,
+                "features": features,
+                "feature_version": feature_version,
+                "event": None,
+            },
         )
+        return row
 
 
 @dataclass(frozen=True)
@@ -292,7 +310,42 @@ class LabelUpdate:
     @classmethod
     def unchecked(cls, symbol: str, ts: str, source: Source, label: int) -> LabelUpdate:
         """An update without the constructor's checks, for values valid by construction."""
-        return _unchecked(cls, symbol=symbol, ts=ts, source=source, label=label)
+        row = object.__new__(cls)
+        object.__setattr__(
+            row, "__dict__", {"symbol": symbol, "ts": ts, "source": source, "label": label}
+        )
+        return row
+
+
+@dataclass
+class RowBlock:
+    """Rows already in the store's statement order, as the pipeline's bank writes them (one
+    tuple per row costs a fraction of a row object): `bars` in `BarRow` field order, `samples`
+    as (source, symbol, ts, regime, weight, label, event, feature_version, little-endian
+    float32 feature bytes), `labels` as (source, symbol, ts, label). Valid by construction:
+    `Store.write_batch` takes them as they are."""
+
+    bars: list[tuple[Any, ...]] = field(default_factory=list)
+    samples: list[tuple[Any, ...]] = field(default_factory=list)
+    labels: list[tuple[str, str, str, int]] = field(default_factory=list)
+
+    def bar_rows(self) -> list[BarRow]:
+        return [BarRow.unchecked(*row) for row in self.bars]
+
+    def sample_rows(self) -> list[SampleRow]:
+        rows = []
+        for source, symbol, ts, regime, weight, label, _, version, vector in self.samples:
+            features = np.frombuffer(vector, dtype="<f4")
+            rows.append(
+                SampleRow.unchecked(symbol, ts, source, regime, weight, label, features, version)
+            )
+        return rows
+
+    def label_updates(self) -> list[LabelUpdate]:
+        return [
+            LabelUpdate.unchecked(sym, ts, cast(Source, src), label)
+            for src, sym, ts, label in self.labels
+        ]
 
 
 @dataclass(frozen=True)
@@ -539,6 +592,7 @@ class Store:
         predictions: Iterable[PredictionRow] = (),
         counters: Mapping[str, int] | None = None,
         replace_events: Iterable[str] = (),
+        block: RowBlock | None = None,
     ) -> BatchResult:
         """Store one consumer batch atomically: all of it, or (on any exception) none of it.
 
@@ -550,21 +604,24 @@ class Store:
         as given: the consumer decides, the store does not force offsets to move forward.
         `counters` adds non-negative increments to named counters. `replace_events` names
         archive events that `samples` rebuild whole: their stored archive samples not among
-        `samples` are removed in the same transaction (`samples_removed`).
+        `samples` are removed in the same transaction (`samples_removed`). `block` adds rows
+        given as statement parameters (`RowBlock`), written after the row objects.
         """
-        bar_params = [
-            (b.symbol, b.ts, b.open, b.high, b.low, b.close, b.volume, b.regime, b.vix,
-             b.vix_source)
-            for b in bars
-        ]  # fmt: skip
+        bar_params = list(map(_BAR_FIELDS, bars))
         sample_list = list(samples)
         sample_params = [
-            (s.source, s.symbol, s.ts, s.regime, float(s.weight), s.label, s.event,
-             s.feature_version, s.features.tobytes())
-            for s in sample_list
-        ]  # fmt: skip
+            (source, symbol, ts, regime, float(weight), label, event, version, vector.tobytes())
+            for source, symbol, ts, regime, weight, label, event, version, vector in map(
+                _SAMPLE_FIELDS, sample_list
+            )
+        ]
         feature_sizes = _feature_sizes(sample_list)
-        label_params = [(u.source, u.symbol, u.ts, u.label) for u in labels]
+        label_params = list(map(_LABEL_FIELDS, labels))
+        if block is not None:
+            bar_params += block.bars
+            sample_params += block.samples
+            label_params += block.labels
+            _block_feature_sizes(block, feature_sizes)
         # In key order, the b-tree work of a batch that spans many symbols moves from page to
         # neighbouring page instead of jumping across the table (docs/benchmarks.md, "Ingest").
         # The sorts are stable: rows with the same key keep their order, and so their effect.
@@ -826,6 +883,26 @@ def _feature_sizes(samples: list[SampleRow]) -> dict[int, tuple[int, SampleRow]]
                 f"{first[0]}"
             )
     return sizes
+
+
+def _block_feature_sizes(block: RowBlock, sizes: dict[int, tuple[int, SampleRow]]) -> None:
+    """Add the feature count of each feature_version of a block's samples to `sizes` (as
+    `_feature_sizes` gives them); a count that disagrees within the batch is refused."""
+    first: dict[tuple[int, int], int] = {}
+    for k, row in enumerate(block.samples):
+        first.setdefault((row[7], len(row[8])), k)
+    for (version, n_bytes), k in first.items():
+        source, symbol, ts, regime, weight, label, _, _, vector = block.samples[k]
+        example = SampleRow.unchecked(
+            symbol, ts, source, regime, weight, label, np.frombuffer(vector, "<f4"), version
+        )
+        known = sizes.setdefault(version, (n_bytes // 4, example))
+        if known[0] != n_bytes // 4:
+            raise StoreError(
+                f"feature_version {version}: sample {symbol} {ts} {source} has "
+                f"{n_bytes // 4} features, sample {known[1].symbol} {known[1].ts} "
+                f"{known[1].source} has {known[0]}"
+            )
 
 
 def _register_feature_sets(

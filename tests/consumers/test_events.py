@@ -2,12 +2,27 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import re
+import struct
+from decimal import Decimal, localcontext
 
+import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.events import REASONS, BarEvent, EventRejected, decode_event
+from consumers import events
+from consumers.events import (
+    MAX_PAYLOAD_BYTES,
+    REASONS,
+    BarEvent,
+    DecodedBatch,
+    EventRejected,
+    decode_batch,
+    decode_event,
+)
+from consumers.replay import synthetic_events
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 GOOD = {
@@ -246,3 +261,404 @@ def test_the_fast_path_agrees_with_the_field_by_field_checks(record):
     assert got == want
     if isinstance(got, BarEvent):
         assert [type(x) for x in vars(got).values()] == [type(x) for x in vars(want).values()]
+
+
+# --- decode_batch: the same decisions as decode_event, record by record -------------------
+
+
+def bits(x: float) -> bytes:
+    """A float's exact bits (tells -0.0 from 0.0, which == does not)."""
+    return struct.pack("<d", x)
+
+
+def assert_batch_agrees(records, now=NOW):
+    """decode_batch(records) gives, for every record, what decode_event gives for it."""
+    batch = decode_batch(records, now)
+    valid, rejected = [], []
+    for i, (key, value) in enumerate(records):
+        try:
+            bar = decode_event(value, key, now)
+        except EventRejected as exc:
+            rejected.append((i, exc.reason, exc.detail))
+        else:
+            valid.append((i, bar))
+    assert batch.index == [i for i, _ in valid]
+    assert [(i, exc.reason, exc.detail) for i, exc in batch.rejected] == rejected
+    assert all(isinstance(exc, EventRejected) for _, exc in batch.rejected)
+    assert sorted([*batch.index, *(i for i, _ in batch.rejected)]) == list(range(len(records)))
+    assert len(batch) == len(valid)
+    columns = ("symbols", "ts", "days", "open", "high", "low", "close", "volume")
+    assert {name: len(getattr(batch, name)) for name in columns} == dict.fromkeys(
+        columns, len(valid)
+    )
+    for k, (_, bar) in enumerate(valid):
+        assert type(batch.symbols[k]) is str and batch.symbols[k] == bar.symbol
+        assert type(batch.days[k]) is dt.date and batch.days[k] == bar.day
+        assert batch.ts[k] == bar.ts == bar.day.isoformat()
+        for name in ("open", "high", "low", "close", "volume"):
+            got, want = getattr(batch, name)[k], getattr(bar, name)
+            assert type(got) is float and type(want) is float, (name, got, want)
+            assert bits(got) == bits(want), (name, got.hex(), want.hex())
+    assert batch.bars() == [bar for _, bar in valid]
+    return batch
+
+
+def payload_text(fields, separators=(",", ":")):
+    """A JSON object from (name, JSON text of the value) pairs, names written as given."""
+    item, colon = separators
+    return "{" + item.join(f"{json.dumps(name)}{colon}{text}" for name, text in fields) + "}"
+
+
+def float_texts(x: float):
+    """JSON texts of numbers at or next to x: short, exact, long and halfway forms, all of
+    which the two parsers must round to the same double."""
+    up = math.nextafter(x, math.inf)
+    with localcontext() as ctx:
+        ctx.prec = 1200
+        half = (Decimal(x) + Decimal(up)) / 2
+    texts = st.sampled_from(
+        [
+            repr(x),
+            f"{x:.17g}",
+            f"{x:.25e}",
+            f"{x:.17E}",
+            format(Decimal(x), "f"),
+            format(half, "f"),
+            format(half, "f") + "0000000001",
+            format(half, "e"),
+        ]
+    )
+    truncated = st.integers(min_value=3, max_value=40).map(lambda n: format(half, "f")[:n])
+    return st.one_of(texts, truncated.filter(lambda t: not t.endswith(".")))
+
+
+SYMBOLS = ["SPY", "^VIX", "BRK.B", "ES=F", "A", "SYN00001", "SPY\n", "spy", "ÅPY", ""]
+PLAIN_TS = ["2020-03-23", "2000-01-03", "2026-11-27", "2026-11-28", "2020-W13-1", "2020-02-30"]
+OTHER_TS = [
+    "2020-03-23T16:00:00-04:00",
+    "2020-03-23T23:30:00-04:00",
+    "2026-11-27T23:00:00-05:00",
+    "2020-03-23 00:00:00",
+    "20200323",
+    1584921600000,
+    1584921600000.0,
+    -(10**20),
+    True,
+    None,
+]
+HOSTILE_NUMBERS = [
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e400",
+    "-1e400",
+    "1e-400",
+    "-1e-400",
+    "-0",
+    "-0.0",
+    "-1.0",
+    "-1",
+    "0.0",
+    "1E5",
+    "100000",
+    str(2**64),
+    str(2**64 - 1),
+    str(-(2**63) - 1),
+    str((2**53 + 1) * 2**20),  # an integer halfway between two doubles
+    "1" * 30,
+    "1" * 400,  # an integer beyond the float range
+    "1" * 5000,  # beyond Python's int-from-string limit
+    "4.9e-324",
+    "01",
+    "1.",
+    ".5",
+    "+1",
+    "true",
+    "null",
+    '"1.5"',
+]
+
+
+@st.composite
+def plain_records(draw):
+    """The producers' form, written by hand: float texts of every shape, field order, spacing,
+    escaped names, an interval or not, extra fields now and then."""
+    positive = st.floats(min_value=1e-300, max_value=1e300)
+    low, a, b, high = sorted(draw(st.lists(positive, min_size=4, max_size=4)))
+    if draw(st.booleans()):  # prices near each other: ties and next doubles
+        low, a, b, high = sorted([a, math.nextafter(a, 0.0), a, math.nextafter(a, math.inf)])
+    symbol = draw(st.sampled_from(SYMBOLS[:7]) | st.sampled_from(SYMBOLS))
+    values = {"open": a, "high": high, "low": low, "close": b}
+    fields = [(name, draw(float_texts(x))) for name, x in values.items()]
+    volume = draw(st.sampled_from([0.0, 1.0, 3.5e8]) | st.floats(min_value=0.0, max_value=1e15))
+    fields.append(("volume", draw(float_texts(volume) | st.sampled_from(["-0.0", "0.0"]))))
+    fields.append(("symbol", json.dumps(symbol, ensure_ascii=draw(st.booleans()))))
+    fields.append(("ts", json.dumps(draw(st.sampled_from(PLAIN_TS)))))
+    if draw(st.booleans()):
+        fields.append(("interval", '"1d"'))
+    if draw(st.integers(min_value=0, max_value=5)) == 0:
+        fields.append(("note", json.dumps(draw(json_values))))
+    fields = draw(st.permutations(fields))
+    text = payload_text(fields, draw(st.sampled_from([(",", ":"), (", ", ": "), (" ,", " :")])))
+    if draw(st.integers(min_value=0, max_value=4)) == 0:
+        text = text.replace('"close"', '"\\u0063lose"').replace('"ts"', '"t\\u0073"')
+    lead, trail = draw(st.sampled_from([("", ""), ("", ""), (" \t", "\r\n"), ("\n", " ")]))
+    key = draw(st.sampled_from([None, symbol.encode(), symbol.encode(), b"QQQ", b""]))
+    return key, (lead + text + trail).encode()
+
+
+@st.composite
+def other_records(draw):
+    """Valid and invalid records in the other forms: integers, ISO timestamps, epoch ms,
+    intervals and extra fields, with Python's own NaN and Infinity output now and then."""
+    payload: dict = dict(GOOD)
+    payload["symbol"] = draw(st.sampled_from(SYMBOLS))
+    for name in NUMBER_NAMES:
+        if draw(st.integers(min_value=0, max_value=3)) == 0:
+            payload[name] = draw(
+                st.sampled_from([0, 1, -1, 300, 10**6, 10**20, 2**64, math.nan, math.inf])
+                | st.integers()
+                | st.floats()
+            )
+    if draw(st.booleans()):
+        payload["ts"] = draw(st.sampled_from(OTHER_TS + PLAIN_TS))
+    if draw(st.booleans()):
+        payload["interval"] = draw(st.sampled_from(["1d", "1d", "1m", None, 1, ["1d"]]))
+    if draw(st.integers(min_value=0, max_value=3)) == 0:
+        payload[draw(st.sampled_from(["extra", "symbol", "ts", "close"]))] = draw(json_values)
+    if draw(st.integers(min_value=0, max_value=5)) == 0:
+        del payload[draw(st.sampled_from(sorted(payload)))]
+    key = draw(st.sampled_from([None, str(payload.get("symbol", "")).encode(), b"QQQ"]))
+    return key, json.dumps(payload).encode()
+
+
+NUMBER_NAMES = ("open", "high", "low", "close", "volume")
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@st.composite
+def mutated_records(draw):
+    """A record in the producers' form with one hostile change at the level of the text:
+    where orjson and `json` could part ways (duplicate names, nesting deeper than `json`'s
+    recursion limit but within orjson's, NaN, big and long numbers, surrogates, control
+    characters, a byte order mark, bytes that are not UTF-8) and the size limit."""
+    key, raw = draw(plain_records())
+    text = raw.decode()
+    change = draw(st.integers(min_value=0, max_value=8))
+    if change == 0:  # a number replaced by a hostile one
+        name = draw(st.sampled_from(NUMBER_NAMES))
+        number = draw(st.sampled_from(HOSTILE_NUMBERS))
+        text = re.sub(rf'("{name}"\s*:\s*)[^,}}\s]+', lambda m: m.group(1) + number, text)
+    elif change == 1:  # a duplicate name, before (the original wins) or after (it wins)
+        name = draw(st.sampled_from([*NUMBER_NAMES, "symbol", "ts", "interval"]))
+        value = draw(
+            st.sampled_from(HOSTILE_NUMBERS)
+            | st.sampled_from(['"SPY"', '"2020-03-23"', '"1d"', '"\\ud800"', "1.5", "300.0"])
+            | st.sampled_from([nested(3), nested(990), nested(1000), nested(1023), nested(1030)])
+            | st.sampled_from(["{}", '{"a":1}', "[1.5]"])
+        )
+        if draw(st.booleans()):
+            text = "{" + json.dumps(name) + ":" + value + "," + text.strip()[1:]
+        else:
+            text = text.strip()[:-1] + "," + json.dumps(name) + ":" + value + "}"
+    elif change == 2:  # deep nesting in an extra field
+        depth = draw(st.sampled_from([1, 50, 990, 1000, 1022, 1023, 1024, 1100]))
+        text = text.strip()[:-1] + ',"extra":' + nested(depth) + "}"
+    elif change == 3:  # a lone surrogate, escaped, in a string
+        text = text.replace('"symbol":"', '"symbol":"\\udc00', 1).replace(
+            '"1d"', draw(st.sampled_from(['"1d\\ud800"', '"1d"']))
+        )
+        text = text.strip()[:-1] + ',"note":"\\ud800"}'
+    elif change == 4:  # a raw control character in a string
+        char = draw(st.sampled_from(["\n", "\t", "\x00", "\x1f", "\x7f"]))
+        text = text.replace('"1d"', f'"1d{char}"').replace('"symbol', f'"sym{char}bol')
+    elif change == 5:  # bytes that are not (or not only) ASCII
+        prefix = draw(st.sampled_from([b"\xef\xbb\xbf", b"\xff", b"\xed\xa0\x80", b"\xc0\xaf"]))
+        where = draw(st.sampled_from(["start", "string", "end"]))
+        raw = text.encode()
+        if where == "start":
+            return key, prefix + raw
+        if where == "string":
+            return key, raw.replace(b'"ts"', b'"t' + prefix + b's"', 1)
+        return key, raw + prefix
+    elif change == 6:  # just within or beyond the size limit
+        size = draw(st.sampled_from([MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES + 1]))
+        text = text + " " * max(0, size - len(text.encode()))
+    elif change == 7:  # trailing content, or a second document
+        text += draw(st.sampled_from(["x", "{}", ",", "\x0c", "\xa0", " // c"]))
+    else:  # key / symbol disagreements
+        key = draw(st.sampled_from([b"QQQ", b"SPY\n", b"spy", "SPY", None]))
+    return key, text.encode()
+
+
+SYNTHETIC = list(synthetic_events(4, n_days=30, seed=7))
+
+
+any_record = st.one_of(
+    st.builds(lambda bar: (bar.symbol.encode(), bar.to_json()), st.sampled_from(SYNTHETIC)),
+    plain_records(),
+    other_records(),
+    mutated_records(),
+    bar_payloads().map(lambda record: (record[1], record[0])),
+    st.tuples(st.sampled_from([None, b"SPY"]), hostile_payloads()),
+    st.tuples(st.sampled_from([None, b"SPY"]), st.none()),
+)
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(any_record, max_size=20))
+def test_decode_batch_agrees_with_decode_event_on_every_record(records):
+    assert_batch_agrees(records)
+
+
+LATER = dt.datetime(2026, 11, 27, 23, 59, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(mutated_records(), min_size=1, max_size=8), st.sampled_from([NOW, LATER]))
+def test_decode_batch_agrees_on_hostile_text_at_another_time(records, now):
+    assert_batch_agrees(records, now)
+
+
+def test_decode_batch_on_the_producers_payloads():
+    bars = list(synthetic_events(20, n_days=50, seed=3))
+    assert len(bars) == 21 * 50  # 20 symbols and the VIX
+    records = [(bar.symbol.encode(), bar.to_json()) for bar in bars]
+    batch = assert_batch_agrees(records)
+    assert len(batch) == len(records) and not batch.rejected
+    assert batch.bars() == bars
+    assert batch.ts == [bar.day.isoformat() for bar in bars]
+
+
+def test_the_producers_payloads_take_the_fast_path(monkeypatch):
+    """No producer record goes to decode_event; every hostile one does."""
+    calls = []
+
+    def counting(raw, key=None, now=None):
+        calls.append(raw)
+        return decode_event(raw, key, now)
+
+    monkeypatch.setattr(events, "decode_event", counting)
+    bars = list(synthetic_events(5, n_days=20, seed=2))
+    good = [(bar.symbol.encode(), bar.to_json()) for bar in bars]
+    assert len(decode_batch(good, NOW)) == len(good)
+    assert calls == []
+    spaced = [(None, json.dumps(json.loads(raw), indent=1).encode()) for _, raw in good]
+    assert len(decode_batch(spaced, NOW)) == len(good)
+    assert calls == []
+    hostile = [
+        (None, encode(GOOD).replace(b"}", b',"close":' + nested(1000).encode() + b',"close":1.0}'))
+    ]
+    decode_batch(hostile, NOW)
+    assert calls == [hostile[0][1]]
+
+
+def test_orjson_and_json_part_ways_where_the_fast_path_does_not_go():
+    """The cases the fast path's guards exist for: each is a record orjson reads and `json`
+    refuses or reads otherwise, and decode_batch decides it as decode_event does."""
+    good = encode({**GOOD, "close": 223.0})
+    deep = good.replace(b'"close"', b'"close": ' + nested(1000).encode() + b', "close"')
+    assert orjson.loads(deep)["close"] == 223.0
+    with pytest.raises(RecursionError):
+        json.loads(deep)
+    huge = good.replace(b"350000000.0", str(10**400).encode())  # an int `json` reads, float can't
+    big = good.replace(b"350000000.0", str(2**64).encode())  # orjson: a float, json: an int
+    assert type(orjson.loads(big)["volume"]) is float and type(json.loads(big)["volume"]) is int
+    surrogate = good.replace(b'"SPY"', b'"SPY", "note": "\\ud800"')
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(surrogate)
+    nan = good.replace(b"223.0", b"NaN")
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(nan)
+    records = [(b"SPY", raw) for raw in (good, deep, huge, big, surrogate, nan)]
+    batch = assert_batch_agrees(records)
+    assert batch.index == [0, 3, 4]
+    assert [(i, exc.reason) for i, exc in batch.rejected] == [
+        (1, "not_json"),
+        (2, "non_finite"),
+        (5, "non_finite"),
+    ]
+    assert batch.volume[1] == float(2**64)
+
+
+def test_an_integer_beyond_the_float_range_is_rejected_not_a_crash():
+    raw = encode({**GOOD, "volume": 10**400})
+    assert reason_of(raw) == "non_finite"
+    with pytest.raises(EventRejected, match=r"field 'volume' = 10{59}: expected a finite"):
+        decode_event(raw, now=NOW)
+
+
+def test_each_reason_in_one_batch():
+    records = [
+        (None, None),  # not_json
+        (None, encode({**GOOD, "pad": "x" * MAX_PAYLOAD_BYTES})),  # too_large
+        (None, b'{"symbol": "\xff"}'),  # undecodable
+        (None, b"[]"),  # not_an_object
+        (None, encode({k: v for k, v in GOOD.items() if k != "low"})),  # missing_field
+        (None, encode({**GOOD, "open": "1"})),  # bad_type
+        (None, encode({**GOOD, "symbol": "spy"})),  # bad_symbol
+        (b"QQQ", encode(GOOD)),  # key_mismatch
+        (None, encode({**GOOD, "ts": "2020-02-30"})),  # bad_ts
+        (None, encode({**GOOD, "ts": "2026-11-28"})),  # future_ts
+        (None, encode({**GOOD, "interval": "1m"})),  # bad_interval
+        (None, encode({**GOOD, "close": math.inf})),  # non_finite
+        (None, encode({**GOOD, "low": 0.0})),  # non_positive_price
+        (None, encode({**GOOD, "high": 1.0})),  # high_below_open_close
+        (None, encode({**GOOD, "low": 300.0, "high": 400.0})),  # low_above_open_close
+        (None, encode({**GOOD, "volume": -1.0})),  # negative_volume
+        (b"SPY", encode(GOOD)),
+        (None, encode({**GOOD, "ts": "2026-11-27"})),  # the latest day allowed
+    ]
+    batch = assert_batch_agrees(records)
+    assert [exc.reason for _, exc in batch.rejected] == [
+        "not_json",
+        "too_large",
+        "undecodable",
+        *REASONS[3:],
+    ]
+    assert batch.index == [16, 17]
+    assert batch.days == [dt.date(2020, 3, 23), dt.date(2026, 11, 27)]
+
+
+def test_a_week_date_is_stored_as_its_calendar_day():
+    batch = assert_batch_agrees([(b"SPY", encode({**GOOD, "ts": "2020-W13-1"}))] * 3)
+    assert batch.ts == ["2020-03-23"] * 3 and batch.days == [dt.date(2020, 3, 23)] * 3
+
+
+def test_an_empty_batch_and_the_helpers():
+    empty = decode_batch([], NOW)
+    assert len(empty) == 0 and empty.bars() == [] and empty.rejected == []
+    batch = decode_batch([(None, b"{"), (b"SPY", encode(GOOD))])
+    assert isinstance(batch, DecodedBatch) and len(batch) == 1
+    assert batch.bars() == [decode_event(encode(GOOD), b"SPY")]
+    assert batch.index == [1] and batch.rejected[0][0] == 0
+
+
+def test_a_naive_now_fails_as_decode_event_does():
+    naive = dt.datetime(2026, 11, 26, 12, 0)
+    with pytest.raises(TypeError):
+        decode_event(encode(GOOD), now=naive)
+    with pytest.raises(TypeError):
+        decode_batch([(None, encode(GOOD))], naive)
+
+
+def test_the_symbol_cache_stays_bounded_and_right(monkeypatch):
+    monkeypatch.setattr(events, "_SYMBOL_BYTES", {})
+    monkeypatch.setattr(events, "_SYMBOL_CACHE_SIZE", 2)
+    symbols = ["SPY", "spy", "QQQ", "SPY", "A" * 17, "QQQ", "IWM", "spy", "SPY"]
+    records = [(None, encode({**GOOD, "symbol": symbol})) for symbol in symbols]
+    batch = assert_batch_agrees(records * 2)
+    assert batch.symbols == ["SPY", "QQQ", "SPY", "QQQ", "IWM", "SPY"] * 2
+    assert 0 < len(events._SYMBOL_BYTES) <= 2
+
+
+def test_the_size_limit_holds_for_a_record_of_the_producers_form():
+    raw = BarEvent("SPY", dt.date(2020, 3, 23), 1.5, 2.0, 1.0, 1.5, 10.0).to_json()
+    at_limit = raw + b" " * (MAX_PAYLOAD_BYTES - len(raw))
+    records = [(b"SPY", at_limit), (b"SPY", at_limit + b" "), (b"SPY", b"\n" + at_limit)]
+    batch = assert_batch_agrees(records)
+    assert batch.index == [0]
+    assert [(i, exc.reason) for i, exc in batch.rejected] == [(1, "too_large"), (2, "too_large")]
