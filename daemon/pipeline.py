@@ -95,6 +95,8 @@ class _Symbol:
     last_row: BarRow
     slot: int | None = None
     waiting: deque[str] = field(default_factory=deque)
+    #: Within a bank poll: the queue index of this symbol's latest bar.
+    pending: int | None = None
 
 
 class Columns(Protocol):
@@ -406,31 +408,36 @@ class _BankBatch:
         vix: list[float] = []
         order: list[tuple[int, Any]] = []  # (0, queue index) or (1, BarRow) or (2, queue index)
         seen: dict[str, int] = {}
-        last_at: dict[str, int] = {}  # symbol -> queue index of its latest bank bar
+        waitings: list[deque[str]] = []  # the symbol's waiting days, per queued bar
+        touched: dict[str, _Symbol] = {}
         nan = math.nan
+        vix_symbol, states = p._vix_symbol, p.symbols
         for k, symbol in enumerate(symbols):
-            if symbol == p._vix_symbol:
+            if symbol == vix_symbol:
                 p._vix(_bar_at(bars, k), bars.ts[k], out)
                 continue
-            state = p.symbols.get(symbol)
+            state = states.get(symbol)
             if state is None and p.history is not None:
                 p.restore(symbol, p.history(symbol))
-                state = p.symbols.get(symbol)
+                state = states.get(symbol)
             if state is None or state.slot is None:
                 p.process(_bar_at(bars, k), out)
                 continue
             day = days[k]
             if day <= state.last_day:
-                order.append(self._late(k, state, last_at.get(symbol), out))
+                order.append(self._late(k, state, state.pending, out))
                 continue
             state.last_day = day
             n = seen.get(symbol, 0)
             seen[symbol] = n + 1
-            last_at[symbol] = len(queued)
-            order.append((0, len(queued)))
+            q = len(queued)
+            state.pending = q
+            touched[symbol] = state
+            order.append((0, q))
             queued.append(k)
             step.append(n)
             slot.append(state.slot)
+            waitings.append(state.waiting)
             reading = vix_at(day, stale)
             vix.append(nan if reading is None else reading)
         if not queued:
@@ -438,7 +445,15 @@ class _BankBatch:
                 out.bars.append(row)
             return
         result = self._compute(queued, step, slot, vix)
-        self._rows(order, queued, result, out)
+        made = self._rows(order, queued, waitings, result, out)
+        market = p._market_symbol
+        for symbol, state in touched.items():
+            assert state.pending is not None
+            row = made[state.pending]
+            state.last_row = BarRow.unchecked(*row)
+            state.pending = None
+            if symbol == market:
+                out.market = RegimeLabel(row[7], row[8], cast(VixSource, row[9]))
 
     def _late(self, k: int, state: _Symbol, pending: int | None, out: Output) -> tuple[int, Any]:
         """A bar at or before the symbol's last day: a repeat of the last bar (idempotent) or
@@ -517,7 +532,9 @@ class _BankBatch:
                 rows[at] = features
             emitted[at] = ok
             regime[at], reading[at], source[at] = codes, x, src
+        decided = regime[regime >= 0]
         return {
+            "counts": np.bincount(decided, minlength=len(REGIMES)).tolist(),
             "regime": regime.tolist(),
             "vix": reading.tolist(),
             "source": source.tolist(),
@@ -527,19 +544,25 @@ class _BankBatch:
         }
 
     def _rows(
-        self, order: list[tuple[int, Any]], queued: list[int], result: dict[str, Any], out: Output
-    ) -> None:
-        """Pass 3, in arrival order: bar, sample and label rows, as statement parameters."""
+        self,
+        order: list[tuple[int, Any]],
+        queued: list[int],
+        waitings: list[deque[str]],
+        result: dict[str, Any],
+        out: Output,
+    ) -> list[tuple[Any, ...]]:
+        """Pass 3, in arrival order: bar, sample and label rows, as statement parameters; the
+        queued bars' rows, by queue index."""
         p, bars = self.p, self.bars
         source = p.source
         weights = p.weights
-        market = p._market_symbol
         regimes, readings, sources = result["regime"], result["vix"], result["source"]
         emitted, labels = result["emitted"], result["label"]
         matrix = result["rows"]
         width = matrix.shape[1] * 4
         packed = matrix.astype("<f4", copy=False).tobytes()
-        made: dict[int, tuple[Any, ...]] = {}
+        made: list[tuple[Any, ...]] = []
+        add_made = made.append
         symbols, tss = bars.symbols, bars.ts
         o, h, lo, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
         block = out.block
@@ -549,11 +572,9 @@ class _BankBatch:
         fresh: dict[tuple[str, str], list[Any]] = {}
         chosen: list[int] = []
         settled = out.settled
-        labeled = out.labeled
-        states = p.symbols
-        last: dict[str, tuple[Any, ...]] = {}
         withheld = 0
         version = FEATURE_VERSION
+        names, vix_sources = _REGIME_NAMES, _VIX_SOURCES
         for kind, ref in order:
             if kind == 1:
                 add_bar(_BAR_FIELDS(ref))
@@ -563,8 +584,7 @@ class _BankBatch:
                 continue
             k = queued[ref]
             symbol, ts = symbols[k], tss[k]
-            code = regimes[ref]
-            regime = _REGIME_NAMES[code]
+            regime = names[regimes[ref]]
             reading = readings[ref]
             row = (
                 symbol,
@@ -576,33 +596,28 @@ class _BankBatch:
                 v[k],
                 regime,
                 None if reading != reading else reading,
-                _VIX_SOURCES[sources[ref]],
+                vix_sources[sources[ref]],
             )
-            made[ref] = row
+            add_made(row)
             add_bar(row)
-            last[symbol] = row
-            if regime is not None:
-                labeled[regime] += 1
-                if emitted[ref]:
-                    entry = [
-                        source,
-                        symbol,
-                        ts,
-                        regime,
-                        weights[regime],
-                        None,
-                        None,
-                        version,
-                        packed[ref * width : (ref + 1) * width],
-                    ]
-                    samples.append(entry)
-                    fresh[(symbol, ts)] = entry
-                    chosen.append(ref)
-                else:
-                    withheld += 1
+            if regime is not None and emitted[ref]:
+                entry = [
+                    source,
+                    symbol,
+                    ts,
+                    regime,
+                    weights[regime],
+                    None,
+                    None,
+                    version,
+                    packed[ref * width : (ref + 1) * width],
+                ]
+                samples.append(entry)
+                fresh[(symbol, ts)] = entry
+                chosen.append(ref)
             else:
                 withheld += 1
-            waiting = states[symbol].waiting
+            waiting = waitings[ref]
             waiting.append(ts)
             label = labels[ref]
             if label >= 0:
@@ -614,13 +629,14 @@ class _BankBatch:
                     matured[5] = label
                     settled.append((symbol, target, label))
         out.withheld += withheld
+        counts = result["counts"]
+        for code, name in enumerate(REGIMES):
+            if counts[code]:
+                out.labeled[name] += counts[code]
         block.samples += map(tuple, samples)
         if chosen:
             out.block_features.append(matrix[chosen])
-        for symbol, row in last.items():
-            states[symbol].last_row = BarRow.unchecked(*row)
-            if symbol == market:
-                out.market = RegimeLabel(row[7], row[8], cast(VixSource, row[9]))
+        return made
 
 
 _REGIME_NAMES: dict[int, str | None] = {**dict(enumerate(REGIMES)), -1: None}

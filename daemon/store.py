@@ -23,6 +23,7 @@ feature count of each version, so a read never reinterprets bytes of one layout 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import operator
 import os
@@ -43,6 +44,8 @@ from daemon._migrations import LATEST_VERSION, migrate, schema_version
 from daemon.config import REGIMES, StoreConfig
 from daemon.errors import StoreError
 from daemon.registry import ModelRecord, Registry, RetrainRun
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SYNCHRONOUS",
@@ -66,6 +69,11 @@ SYNCHRONOUS = "FULL"
 #: pages are read back at every batch and dirty ones spill mid-transaction (docs/benchmarks.md,
 #: "Ingest"). The memory is taken only as pages are used.
 CACHE_KIB = 64 * 1024
+#: With `Store.checkpoint_in_background`: the WAL size (pages) at which the committing thread
+#: checkpoints after all (SQLite's default is 1,000, which a consumer batch exceeds).
+BACKSTOP_CHECKPOINT_PAGES = 50_000
+#: Seconds `close` waits for the background checkpoint to finish.
+CHECKPOINT_JOIN_S = 30.0
 
 SOURCES: tuple[Source, ...] = ("live", "archive")
 KEY_ORDER: tuple[Source, ...] = ("archive", "live")  # the order of the samples primary key
@@ -478,6 +486,9 @@ class Store:
         self.read_only = read_only
         self._lock = threading.RLock()
         self._closed = False
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoint_due = threading.Event()
+        self._checkpoint_stop = False
         try:
             if read_only:
                 uri = Path(self.path).resolve().as_uri() + "?mode=ro"
@@ -546,10 +557,52 @@ class Store:
 
     def close(self) -> None:
         """Close the connection; later calls raise StoreError. Closing twice is harmless."""
+        self._stop_checkpointer()
         with self._lock:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+
+    def checkpoint_in_background(self) -> None:
+        """Copy the WAL into the database on a thread of its own, after each `write_batch`,
+        instead of in the committing thread (SQLite's automatic checkpoint).
+
+        A checkpoint copies a batch's pages into the database file and syncs it: about half
+        of a consumer batch's commit (docs/benchmarks.md, "Ingest"). SQLite runs it without
+        Python's GIL, so on its own connection it overlaps with the next batch's statements.
+        The automatic checkpoint stays as a backstop at `BACKSTOP_CHECKPOINT_PAGES` in case
+        the thread falls behind. For the store's writer process (`daemon.writer`)."""
+        if self.read_only or self.path == ":memory:" or self._checkpointer is not None:
+            return
+        self._conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_CHECKPOINT_PAGES}")
+        self._checkpoint_due.clear()
+        self._checkpoint_stop = False
+        thread = threading.Thread(
+            target=self._checkpoint_loop, name="store-checkpoint", daemon=True
+        )
+        self._checkpointer = thread
+        thread.start()
+
+    def _checkpoint_loop(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000)
+        try:
+            while not self._checkpoint_stop:
+                if not self._checkpoint_due.wait(1.0):
+                    continue
+                self._checkpoint_due.clear()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # the backstop checkpoint covers for it
+                    logger.warning("%s: background checkpoint failed: %s", self.path, exc)
+        finally:
+            conn.close()
+
+    def _stop_checkpointer(self) -> None:
+        thread, self._checkpointer = self._checkpointer, None
+        if thread is not None:
+            self._checkpoint_stop = True
+            self._checkpoint_due.set()
+            thread.join(CHECKPOINT_JOIN_S)
 
     @contextmanager
     def _transaction(self, what: str, *, write: bool) -> Iterator[sqlite3.Connection]:
@@ -666,6 +719,8 @@ class Store:
                 counter_params.append(("bars_corrected", bars_corrected))
             if counter_params:
                 conn.executemany(_COUNTER_ADD, counter_params)
+        if self._checkpointer is not None:
+            self._checkpoint_due.set()
         return BatchResult(
             bars_inserted=bars_inserted,
             bars_corrected=bars_corrected,

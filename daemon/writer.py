@@ -164,6 +164,7 @@ def _serve(conn: Connection, path: str, busy_timeout_ms: int, parent: int) -> No
     except Exception as exc:
         conn.send_bytes(pickle.dumps(("error", f"{exc}")))
         sys.exit(1)
+    store.checkpoint_in_background()
     conn.send_bytes(pickle.dumps(("ok", None)))
     with store:
         while True:

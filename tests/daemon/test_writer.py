@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from daemon.errors import StoreError
-from daemon.store import BarRow, LabelUpdate, RowBlock, SampleRow, Store
+from daemon.store import BACKSTOP_CHECKPOINT_PAGES, BarRow, LabelUpdate, RowBlock, SampleRow, Store
 from daemon.writer import StoreWriter
 
 
@@ -155,3 +156,29 @@ def _alive(pid: int | None) -> bool:
             return stat.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_checkpoints_run_on_their_own_thread_and_stop_with_the_store(tmp_path: Path):
+    path = tmp_path / "s.db"
+    with Store(path) as store:
+        store.checkpoint_in_background()
+        thread = store._checkpointer
+        assert thread is not None and thread.is_alive()
+        autocheckpoint = store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert autocheckpoint == BACKSTOP_CHECKPOINT_PAGES  # a batch no longer checkpoints
+        before = path.stat().st_size
+        days = pd.bdate_range("2020-01-01", periods=400).strftime("%Y-%m-%d")
+        store.write_batch(
+            bars=[
+                BarRow(f"S{i:03d}", day, 10.0, 11.0, 9.0, 10.5, 1.0, None, None, "none")
+                for i in range(20)
+                for day in days
+            ]
+        )
+        deadline = time.monotonic() + 10
+        while path.stat().st_size <= before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert path.stat().st_size > before  # the thread copied the WAL into the database
+    assert not thread.is_alive()
+    with Store(path) as store:
+        assert store.bar_count() == 8_000
