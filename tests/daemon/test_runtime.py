@@ -155,7 +155,8 @@ def test_the_daemon_keeps_consuming_through_a_retrain_and_scores_with_the_new_ch
     third = chunk("2018-01-01", "2018-12-31")
     publish(config.kafka, first, progress=False)
     with Running(config) as service:
-        assert scrape(service, "/healthz")[0] == 200
+        # 503 while starting (the store's writer process starts with the consumer), then 200.
+        wait_for(lambda: scrape(service, "/healthz")[0] == 200, 30, "a healthy daemon")
         wait_for(lambda: bars_stored(config) == len(first), 120, "the first chunk")
         text = scrape(service)[1]
         assert "regimed_champion_present 0.0" in text  # no champion yet: nothing is scored
