@@ -20,7 +20,7 @@ daemon's first batch waits for the group join, which is reported apart); in-proc
 rates count every record.
 
 Run: /tmp/venv/bin/python benchmarks/ingest.py [--symbols 500] [--days 1000]
-     [--max-poll-records N] [--skip-broker]
+     [--max-poll-records N] [--skip-broker] [--stages]
 Results go to docs/benchmarks.md (section "Ingest").
 """
 
@@ -129,6 +129,55 @@ def in_process(
     return elapsed
 
 
+def stages(records: list[Payload], batch: int, path: Path, config: Config) -> dict[str, float]:
+    """Microseconds per bar of each stage over the second half of the records (the steady
+    state), in one thread: decode, pipeline, and the store's transaction statement by
+    statement (the statements `Store.write_batch` runs for the pipeline's row block)."""
+    from daemon import store as st
+
+    spent: dict[str, float] = {}
+    clock = time.perf_counter
+
+    def add(name: str, since: float) -> float:
+        now = clock()
+        spent[name] = spent.get(name, 0.0) + now - since
+        return now
+
+    counted = 0
+    with Store(path) as store:
+        pipeline = Pipeline(config, history=lambda s: store.recent_bars(s, RESTORE_BARS))
+        conn = store._conn
+        for first in range(0, len(records), batch):
+            chunk = records[first : first + batch]
+            out = Output()
+            if first < len(records) // 2:  # warm-up: not timed
+                pipeline.process_batch(decode_batch(chunk, dt.datetime.now(dt.UTC)), out)
+                store.write_batch(bars=out.bars, labels=out.labels, block=out.block)
+                continue
+            counted += len(chunk)
+            t = clock()
+            decoded = decode_batch(chunk, dt.datetime.now(dt.UTC))
+            t = add("decode", t)
+            pipeline.process_batch(decoded, out)
+            t = add("pipeline", t)
+            assert not out.samples, "a steady-state poll runs in the bank"
+            block = out.block
+            bars = sorted([*map(st._BAR_FIELDS, out.bars), *block.bars], key=st._KEY2)  # ^VIX
+            samples = sorted(block.samples, key=st._KEY3)
+            labels = sorted(block.labels, key=st._KEY3)
+            t = add("store: sort", t)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(st._BAR_INSERT, bars)
+            t = add("store: INSERT bars", t)
+            conn.executemany(st._SAMPLE_INSERT, samples)
+            t = add("store: INSERT samples", t)
+            conn.executemany(st._LABEL_SET, labels)
+            t = add("store: UPDATE labels", t)
+            conn.execute("COMMIT")
+            add("store: COMMIT", t)
+    return {name: seconds / counted * 1e6 for name, seconds in spent.items()}
+
+
 def raw_consume(kafka: KafkaConfig, total: int, timeout_s: float) -> Phase:
     """Count every record of the topic with a bare kafka-python consumer."""
     from kafka import KafkaConsumer
@@ -202,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-broker", action="store_true", help="measure the in-process path only"
     )
     parser.add_argument("--timeout", type=float, default=600, help="bound of each phase (s)")
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="instead: microseconds per bar of each stage, in one thread, no broker",
+    )
     args = parser.parse_args(argv)
 
     base = Config()
@@ -227,6 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     def report(name: str, n: int, seconds: float, note: str = "") -> None:
         rows.append((name, n, seconds, note))
         print(f"{name}: {rate(n, seconds)}/s {note}", flush=True)
+
+    if args.stages:
+        with tempfile.TemporaryDirectory(prefix="regimed-bench-") as tmp:
+            per_bar = stages(records, batch, Path(tmp) / "stages.db", base)
+        print("| stage (second half of the records) | µs per bar |\n|---|---:|")
+        for name, micros in per_bar.items():
+            print(f"| {name} | {micros:.1f} |")
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="regimed-bench-") as tmp:
         work = Path(tmp)

@@ -61,6 +61,8 @@ _BACK14: Final = np.arange(14)
 _BACK20: Final = np.arange(19, -1, -1)  # oldest first, as `_reanchor` adds them
 # Rings, in `SymbolFeatures` order, then high and low (the per-event path keeps those in deques).
 _LC, _C, _R, _HL, _V, _VX, _LVX, _H, _L = range(9)
+#: The `SymbolFeatures` attributes of the first seven rings.
+_RING_ATTRS: Final = ("_lc", "_c", "_r", "_hl", "_v", "_vx", "_lvx")
 
 
 def ready(state: SymbolFeatures) -> bool:
@@ -130,15 +132,8 @@ class FeatureBank:
         state._i = i
         state.withheld = int(self.withheld[slot])
         rings = self._rings
-        (
-            state._lc,
-            state._c,
-            state._r,
-            state._hl,
-            state._v,
-            state._vx,
-            state._lvx,
-        ) = rings[:_H, slot].tolist()
+        for name, values in zip(_RING_ATTRS, rings[:_H, slot].tolist(), strict=True):
+            setattr(state, name, values)
         for window, ring in (
             (state._d10, rings[_C]),
             (state._d60, rings[_C]),
@@ -177,17 +172,13 @@ class FeatureBank:
         self.slots[symbol] = slot
         i = state.bars - 1
         rings = self._rings
-        for ring, values in zip(
-            rings[:_H, slot],
-            (state._lc, state._c, state._r, state._hl, state._v, state._vx, state._lvx),
-            strict=True,
-        ):
-            ring[:] = values
+        rings[:_H, slot] = [getattr(state, name) for name in _RING_ATTRS]
         rings[_H, slot] = 0.0
         rings[_L, slot] = math.inf
-        for ring, window in ((rings[_H, slot], state._dh14), (rings[_L, slot], state._dl14)):
-            values = list(window)
-            ring[(np.arange(i - len(values) + 1, i + 1)) & _M] = values
+        n = len(state._dh14)
+        at = np.arange(i - n + 1, i + 1) & _M
+        rings[_H, slot, at] = list(state._dh14)
+        rings[_L, slot, at] = list(state._dl14)
         self._i[slot] = i
         self.withheld[slot] = state.withheld
         self._vx_run[slot] = state._vx_run

@@ -204,8 +204,8 @@ class Pipeline:
         )
         self.symbols[symbol] = _Symbol(features, labels, days[-1].date(), row)
         self.restored += 1
-        if self.bank_enabled and ready(features):
-            self._promote(symbol)
+        # A restored symbol joins the bank at the end of its first poll (`process_batch`),
+        # like any other: a restart pays only for the state itself.
 
     # -- the bank: many symbols per numpy step -------------------------------------------------
 
