@@ -202,22 +202,22 @@ class MarketDataConsumer:
 
     def close(self, commit: bool) -> None:
         """Leave the group; commit the stored offsets first on a clean stop."""
-        try:
-            if commit:
-                self.settle()
-        finally:
-            writer, self.writer, self._in_flight = self.writer, None, None
-            if writer is not None:
-                writer.close()  # after the batch in flight, committed or rolled back
         consumer, self._consumer = self._consumer, None
         member_id = consumer.group_metadata().member_id if consumer is not None else None
         try:
+            if commit:
+                self.settle()  # the batch in flight: stored before its offsets are committed
             if consumer is not None and commit:
                 self._final_commit(consumer)
         finally:
-            if consumer is not None:
-                consumer.close(autocommit=False)
-            self.dlq.close()
+            try:
+                if consumer is not None:
+                    consumer.close(autocommit=False)
+                self.dlq.close()
+            finally:
+                writer, self.writer, self._in_flight = self.writer, None, None
+                if writer is not None:
+                    writer.close()  # after the batch in flight, committed or rolled back
         if consumer is not None and commit and self.config.kafka.leave_group_on_stop:
             self._leave_group(member_id)
 
