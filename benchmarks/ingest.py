@@ -162,7 +162,7 @@ def stages(records: list[Payload], batch: int, path: Path, config: Config) -> di
             t = add("pipeline", t)
             assert not out.samples, "a steady-state poll runs in the bank"
             block = out.block
-            bars = sorted([*map(st._BAR_FIELDS, out.bars), *block.bars], key=st._KEY2)  # ^VIX
+            bars = sorted([*map(st.BAR_FIELDS, out.bars), *block.bars], key=st._KEY2)  # ^VIX
             samples = sorted(block.samples, key=st._KEY3)
             labels = sorted(block.labels, key=st._KEY3)
             t = add("store: sort", t)

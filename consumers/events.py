@@ -166,22 +166,11 @@ _ONE_DAY = dt.timedelta(days=1)
 _INF = math.inf
 
 
-def _plain_bar(data: Any, key: bytes | None, latest: dt.date | None) -> BarEvent | None:
-    """The bar of a valid record in the producers' own form (a date string, float fields),
-    or None for any other record, which `_checked_bar` then decodes or rejects with its reason.
-
-    The same rules as `_checked_bar`, in one expression: most records take this path.
-    """
-    if type(data) is not dict or latest is None:
-        return None
-    symbol = data.get("symbol")
-    ts = data.get("ts")
-    o = data.get("open")
-    h = data.get("high")
-    lo = data.get("low")
-    c = data.get("close")
-    v = data.get("volume")
-    if not (
+def _plain_fields(symbol: Any, ts: Any, o: Any, h: Any, lo: Any, c: Any, v: Any) -> bool:
+    """Whether the fields are in the producers' own form (a str symbol, a 10-character ts,
+    float prices and volume) with valid prices and volume: `_checked_bar`'s field rules for
+    that form, in one expression."""
+    return (
         type(symbol) is str
         and type(ts) is str
         and len(ts) == 10
@@ -195,6 +184,27 @@ def _plain_bar(data: Any, key: bytes | None, latest: dt.date | None) -> BarEvent
         and (o if o > c else c) <= h < _INF
         and 0.0 < lo <= (o if o < c else c)
         and 0.0 <= v < _INF
+    )
+
+
+def _plain_bar(data: Any, key: bytes | None, latest: dt.date | None) -> BarEvent | None:
+    """The bar of a valid record in the producers' own form (a date string, float fields),
+    or None for any other record, which `_checked_bar` then decodes or rejects with its reason.
+
+    The same rules as `_checked_bar`, in one expression: most records take this path.
+    """
+    if type(data) is not dict or latest is None:
+        return None
+    # Any: `_plain_fields` checks their types.
+    symbol: Any = data.get("symbol")
+    ts: Any = data.get("ts")
+    o: Any = data.get("open")
+    h: Any = data.get("high")
+    lo: Any = data.get("low")
+    c: Any = data.get("close")
+    v: Any = data.get("volume")
+    if not (
+        _plain_fields(symbol, ts, o, h, lo, c, v)
         and data.get("interval", "1d") in SUPPORTED_INTERVALS
         and SYMBOL_PATTERN.match(symbol)
         and (key is None or key == symbol.encode())
@@ -336,7 +346,12 @@ def decode_batch(
     add_rejected = out.rejected.append
     days: dict[str, tuple[dt.date, str] | None] = {}  # ts -> (day, day.isoformat()) or None
     symbols = _SYMBOL_BYTES
-    loads, load_error, inf, intervals = orjson.loads, orjson.JSONDecodeError, _INF, ("1d",)
+    loads, load_error, plain, intervals = (
+        orjson.loads,
+        orjson.JSONDecodeError,
+        _plain_fields,
+        ("1d",),
+    )
     limit, match, fromisoformat = MAX_PAYLOAD_BYTES, SYMBOL_PATTERN.match, dt.date.fromisoformat
     for i, (key, raw) in enumerate(records):
         # ASCII: valid UTF-8 without a byte order mark, as `decode_event` wants it too.
@@ -356,19 +371,8 @@ def decode_batch(
             except (load_error, KeyError):
                 symbol = None
             if (
-                type(symbol) is str
-                and type(ts) is str
-                and len(ts) == 10
-                and type(o) is float
-                and type(h) is float
-                and type(lo) is float
-                and type(c) is float
-                and type(v) is float
-                and 0.0 < o < inf
-                and 0.0 < c < inf
-                and (o if o > c else c) <= h < inf
-                and 0.0 < lo <= (o if o < c else c)
-                and 0.0 <= v < inf
+                symbol is not None  # else the fields of this record were not all read
+                and plain(symbol, ts, o, h, lo, c, v)
                 and ((n := len(data)) == 7 or (n == 8 and data.get("interval") in intervals))
                 # One colon a field: no duplicate key, no nested object or array (which
                 # `json` may refuse for its depth where orjson takes it).

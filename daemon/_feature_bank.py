@@ -26,6 +26,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from daemon._feature_batch import log_each
 from daemon._feature_defs import (
     ATR_A,
     E12_A,
@@ -68,11 +69,6 @@ _RING_ATTRS: Final = ("_lc", "_c", "_r", "_hl", "_v", "_vx", "_lvx")
 def ready(state: SymbolFeatures) -> bool:
     """Whether a symbol's next bar can run in the bank: its recursive averages are seeded."""
     return state.bars > MACD_READY
-
-
-def log_each(values: Floats) -> Floats:
-    """`math.log` of every value (see the module docstring)."""
-    return np.fromiter(map(math.log, values.tolist()), dtype=np.float64, count=len(values))
 
 
 class FeatureBank:
@@ -192,10 +188,6 @@ class FeatureBank:
         slot = self.slots.pop(symbol, None)
         if slot is not None:
             self._free.append(slot)
-
-    def bars(self, slot: int) -> int:
-        """How many bars the symbol in `slot` has seen."""
-        return int(self._i[slot]) + 1
 
     def update(
         self,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
-import operator
 import struct
 from collections import Counter, deque
 from collections.abc import Callable
@@ -22,7 +21,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from daemon._feature_bank import FeatureBank, log_each, ready
+from daemon._feature_bank import FeatureBank, ready
+from daemon._feature_batch import log_each
 from daemon._feature_defs import RING
 from daemon.bar import Bar
 from daemon.config import REGIMES, Config
@@ -44,7 +44,7 @@ from daemon.regime import (
     label_history,
     proxy_vix,
 )
-from daemon.store import BarRow, LabelUpdate, RowBlock, SampleRow, Source
+from daemon.store import BAR_FIELDS, BarRow, LabelUpdate, RowBlock, SampleRow, Source
 
 
 @dataclass
@@ -577,7 +577,7 @@ class _BankBatch:
         names, vix_sources = _REGIME_NAMES, _VIX_SOURCES
         for kind, ref in order:
             if kind == 1:
-                add_bar(_BAR_FIELDS(ref))
+                add_bar(BAR_FIELDS(ref))
                 continue
             if kind == 2:
                 add_bar(made[ref])
@@ -640,9 +640,6 @@ class _BankBatch:
 
 
 _REGIME_NAMES: dict[int, str | None] = {**dict(enumerate(REGIMES)), -1: None}
-_BAR_FIELDS = operator.attrgetter(
-    "symbol", "ts", "open", "high", "low", "close", "volume", "regime", "vix", "vix_source"
-)
 
 
 def _names(column: pd.Series[Any]) -> list[str | None]:

@@ -99,13 +99,11 @@ def decide(
     return regime, episode
 
 
-#: Regime names by code, as `decide_many` returns them (-1: undecided).
-REGIME_CODES: tuple[str, ...] = REGIMES
-_CRASH = REGIME_CODES.index("crash")
-_RECOVERY = REGIME_CODES.index("recovery")
-_HIGH = REGIME_CODES.index("high_volatility")
-_NORMAL = REGIME_CODES.index("normal")
-_LOW = REGIME_CODES.index("low_volatility")
+_CRASH = REGIMES.index("crash")
+_RECOVERY = REGIMES.index("recovery")
+_HIGH = REGIMES.index("high_volatility")
+_NORMAL = REGIMES.index("normal")
+_LOW = REGIMES.index("low_volatility")
 
 
 @dataclass
@@ -159,7 +157,7 @@ def decide_many(
     episodes: Episodes,
 ) -> np.ndarray:
     """`decide` for the next bar of several symbols at once (distinct `slots`): their regime
-    codes (an index into `REGIME_CODES`, -1 when undecided); `episodes` move on in place.
+    codes (an index into `REGIMES`, -1 when undecided); `episodes` move on in place.
     `prior_max` is NaN where `decide` gets None, and so is `vix`."""
     active = episodes.active[slots]
     last = episodes.last_crash[slots]

@@ -86,7 +86,8 @@ _FIELD_SEP = "\x1f"  # ASCII unit separator: joins event names inside one aggreg
 _KEY2 = operator.itemgetter(0, 1)  # (symbol, ts) of bar parameters
 _KEY3 = operator.itemgetter(0, 1, 2)  # (source, symbol, ts) of sample and label parameters
 # Rows to statement parameters, in the order of the INSERT and UPDATE statements below.
-_BAR_FIELDS = operator.attrgetter(
+#: A `BarRow` as the parameters of the bar statements (`RowBlock.bars` order).
+BAR_FIELDS = operator.attrgetter(
     "symbol", "ts", "open", "high", "low", "close", "volume", "regime", "vix", "vix_source"
 )
 _LABEL_FIELDS = operator.attrgetter("source", "symbol", "ts", "label")
@@ -145,7 +146,7 @@ def _check_regime(owner: str, value: object, *, optional: bool = False) -> None:
 _Row = TypeVar("_Row")
 
 
-def _unchecked(cls: type[_Row], **values: Any) -> _Row:
+def _unchecked(cls: type[_Row], values: dict[str, Any]) -> _Row:
     """An instance of the frozen dataclass `cls` with these field values, without running
     `__init__` and `__post_init__` (a tenth of their cost)."""
     row = object.__new__(cls)
@@ -196,10 +197,8 @@ class BarRow:
     ) -> BarRow:
         """A row without the constructor's checks, for values valid by construction (the
         pipeline's rows of a validated `Bar`); the checks cost more than the row's storage."""
-        row = object.__new__(cls)
-        object.__setattr__(
-            row,
-            "__dict__",
+        return _unchecked(
+            cls,
             {
                 "symbol": symbol,
                 "ts": ts,
@@ -213,7 +212,6 @@ class BarRow:
                 "vix_source": vix_source,
             },
         )
-        return row
 
 
 @dataclass(frozen=True, eq=False)
@@ -280,10 +278,8 @@ class SampleRow:
         """A sample without the constructor's checks and copy, for values valid by
         construction: `features` must already be a read-only 1-D float32 vector and `weight` a
         plain float (the pipeline's samples)."""
-        row = object.__new__(cls)
-        object.__setattr__(
-            row,
-            "__dict__",
+        return _unchecked(
+            cls,
             {
                 "symbol": symbol,
                 "ts": ts,
@@ -296,7 +292,6 @@ class SampleRow:
                 "event": None,
             },
         )
-        return row
 
 
 @dataclass(frozen=True)
@@ -318,11 +313,7 @@ class LabelUpdate:
     @classmethod
     def unchecked(cls, symbol: str, ts: str, source: Source, label: int) -> LabelUpdate:
         """An update without the constructor's checks, for values valid by construction."""
-        row = object.__new__(cls)
-        object.__setattr__(
-            row, "__dict__", {"symbol": symbol, "ts": ts, "source": source, "label": label}
-        )
-        return row
+        return _unchecked(cls, {"symbol": symbol, "ts": ts, "source": source, "label": label})
 
 
 @dataclass
@@ -660,7 +651,7 @@ class Store:
         `samples` are removed in the same transaction (`samples_removed`). `block` adds rows
         given as statement parameters (`RowBlock`), written after the row objects.
         """
-        bar_params = list(map(_BAR_FIELDS, bars))
+        bar_params = list(map(BAR_FIELDS, bars))
         sample_list = list(samples)
         sample_params = [
             (source, symbol, ts, regime, float(weight), label, event, version, vector.tobytes())

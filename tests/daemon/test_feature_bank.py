@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from consumers.events import DecodedBatch
 from consumers.replay import synthetic_events
 from daemon._feature_bank import FeatureBank
 from daemon._feature_event import SymbolFeatures
@@ -23,28 +22,17 @@ from daemon.store import Store
 RESTORE_BARS = 1000
 
 
-@dataclass
-class Columns:
-    symbols: list[str]
-    ts: list[str]
-    days: list[dt.date]
-    open: list[float]
-    high: list[float]
-    low: list[float]
-    close: list[float]
-    volume: list[float]
-
-
-def columns(bars: Sequence[Bar]) -> Columns:
-    return Columns(
-        [b.symbol for b in bars],
-        [b.ts for b in bars],
-        [b.day for b in bars],
-        [b.open for b in bars],
-        [b.high for b in bars],
-        [b.low for b in bars],
-        [b.close for b in bars],
-        [b.volume for b in bars],
+def columns(bars: Sequence[Bar]) -> DecodedBatch:
+    """Bars as the consumer hands them to the pipeline."""
+    return DecodedBatch(
+        symbols=[b.symbol for b in bars],
+        ts=[b.ts for b in bars],
+        days=[b.day for b in bars],
+        open=[b.open for b in bars],
+        high=[b.high for b in bars],
+        low=[b.low for b in bars],
+        close=[b.close for b in bars],
+        volume=[b.volume for b in bars],
     )
 
 
