@@ -42,6 +42,8 @@ from daemon._feature_defs import (
     VIX_RUN,
     VOL_FACTOR,
     WARMUP,
+    level_moments,
+    return_moments,
 )
 from daemon._feature_event import SymbolFeatures
 from daemon.config import REGIMES
@@ -323,30 +325,11 @@ class FeatureBank:
 
         with np.errstate(all="ignore"):
             out = np.empty((_N_FEATURES, n))
-            n5 = s[0] / 5
-            m5 = s[1] / 5 - n5 * n5
-            n10 = s[2] / 10
-            m10 = s[3] / 10 - n10 * n10
-            n21 = s[4] / 21
-            b = s[5] / 21
-            m21 = b - n21 * n21
-            t21 = s[6] / 21 - n21 * (3.0 * b - 2.0 * n21 * n21)
-            n63 = s[7] / 63
-            b = s[8] / 63
-            m63 = b - n63 * n63
-            t63 = s[9] / 63 - n63 * (3.0 * b - 2.0 * n63 * n63)
+            m5, m10, m21, t21, m63, t63 = return_moments(s)
+            pk, mc, ma20, bvar, ma50, ma200, mv, vm, vvar = level_moments(s, anc)
             flat21 = m21 > FLAT_VAR
             vol21 = np.where(flat21, np.sqrt(_V21 * m21), 0.0)
-            pk = s[10] / 21
-            mc = s[11] / 20
-            ma20 = anc[0] + mc
-            bvar = s[12] / 20 - mc * mc
             bsd = np.where(bvar > FLAT_REL2 * ma20 * ma20, np.sqrt(bvar), 0.0)
-            ma50 = s[13] / 50
-            ma200 = s[14] / 200
-            mv = s[15] / 20
-            vm = anc[1] + mv
-            vvar = s[16] / 20 - mv * mv
             rng = max_h14 - min_l14
             hi_oc = np.where(lo > lc, lo, lc)
             lo_oc = np.where(lo < lc, lo, lc)

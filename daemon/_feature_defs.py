@@ -6,7 +6,7 @@ See docs/features.md for the definition of every feature and why it is there.
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Any, Final
 
 from daemon.config import REGIMES
 
@@ -147,3 +147,40 @@ def bad_bar_message(
 def bad_regime_message(where: object, regime: object) -> str:
     """Say that a regime label is not one of the five."""
     return f"bar {where}: regime {regime!r} is not one of {', '.join(REGIMES)}"
+
+
+def return_moments(s: Any) -> tuple[Any, ...]:
+    """(m5, m10, m21, t21, m63, t63): the variance (m) and third central moment (t) of the log
+    returns over each window, from the running sums `s` of the per-event path (floats) and of
+    the bank (arrays, a symbol per column) alike: the same operations in the same order, so
+    both get the same values bit for bit."""
+    n5 = s[0] / 5
+    m5 = s[1] / 5 - n5 * n5
+    n10 = s[2] / 10
+    m10 = s[3] / 10 - n10 * n10
+    n21 = s[4] / 21
+    b = s[5] / 21
+    m21 = b - n21 * n21
+    t21 = s[6] / 21 - n21 * (3.0 * b - 2.0 * n21 * n21)
+    n63 = s[7] / 63
+    b = s[8] / 63
+    m63 = b - n63 * n63
+    t63 = s[9] / 63 - n63 * (3.0 * b - 2.0 * n63 * n63)
+    return m5, m10, m21, t21, m63, t63
+
+
+def level_moments(s: Any, anc: Any) -> tuple[Any, ...]:
+    """(pk, mc, ma20, bvar, ma50, ma200, mv, vm, vvar): the Parkinson term; the 20-bar close
+    mean off its anchor, the mean itself and its variance; the 50- and 200-bar means; the
+    20-bar volume mean off its anchor, the mean and its variance. Floats or arrays alike, as
+    `return_moments`."""
+    pk = s[10] / 21
+    mc = s[11] / 20
+    ma20 = anc[0] + mc
+    bvar = s[12] / 20 - mc * mc
+    ma50 = s[13] / 50
+    ma200 = s[14] / 200
+    mv = s[15] / 20
+    vm = anc[1] + mv
+    vvar = s[16] / 20 - mv * mv
+    return pk, mc, ma20, bvar, ma50, ma200, mv, vm, vvar

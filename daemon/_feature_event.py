@@ -42,6 +42,8 @@ from daemon._feature_defs import (
     WARMUP,
     bad_bar_message,
     bad_regime_message,
+    level_moments,
+    return_moments,
 )
 from daemon._feature_restore import restored_state
 from daemon.errors import DataError
@@ -357,30 +359,10 @@ class SymbolFeatures:
             self.withheld += 1
             return None
 
-        n5 = s[0] / 5
-        m5 = s[1] / 5 - n5 * n5
-        n10 = s[2] / 10
-        m10 = s[3] / 10 - n10 * n10
-        n21 = s[4] / 21
-        b = s[5] / 21
-        m21 = b - n21 * n21
-        t21 = s[6] / 21 - n21 * (3.0 * b - 2.0 * n21 * n21)
-        n63 = s[7] / 63
-        b = s[8] / 63
-        m63 = b - n63 * n63
-        t63 = s[9] / 63 - n63 * (3.0 * b - 2.0 * n63 * n63)
+        m5, m10, m21, t21, m63, t63 = return_moments(s)
+        pk, mc, ma20, bvar, ma50, ma200, mv, vm, vvar = level_moments(s, self._anc)
         vol21 = _sqrt(_V21 * m21) if m21 > FLAT_VAR else 0.0
-        pk = s[10] / 21
-        anc = self._anc
-        mc = s[11] / 20
-        ma20 = anc[0] + mc
-        bvar = s[12] / 20 - mc * mc
         bsd = _sqrt(bvar) if bvar > FLAT_REL2 * ma20 * ma20 else 0.0
-        ma50 = s[13] / 50
-        ma200 = s[14] / 200
-        mv = s[15] / 20
-        vm = anc[1] + mv
-        vvar = s[16] / 20 - mv * mv
         rng = x[4] - x[5]
         hi_oc = lo if lo > lc else lc
         lo_oc = lo if lo < lc else lc
