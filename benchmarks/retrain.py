@@ -7,31 +7,58 @@ same batch feature and label code) to reach `--samples`. The store is built once
 temporary directory (not timed); then `regimed retrain`'s code path runs with the default
 configuration and prints the time of each stage and each model.
 
+`--busy` instead times whole retrains in the daemon's retrain process (`RetrainRunner`, as the
+daemon runs them) beside a busy ingest: an embedded broker, `regimed replay --synthetic` publishing
+as fast as it can, and the daemon's `MarketDataConsumer` (with its writer process) consuming in a
+thread of this process, as in `regimed run`. Each round runs the retrain twice, alternately: with
+the old thread policy (the daemon's environment as it is, `training.n_jobs = 2`) and the current
+one (the default `training.n_jobs = "auto"` and the environment `daemon.training.threads` gives the
+retrain process); a third run per round takes the current policy with `n_jobs = 2`, to tell the
+wait policy's part from the thread count's. The first two also run once before the load. Each
+retrain trains on a fresh copy of the same store; the table gives its time, the fit time of the
+OpenMP models and the bars the consumer stored per second while it ran.
+
 Run: /tmp/venv/bin/python benchmarks/retrain.py [--samples 100000] [--runs 1]
-Results go to docs/benchmarks.md (section "Retrain").
+     /tmp/venv/bin/python benchmarks/retrain.py --busy [--samples 30000] [--rounds 2]
+Results go to docs/benchmarks.md (sections "Retrain" and "Retrain beside a busy consumer").
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from consumers.replay import synthetic_events
+from consumers.broker import EmbeddedBroker
+from consumers.kafka_source import MarketDataConsumer
+from consumers.replay import ensure_topic, synthetic_events
+from daemon._config_runtime import RetrainProcessConfig
 from daemon.archive import build_archive
-from daemon.config import Config, StoreConfig
+from daemon.config import Config, KafkaConfig, MetricsConfig, StoreConfig
 from daemon.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.metrics import Metrics
 from daemon.pipeline import history_rows
+from daemon.retrain_runner import RetrainRunner, RunResult
 from daemon.store import Store
+from daemon.training.threads import THREAD_COUNT_VARIABLES, WAIT_POLICY
 from daemon.training.trainer import retrain
+
+#: The models whose fits run on OpenMP threads.
+OPENMP_MODELS = ("xgboost", "lightgbm", "gradient_boosting")
 
 
 def build_store(path: Path, samples: int) -> int:
@@ -72,11 +99,175 @@ def build_store(path: Path, samples: int) -> int:
     return total
 
 
+class OldPolicyRunner(RetrainRunner):
+    """The retrain process as it was started before the thread policy: the daemon's own
+    environment (OpenMP's default wait policy, no thread caps); the configuration sets n_jobs."""
+
+    def environment(self, n_jobs: int) -> dict[str, str]:
+        policy = {*THREAD_COUNT_VARIABLES, *WAIT_POLICY}
+        return {k: v for k, v in os.environ.items() if k not in policy}
+
+
+class Ingest:
+    """The daemon's consumer, consuming in a thread until `stop`; `stored` counts the bars."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stopping = threading.Event()
+        self.stored = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="ingest")
+
+    def _run(self) -> None:
+        try:
+            with Store.open(self.config.store) as store:
+                consumer = MarketDataConsumer(self.config, store, Metrics.create(), self.stopping)
+                consumer.open()
+                try:
+                    while not self.stopping.is_set():
+                        self.stored += consumer.run(max_messages=5_000, timeout_s=1).stored_bars
+                finally:
+                    consumer.close(commit=True)
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+
+    def wait_for_bars(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.stored == 0:
+            if self.error is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the consumer stored nothing in {timeout_s:.0f} s: {self.error}"
+                )
+            time.sleep(0.5)
+
+
+@contextmanager
+def busy_ingest(work: Path, timeout_s: float) -> Iterator[Ingest]:
+    """An embedded broker, `regimed replay --synthetic` publishing into it as fast as it can,
+    and the daemon's consumer (and writer process) storing what comes."""
+    suffix = uuid.uuid4().hex[:8]
+    with EmbeddedBroker(log_path=work / "broker.log") as broker:
+        kafka = KafkaConfig(
+            bootstrap_servers=(broker.bootstrap,),
+            topic=f"bench-{suffix}",
+            group_id=f"bench-{suffix}",
+        )
+        ensure_topic(kafka, kafka.topic, 1)
+        ensure_topic(kafka, kafka.effective_dlq_topic, 1)
+        env = {**os.environ, "REGIMED_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap}
+        replay = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daemon",
+                "replay",
+                "--synthetic",
+                "500",
+                "--days",
+                "50000",
+                "--topic",
+                kafka.topic,
+                "--quiet",
+                "--log-level",
+                "WARNING",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        config = Config(
+            kafka=kafka,
+            store=StoreConfig(path=str(work / "ingest.db")),
+            metrics=MetricsConfig(port=0),
+        )
+        ingest = Ingest(config)
+        ingest.thread.start()
+        try:
+            ingest.wait_for_bars(timeout_s)
+            yield ingest
+        finally:
+            ingest.stopping.set()
+            ingest.thread.join(timeout_s)
+            replay.terminate()
+            replay.wait(timeout_s)
+    if ingest.error is not None:
+        raise ingest.error
+
+
+def timed_retrain(
+    variant: str, store: Path, work: Path, ingest: Ingest | None, timeout_s: float
+) -> tuple[RunResult, float, float | None]:
+    """One retrain in the retrain process on a fresh copy of `store`: (result, seconds, bars
+    stored per second meanwhile)."""
+    run_dir = work / f"run-{uuid.uuid4().hex[:8]}"
+    run_dir.mkdir()
+    shutil.copy(store, run_dir / "regimed.db")
+    config = Config().replace(store=StoreConfig(path=str(run_dir / "regimed.db")))
+    process = RetrainProcessConfig(timeout_seconds=timeout_s)
+    if variant == "old":
+        training = dataclasses.replace(config.training, n_jobs=2)
+        runner: RetrainRunner = OldPolicyRunner(config.replace(training=training), process=process)
+    elif variant == "new, n_jobs 2":
+        training = dataclasses.replace(config.training, n_jobs=2)
+        runner = RetrainRunner(config.replace(training=training), process=process)
+    else:
+        runner = RetrainRunner(config, process=process)
+    before = ingest.stored if ingest is not None else 0
+    t = time.perf_counter()
+    result = runner.run("manual")
+    seconds = time.perf_counter() - t
+    rate = None if ingest is None else (ingest.stored - before) / seconds
+    shutil.rmtree(run_dir)
+    return result, seconds, rate
+
+
+def busy(store: Path, work: Path, rounds: int, timeout_s: float) -> None:
+    """Retrains with the old and the current thread policy, quiet and beside a busy ingest."""
+    names = {
+        "old": "old: environment as is, n_jobs 2",
+        "new": 'new: thread policy, n_jobs "auto"',
+        "new, n_jobs 2": "thread policy, n_jobs 2",
+    }
+    models = " | ".join(f"{m} fit s" for m in OPENMP_MODELS)
+    print(f"\n| load | thread policy | retrain s | {models} | bars stored/s meanwhile |")
+    print("|---|---|---:|" + "---:|" * len(OPENMP_MODELS) + "---:|")
+
+    def row(load: str, variant: str, ingest: Ingest | None) -> None:
+        result, seconds, rate = timed_retrain(variant, store, work, ingest, timeout_s)
+        if result.outcome not in ("promoted", "rejected"):
+            raise RuntimeError(f"retrain {result.outcome}: {result.reason}")
+        fits = ((result.report or {}).get("validation") or {}).get("models") or {}
+        cells = " | ".join(f"{fits.get(m, {}).get('fit_seconds', 0):.1f}" for m in OPENMP_MODELS)
+        meanwhile = "-" if rate is None else f"{rate:,.0f}"
+        load_now = f"{load}, load {os.getloadavg()[0]:.1f}"
+        print(
+            f"| {load_now} | {names[variant]} | {seconds:.1f} | {cells} | {meanwhile} |", flush=True
+        )
+
+    for variant in ("old", "new"):
+        row("quiet", variant, None)
+    with busy_ingest(work, timeout_s) as ingest:
+        for _ in range(rounds):
+            for variant in ("old", "new", "new, n_jobs 2"):
+                row("busy ingest", variant, ingest)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=100_000)
+    parser.add_argument("--samples", type=int, default=None, help="default 100,000; --busy 30,000")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="instead: retrains in the retrain process, old and current thread policy, "
+        "quiet and beside a busy ingest",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="--busy: rounds of old and new")
+    parser.add_argument(
+        "--timeout", type=float, default=1800, help="--busy: bound of a retrain (s)"
+    )
     args = parser.parse_args(argv)
+    if args.samples is None:
+        args.samples = 30_000 if args.busy else 100_000
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "regimed.db"
         t = time.perf_counter()
@@ -84,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"store: {total:,} labelled samples built in {time.perf_counter() - t:.0f} s")
         config = Config().replace(store=StoreConfig(path=str(path)))
         print(f"python {sys.version.split()[0]}, {platform.machine()}, {os.cpu_count()} cpus")
+        if args.busy:
+            busy(path, Path(tmp), args.rounds, args.timeout)
+            return 0
         stages: dict[str, float] = {}
         last = [time.perf_counter(), "start"]
 

@@ -43,8 +43,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Walk forward over the history, print the results, write the report."""
     from daemon._config_evaluate import EvaluateConfig
     from daemon.cli import EXIT_OK, _config
-    from daemon.evaluation import evaluate, load_csvs
-    from daemon.evaluation.report import render_text, write_report
+    from daemon.training.threads import resolve_n_jobs, thread_limits
 
     config = _config(args)
     settings: EvaluateConfig = config.evaluate
@@ -62,7 +61,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--end {end}: expected a day after the start ({settings.start})")
     if args.vix is not None and not args.bars:
         raise UsageError("--vix needs --bars (the bundled history has its own VIX)")
-    histories = load_csvs(args.bars, args.vix) if args.bars else None
     started = time.perf_counter()
 
     def progress(k: int, total: int, fold: Any) -> None:
@@ -73,7 +71,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
             sys.stderr.flush()
 
-    evaluation = evaluate(config, settings, histories, end=end, progress=progress)
+    # The thread limits before the numeric libraries load (daemon.training.threads).
+    with thread_limits(resolve_n_jobs(settings.n_jobs)):
+        from daemon.evaluation import evaluate, load_csvs
+        from daemon.evaluation.report import render_text, write_report
+
+        histories = load_csvs(args.bars, args.vix) if args.bars else None
+        evaluation = evaluate(config, settings, histories, end=end, progress=progress)
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")
     written = write_report(evaluation, args.out)

@@ -41,18 +41,24 @@ def _progress_bar(stream: TextIO) -> Any:
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Train a candidate now, gate it against the champion, print the report."""
     from daemon.cli import EXIT_FAILURE, EXIT_OK, _stored_config
-    from daemon.training.summary import render
-    from daemon.training.trainer import RetrainFailed, retrain
+    from daemon.training.threads import resolve_n_jobs, thread_limits
 
     config = _stored_config(args)
     progress = _progress_bar(sys.stderr) if sys.stderr.isatty() and not args.json else None
-    try:
-        report = retrain(config, trigger=args.trigger, progress=progress)
-    except RetrainFailed as exc:
-        if args.json:
-            print(json.dumps(exc.report, indent=2))
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    # No consumer to leave cores to: "auto" is every core; the threads still sleep when they
+    # wait, for a daemon that may run beside. Set before the libraries load.
+    # (LightGBM and XGBoost load during the fits: the limits hold for the whole run.)
+    with thread_limits(resolve_n_jobs(config.training.n_jobs)):
+        from daemon.training.summary import render
+        from daemon.training.trainer import RetrainFailed, retrain
+
+        try:
+            report = retrain(config, trigger=args.trigger, progress=progress)
+        except RetrainFailed as exc:
+            if args.json:
+                print(json.dumps(exc.report, indent=2))
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
     if args.json:
         print(json.dumps(report, indent=2))
     else:

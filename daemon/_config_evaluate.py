@@ -39,7 +39,8 @@ class EvaluateConfig:
     bootstrap_samples: int = bounded(1000, ge=0)
     block_days: int = bounded(10, ge=1)
     control_folds: int = bounded(0, ge=0)
-    n_jobs: int = bounded(2, ge=1, le=256)
+    #: Threads per model fit; "auto": every core this process may use.
+    n_jobs: int | Literal["auto"] = bounded("auto", ge=1, le=256)
     seed: int = bounded(42, ge=0)
 
     def __post_init__(self) -> None:

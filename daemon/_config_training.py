@@ -39,7 +39,9 @@ class TrainingConfig:
     ensemble_holdout_fraction: float = bounded(0.2, gt=0, lt=1)
     models: tuple[str, ...] = MODEL_NAMES
     optional_models: tuple[str, ...] = ()
-    n_jobs: int = bounded(2, ge=1, le=256)
+    #: Threads per model fit; "auto": the cores the daemon's consumer and writer leave (at least
+    #: one) in the daemon's retrain process, every core in `regimed retrain`.
+    n_jobs: int | Literal["auto"] = bounded("auto", ge=1, le=256)
     seed: int = bounded(42, ge=0)
     lock_timeout_seconds: float = bounded(0.0, ge=0)
 

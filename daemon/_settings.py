@@ -201,7 +201,7 @@ def _build(cls: type[Any], data: Any, path: str, origin: _Origin) -> Any:
             continue
         value = _convert(hint, data[f.name], key, origin)
         bounds = f.metadata.get("bounds")
-        if bounds is not None and bounds.violated(value):
+        if bounds is not None and not isinstance(value, str) and bounds.violated(value):
             raise ConfigError(
                 f"{key} = {show(value)}{origin.suffix(key)}: expected a number {bounds.describe()}"
             )
@@ -297,8 +297,15 @@ def _convert(hint: Any, raw: Any, key: str, origin: _Origin) -> Any:
         else:
             raise ConfigError(f"{where}: expected a list")
         return tuple(_convert(item, v, f"{key}[{i}]", origin) for i, v in enumerate(items))
-    if origin_type in (types.UnionType, typing.Union):  # pragma: no cover - not used in schema
-        raise ConfigError(f"{where}: unsupported field type")
+    if origin_type in (types.UnionType, typing.Union):
+        # e.g. `int | Literal["auto"]`: the first member that takes the value
+        expected = []
+        for member in get_args(hint):
+            try:
+                return _convert(member, raw, key, origin)
+            except ConfigError as exc:
+                expected.append(str(exc).rsplit(": expected ", 1)[-1])
+        raise ConfigError(f"{where}: expected {' or '.join(expected)}")
     raise ConfigError(f"{where}: unsupported field type {hint!r}")  # pragma: no cover
 
 

@@ -52,6 +52,7 @@ from typing import IO, Any, Literal, get_args
 from daemon._config_runtime import RetrainProcessConfig
 from daemon._settings import Secret, build
 from daemon.config import Config
+from daemon.training.threads import DAEMON_CORES, resolve_n_jobs, thread_environment
 
 __all__ = [
     "EXIT_BUSY",
@@ -175,6 +176,13 @@ class RetrainRunner:
         folder that happens to be in the working directory."""
         return [self.python, "-P", "-m", "daemon.retrain_runner"]
 
+    def environment(self, n_jobs: int) -> dict[str, str]:
+        """The child's environment: the daemon's, with every thread pool of the numeric
+        libraries capped at `n_jobs` and OpenMP's waiting threads asleep, so the retrain yields
+        the cores to the consumer and the writer. In the environment, not set by the child:
+        the libraries read it once, when they load."""
+        return thread_environment(n_jobs, os.environ)
+
     def stop(self) -> None:
         """Terminate a running retrain and refuse new ones (returns at once)."""
         self.stop_event.set()
@@ -189,9 +197,12 @@ class RetrainRunner:
         if self.stop_event.is_set():
             reason = "not started: the daemon is stopping"
             return RunResult(trigger, "stopped", 0.0, reason=reason, started_at=started_at)
+        # "auto" threads: the cores the consumer and the writer leave (daemon.training.threads)
+        n_jobs = resolve_n_jobs(self.config.training.n_jobs, reserved=DAEMON_CORES)
+        training = dataclasses.replace(self.config.training, n_jobs=n_jobs)
         request = {
             "trigger": trigger,
-            "config": config_document(self.config),
+            "config": config_document(self.config.replace(training=training)),
             "grace_seconds": self.process.stop_grace_seconds,
             "log_level": logging.getLogger().getEffectiveLevel(),
         }
@@ -202,6 +213,7 @@ class RetrainRunner:
                     stdin=subprocess.PIPE,
                     stdout=out,
                     stderr=err,
+                    env=self.environment(n_jobs),
                     start_new_session=True,  # our signals reach the child's whole group only
                 )
             except OSError as exc:

@@ -38,6 +38,7 @@ from daemon.training.scoring import (
     bootstrap_difference,
     score,
 )
+from daemon.training.threads import resolve_n_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def _fit_predict(
             y[rows],
             weights,
             config.models,
-            n_jobs=settings.n_jobs,
+            n_jobs=resolve_n_jobs(settings.n_jobs),
             seed=config.training.seed,
         )
         for name in settings.models

@@ -266,8 +266,10 @@ class _Retrain:
         w: npt.NDArray[np.float64],
     ) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
         from daemon.training.models import fit_model
+        from daemon.training.threads import resolve_n_jobs
 
         cfg = self.config.training
+        n_jobs = resolve_n_jobs(cfg.n_jobs)  # the daemon's retrain process gets a number
         models: dict[str, Any] = {}
         seconds: dict[str, float] = {}
         failed: dict[str, str] = {}
@@ -276,7 +278,7 @@ class _Retrain:
             t = time.perf_counter()
             try:
                 models[name] = fit_model(
-                    name, X, y, w, self.config.models, n_jobs=cfg.n_jobs, seed=cfg.seed
+                    name, X, y, w, self.config.models, n_jobs=n_jobs, seed=cfg.seed
                 )
             except ModelFitError as exc:
                 if name not in cfg.optional_models:
