@@ -244,7 +244,7 @@ def busy(store: Path, work: Path, rounds: int, timeout_s: float) -> None:
         )
 
     for variant in ("old", "new"):
-        row("quiet", variant, None)
+        row("no ingest", variant, None)
     with busy_ingest(work, timeout_s) as ingest:
         for _ in range(rounds):
             for variant in ("old", "new", "new, n_jobs 2"):
