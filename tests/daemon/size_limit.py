@@ -42,12 +42,12 @@ models = {
 """
 
 
-def run_python(code: str, *, timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:
-    """Run `code` (after `PRELUDE`) in a fresh interpreter from the project root, with no
-    REGIMED_ variables; its exit status and output."""
+def run_child(*args: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` in a fresh interpreter from the project root, with no REGIMED_
+    variables; its exit status and output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGIMED_")}
     return subprocess.run(
-        [sys.executable, "-c", PRELUDE + code],
+        [sys.executable, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -55,3 +55,8 @@ def run_python(code: str, *, timeout_s: float = 180.0) -> subprocess.CompletedPr
         timeout=timeout_s,
         check=False,
     )
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` (after `PRELUDE`) in a child process (`run_child`)."""
+    return run_child("-c", PRELUDE + code)
