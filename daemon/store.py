@@ -510,13 +510,14 @@ class Store:
         except BaseException as exc:
             self._conn.close()
             self._closed = True
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+            code = _primary_code(exc)
+            if code == sqlite3.SQLITE_NOTADB:
                 raise ForeignStoreError(
                     f"{self.path}: not an SQLite database, so not a regimed store (a wrong "
                     "store.path, or a store whose first page is damaged: restore it from a "
                     "backup); the file was left untouched"
                 ) from None
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CORRUPT:
+            if code == sqlite3.SQLITE_CORRUPT:
                 raise StoreCorruptError(self._damaged(str(exc))) from None
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
@@ -590,8 +591,10 @@ class Store:
         try:
             rows = self._conn.execute(f"PRAGMA quick_check({QUICK_CHECK_PROBLEMS})").fetchall()
         except sqlite3.DatabaseError as exc:
-            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_INTERRUPT:
-                raise StoreCorruptError(self._damaged(str(exc))) from None
+            if _primary_code(exc) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise StoreCorruptError(self._damaged(f"PRAGMA quick_check: {exc}")) from None
+            if _primary_code(exc) != sqlite3.SQLITE_INTERRUPT:
+                raise
             logger.info(
                 "%s: quick_check found no problem in %.1f s and stopped there "
                 "(store.quick_check_seconds); the rest of the file is unchecked",
@@ -609,14 +612,14 @@ class Store:
             if row[0] != "ok"
         ]
         if problems:
-            raise StoreCorruptError(self._damaged("; ".join(problems[:3])))
+            found = "; ".join(problems[:3])
+            raise StoreCorruptError(self._damaged(f"PRAGMA quick_check: {found}"))
         logger.info("%s: quick_check ok in %.2f s", self.path, time.monotonic() - started)
 
-    def _damaged(self, problems: str) -> str:
+    def _damaged(self, found: str) -> str:
         return (
-            f"{self.path}: the store is damaged (PRAGMA quick_check: {problems}); stop every "
-            "process that uses it and restore it from a backup (docs/operations.md, \"Back up "
-            "and restore the store\")"
+            f"{self.path}: the store is damaged ({found}); stop every process that uses it "
+            'and restore it from a backup (docs/operations.md, "Back up and restore the store")'
         )
 
     def __enter__(self) -> Store:
@@ -997,6 +1000,13 @@ class Store:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _primary_code(exc: BaseException) -> int | None:
+    """The primary SQLite result code of an sqlite3 error (e.g. SQLITE_CORRUPT for any of its
+    extended codes), None for another exception."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
 
 
 def _feature_sizes(samples: list[SampleRow]) -> dict[int, tuple[int, SampleRow]]:
