@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
-from daemon.errors import StoreError
+from daemon.errors import ForeignStoreError, StoreError
 
 __all__ = [
     "LATEST_VERSION",
@@ -246,8 +246,33 @@ _PROMOTIONS = Migration(
     ),
 )
 
+# Artifact paths relative to the store's directory, so that a copied, moved or restored state
+# directory uses its own artifacts (docs/operations.md). regimed wrote every bundle as
+# <directory of the store>/models/<version> with an absolute path: each absolute path of that
+# shape becomes models/<version>, which the registry resolves against the directory of the file
+# that holds the row. This covers a store upgraded in place and a copy made before the upgrade,
+# whose rows still name the original directory. Any other absolute path (a bundle registered
+# from elsewhere) stays as it is and is used as it is.
+_RELATIVE_ARTIFACT_PATHS = Migration(
+    5,
+    "relative_artifact_paths",
+    (
+        """
+        UPDATE models SET path = 'models/' || version
+        WHERE substr(path, 1, 1) = '/'
+            AND substr(path, -length('/models/' || version)) = '/models/' || version
+        """,
+    ),
+)
+
 #: Every migration, in the order it is applied; versions are 1, 2, ... without gaps.
-MIGRATIONS: tuple[Migration, ...] = (_CORE_TABLES, _INDEXES, _CHEAP_CHECKS, _PROMOTIONS)
+MIGRATIONS: tuple[Migration, ...] = (
+    _CORE_TABLES,
+    _INDEXES,
+    _CHEAP_CHECKS,
+    _PROMOTIONS,
+    _RELATIVE_ARTIFACT_PATHS,
+)
 
 #: The schema version this code writes and expects.
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -275,7 +300,7 @@ def _current_version(db: Database, where: str) -> int:
                 f"knows (up to {LATEST_VERSION}); upgrade regimed or use a different store.path"
             )
         if version != position or name != MIGRATIONS[position - 1].name:
-            raise StoreError(
+            raise ForeignStoreError(
                 f"{where}: schema_migrations row version {version} is named {name!r}, expected "
                 f"version {position} named {MIGRATIONS[position - 1].name!r}; this file was not "
                 "written by regimed"

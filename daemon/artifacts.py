@@ -51,6 +51,7 @@ __all__ = [
     "check_version",
     "load_bundle",
     "save_bundle",
+    "store_dir",
     "sweep_temporary",
     "unregistered",
     "verify_bundle",
@@ -139,9 +140,15 @@ def check_version(version: object, what: str = "model version") -> str:
     return version
 
 
+def store_dir(store_path: str | os.PathLike[str]) -> Path:
+    """The directory of the store at `store_path` (symlinks resolved): the registry's artifact
+    paths are relative to it."""
+    return Path(store_path).resolve().parent
+
+
 def artifacts_root(store_path: str | os.PathLike[str]) -> Path:
     """The folder of model bundles for the store at `store_path`: `models/` beside the file."""
-    return Path(store_path).resolve().parent / "models"
+    return store_dir(store_path) / "models"
 
 
 def sweep_temporary(root: Path) -> list[Path]:
@@ -245,13 +252,26 @@ def save_bundle(
     Any failure (a model that cannot be written, a skops type outside `SKOPS_TRUSTED_TYPES`,
     meta that is not JSON, a full disk) removes the temporary directory and re-raises: no
     partial version directory is ever visible. An existing version directory is never replaced.
+    A write the system refuses (a full disk, a file size limit, permissions) raises
+    ArtifactError naming the file.
     """
+    try:
+        return _save_bundle(Path(root), version, models, meta)
+    except OSError as exc:
+        raise ArtifactError(
+            f"model version {version!r}: cannot write {exc.filename or root}: "
+            f"{exc.strerror or exc}"
+        ) from None
+
+
+def _save_bundle(
+    root: Path, version: str, models: Mapping[str, Any], meta: Mapping[str, Any]
+) -> SavedArtifact:
     check_version(version)
     if not models:
         raise ArtifactError(f"model version {version!r}: no models to save")
     for name in models:
         check_version(name, "model name")
-    root = Path(root)
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     final = root / version
     if os.path.lexists(final):
@@ -292,17 +312,17 @@ def _save_model(directory: Path, name: str, model: Any) -> dict[str, Any]:
     if isinstance(model, xgboost.XGBModel):
         if not isinstance(model, xgboost.XGBClassifier):
             raise ArtifactError(f"model {name!r}: {type(model).__name__}: expected a classifier")
+        data = _xgboost_bytes(model)
         file = directory / f"{name}.ubj"
-        model.save_model(os.fspath(file))
-        os.chmod(file, 0o600)
-        entry.update(file=file.name, format="xgboost-ubj", sha256=_fsync_and_hash(file))
+        _write_file(file, data)
+        entry.update(file=file.name, format="xgboost-ubj", sha256=_sha256(data))
         return entry
     if isinstance(model, lightgbm.LGBMModel | lightgbm.Booster | LightGBMBooster):
         booster, classes = _lightgbm_parts(name, model)
+        data = booster.model_to_string().encode("utf-8")
         file = directory / f"{name}.txt"
-        _write_file(file, booster.model_to_string().encode("utf-8"))
-        entry.update(file=file.name, format="lightgbm-text", classes=classes)
-        entry["sha256"] = _fsync_and_hash(file)
+        _write_file(file, data)
+        entry.update(file=file.name, format="lightgbm-text", classes=classes, sha256=_sha256(data))
         return entry
     import skops.io  # type: ignore[import-untyped]
 
@@ -318,6 +338,18 @@ def _save_model(directory: Path, name: str, model: Any) -> dict[str, Any]:
     _write_file(file, data)
     entry.update(file=file.name, format="skops", sha256=_sha256(data))
     return entry
+
+
+def _xgboost_bytes(model: Any) -> bytes:
+    """The bytes `XGBClassifier.save_model` writes to a `.ubj` file (the booster in UBJSON with
+    the scikit-learn wrapper's marker), made in memory so that regimed's own write reports a
+    failure with its cause (XGBoost's file writer says only "FileStream.Write incomplete")."""
+    booster = model.get_booster()
+    booster.set_attr(scikit_learn=json.dumps({"_estimator_type": "classifier"}))
+    try:
+        return bytes(booster.save_raw(raw_format="ubj"))
+    finally:
+        booster.set_attr(scikit_learn=None)
 
 
 def _lightgbm_parts(name: str, model: Any) -> tuple[Any, list[Any]]:
@@ -350,23 +382,15 @@ def _library_versions() -> dict[str, str]:
 
 
 def _write_file(path: Path, data: bytes) -> None:
+    """Write and fsync a new file; an OSError names `path` (os.write and fsync do not)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_and_hash(path: Path) -> str:
-    """fsync a file a library wrote by name, and hash it."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
     finally:
         os.close(fd)
 

@@ -122,6 +122,9 @@ class StoreConfig:
     #: Write the consumer's batches in a child process, overlapping with the next poll's work
     #: (`daemon.writer`); false: in the consumer thread.
     writer_process: bool = True
+    #: At start-up the daemon runs `PRAGMA quick_check` for at most this many seconds (0: no
+    #: check); a damaged store is refused, the rest of a store too large for it is unchecked.
+    quick_check_seconds: float = bounded(10.0, ge=0)
 
     def __post_init__(self) -> None:
         if not self.path:

@@ -53,3 +53,19 @@ class ModelNotFoundError(StoreError, LookupError):
 class ArtifactError(RegimedError):
     """A model artifact cannot be written, or is refused on reading (tampered, writable by
     others, a symlink, missing, or holding an untrusted type); the message names the file."""
+
+
+class StoreBusyError(StoreError):
+    """Another regimed daemon holds the store (its `<store>.lock`); the message names the store
+    and the holder's pid."""
+
+
+class ForeignStoreError(StoreError, ConfigError):
+    """`store.path` names a file that is not a regimed store (an SQLite database with tables but
+    no regimed migration record, or not an SQLite database at all); it is left untouched, and
+    the command exits 2 like any other configuration error."""
+
+
+class StoreCorruptError(StoreError):
+    """The store failed its start-up integrity check (`PRAGMA quick_check`); the message names
+    the file and the first problems SQLite found."""

@@ -1,11 +1,13 @@
 """The model registry: which model versions exist, which one is champion, and since when.
 
-A registry row (`models` table) names a version, when it was trained, its artifact directory,
-the sha256 that pins the artifact (see `daemon.artifacts`), its status and a report (JSON): the
-retrain report plus `trigger`, `data_window` {`first`, `last`} (the first and last sample day)
-and `samples` (counts). Every change of champion, by the gate or by `regimed models promote`,
-is a row of `promotions` written in the same transaction as the status change, so
-`champion_at(when)` can say which version was serving at any time.
+A registry row (`models` table) names a version, when it was trained, its artifact directory
+(relative to the store's directory, so a copied or restored state directory uses its own
+artifacts; `ModelRecord.path` is that directory resolved), the sha256 that pins the artifact
+(see `daemon.artifacts`), its status and a report (JSON): the retrain report plus `trigger`,
+`data_window` {`first`, `last`} (the first and last sample day) and `samples` (counts). Every
+change of champion, by the gate or by `regimed models promote`, is a row of `promotions`
+written in the same transaction as the status change, so `champion_at(when)` can say which
+version was serving at any time.
 
 The registry lives in the store's SQLite file and uses the store's connection and lock;
 `Registry(store)` is cheap, so callers make one where they need it.
@@ -32,6 +34,7 @@ from daemon.artifacts import (
     check_version,
     load_bundle,
     save_bundle,
+    store_dir,
     unregistered,
     verify_bundle,
 )
@@ -124,6 +127,8 @@ class Registry:
         self.store = store
         self.alerts = alerts
         self.root = Path(root) if root is not None else artifacts_root(store.path)
+        #: The directory that relative artifact paths in the registry are relative to.
+        self.base = store_dir(store.path)
 
     # -- registering -----------------------------------------------------------------------
 
@@ -187,6 +192,8 @@ class Registry:
         reason: str | None = None,
     ) -> ModelRecord:
         """Register an artifact that is already on disk; a version can be registered once.
+        `path` is recorded relative to the store's directory when it lies inside it (a relative
+        `path` is taken as relative to that directory), else absolute.
 
         With status "champion" the previous champion is retired and a promotion is recorded
         (with `reason`, default "registered as champion").
@@ -198,7 +205,7 @@ class Registry:
             "version": version,
             "trained_at": _aware("add_model(trained_at)", trained_at),
             "sha256": sha256,
-            "path": os.fspath(path),
+            "path": _relative(path, self.base),
             "status": status,
             "report": _text(report),
         }
@@ -214,12 +221,12 @@ class Registry:
             )
             if status == "champion":
                 _record_promotion(conn, version, previous, reason or "registered as champion")
-        return _model(row)
+        return _model(row, self.base)
 
     def set_status(self, version: str, status: Literal["candidate", "rejected"]) -> ModelRecord:
         """Mark a non-champion version as candidate or rejected (e.g. after the gate)."""
         with self.store.transaction(f"set the status of model {version!r}", write=True) as conn:
-            record = _model_row(conn, self.store.path, version)
+            record = _model_row(conn, self.store.path, version, self.base)
             if record.status == "champion":
                 raise StoreError(
                     f"{self.store.path}: model version {version!r} is the champion; promote "
@@ -252,7 +259,7 @@ class Registry:
                 self._refused(record, "promotion", problems)
         when = _aware("promote(now)", now or dt.datetime.now(dt.UTC))
         with self.store.transaction(f"promote model {version!r}", write=True) as conn:
-            _model_row(conn, self.store.path, version)
+            _model_row(conn, self.store.path, version, self.base)
             previous = _champion_version(conn)
             if previous == version:
                 return None
@@ -267,18 +274,18 @@ class Registry:
         """Every registered model, oldest first."""
         with self.store.transaction("list models", write=False) as conn:
             rows = conn.execute(f"{_SELECT_MODELS} ORDER BY trained_at, version").fetchall()
-        return [_model(_as_dict(r)) for r in rows]
+        return [_model(_as_dict(r), self.base) for r in rows]
 
     def model(self, version: str) -> ModelRecord:
         """One registered model; ModelNotFoundError if the version is unknown."""
         with self.store.transaction(f"read model {version!r}", write=False) as conn:
-            return _model_row(conn, self.store.path, version)
+            return _model_row(conn, self.store.path, version, self.base)
 
     def champion(self) -> ModelRecord | None:
         """The model that scores live data, or None before the first promotion."""
         with self.store.transaction("read the champion", write=False) as conn:
             row = conn.execute(f"{_SELECT_MODELS} WHERE status = 'champion'").fetchone()
-        return None if row is None else _model(_as_dict(row))
+        return None if row is None else _model(_as_dict(row), self.base)
 
     def promotions(self) -> list[Promotion]:
         """The promotion history, oldest first."""
@@ -415,13 +422,13 @@ def _as_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip(_MODEL_COLUMNS, row, strict=True))
 
 
-def _model_row(conn: sqlite3.Connection, path: str, version: str) -> ModelRecord:
+def _model_row(conn: sqlite3.Connection, path: str, version: str, base: Path) -> ModelRecord:
     row = conn.execute(f"{_SELECT_MODELS} WHERE version = ?", (version,)).fetchone()
     if row is None:
         raise ModelNotFoundError(
             f"{path}: model version {version!r} is not registered (see `regimed models list`)"
         )
-    return _model(_as_dict(row))
+    return _model(_as_dict(row), base)
 
 
 def _refuse_known(conn: sqlite3.Connection, path: str, version: str) -> None:
@@ -482,12 +489,24 @@ def _number(doc: Mapping[str, Any], *keys: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _model(row: Mapping[str, Any]) -> ModelRecord:
+def _relative(path: str | os.PathLike[str], base: Path) -> str:
+    """An artifact path in the registry's form: relative to `base` (the store's directory)
+    when it lies inside it, else absolute. A relative `path` is already relative to `base`."""
+    if not os.path.isabs(path):
+        return os.path.normpath(path)
+    try:
+        return Path(os.path.normpath(path)).relative_to(base).as_posix()
+    except ValueError:
+        return os.path.normpath(path)
+
+
+def _model(row: Mapping[str, Any], base: Path) -> ModelRecord:
+    """A record from a registry row; a relative artifact path is resolved against `base`."""
     return ModelRecord(
         version=str(row["version"]),
         trained_at=dt.datetime.fromisoformat(row["trained_at"]),
         sha256=str(row["sha256"]),
-        path=str(row["path"]),
+        path=os.path.normpath(os.path.join(base, row["path"])),
         status=row["status"],
         report=_loads(row["report"]),
     )

@@ -24,6 +24,7 @@ from daemon._sdnotify import Notifier
 from daemon.config import Config
 from daemon.errors import RegimedError
 from daemon.live import LiveScorer
+from daemon.locks import daemon_lock
 from daemon.metrics import Metrics, serve
 from daemon.runtime import Retrains
 from daemon.store import Store
@@ -111,7 +112,8 @@ class Service:
         self.state = State.STARTING
         started = time.monotonic()
         with ExitStack() as stack:
-            store = stack.enter_context(Store.open(self.config.store))
+            stack.enter_context(daemon_lock(self.config.store.path))  # one daemon per store
+            store = stack.enter_context(Store.open(self.config.store, check=True))
             self.retrains = Retrains(self.config, self.metrics, self.stop_event)
             stack.callback(self.retrains.close)
             self.scorer = LiveScorer(self.config, store, on_drift=self.retrains.drift)

@@ -29,6 +29,7 @@ import operator
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from sqlite_utils import Database
 
 from daemon._migrations import LATEST_VERSION, migrate, schema_version
 from daemon.config import REGIMES, StoreConfig
-from daemon.errors import StoreError
+from daemon.errors import ForeignStoreError, StoreCorruptError, StoreError
 from daemon.registry import ModelRecord, Registry, RetrainRun
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ CACHE_KIB = 64 * 1024
 BACKSTOP_CHECKPOINT_PAGES = 50_000
 #: Seconds `close` waits for the background checkpoint to finish.
 CHECKPOINT_JOIN_S = 30.0
+#: At most this many problems of `PRAGMA quick_check` are collected (and the first few named).
+QUICK_CHECK_PROBLEMS = 10
 
 SOURCES: tuple[Source, ...] = ("live", "archive")
 KEY_ORDER: tuple[Source, ...] = ("archive", "live")  # the order of the samples primary key
@@ -465,8 +468,10 @@ class Store:
         *,
         busy_timeout_ms: int = 5_000,
         read_only: bool = False,
+        quick_check_seconds: float = 0.0,
     ) -> None:
         self.path = os.fspath(path)
+        self.quick_check_seconds = quick_check_seconds
         if (
             isinstance(busy_timeout_ms, bool)
             or not isinstance(busy_timeout_ms, int)
@@ -505,17 +510,38 @@ class Store:
         except BaseException as exc:
             self._conn.close()
             self._closed = True
+            code = _primary_code(exc)
+            if code == sqlite3.SQLITE_NOTADB:
+                raise ForeignStoreError(
+                    f"{self.path}: not an SQLite database, so not a regimed store (a wrong "
+                    "store.path, or a store whose first page is damaged: restore it from a "
+                    "backup); the file was left untouched"
+                ) from None
+            if code == sqlite3.SQLITE_CORRUPT:
+                raise StoreCorruptError(self._damaged(str(exc))) from None
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
             raise
 
     @classmethod
-    def open(cls, config: StoreConfig, *, read_only: bool = False) -> Store:
-        """Open the store that `config` (the `[store]` section) describes."""
-        return cls(config.path, busy_timeout_ms=config.busy_timeout_ms, read_only=read_only)
+    def open(
+        cls, config: StoreConfig, *, read_only: bool = False, check: bool = False
+    ) -> Store:
+        """Open the store that `config` (the `[store]` section) describes; with `check`, run
+        the bounded integrity check of `store.quick_check_seconds` first (the daemon's
+        start-up)."""
+        return cls(
+            config.path,
+            busy_timeout_ms=config.busy_timeout_ms,
+            read_only=read_only,
+            quick_check_seconds=config.quick_check_seconds if check else 0.0,
+        )
 
     def _prepare(self) -> None:
         self._conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+        self._refuse_foreign()
+        if self.quick_check_seconds > 0:
+            self._quick_check(self.quick_check_seconds)
         if self.read_only:
             version = schema_version(self._db, self.path)
             if version != LATEST_VERSION:
@@ -535,6 +561,66 @@ class Store:
         self._conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
         self._conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         migrate(self._db, where=self.path)
+
+    def _refuse_foreign(self) -> None:
+        """ForeignStoreError when the file holds tables but no regimed migration record (or
+        records of another program), before anything is written to it."""
+        if schema_version(self._db, self.path) > 0:
+            return
+        objects = self._conn.execute(
+            "SELECT type, name FROM sqlite_master ORDER BY type, name LIMIT 4"
+        ).fetchall()
+        if objects:
+            shown = ", ".join(f"{kind} {name}" for kind, name in objects[:3])
+            raise ForeignStoreError(
+                f"{self.path}: an SQLite database with no regimed migration record ({shown}"
+                f"{', ...' if len(objects) > 3 else ''}): not a regimed store, left untouched; "
+                "point store.path at a new file or at a regimed store"
+            )
+
+    def _quick_check(self, budget_s: float) -> None:
+        """`PRAGMA quick_check`, interrupted after `budget_s` seconds: StoreCorruptError
+        naming the file and the first problems when the part read is damaged.
+
+        quick_check reads every page of the file (it skips only the comparison of each index
+        with its table), so its cost grows with the store; the deadline keeps a huge store's
+        start-up bounded, at the price of leaving the rest of the file unchecked (logged)."""
+        started = time.monotonic()
+        timer = threading.Timer(budget_s, self._conn.interrupt)
+        timer.start()
+        try:
+            rows = self._conn.execute(f"PRAGMA quick_check({QUICK_CHECK_PROBLEMS})").fetchall()
+        except sqlite3.DatabaseError as exc:
+            if _primary_code(exc) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise StoreCorruptError(self._damaged(f"PRAGMA quick_check: {exc}")) from None
+            if _primary_code(exc) != sqlite3.SQLITE_INTERRUPT:
+                raise
+            logger.info(
+                "%s: quick_check found no problem in %.1f s and stopped there "
+                "(store.quick_check_seconds); the rest of the file is unchecked",
+                self.path,
+                time.monotonic() - started,
+            )
+            return
+        finally:
+            timer.cancel()
+            timer.join()
+        # One line each, without the "*** in database main ***" heading of the first.
+        problems = [
+            " ".join(str(row[0]).replace("*** in database main ***", "").split())
+            for row in rows
+            if row[0] != "ok"
+        ]
+        if problems:
+            found = "; ".join(problems[:3])
+            raise StoreCorruptError(self._damaged(f"PRAGMA quick_check: {found}"))
+        logger.info("%s: quick_check ok in %.2f s", self.path, time.monotonic() - started)
+
+    def _damaged(self, found: str) -> str:
+        return (
+            f"{self.path}: the store is damaged ({found}); stop every process that uses it "
+            'and restore it from a backup (docs/operations.md, "Back up and restore the store")'
+        )
 
     def __enter__(self) -> Store:
         return self
@@ -914,6 +1000,13 @@ class Store:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _primary_code(exc: BaseException) -> int | None:
+    """The primary SQLite result code of an sqlite3 error (e.g. SQLITE_CORRUPT for any of its
+    extended codes), None for another exception."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
 
 
 def _feature_sizes(samples: list[SampleRow]) -> dict[int, tuple[int, SampleRow]]:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from daemon._feature_defs import FEATURE_NAMES, FEATURE_VERSION
 from daemon.config import REGIMES, Config
-from daemon.errors import ModelFitError, RegimedError
+from daemon.errors import ModelFitError, RegimedError, StoreError
 from daemon.sampling import balance, row_weights, weight_report
 from daemon.store import Store
 from daemon.training.ensemble import (
@@ -134,15 +134,18 @@ class _Retrain:
                 raise
             report.update(promoted=False, reason=f"retrain failed: {exc}", outcome="failed")
             report["duration_seconds"] = round(time.perf_counter() - self.t0, 3)
-            self.store.add_retrain_run(
-                trigger=self.trigger,
-                started_at=self.started_at,
-                finished_at=self.clock(),
-                promoted=False,
-                reason=report["reason"],
-                version=None,
-                report=report,
-            )
+            try:
+                self.store.add_retrain_run(
+                    trigger=self.trigger,
+                    started_at=self.started_at,
+                    finished_at=self.clock(),
+                    promoted=False,
+                    reason=report["reason"],
+                    version=None,
+                    report=report,
+                )
+            except StoreError as record_exc:  # e.g. the same full disk: keep the first cause
+                logger.warning("the failed retrain could not be recorded: %s", record_exc)
             raise RetrainFailed(report["reason"], report) from exc
 
     # -- the steps --------------------------------------------------------------------------

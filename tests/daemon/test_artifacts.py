@@ -38,6 +38,7 @@ from daemon.artifacts import (
     verify_bundle,
 )
 from daemon.errors import ArtifactError, RegimedError
+from tests.daemon.size_limit import MODELS, run_python
 
 FILES = {
     "xgboost": "xgboost.ubj",
@@ -313,20 +314,27 @@ def test_the_trusted_types_are_a_short_explicit_list():
 # -- saving failures -----------------------------------------------------------------------
 
 
-class ExplodingXGB(XGBClassifier):
-    """A real XGBoost model whose save fails, as a full disk would."""
-
-    def save_model(self, fname):
-        super().save_model(fname)
-        raise OSError(28, "No space left on device")
-
-
-def test_a_save_failing_midway_leaves_no_version_directory(models, data, tmp_path):
-    X, y = data
-    exploding = ExplodingXGB(n_estimators=2, n_jobs=1).fit(X, y)
-    ordered = {"logistic_regression": models["logistic_regression"], "xgboost": exploding}
-    with pytest.raises(OSError, match="No space left"):
-        save_bundle(tmp_path, "v1", ordered, {})
+@pytest.mark.integration  # a child process
+def test_a_save_the_disk_refuses_midway_names_the_file_and_leaves_no_version_directory(tmp_path):
+    # The logistic model fits under the cap, the XGBoost model does not (size_limit.MODELS):
+    # the save fails in the middle, in write(2), as on a full disk.
+    done = run_python(
+        MODELS
+        + f"""
+from daemon.artifacts import save_bundle
+from daemon.errors import ArtifactError
+limit_writes(256 * 1024)
+try:
+    save_bundle({str(tmp_path)!r}, "v1", models, {{}})
+except ArtifactError as exc:
+    print(exc)
+"""
+    )
+    assert done.returncode == 0, done.stderr
+    message = done.stdout.strip()
+    assert message.startswith("model version 'v1': cannot write ")
+    assert message.endswith("/xgboost.ubj: File too large")
+    assert str(tmp_path / ".tmp-v1-") in message
     assert list(tmp_path.iterdir()) == []
 
 

@@ -21,6 +21,7 @@ from daemon.config import AlertsConfig, Secret
 from daemon.errors import ArtifactError, ModelNotFoundError, StoreError
 from daemon.registry import Registry
 from daemon.store import Store
+from tests.daemon.size_limit import MODELS, run_python
 from tests.daemon.test_alerts import serve_webhooks
 
 UTC = dt.UTC
@@ -124,18 +125,33 @@ def test_registering_with_a_gate_reason_promotes_in_the_same_step(registry, mode
     ]
 
 
-def test_a_save_failing_midway_leaves_neither_directory_nor_row(registry, store, models):
-    class ExplodingXGB(XGBClassifier):
-        def save_model(self, fname):
-            super().save_model(fname)
-            raise OSError(28, "No space left on device")
-
-    X, y = make_data()
-    broken = {**models, "xgboost": ExplodingXGB(n_estimators=2, n_jobs=1).fit(X, y)}
-    with pytest.raises(OSError, match="No space left"):
-        register(registry, "v1", broken)
-    assert registry.models() == []
-    assert list(artifacts_root(store.path).iterdir()) == []
+@pytest.mark.integration  # a child process
+def test_a_save_the_disk_refuses_midway_leaves_neither_directory_nor_row(tmp_path):
+    # The XGBoost model is written past the cap: write(2) fails as on a full disk.
+    db = tmp_path / "regimed.db"
+    done = run_python(
+        MODELS
+        + f"""
+import datetime as dt
+from daemon.errors import ArtifactError
+from daemon.registry import Registry
+from daemon.store import Store
+with Store({str(db)!r}) as store:
+    limit_writes(256 * 1024)
+    try:
+        Registry(store).register(
+            "v1", models, trained_at=dt.datetime(2024, 1, 6, tzinfo=dt.UTC), trigger="manual",
+            data_window=("2020-01-02", "2023-12-29"), sample_counts={{}},
+        )
+    except ArtifactError as exc:
+        print(exc)
+"""
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("/xgboost.ubj: File too large")
+    with Store(db, read_only=True) as store:
+        assert Registry(store).models() == []
+    assert list(artifacts_root(db).iterdir()) == []
 
 
 def test_a_version_is_registered_once_and_its_first_bundle_is_kept(registry, models):

@@ -24,7 +24,7 @@ from daemon import _migrations
 from daemon import store as store_module
 from daemon._migrations import LATEST_VERSION, MIGRATIONS, Migration, migrate
 from daemon.config import REGIMES, StoreConfig
-from daemon.errors import RegimedError, StoreError
+from daemon.errors import ConfigError, RegimedError, StoreError
 from daemon.store import (
     SYNCHRONOUS,
     BarRow,
@@ -248,10 +248,13 @@ def test_a_failing_migration_leaves_the_previous_version_intact(db_path, open_st
 
 def test_a_file_that_is_not_a_database_names_the_file(tmp_path, open_store):
     path = tmp_path / "notes.txt"
-    path.write_bytes(b"this is not a database, but it is long enough to look like one" * 20)
-    with pytest.raises(StoreError, match=r"notes\.txt: cannot open the store") as info:
+    text = b"this is not a database, but it is long enough to look like one" * 20
+    path.write_bytes(text)
+    with pytest.raises(StoreError, match=r"notes\.txt: not an SQLite database") as info:
         open_store(path)
     assert isinstance(info.value, RegimedError)
+    assert isinstance(info.value, ConfigError)  # exit 2: store.path names the wrong file
+    assert path.read_bytes() == text
 
 
 def test_read_only_store_reads_and_refuses_writes(open_store, db_path):
@@ -688,7 +691,7 @@ def test_model_registry_keeps_one_champion(store):
     registry.promote("v2", reason="test", check_artifact=False)
     champion = store.champion()
     assert (champion.version, champion.trained_at, champion.path) == (
-        "v2", t0 + dt.timedelta(days=7), "m/v2",
+        "v2", t0 + dt.timedelta(days=7), str(Path(store.path).parent / "m" / "v2"),
     )  # fmt: skip
     assert [(m.version, m.status) for m in store.models()] == [
         ("v1", "retired"),
