@@ -10,8 +10,10 @@ over N+1 and commits N's offsets to Kafka. SQLite stays the truth: the child wri
 process, and the consumer acts on a batch (offset commit, metrics) only after that transaction
 has committed.
 
-The child ignores SIGINT and SIGTERM (a stop is the parent's to order: it waits for the batch in
-hand, then closes the writer), and dies with its parent (`PR_SET_PDEATHSIG`), so a killed daemon
+The child ignores SIGINT and SIGTERM from its first instruction on (it starts with them blocked,
+so a signal sent to the whole process group while it starts cannot kill it; a stop is the
+parent's to order: it waits for the batch in hand, then closes the writer, and kills it if it
+does not exit in time), and dies with its parent (`PR_SET_PDEATHSIG`), so a killed daemon
 leaves no writer behind to commit after its successor has read the offsets; SQLite rolls back a
 transaction its writer did not finish.
 """
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0
 CLOSE_TIMEOUT_S = 10.0
 _PR_SET_PDEATHSIG = 1
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StoreWriter:
@@ -54,7 +57,14 @@ class StoreWriter:
             name="regimed-store-writer",
             daemon=True,
         )
-        self._process.start()
+        # The child is born with SIGINT and SIGTERM blocked and ignores them before it
+        # unblocks them: a signal sent to the whole process group (systemd's stop, Ctrl-C)
+        # while it starts up cannot kill it; its parent stops it through the pipe.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            self._process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
         self._conn: Connection | None = parent
         self._in_flight = False
@@ -156,9 +166,10 @@ def _die_with_parent(parent: int) -> None:
 
 def _serve(conn: Connection, path: str, busy_timeout_ms: int, parent: int) -> None:
     """The child: open the store, then write each batch received until an empty message."""
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked since birth
     _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         store = Store(path, busy_timeout_ms=busy_timeout_ms)
     except Exception as exc:
