@@ -13,12 +13,9 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,6 +25,7 @@ from daemon.config import Config, MetricsConfig
 from daemon.service import Service
 from daemon.store import Store
 from tests.consumers.test_ingest import events_stored, numbered
+from tests.daemon.test_runtime import scrape, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +33,6 @@ pytestmark = pytest.mark.integration
 STOP_WITHIN_S = 10.0
 #: The stop handler is in place this soon after the start (the imports after it take seconds).
 HANDLER_WITHIN_S = 1.0
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 class Daemon:
@@ -76,6 +64,7 @@ class Daemon:
     def text(self) -> str:
         return "\n".join(self.lines)
 
+    @property
     def metrics_port(self) -> int:
         found = wait_for(
             lambda: re.search(r"metrics on http://[^:]+:(\d+)/metrics", self.text), 60, "/metrics"
@@ -83,12 +72,7 @@ class Daemon:
         return int(found.group(1))
 
     def healthz(self) -> tuple[int, str]:
-        url = f"http://127.0.0.1:{self.metrics_port()}/healthz"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return int(response.status), response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        return scrape(self, "/healthz")  # type: ignore[arg-type]
 
     def handles_sigterm(self) -> bool:
         """Whether the process has a handler for SIGTERM (its caught-signals mask)."""
@@ -290,12 +274,7 @@ def test_a_broker_outage_while_running_is_503_one_warning_then_info_and_200(tmp_
         caplog.set_level(logging.INFO, logger="consumers._client")
 
         def health() -> int:
-            url = f"http://127.0.0.1:{service.metrics_port}/healthz"
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    return int(response.status)
-            except urllib.error.HTTPError as exc:
-                return exc.code
+            return scrape(service, "/healthz")[0]
 
         def lines(word: str, level: int) -> list[str]:
             return [
