@@ -125,15 +125,25 @@ class Backoff:
 class BrokerWatch:
     """Whether the broker answers, from the consumer's heartbeats: kafka-python's
     `last-heartbeat-seconds-ago` metric. Logs one WARNING when the silence passes
-    `limit_s` and one INFO when the broker answers again."""
+    `limit_s` and one INFO when the broker answers again.
+
+    Before the first heartbeat the member is joining the group, which the broker may hold for
+    up to the rebalance timeout (`join_s`, the consumer's max_poll_interval_ms): until then
+    the silence may last `limit_s + join_s`."""
 
     def __init__(
-        self, servers: Sequence[str], limit_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        servers: Sequence[str],
+        limit_s: float,
+        join_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.servers = ",".join(servers)
         self.limit_s = limit_s
+        self.join_s = join_s
         self._clock = clock
         self.heard_at = clock()
+        self.joined = False
         self.away = False
         self._sampled_at = -float("inf")
 
@@ -148,8 +158,9 @@ class BrokerWatch:
             ago = float(coordinator.get("last-heartbeat-seconds-ago", float("nan")))
         except Exception:  # metrics are a report: never let them stop the consumer
             return
-        if ago == ago and 0 <= ago < now - self.heard_at:  # not NaN, and newer than we knew
-            self.heard_at = now - ago
+        if 0 <= ago < float("inf"):  # a heartbeat has been answered (not NaN, not inf)
+            self.joined = True
+            self.heard_at = max(self.heard_at, now - ago)
         self.update(now)
 
     def silence_s(self, now: float | None = None) -> float:
@@ -159,7 +170,8 @@ class BrokerWatch:
     def update(self, now: float | None = None) -> None:
         """Log the change when the broker goes away or comes back."""
         silence = self.silence_s(now)
-        if not self.away and silence > self.limit_s:
+        limit = self.limit_s if self.joined else self.limit_s + self.join_s
+        if not self.away and silence > limit:
             self.away = True
             logger.warning(
                 "Kafka at %s does not answer: no heartbeat for %.0f s (consuming resumes "
@@ -167,6 +179,6 @@ class BrokerWatch:
                 self.servers,
                 silence,
             )
-        elif self.away and silence <= self.limit_s:
+        elif self.away and silence <= limit:
             self.away = False
             logger.info("Kafka at %s answers again", self.servers)

@@ -164,9 +164,7 @@ class MarketDataConsumer:
         self.writer: StoreWriter | None = None
         self._in_flight: _Written | None = None
         #: Whether the broker answers (heartbeats), for /healthz and the outage log lines.
-        self.broker = BrokerWatch(
-            config.kafka.bootstrap_servers, config.metrics.healthz_stall_seconds
-        )
+        self.broker = _broker_watch(config)
         #: When the first record arrived (monotonic), and whether a bar of the market symbol did.
         self.first_record_at: float | None = None
         self.market_seen = False
@@ -212,7 +210,7 @@ class MarketDataConsumer:
         self.floors = self.store.offsets(self.topic)
         self.pipeline.load_vix(self.store.bars(symbol=self.config.regime.vix_symbol))
         self.dlq.open()
-        self.broker = BrokerWatch(k.bootstrap_servers, self.config.metrics.healthz_stall_seconds)
+        self.broker = _broker_watch(self.config)
         logger.info(
             "consuming %s as %s in group %s",
             self.topic,
@@ -485,6 +483,13 @@ class MarketDataConsumer:
             lag = max(0, high - position)
             self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(lag)
             self._lags[tp.partition] = lag
+
+
+def _broker_watch(config: Config) -> BrokerWatch:
+    """The watch on the broker's heartbeats, with /healthz's stall limit."""
+    k = config.kafka
+    join_s = k.max_poll_interval_ms / 1000  # the rebalance timeout of a join
+    return BrokerWatch(k.bootstrap_servers, config.metrics.healthz_stall_seconds, join_s)
 
 
 def _joined(batches: list[DecodedBatch]) -> DecodedBatch:

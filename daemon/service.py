@@ -297,8 +297,8 @@ class Service:
                 return False, f"state {self.state.value}"
             if idle > m.healthz_stall_seconds:
                 return False, f"consume loop stalled: no poll for {idle:.0f} s"
-            silence = consumer.broker.silence_s()
-            if silence > m.healthz_stall_seconds:
+            if consumer.broker.away:
+                silence = consumer.broker.silence_s()
                 return False, f"Kafka at {consumer.broker.servers}: no answer for {silence:.0f} s"
             return True, f"ok: last poll {idle:.1f} s ago"
 
