@@ -284,7 +284,9 @@ class Service:
             else (f"champion {scorer.version}")
         )
         stored = consumer.summary_line()
-        self.notifier.notify(f"STATUS={stored}; {model}")
+        broker = consumer.broker
+        away = f"Kafka at {broker.servers} does not answer; " if broker.away else ""
+        self.notifier.notify(f"STATUS={away}{stored}; {model}")
 
     def _serve_metrics(self, stack: ExitStack, consumer: MarketDataConsumer) -> None:
         m = self.config.metrics

@@ -21,6 +21,7 @@ import pytest
 
 from consumers.broker import EmbeddedBroker, free_port
 from consumers.replay import ensure_topic, publish
+from daemon._sdnotify import Notifier
 from daemon.config import Config, MetricsConfig
 from daemon.service import Service
 from daemon.store import Store
@@ -269,9 +270,21 @@ def test_a_broker_outage_while_running_is_503_one_warning_then_info_and_200(tmp_
         )
         ensure_topic(config.kafka, config.kafka.topic, 1)
         publish(config.kafka, numbered(200), progress=False)
-        service = Service(config)
+        name = f"regimed-test-{uuid.uuid4().hex}"
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind("\0" + name)
+        notify.settimeout(1.0)
+        service = Service(config, notifier=Notifier("@" + name))
         thread = threading.Thread(target=service.run, kwargs={"timeout_s": 240})
         caplog.set_level(logging.INFO, logger="consumers._client")
+
+        def status_says(words: str) -> bool:
+            try:
+                while True:
+                    if words in notify.recv(4096).decode():
+                        return True
+            except TimeoutError:
+                return False
 
         def health() -> int:
             return scrape(service, "/healthz")[0]
@@ -294,6 +307,7 @@ def test_a_broker_outage_while_running_is_503_one_warning_then_info_and_200(tmp_
             try:
                 wait_for(lambda: health() == 503, 30, "503 while the broker is frozen")
                 wait_for(lambda: lines("does not answer", logging.WARNING), 30, "the warning")
+                wait_for(lambda: status_says("does not answer"), 30, "STATUS= saying so")
             finally:
                 os.killpg(group, signal.SIGCONT)
             wait_for(lambda: health() == 200, 60, "200 once the broker is back")
@@ -304,4 +318,5 @@ def test_a_broker_outage_while_running_is_503_one_warning_then_info_and_200(tmp_
         finally:
             service.request_stop()
             thread.join(timeout=40)
+            notify.close()
         assert not thread.is_alive()
