@@ -145,7 +145,8 @@ class Service:
             clean = False
             deadline = None if timeout_s is None else started + timeout_s
             try:
-                self.retrains.start(store)
+                if not self.stop_event.is_set():  # a stop during start-up: no catch-up run
+                    self.retrains.start(store)
                 # READY before Kafka answers: the wait for a broker must not fail the start.
                 self.notifier.ready()
                 if self._connect(consumer, deadline) and self.state is State.STARTING:
