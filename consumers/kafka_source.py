@@ -20,7 +20,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers._client import client_options
+from consumers._client import (
+    BOOTSTRAP_TIMEOUT_MS,
+    BrokerWatch,
+    client_options,
+    open_consumer,
+    probe,
+    quiet_client_logs,
+)
 from consumers.dlq import DeadLetters
 from consumers.events import DecodedBatch, decode_batch
 from daemon.config import Config
@@ -156,17 +163,26 @@ class MarketDataConsumer:
         #: Writes batches in a child process (`daemon.writer`); None: in this thread.
         self.writer: StoreWriter | None = None
         self._in_flight: _Written | None = None
+        #: Whether the broker answers (heartbeats), for /healthz and the outage log lines.
+        self.broker = _broker_watch(config)
+        #: When the first record arrived (monotonic), and whether a bar of the market symbol did.
+        self.first_record_at: float | None = None
+        self.market_seen = False
 
     def _history(self, symbol: str) -> Any:
         return self.store.recent_bars(symbol, RESTORE_BARS)
 
     def open(self) -> None:
-        """Connect, join the group (static membership) and subscribe."""
-        from kafka import KafkaConsumer
+        """Connect, join the group (static membership) and subscribe; ConsumerError when no
+        bootstrap server answers (the caller retries)."""
         from kafka.errors import KafkaError
 
         tune_gc()
+        quiet_client_logs()
         k = self.config.kafka
+        unreachable = probe(k.bootstrap_servers)
+        if unreachable is not None:
+            raise ConsumerError(f"no bootstrap server answers ({unreachable})")
         options: dict[str, Any] = {
             **client_options(k),
             "group_id": k.group_id,
@@ -177,10 +193,11 @@ class MarketDataConsumer:
             "max_poll_interval_ms": k.max_poll_interval_ms,
             "session_timeout_ms": k.session_timeout_ms,
             "heartbeat_interval_ms": k.heartbeat_interval_ms,
+            "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
             **self._options,
         }
         try:
-            self._consumer = KafkaConsumer(**options)
+            self._consumer = open_consumer(options)
         except KafkaError as exc:
             raise ConsumerError(
                 f"cannot reach Kafka at {','.join(k.bootstrap_servers)}: {exc}"
@@ -193,6 +210,7 @@ class MarketDataConsumer:
         self.floors = self.store.offsets(self.topic)
         self.pipeline.load_vix(self.store.bars(symbol=self.config.regime.vix_symbol))
         self.dlq.open()
+        self.broker = _broker_watch(self.config)
         logger.info(
             "consuming %s as %s in group %s",
             self.topic,
@@ -312,6 +330,7 @@ class MarketDataConsumer:
                 break
             polled = self._consumer.poll(timeout_ms=200)
             self.last_progress = time.monotonic()
+            self.broker.sample(self._consumer)
             self._handle_rebalance()
             if polled:
                 self._batch(polled, summary)
@@ -349,6 +368,8 @@ class MarketDataConsumer:
         if decoded:
             self.pipeline.process_batch(_joined(decoded), out)
         self.metrics.events_consumed.labels(topic=self.topic).inc(consumed)
+        if self.first_record_at is None:
+            self.first_record_at = time.monotonic()
         self.consumed_total += consumed
         summary.consumed += consumed
         if not offsets:
@@ -435,6 +456,7 @@ class MarketDataConsumer:
         m.rows_withheld.inc(out.withheld)
         m.batches_committed.inc()
         if out.market is not None:
+            self.market_seen = True
             m.set_market_regime(out.market.regime)
             m.vix_proxy_in_use.set(1 if out.market.vix_source == "proxy" else 0)
 
@@ -461,6 +483,13 @@ class MarketDataConsumer:
             lag = max(0, high - position)
             self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(lag)
             self._lags[tp.partition] = lag
+
+
+def _broker_watch(config: Config) -> BrokerWatch:
+    """The watch on the broker's heartbeats, with /healthz's stall limit."""
+    k = config.kafka
+    join_s = k.max_poll_interval_ms / 1000  # the rebalance timeout of a join
+    return BrokerWatch(k.bootstrap_servers, config.metrics.healthz_stall_seconds, join_s)
 
 
 def _joined(batches: list[DecodedBatch]) -> DecodedBatch:

@@ -7,7 +7,10 @@ the structured fields for anything else:
      "details": {...}, "host": HOST, "time": ISO 8601 UTC, "source": "regimed"}
 
 Sending never raises: an alert is a side channel, and a dead webhook must not fail a retrain
-or a command. A failure is logged as a warning naming the webhook by host only, since webhook
+or a command. The daemon sends through an `Alerter`, which lets the same alert (event and cause)
+out at most once per `alerts.repeat_interval_seconds`, as Alertmanager's `repeat_interval`
+does: a condition that persists is reported, not repeated every few seconds. A failure is
+logged as a warning naming the webhook by host only, since webhook
 URLs usually carry their token in the path or query.
 """
 
@@ -21,13 +24,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from daemon import __version__
 from daemon.config import AlertsConfig
 
-__all__ = ["send_alert", "webhook_host"]
+__all__ = ["Alerter", "send_alert", "webhook_host"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +83,38 @@ def send_alert(config: AlertsConfig, event: str, summary: str, details: Mapping[
                 delivered += 1
                 break
     return delivered
+
+
+class Alerter:
+    """`send_alert` with a memory: an alert whose (event, cause) was delivered less than
+    `alerts.repeat_interval_seconds` ago is suppressed. The memory is this process's: a
+    restarted daemon reports a persisting condition once more."""
+
+    def __init__(self, config: AlertsConfig, clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self._clock = clock
+        self._delivered: dict[tuple[str, str], float] = {}
+
+    def send(
+        self, event: str, summary: str, details: Mapping[str, Any], cause: str = ""
+    ) -> int | None:
+        """Send unless it repeats a recent one: how many webhooks took it, None when
+        suppressed. An alert no webhook took is not remembered (the next one tries again)."""
+        key = (event, cause)
+        now = self._clock()
+        last = self._delivered.get(key)
+        if last is not None and now - last < self.config.repeat_interval_seconds:
+            logger.info(
+                "alert %s not sent again (the same one went out %.0f s ago): %s",
+                event,
+                now - last,
+                summary,
+            )
+            return None
+        delivered = send_alert(self.config, event, summary, details)
+        if delivered:
+            self._delivered[key] = now
+        return delivered
 
 
 def webhook_host(url: str) -> str:

@@ -94,16 +94,30 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT (or the given limits)."""
+    # First: a stop asked during the imports and the start-up below is a clean stop, not 143.
+    stop = _stop_on_signals()
     from daemon.service import Service
 
     config = _config(args)
-    service = Service(config, reload=lambda: load_config(args.config)[0])
+    service = Service(config, reload=lambda: load_config(args.config)[0], stop_event=stop)
     # Everything loaded so far (modules, configuration) lives as long as the daemon: keep it
     # out of the collector's generations, which then walk only what consuming allocates.
     gc.freeze()
     with service.signals():
         service.run(max_messages=args.max_messages, timeout_s=args.timeout)
     return EXIT_OK
+
+
+def _stop_on_signals() -> Any:
+    """A `threading.Event` that SIGTERM and SIGINT set from now on (the service installs its
+    own handlers, which set the same event, once it runs)."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -187,6 +187,8 @@ class AlertsConfig:
 
     webhooks: tuple[Secret, ...] = ()
     timeout_seconds: float = bounded(5.0, gt=0)
+    #: The same alert (event and cause) goes out at most once per this many seconds.
+    repeat_interval_seconds: float = bounded(3600.0, ge=0)
 
     def __post_init__(self) -> None:
         for i, hook in enumerate(self.webhooks):
@@ -199,7 +201,8 @@ class AlertsConfig:
 class RegimeConfig:
     """Thresholds and windows of the regime rules (see docs/regimes.md)."""
 
-    market_symbol: str = "SPY"
+    #: The S&P 500 as `regimed replay --bundled` and Yahoo Finance name it; set your feed's.
+    market_symbol: str = "^GSPC"
     vix_symbol: str = "^VIX"
     price_crash_drop: float = bounded(0.15, gt=0, lt=1)
     price_crash_lookback_bars: int = bounded(10, ge=1)
@@ -211,6 +214,8 @@ class RegimeConfig:
     vix_max_staleness_days: int = bounded(5, ge=0)
     vix_proxy_window_bars: int = bounded(21, ge=2)
     vix_proxy_scale: float = bounded(1.2, gt=0)
+    #: Minutes of consuming without a bar of market_symbol before a warning (0: never).
+    market_symbol_timeout_minutes: float = bounded(10.0, ge=0)
 
     def __post_init__(self) -> None:
         if not self.vix_normal < self.vix_high <= self.vix_crash:

@@ -6,6 +6,10 @@ into prediction rows that are written in the same SQLite transaction as the samp
 `matured(out)` scores the predictions whose labels the batch completed. Rolling accuracy and
 balanced accuracy per regime cover the last `drift.live_window` scored rows of that regime.
 
+A champion whose artifact is refused (tampered, wrong permissions) is retried with a capped
+exponential backoff, and reported through `on_refused` (the daemon's deduplicated alerts)
+instead of the registry's own alert at every try.
+
 The champion is looked up in the registry every `CHAMPION_POLL_S` seconds, so a model promoted
 by the daemon's own retrain, by `regimed retrain` from the command line or by
 `regimed models promote` takes over within seconds (a hot swap: the next batch uses it). Before
@@ -23,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from daemon.config import REGIMES, Config
+from daemon.config import REGIMES, AlertsConfig, Config
 from daemon.drift import DriftCheck, DriftMonitor, DriftTrigger, ErrorStream, Reference
 from daemon.errors import RegimedError
 from daemon.store import PredictionRow, SampleRow, Store
@@ -36,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 #: How often the registry is asked which version is champion.
 CHAMPION_POLL_S = 5.0
+#: A champion whose artifact was refused is tried again after CHAMPION_POLL_S, doubled at
+#: every refusal up to this (another version promoted meanwhile is still taken at once).
+CHAMPION_RETRY_CAP_S = 600.0
 
 
 @dataclass
@@ -85,12 +92,14 @@ class LiveScorer:
         store: Store,
         *,
         on_drift: Callable[[str], bool] | None = None,
+        on_refused: Callable[[str, str], None] | None = None,
         load: Callable[[Config, Store], LoadedModel | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.store = store
         self.on_drift = on_drift
+        self.on_refused = on_refused
         self._load = load
         self._clock = clock
         self.model: LoadedModel | None = None
@@ -104,6 +113,8 @@ class LiveScorer:
         self.trigger = DriftTrigger(config.drift)
         self.last_check: DriftCheck | None = None
         self.load_failures = 0
+        #: The version last refused, its refusals in a row, and when to try it again.
+        self._refused: tuple[str, int, float] | None = None
 
     # -- the champion ------------------------------------------------------------------------
 
@@ -118,16 +129,33 @@ class LiveScorer:
         version = None if record is None else record.version
         if version == self.version:
             return False
+        if self._refused is not None and self._refused[0] == version and now < self._refused[2]:
+            return False
         if record is None:
             self.model, self.version = None, None
             return True
         try:
             loaded = self._load_champion()
         except RegimedError as exc:
-            # The registry has already alerted; keep scoring with the model we have.
+            # Keep scoring with the model we have; try this one again after a backoff.
             self.load_failures += 1
-            logger.error("cannot load champion %s, keeping %s: %s", version, self.version, exc)
+            assert version is not None
+            refusals = 1 if self._refused is None or self._refused[0] != version else (
+                self._refused[1] + 1
+            )
+            delay = min(CHAMPION_RETRY_CAP_S, CHAMPION_POLL_S * 2.0 ** (refusals - 1))
+            self._refused = (version, refusals, now + delay)
+            logger.error(
+                "cannot load champion %s, keeping %s (next try in %.0f s): %s",
+                version,
+                self.version,
+                delay,
+                exc,
+            )
+            if self.on_refused is not None:
+                self.on_refused(version, str(exc))
             return False
+        self._refused = None
         if loaded is None:
             logger.warning(
                 "champion %s was trained on another feature layout: it cannot score live rows",
@@ -143,7 +171,11 @@ class LiveScorer:
             return self._load(self.config, self.store)
         from daemon.training.serving import load_champion
 
-        return load_champion(self.config, self.store)
+        # With `on_refused` the caller alerts (deduplicated), not the registry at every try.
+        config = self.config
+        if self.on_refused is not None:
+            config = config.replace(alerts=AlertsConfig())
+        return load_champion(config, self.store)
 
     def _swap(self, loaded: LoadedModel) -> None:
         previous = self.version

@@ -44,6 +44,7 @@ class Metrics:
     samples_stored: Gauge
     market_regime: Gauge
     vix_proxy_in_use: Gauge
+    market_symbol_missing: Gauge
     batches_committed: Counter
     rows_withheld: Counter
     live_accuracy: Gauge
@@ -125,6 +126,12 @@ class Metrics:
                 "1 when the market symbol's last bar used the VIX proxy instead of the VIX",
                 registry=reg,
             ),
+            market_symbol_missing=Gauge(
+                "regimed_market_symbol_missing",
+                "1 when records arrive but none of regime.market_symbol for "
+                "regime.market_symbol_timeout_minutes",
+                registry=reg,
+            ),
             batches_committed=Counter(
                 "regimed_batches_committed",
                 "Polled batches written to SQLite in one transaction",
@@ -154,7 +161,7 @@ class Metrics:
             m.scheduler_jobs.labels(kind=kind)
         for outcome in ("started", "skipped_busy", "suppressed_cooldown"):
             m.drift_triggers.labels(outcome=outcome)
-        for outcome in ("sent", "failed"):
+        for outcome in ("sent", "failed", "suppressed"):
             m.alerts_sent.labels(outcome=outcome)
         return m
 
@@ -345,7 +352,8 @@ def _model_metrics(reg: CollectorRegistry) -> dict[str, Any]:
         ),
         "alerts_sent": Counter(
             "regimed_alerts",
-            "Webhook alert deliveries by outcome (sent, failed)",
+            "Webhook alert deliveries by outcome (sent, failed; suppressed: a repeat within "
+            "alerts.repeat_interval_seconds, counted once for all webhooks)",
             ["outcome"],
             registry=reg,
         ),

@@ -14,9 +14,10 @@ import queue
 import threading
 from typing import Any
 
-from daemon.alerts import send_alert
+from daemon.alerts import Alerter
 from daemon.config import Config
 from daemon.metrics import RETRAIN_TRIGGERS, Metrics
+from daemon.registry import ARTIFACT_REFUSED
 from daemon.retrain_runner import RetrainRunner, RunResult
 from daemon.scheduler import JobEvent, RetrainScheduler, last_success
 from daemon.store import Store
@@ -39,7 +40,8 @@ class Retrains:
         self._lock = threading.Lock()
         # Alerts go out on their own thread: a slow webhook never holds up the consumer or
         # the scheduler.
-        self._alerts: queue.Queue[tuple[str, str, dict[str, Any]] | None] = queue.Queue()
+        self.alerter = Alerter(config.alerts)
+        self._alerts: queue.Queue[tuple[str, str, dict[str, Any], str] | None] = queue.Queue()
         self._sender = threading.Thread(target=self._send_alerts, name="alerts")
         self._sender.start()
 
@@ -58,6 +60,7 @@ class Retrains:
         """Use `config` from the next retrain on (SIGHUP): the child gets it whole."""
         self.config = config
         self.runner.config = config
+        self.alerter.config = config.alerts
 
     def trigger(self, name: str) -> bool:
         """Start a retrain now (False, and counted, when one is already running)."""
@@ -71,8 +74,17 @@ class Retrains:
             if started
             else f"drift detected ({reason}); a retrain is already running"
         )
-        self._alert("drift", summary, {"reason": reason, "started": started})
+        self._alert("drift", summary, {"reason": reason, "started": started}, f"{reason} {started}")
         return started
+
+    def refused(self, version: str, problem: str) -> None:
+        """The champion's artifact was refused on loading: alert (repeats are suppressed)."""
+        self._alert(
+            ARTIFACT_REFUSED,
+            f"model {version}: artifact refused during loading",
+            {"version": version, "problems": [problem]},
+            f"{version} {problem}",
+        )
 
     def close(self, timeout: float = 25.0) -> None:
         """Stop the schedule; a running retrain is terminated (the champion stays)."""
@@ -106,7 +118,8 @@ class Retrains:
             f"retrain {result.outcome} ({result.trigger}, {result.duration_seconds:.0f} s)"
             f"{': ' + result.reason if result.reason else ''}"
         )
-        self._alert(f"retrain_{result.outcome}", summary, {"report": report})
+        cause = result.version if result.outcome == "promoted" else result.reason
+        self._alert(f"retrain_{result.outcome}", summary, {"report": report}, cause or "")
 
     def _on_event(self, event: JobEvent) -> None:
         kind = event.kind if event.kind in ("missed", "skipped", "error") else None
@@ -118,14 +131,17 @@ class Retrains:
         if when is not None:
             self.metrics.next_retrain.set(when.timestamp())
 
-    def _alert(self, event: str, summary: str, details: dict[str, Any]) -> None:
+    def _alert(self, event: str, summary: str, details: dict[str, Any], cause: str) -> None:
         if self.config.alerts.webhooks:
-            self._alerts.put((event, summary, details))
+            self._alerts.put((event, summary, details, cause))
 
     def _send_alerts(self) -> None:
         while (item := self._alerts.get()) is not None:
-            event, summary, details = item
-            sent = send_alert(self.config.alerts, event, summary, details)
+            event, summary, details, cause = item
+            sent = self.alerter.send(event, summary, details, cause)
+            if sent is None:
+                self.metrics.alerts_sent.labels(outcome="suppressed").inc()
+                continue
             self.metrics.alerts_sent.labels(outcome="sent").inc(sent)
             failed = len(self.config.alerts.webhooks) - sent
             if failed:

@@ -3,6 +3,11 @@
 An `ExitStack` opens the store, the metrics endpoint and the consumer, and closes them in
 reverse order. Signals only set the stop flag (a second SIGINT forces the exit); the consumer
 finishes the batch in hand, commits its offsets on a clean stop and never after a failure.
+
+The service tells systemd it is ready once the store, /metrics and the retrain schedule are up,
+before Kafka answers: a broker that is down at start-up is waited for (capped exponential
+backoff, one WARNING per attempt, STATUS= and a 503 on /healthz saying so), so a broker
+maintenance window never fails the start or runs into systemd's start limit.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SAMPLE_GAUGE_INTERVAL_S = 10.0
+#: The first pause between two attempts to reach Kafka at start-up, and the longest one.
+CONNECT_BACKOFF_S = 1.0
+CONNECT_BACKOFF_CAP_S = 30.0
 
 #: Sections SIGHUP applies to a running daemon: what the next retrain reads, and the alerts.
 RELOADABLE = ("alerts", "training", "models", "gate", "sampling", "weights", "archive")
@@ -58,18 +66,23 @@ class Service:
         metrics: Metrics | None = None,
         notifier: Notifier | None = None,
         reload: Callable[[], Config] | None = None,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.config = config
         self._reload_source = reload
         self._reload_requested = threading.Event()
         self.metrics = metrics or Metrics.create()
         self.notifier = notifier or Notifier.from_env()  # sd_notify; a no-op outside systemd
-        self.stop_event = threading.Event()
+        #: Set by a signal or `request_stop`; may come from the caller, set before the run.
+        self.stop_event = stop_event or threading.Event()
         self.state = State.STOPPED
         self.metrics_port: int | None = None
         self.retrains: Retrains | None = None
         self.scorer: LiveScorer | None = None
         self._sigints = 0
+        #: Why the service is not consuming yet (for /healthz while it waits for Kafka).
+        self._waiting = "starting"
+        self._market_warned = False
 
     def request_stop(self) -> None:
         """Ask the service to stop after the batch in hand (returns at once)."""
@@ -116,7 +129,9 @@ class Service:
             store = stack.enter_context(Store.open(self.config.store, check=True))
             self.retrains = Retrains(self.config, self.metrics, self.stop_event)
             stack.callback(self.retrains.close)
-            self.scorer = LiveScorer(self.config, store, on_drift=self.retrains.drift)
+            self.scorer = LiveScorer(
+                self.config, store, on_drift=self.retrains.drift, on_refused=self.retrains.refused
+            )
             consumer = MarketDataConsumer(
                 self.config, store, self.metrics, self.stop_event, scorer=self.scorer
             )
@@ -130,16 +145,19 @@ class Service:
                     "promotes one (regimed retrain, or the schedule)"
                 )
             clean = False
+            deadline = None if timeout_s is None else started + timeout_s
             try:
-                self.retrains.start(store)
-                consumer.open()
-                if self.state is State.STARTING:
-                    self.state = State.RUNNING
-                logger.info("regimed running (start-up took %.2fs)", time.monotonic() - started)
+                if not self.stop_event.is_set():  # a stop during start-up: no catch-up run
+                    self.retrains.start(store)
+                # READY before Kafka answers: the wait for a broker must not fail the start.
                 self.notifier.ready()
-                deadline = None if timeout_s is None else time.monotonic() + timeout_s
+                if self._connect(consumer, deadline) and self.state is State.STARTING:
+                    self.state = State.RUNNING
+                    logger.info(
+                        "regimed running (start-up took %.2fs)", time.monotonic() - started
+                    )
                 consumed = 0
-                while not self.stop_event.is_set():
+                while self.state is State.RUNNING and not self.stop_event.is_set():
                     self.notifier.watchdog()
                     if self._reload_requested.is_set():
                         self._reload_requested.clear()
@@ -156,6 +174,7 @@ class Service:
                     summary = consumer.run(max_messages=want, timeout_s=step)
                     consumed += summary.consumed
                     self._update_sample_gauge(store)
+                    self._check_market(consumer)
                 clean = True
             finally:
                 self.state = State.STOPPING
@@ -163,6 +182,75 @@ class Service:
                 consumer.close(commit=clean)
         self.state = State.STOPPED
         logger.info("regimed stopped")
+
+    def _connect(self, consumer: MarketDataConsumer, deadline: float | None) -> bool:
+        """Open the consumer, retrying with capped exponential backoff while no broker
+        answers; False when stopped (or past `deadline`) before Kafka could be reached."""
+        from consumers._client import Backoff
+        from consumers.dlq import DeadLetterError
+        from consumers.kafka_source import ConsumerError
+
+        servers = ",".join(self.config.kafka.bootstrap_servers)
+        backoff = Backoff(CONNECT_BACKOFF_S, CONNECT_BACKOFF_CAP_S)
+        while not self.stop_event.is_set():
+            try:
+                consumer.open()
+                if backoff.attempts:
+                    logger.info("Kafka at %s answers: consuming", servers)
+                return True
+            except (ConsumerError, DeadLetterError) as exc:
+                consumer.close(commit=False)  # whatever the attempt had opened
+                delay = backoff.next()
+                self._waiting = f"waiting for Kafka at {servers} (attempt {backoff.attempts})"
+                logger.warning(
+                    "Kafka at %s is not reachable (attempt %d, next in %.0f s): %s",
+                    servers,
+                    backoff.attempts,
+                    delay,
+                    exc,
+                )
+                self.notifier.notify(
+                    f"STATUS=waiting for Kafka at {servers}: attempt {backoff.attempts} "
+                    f"failed, next in {delay:.0f} s"
+                )
+                if not self._pause(delay, deadline):
+                    return False
+        return False
+
+    def _pause(self, seconds: float, deadline: float | None) -> bool:
+        """Wait `seconds` (pinging the watchdog); False when stopped or past `deadline`."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if self.stop_event.wait(min(left, 1.0)):
+                return False
+            self.notifier.watchdog()
+        return deadline is None or time.monotonic() < deadline
+
+    def _check_market(self, consumer: MarketDataConsumer) -> None:
+        """Warn once, and set `regimed_market_symbol_missing`, when records arrive but none
+        of `regime.market_symbol` within `regime.market_symbol_timeout_minutes`: without it
+        there is no market regime and no drift check."""
+        r = self.config.regime
+        since = consumer.first_record_at
+        if consumer.market_seen or since is None or r.market_symbol_timeout_minutes <= 0:
+            self.metrics.market_symbol_missing.set(0)
+            return
+        waited = time.monotonic() - since
+        if waited < r.market_symbol_timeout_minutes * 60:
+            return
+        self.metrics.market_symbol_missing.set(1)
+        if not self._market_warned:
+            self._market_warned = True
+            seen = sorted(consumer.partition_of)
+            logger.warning(
+                "regime.market_symbol = %r: no bar of it in %.1f min of consuming (symbols "
+                "seen: %s); there is no market regime and no drift check until one arrives",
+                r.market_symbol,
+                waited / 60,
+                ", ".join(seen[:20]) + (f" and {len(seen) - 20} more" if len(seen) > 20 else ""),
+            )
 
     def reload_config(self) -> list[str]:
         """Re-read the configuration (SIGHUP) and apply the sections a running daemon can
@@ -199,17 +287,24 @@ class Service:
             else (f"champion {scorer.version}")
         )
         stored = consumer.summary_line()
-        self.notifier.notify(f"STATUS={stored}; {model}")
+        broker = consumer.broker
+        away = f"Kafka at {broker.servers} does not answer; " if broker.away else ""
+        self.notifier.notify(f"STATUS={away}{stored}; {model}")
 
     def _serve_metrics(self, stack: ExitStack, consumer: MarketDataConsumer) -> None:
         m = self.config.metrics
 
         def health() -> tuple[bool, str]:
             idle = time.monotonic() - consumer.last_progress
+            if self.state is State.STARTING:
+                return False, self._waiting
             if self.state is not State.RUNNING:
                 return False, f"state {self.state.value}"
             if idle > m.healthz_stall_seconds:
                 return False, f"consume loop stalled: no poll for {idle:.0f} s"
+            if consumer.broker.away:
+                silence = consumer.broker.silence_s()
+                return False, f"Kafka at {consumer.broker.servers}: no answer for {silence:.0f} s"
             return True, f"ok: last poll {idle:.1f} s ago"
 
         server, thread = serve(self.metrics, m, health)

@@ -10,8 +10,10 @@ over N+1 and commits N's offsets to Kafka. SQLite stays the truth: the child wri
 process, and the consumer acts on a batch (offset commit, metrics) only after that transaction
 has committed.
 
-The child ignores SIGINT and SIGTERM (a stop is the parent's to order: it waits for the batch in
-hand, then closes the writer), and dies with its parent (`PR_SET_PDEATHSIG`), so a killed daemon
+The child ignores SIGINT and SIGTERM from its first instruction on (it is launched with them
+ignored, so a signal sent to the whole process group while it starts cannot kill it; a stop is
+the parent's to order: it waits for the batch in hand, then closes the writer, and kills it if it
+does not exit in time), and dies with its parent (`PR_SET_PDEATHSIG`), so a killed daemon
 leaves no writer behind to commit after its successor has read the offsets; SQLite rolls back a
 transaction its writer did not finish.
 """
@@ -26,6 +28,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -39,6 +42,7 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0
 CLOSE_TIMEOUT_S = 10.0
 _PR_SET_PDEATHSIG = 1
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StoreWriter:
@@ -54,7 +58,7 @@ class StoreWriter:
             name="regimed-store-writer",
             daemon=True,
         )
-        self._process.start()
+        _start_ignoring_stop_signals(self._process)
         child.close()
         self._conn: Connection | None = parent
         self._in_flight = False
@@ -144,6 +148,27 @@ class StoreWriter:
         return payload
 
 
+def _start_ignoring_stop_signals(process: multiprocessing.process.BaseProcess) -> None:
+    """Start `process` with SIGINT and SIGTERM ignored from its first instruction on: an
+    ignored signal stays ignored across exec, so the parent ignores them for the moment it
+    takes to launch the child. A signal sent to the whole process group (systemd's stop,
+    Ctrl-C) while the child imports its modules, a second or more, then cannot kill it.
+
+    Handlers can only be changed on the main thread; elsewhere (a service run from a test
+    thread) the child is started as it is and ignores the signals once it runs `_serve`.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        process.start()
+        return
+    saved = {signum: signal.signal(signum, signal.SIG_IGN) for signum in _STOP_SIGNALS}
+    try:
+        process.start()
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
 def _die_with_parent(parent: int) -> None:
     """Ask the kernel to SIGKILL this process when its parent dies (Linux); exit at once if it
     is already gone."""
@@ -156,9 +181,9 @@ def _die_with_parent(parent: int) -> None:
 
 def _serve(conn: Connection, path: str, busy_timeout_ms: int, parent: int) -> None:
     """The child: open the store, then write each batch received until an empty message."""
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)  # already, when started from the main thread
     _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         store = Store(path, busy_timeout_ms=busy_timeout_ms)
     except Exception as exc:

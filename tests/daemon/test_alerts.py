@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import json
 import logging
@@ -151,3 +152,44 @@ def test_details_that_are_not_json_are_sent_as_text(webhook):
 )
 def test_only_the_host_of_a_webhook_is_shown(url, host):
     assert webhook_host(url) == host
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_same_alert_goes_out_once_per_repeat_interval(webhook):
+    from daemon.alerts import Alerter
+
+    clock = Clock()
+    config = dataclasses.replace(alerts(webhook.url("/ok")), repeat_interval_seconds=3600.0)
+    alerter = Alerter(config, clock=clock)
+    assert alerter.send("artifact_refused", "v1 refused", {}, cause="v1 bad hash") == 1
+    clock.now += 3599
+    assert alerter.send("artifact_refused", "v1 refused", {}, cause="v1 bad hash") is None
+    # another cause, or another event, is news
+    assert alerter.send("artifact_refused", "v2 refused", {}, cause="v2 bad hash") == 1
+    assert alerter.send("retrain_failed", "failed", {}, cause="v1 bad hash") == 1
+    clock.now += 1
+    assert alerter.send("artifact_refused", "v1 refused", {}, cause="v1 bad hash") == 1
+    assert webhook.events() == [
+        "artifact_refused",
+        "artifact_refused",
+        "retrain_failed",
+        "artifact_refused",
+    ]
+
+
+def test_an_alert_no_webhook_took_is_tried_again_next_time(webhook):
+    from daemon.alerts import Alerter
+
+    alerter = Alerter(alerts(webhook.url("/fail")), clock=Clock())
+    assert alerter.send("drift", "drift", {}, cause="feature_drift") == 0
+    assert alerter.send("drift", "drift", {}, cause="feature_drift") == 0
+    assert len(webhook.received) == 2 * ATTEMPTS

@@ -62,10 +62,10 @@ def test_vix_bars_are_stored_and_the_market_symbol_reported(streamed):
     vix_rows = [b for b in out.bars if b.symbol == "^VIX"]
     assert len(vix_rows) == 1259
     assert all(b.regime is None and b.vix == b.close for b in vix_rows)
-    market = Config().replace(regime=Config().regime.__class__(market_symbol="^GSPC"))
-    again = stream(market, [e for e in bundled_events()[:200] if e.symbol == "^GSPC"])
-    assert again.market is not None
-    assert out.market is None  # default market symbol SPY is not in this stream
+    spy = Config().replace(regime=Config().regime.__class__(market_symbol="SPY"))
+    again = stream(spy, [e for e in bundled_events()[:200] if e.symbol == "^GSPC"])
+    assert again.market is None  # SPY is not in this stream
+    assert out.market is not None and out.market.regime is not None  # the default, ^GSPC
 
 
 def test_late_repeated_and_corrected_bars_are_stored_not_fed():

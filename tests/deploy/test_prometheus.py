@@ -93,6 +93,7 @@ def test_the_rules_cover_every_alert_of_the_operations_issue():
         "RegimedDriftHigh",
         "RegimedCrashAccuracyBelowValidation",
         "RegimedVixProxyInUse",
+        "RegimedMarketSymbolMissing",
     }
 
 

@@ -1,0 +1,28 @@
+"""The consumer's connection helpers: the bootstrap probe and the capped backoff."""
+
+from __future__ import annotations
+
+import socket
+
+from consumers._client import Backoff, probe
+from consumers.broker import free_port
+
+
+def test_the_backoff_doubles_up_to_its_cap_and_starts_over_after_a_reset():
+    backoff = Backoff(1.0, 30.0)
+    assert [backoff.next() for _ in range(8)] == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert backoff.attempts == 8
+    backoff.reset()
+    assert backoff.next() == 1
+
+
+def test_the_probe_names_the_server_that_refused_and_passes_one_that_listens():
+    closed = f"127.0.0.1:{free_port()}"
+    reason = probe([closed])
+    assert reason is not None and reason.startswith(closed) and "refused" in reason
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert probe([closed, f"127.0.0.1:{port}"]) is None
+    assert probe([]) == "no bootstrap server configured"
