@@ -96,7 +96,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "the history (bundled S&P 500 and NASDAQ, or --bars CSVs) and test on the next step's "
         "bars: baseline, +weights, +balancing, +archive and all three, with the naive "
         "references and a shuffled-label control. Prints balanced accuracy and accuracy per "
-        "regime with 95%% block-bootstrap intervals; writes evaluation.md and evaluation.html "
+        "regime with 95% block-bootstrap intervals; writes evaluation.md and evaluation.html "
         "into --out. docs/evaluation.md explains the method.",
     )
     p.add_argument(

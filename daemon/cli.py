@@ -53,10 +53,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     path = args.path if args.path is not None else args.config
     config, source = load_config(path)
     overrides = sorted(k for k in os.environ if k.startswith("REGIMED_") and k != "REGIMED_CONFIG")
-    print(f"# effective configuration from {source or 'built-in defaults'}")
+    origin = source or "built-in defaults"
+    if args.changed:
+        print(f"# what differs from the built-in defaults in the configuration from {origin}")
+    else:
+        print(f"# effective configuration from {origin}")
     if overrides:
         print(f"# environment overrides: {', '.join(overrides)}")
-    print(config.to_toml(), end="")
+    text = config.to_toml(changed_only=args.changed)
+    print(text or "# nothing: every value is the built-in default\n", end="")
     return EXIT_OK
 
 
@@ -184,26 +189,38 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
+def _common_options(*, defaults: bool) -> _Parser:
+    """`--config` and `--log-level`, accepted before the command and after it.
+
+    The main parser holds the defaults; every subcommand's copy leaves an option it was not
+    given out of the namespace (SUPPRESS), so `regimed --config X CMD` and `regimed CMD --config
+    X` mean the same: without that, a subcommand's default would overwrite the value given
+    before the command.
+    """
     common = _Parser(add_help=False)
     common.add_argument(
         "--config",
         metavar="PATH",
-        default=None,
+        default=None if defaults else argparse.SUPPRESS,
         help="configuration file (default: $REGIMED_CONFIG, ./config.toml, "
         "/etc/regimed/config.toml, else built-in defaults)",
     )
     common.add_argument(
         "--log-level",
-        default="INFO",
+        default="INFO" if defaults else argparse.SUPPRESS,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level on stderr (default INFO)",
     )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    common = _common_options(defaults=False)
     parser = _Parser(
         prog="regimed",
         description="Label market regimes as bars arrive and keep models that remember crashes.",
-        parents=[common],
+        parents=[_common_options(defaults=True)],
     )
     parser.add_argument("--version", action="version", version=f"regimed {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -230,9 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="validate a configuration and print the effective values",
         description="Print the effective configuration (file plus REGIMED_ environment "
-        "overrides) with secrets masked. Exits 2 and names the key on any bad value.",
+        "overrides) with secrets masked, or with --changed only what differs from the "
+        "built-in defaults. Exits 2 and names the key on any bad value.",
     )
     p.add_argument("path", nargs="?", default=None, help="file to check (default: --config)")
+    p.add_argument(
+        "--changed",
+        action="store_true",
+        help="print only the values that differ from the built-in defaults",
+    )
     p.set_defaults(handler=cmd_check_config)
 
     p = sub.add_parser(
