@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumers._client import client_options
+from consumers._rejections import RejectionLog
 from consumers.dlq import DeadLetters
 from consumers.events import DecodedBatch, decode_batch
 from daemon.config import Config
@@ -156,6 +157,7 @@ class MarketDataConsumer:
         #: Writes batches in a child process (`daemon.writer`); None: in this thread.
         self.writer: StoreWriter | None = None
         self._in_flight: _Written | None = None
+        self.rejections = RejectionLog()
 
     def _history(self, symbol: str) -> Any:
         return self.store.recent_bars(symbol, RESTORE_BARS)
@@ -341,6 +343,7 @@ class MarketDataConsumer:
             offsets[(tp.topic, tp.partition)] = fresh[-1].offset + 1
             batch = decode_batch([(r.key, r.value) for r in fresh], now)
             for k, exc in batch.rejected:
+                self.rejections.log(fresh[k], exc)
                 rejected[exc.reason] += 1
                 self.dlq.send(fresh[k], exc)
             valid += len(batch)

@@ -7,10 +7,10 @@ import dataclasses
 import datetime as dt
 import json
 import sys
-import time
 from typing import Any
 
 from daemon.errors import UsageError
+from daemon.progress import Progress
 
 
 def _models(text: str) -> tuple[str, ...]:
@@ -42,11 +42,12 @@ def _day(flag: str, text: str | None) -> dt.date | None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Walk forward over the history, print the results, write the report."""
     from daemon._config_evaluate import EvaluateConfig
-    from daemon.cli import EXIT_OK, _config
+    from daemon.cli import EXIT_OK, _config, _out_path
     from daemon.evaluation import evaluate, load_csvs
     from daemon.evaluation.report import render_text, write_report
 
     config = _config(args)
+    out = _out_path(args.out)  # a folder, created if its parent exists
     settings: EvaluateConfig = config.evaluate
     changes: dict[str, Any] = {}
     if args.models is not None:
@@ -63,20 +64,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.vix is not None and not args.bars:
         raise UsageError("--vix needs --bars (the bundled history has its own VIX)")
     histories = load_csvs(args.bars, args.vix) if args.bars else None
-    started = time.perf_counter()
+    meter = Progress(sys.stderr)
 
     def progress(k: int, total: int, fold: Any) -> None:
-        if sys.stderr.isatty():
-            sys.stderr.write(
-                f"\r\x1b[K  fold {k + 1}/{total} (cutoff {fold.cutoff}, "
-                f"{time.perf_counter() - started:.0f} s)"
-            )
-            sys.stderr.flush()
+        meter.update(
+            f"fold {k + 1}/{total} (cutoff {fold.cutoff}, {meter.elapsed():.0f} s)",
+            (k + 1) / total,
+        )
 
     evaluation = evaluate(config, settings, histories, end=end, progress=progress)
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\x1b[K")
-    written = write_report(evaluation, args.out)
+    meter.clear()
+    written = write_report(evaluation, out)
     if args.json:
         print(json.dumps(evaluation.doc, indent=2))
     else:

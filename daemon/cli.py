@@ -48,6 +48,18 @@ def _stored_config(args: argparse.Namespace) -> Config:
     return config
 
 
+def _out_path(text: str | os.PathLike[str]) -> Path:
+    """An `--out` path, checked before any work is done: its folder must exist and be
+    writable (UsageError naming the folder), so a long command never fails at its last step."""
+    out = Path(text)
+    folder = out.absolute().parent
+    if not folder.is_dir():
+        raise UsageError(f"--out {text}: no folder {str(folder)!r} to write into")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {text}: the folder {str(folder)!r} is not writable")
+    return out
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Print the effective configuration, secrets masked; exit 2 on any bad value."""
     path = args.path if args.path is not None else args.config
@@ -70,10 +82,14 @@ def cmd_regimes(args: argparse.Namespace) -> int:
     from daemon.offline import label_csv, summary, write_labels
 
     config = _config(args)
+    out = None if args.out is None else _out_path(args.out)
     frame = label_csv(config.regime, args.bars, args.vix)
-    if args.out is not None:
-        with open(args.out, "w", encoding="utf-8", newline="") as handle:
-            write_labels(frame, handle)
+    if out is not None:
+        try:
+            with open(out, "w", encoding="utf-8", newline="") as handle:
+                write_labels(frame, handle)
+        except OSError as exc:
+            raise UsageError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
         sys.stdout.write(summary(frame, str(args.bars)))
         sys.stdout.write(f"\n  labels written to {args.out}\n")
     else:
@@ -113,16 +129,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole loop on the bundled history: broker, replay, daemon, archive, one retrain."""
-    from daemon.demo import run_demo
+    from daemon.demo import run_demo, sigterm_as_interrupt
 
     config = _config(args)
     try:
-        run_demo(
-            config,
-            state_dir=args.state_dir,
-            exit_after_retrain=args.exit_after_retrain,
-            metrics_port=args.metrics_port,
-        )
+        with sigterm_as_interrupt():
+            run_demo(
+                config,
+                state_dir=args.state_dir,
+                exit_after_retrain=args.exit_after_retrain,
+                metrics_port=args.metrics_port,
+            )
     except KeyboardInterrupt:
         print("\nstopped", file=sys.stderr)
     return EXIT_OK

@@ -53,3 +53,8 @@ class ModelNotFoundError(StoreError, LookupError):
 class ArtifactError(RegimedError):
     """A model artifact cannot be written, or is refused on reading (tampered, writable by
     others, a symlink, missing, or holding an untrusted type); the message names the file."""
+
+
+class ListenError(ConfigError):
+    """The metrics endpoint cannot listen on its address (the port is taken, or the host is not
+    one of this machine's); the message names `metrics.host`/`metrics.port` (exit code 2)."""

@@ -265,3 +265,45 @@ def test_check_config_changed_prints_only_what_differs(run_cli, tmp_path, monkey
     result = run_cli("check-config", "--changed", str(shipped))
     assert result.code == 0
     assert "nothing: every value is the built-in default" in result.out
+
+
+def test_a_busy_metrics_port_is_one_error_line_and_exit_2(run_cli, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "c.toml"
+        config.write_text(
+            f'[metrics]\nport = {port}\n[store]\npath = "{tmp_path / "r.db"}"\n'
+            '[kafka]\nbootstrap_servers = ["127.0.0.1:1"]\n'
+        )
+        result = run_cli("run", "--config", str(config), "--timeout", "5")
+    assert result.code == 2
+    assert result.err == (
+        f"error: metrics.port = {port}: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["regimes", "--bars", SP500],
+        ["evaluate", "--step", "year"],
+        ["report"],
+    ],
+)
+def test_out_into_a_missing_folder_is_one_error_line_and_exit_2(run_cli, tmp_path, command):
+    from daemon.config import StoreConfig
+    from daemon.store import Store
+
+    with Store.open(StoreConfig(path=str(tmp_path / "regimed.db"))):
+        pass  # `report` reads a store: an empty one is enough to get to --out
+    out = tmp_path / "missing" / "out.file"
+    result = run_cli(*command, "--out", str(out))
+    assert result.code == 2
+    assert result.err == f"error: --out {out}: no folder '{out.parent}' to write into\n"
+    assert result.out == ""
+    assert not out.parent.exists()
