@@ -208,10 +208,10 @@ def run_demo(
             if not exit_after_retrain:
                 err.write(
                     f"serving http://{config.metrics.host}:{service.metrics_port}/metrics "
-                    "(Ctrl-C to stop)\n"
+                    "(Ctrl-C or SIGTERM stops it)\n"
                 )
-                while not stop.wait(0.5) and daemon.thread.is_alive():
-                    pass
+                while not stop.wait(0.5):
+                    daemon.check("serving /metrics")
             return report
         finally:
             daemon.stop()
