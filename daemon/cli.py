@@ -54,9 +54,9 @@ def _out_path(text: str | os.PathLike[str]) -> Path:
     out = Path(text)
     folder = out.absolute().parent
     if not folder.is_dir():
-        raise UsageError(f"--out {text}: no folder {str(folder)!r} to write into")
+        raise UsageError(f"--out {text}: no directory {str(folder)!r} to write into")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {text}: the folder {str(folder)!r} is not writable")
+        raise UsageError(f"--out {text}: the directory {str(folder)!r} is not writable")
     return out
 
 

@@ -304,6 +304,6 @@ def test_out_into_a_missing_folder_is_one_error_line_and_exit_2(run_cli, tmp_pat
     out = tmp_path / "missing" / "out.file"
     result = run_cli(*command, "--out", str(out))
     assert result.code == 2
-    assert result.err == f"error: --out {out}: no folder '{out.parent}' to write into\n"
+    assert result.err == f"error: --out {out}: no directory '{out.parent}' to write into\n"
     assert result.out == ""
     assert not out.parent.exists()
