@@ -8,6 +8,7 @@ topics in memory, and is stopped by pid when the context exits. Production point
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -48,6 +50,34 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+#: prctl(2) option: the signal a process gets when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def _dies_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` after which the child gets SIGKILL when its parent dies (Linux only; None
+    elsewhere), so a broker never outlives a demo or test run that was killed outright.
+
+    The kernel ties this to the thread that starts the child: start the broker from a thread
+    that lives as long as it should (the main thread, as the demo, the tests and the benchmarks
+    do). The function only calls prctl and getppid, which is safe between fork and exec.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != parent:  # the parent died before the prctl: follow it now
+            os._exit(1)
+
+    return preexec
 
 
 class EmbeddedBroker:
@@ -83,6 +113,7 @@ class EmbeddedBroker:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_dies_with_parent(),
             )
         except OSError as exc:
             raise BrokerError(f"cannot start the embedded broker {binary}: {exc}") from None

@@ -28,6 +28,7 @@ from consumers._client import (
     probe,
     quiet_client_logs,
 )
+from consumers._rejections import RejectionLog
 from consumers.dlq import DeadLetters
 from consumers.events import DecodedBatch, decode_batch
 from daemon.config import Config
@@ -168,6 +169,7 @@ class MarketDataConsumer:
         #: When the first record arrived (monotonic), and whether a bar of the market symbol did.
         self.first_record_at: float | None = None
         self.market_seen = False
+        self.rejections = RejectionLog()
 
     def _history(self, symbol: str) -> Any:
         return self.store.recent_bars(symbol, RESTORE_BARS)
@@ -360,6 +362,7 @@ class MarketDataConsumer:
             offsets[(tp.topic, tp.partition)] = fresh[-1].offset + 1
             batch = decode_batch([(r.key, r.value) for r in fresh], now)
             for k, exc in batch.rejected:
+                self.rejections.log(fresh[k], exc)
                 rejected[exc.reason] += 1
                 self.dlq.send(fresh[k], exc)
             valid += len(batch)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +24,7 @@ from consumers.events import BarEvent
 from daemon.config import KafkaConfig
 from daemon.errors import RegimedError
 from daemon.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -202,34 +202,6 @@ def yahoo_events(
     return in_time_order(events, vix_symbol)
 
 
-class Progress:
-    """A one-line progress report on stderr, refreshed at most twice a second."""
-
-    def __init__(self, total: int | None, stream: TextIO | None = None) -> None:
-        self.total = total
-        self.stream = stream or sys.stderr
-        self.started = time.monotonic()
-        self.shown = 0.0
-
-    def update(self, done: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.shown < 0.5:
-            return
-        self.shown = now
-        rate = done / max(now - self.started, 1e-9)
-        if self.total:
-            width = 30
-            filled = int(width * done / self.total)
-            bar = "#" * filled + "." * (width - filled)
-            text = f"\r[{bar}] {done}/{self.total} bars, {rate:,.0f}/s"
-        else:
-            text = f"\r{done} bars, {rate:,.0f}/s"
-        self.stream.write(text)
-        if force:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
 def ensure_topic(config: KafkaConfig, topic: str, partitions: int, timeout_s: float = 30) -> None:
     """Create `topic` with `partitions` partitions unless it exists."""
     from kafka.admin import KafkaAdminClient
@@ -283,7 +255,7 @@ def publish(
         raise ReplayError(
             f"cannot reach Kafka at {','.join(config.bootstrap_servers)}: {exc}"
         ) from None
-    meter = Progress(total) if progress else None
+    meter = Progress() if progress else None
     sent = 0
     started = time.monotonic()
     futures: list[Any] = []
@@ -297,16 +269,21 @@ def publish(
                     time.sleep(ahead)
             if len(futures) >= 10_000:
                 _settle(producer, futures, timeout_s)
-            if meter:
-                meter.update(sent)
+            if meter is not None and meter.due():
+                meter.update(_sent_text(sent, total, meter), sent / total if total else None)
         _settle(producer, futures, timeout_s)
     except KafkaError as exc:
         raise ReplayError(f"publishing to {topic} failed after {sent} bars: {exc}") from None
     finally:
         producer.close(timeout=timeout_s)
-    if meter:
-        meter.update(sent, force=True)
+    if meter is not None:
+        meter.line(f"  sent {_sent_text(sent, total, meter)}")
     return sent
+
+
+def _sent_text(sent: int, total: int | None, meter: Progress) -> str:
+    rate = sent / max(meter.elapsed(), 1e-9)
+    return f"{sent:,}{f'/{total:,}' if total else ''} bars, {rate:,.0f}/s"
 
 
 def _settle(producer: Any, futures: list[Any], timeout_s: float) -> None:

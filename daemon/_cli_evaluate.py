@@ -7,10 +7,10 @@ import dataclasses
 import datetime as dt
 import json
 import sys
-import time
 from typing import Any
 
 from daemon.errors import UsageError
+from daemon.progress import Progress
 
 
 def _models(text: str) -> tuple[str, ...]:
@@ -42,10 +42,11 @@ def _day(flag: str, text: str | None) -> dt.date | None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Walk forward over the history, print the results, write the report."""
     from daemon._config_evaluate import EvaluateConfig
-    from daemon.cli import EXIT_OK, _config
+    from daemon.cli import EXIT_OK, _config, _out_path
     from daemon.training.threads import resolve_n_jobs, thread_limits
 
     config = _config(args)
+    out = _out_path(args.out)  # a folder, created if its parent exists
     settings: EvaluateConfig = config.evaluate
     changes: dict[str, Any] = {}
     if args.models is not None:
@@ -61,15 +62,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--end {end}: expected a day after the start ({settings.start})")
     if args.vix is not None and not args.bars:
         raise UsageError("--vix needs --bars (the bundled history has its own VIX)")
-    started = time.perf_counter()
+    meter = Progress(sys.stderr)
 
     def progress(k: int, total: int, fold: Any) -> None:
-        if sys.stderr.isatty():
-            sys.stderr.write(
-                f"\r\x1b[K  fold {k + 1}/{total} (cutoff {fold.cutoff}, "
-                f"{time.perf_counter() - started:.0f} s)"
-            )
-            sys.stderr.flush()
+        meter.update(
+            f"fold {k + 1}/{total} (cutoff {fold.cutoff}, {meter.elapsed():.0f} s)",
+            (k + 1) / total,
+        )
 
     # The thread limits before the numeric libraries load (daemon.training.threads).
     with thread_limits(resolve_n_jobs(settings.n_jobs)):
@@ -78,9 +77,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         histories = load_csvs(args.bars, args.vix) if args.bars else None
         evaluation = evaluate(config, settings, histories, end=end, progress=progress)
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\x1b[K")
-    written = write_report(evaluation, args.out)
+    meter.clear()
+    written = write_report(evaluation, out)
     if args.json:
         print(json.dumps(evaluation.doc, indent=2))
     else:
@@ -100,7 +98,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "the history (bundled S&P 500 and NASDAQ, or --bars CSVs) and test on the next step's "
         "bars: baseline, +weights, +balancing, +archive and all three, with the naive "
         "references and a shuffled-label control. Prints balanced accuracy and accuracy per "
-        "regime with 95%% block-bootstrap intervals; writes evaluation.md and evaluation.html "
+        "regime with 95% block-bootstrap intervals; writes evaluation.md and evaluation.html "
         "into --out. docs/evaluation.md explains the method.",
     )
     p.add_argument(

@@ -8,32 +8,27 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from daemon.errors import ModelNotFoundError, RegimedError, UsageError
+from daemon.progress import Progress
 
 if TYPE_CHECKING:
     from daemon.registry import ModelRecord, Registry
 
 
-def _progress_bar(stream: TextIO) -> Any:
-    """A progress callback drawing one line per base model on a terminal."""
-    width = 24
+def _progress(meter: Progress) -> Any:
+    """A retrain progress callback: the stage and the model being fitted, a line per fitted
+    base model."""
 
     def show(event: str, details: Mapping[str, Any]) -> None:
         if event == "stage":
-            stream.write(f"\r\x1b[K  {details['stage']} ...")
+            meter.update(f"{details['stage']} ...")
         elif event == "model_started":
-            done = int(details["index"])
-            total = int(details["total"])
-            filled = width * done // total
-            stream.write(
-                f"\r\x1b[K  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-                f"fitting {details['model']}"
-            )
+            done, total = int(details["index"]), int(details["total"])
+            meter.update(f"{done}/{total} fitting {details['model']}", done / total)
         elif event == "model_finished":
-            stream.write(f"\r\x1b[K  {details['model']:<20} {float(details['seconds']):6.1f} s\n")
-        stream.flush()
+            meter.line(f"  {details['model']:<20} {float(details['seconds']):6.1f} s")
 
     return show
 
@@ -44,7 +39,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from daemon.training.threads import resolve_n_jobs, thread_limits
 
     config = _stored_config(args)
-    progress = _progress_bar(sys.stderr) if sys.stderr.isatty() and not args.json else None
+    progress = None if args.json else _progress(Progress(sys.stderr))
     # No consumer to leave cores to: "auto" is every core; the threads still sleep when they
     # wait, for a daemon that may run beside. Set before the libraries load.
     # (LightGBM and XGBoost load during the fits: the limits hold for the whole run.)
@@ -68,20 +63,16 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a model's retrain report as one self-contained HTML page and print its path."""
-    from daemon.cli import EXIT_OK, _stored_config
+    from daemon.cli import EXIT_OK, _out_path, _stored_config
     from daemon.registry import Registry
     from daemon.store import Store
     from daemon.training.html_report import render_html
 
     config = _stored_config(args)
+    given = None if args.out is None else _out_path(args.out)
     with Store.open(config.store, read_only=True) as store:
         record = _report_model(Registry(store), args.version, config.store.path)
-    if args.out is not None:
-        out = Path(args.out)
-        if not out.parent.is_dir():
-            raise UsageError(f"--out {args.out}: no directory {str(out.parent)!r} to write into")
-    else:
-        out = Path(config.store.path).resolve().parent / "reports" / f"{record.version}.html"
+    out = given or Path(config.store.path).resolve().parent / "reports" / f"{record.version}.html"
     _write_page(out, render_html(record.report, model=record))
     print(out)
     return EXIT_OK

@@ -22,6 +22,7 @@ ENV_PREFIX = "REGIMED_"
 ENV_CONFIG_PATH = "REGIMED_CONFIG"
 
 _ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_LIST_ITEM = re.compile(r"\[\d+\]$")
 
 
 class Secret:
@@ -117,14 +118,18 @@ class _Origin:
         self.env_keys = dict(env)
 
     def suffix(self, key: str) -> str:
-        var = self.env_keys.get(key)
+        var = self.env_keys.get(_LIST_ITEM.sub("", key))  # an item of a list names the list's
         return f" (from {var})" if var else ""
+
+    def within(self, path: str) -> list[str]:
+        """The variables that set a key inside the section `path`, sorted."""
+        return sorted(v for k, v in self.env_keys.items() if k.startswith(f"{path}."))
 
 
 def build(cls: type[Any], data: Mapping[str, Any], env: Mapping[str, str]) -> Any:
     """Build the dataclass `cls` from TOML data merged with `REGIMED_` overrides in `env`."""
     merged, origins = _merge_env(cls, data, env)
-    return _build(cls, merged, "", _Origin(origins))
+    return _build(cls, merged, "", _Origin(origins), None)
 
 
 def _merge_env(
@@ -178,7 +183,18 @@ def _field_types(cls: type[Any]) -> dict[str, Any]:
     return _HINTS[cls]
 
 
-def _build(cls: type[Any], data: Any, path: str, origin: _Origin) -> Any:
+def _default(f: dataclasses.Field[Any]) -> Any:
+    """The default value of a field (None when it has none)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _build(cls: type[Any], data: Any, path: str, origin: _Origin, base: Any) -> Any:
+    """`cls` from `data`; a key `data` lacks takes its value from `base` (the default of the
+    enclosing field, e.g. the loss weights for `weights.regime`), else the class default."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path or '<root>'} = {show(data)}: expected a table")
     types_ = _field_types(cls)
@@ -191,13 +207,16 @@ def _build(cls: type[Any], data: Any, path: str, origin: _Origin) -> Any:
     for f in dataclasses.fields(cls):
         key = f"{path}.{f.name}" if path else f.name
         if f.name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            if base is not None:
+                values[f.name] = getattr(base, f.name)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 required = ", ".join(g.name for g in dataclasses.fields(cls))
                 raise ConfigError(f"{key}: missing key (each entry here needs {required})")
             continue
         hint = types_[f.name]
         if dataclasses.is_dataclass(hint):
-            values[f.name] = _build(typing.cast(type[Any], hint), data[f.name], key, origin)
+            inner = _default(f) if base is None else getattr(base, f.name)
+            values[f.name] = _build(typing.cast(type[Any], hint), data[f.name], key, origin, inner)
             continue
         value = _convert(hint, data[f.name], key, origin)
         bounds = f.metadata.get("bounds")
@@ -208,8 +227,12 @@ def _build(cls: type[Any], data: Any, path: str, origin: _Origin) -> Any:
         values[f.name] = value
     try:
         return cls(**values)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        # A check across keys (e.g. shares that must sum to 1): name the overrides involved.
+        names = origin.within(path)
+        if not names:
+            raise
+        raise ConfigError(f"{exc} (environment overrides here: {', '.join(names)})") from None
     except (TypeError, ValueError) as exc:  # pragma: no cover - schema bug, not user input
         raise ConfigError(f"{path or '<root>'}: {exc}") from exc
 
@@ -285,7 +308,7 @@ def _convert(hint: Any, raw: Any, key: str, origin: _Origin) -> Any:
             if not isinstance(raw, list):
                 raise ConfigError(f"{where}: expected a list of tables ([[{key}]])")
             return tuple(
-                _build(typing.cast(type[Any], item), v, f"{key}[{i}]", origin)
+                _build(typing.cast(type[Any], item), v, f"{key}[{i}]", origin, None)
                 for i, v in enumerate(raw)
             )
         items: list[Any]
@@ -309,16 +332,23 @@ def _convert(hint: Any, raw: Any, key: str, origin: _Origin) -> Any:
     raise ConfigError(f"{where}: unsupported field type {hint!r}")  # pragma: no cover
 
 
-def to_toml(obj: Any, path: str = "") -> str:
+def to_toml(obj: Any, path: str = "", base: Any = None) -> str:
     """Render a built config as TOML, secrets masked. Sections come after plain keys; a
-    non-empty tuple of dataclasses becomes an array of tables (`[[key]]`)."""
+    non-empty tuple of dataclasses becomes an array of tables (`[[key]]`).
+
+    With `base` (an object of the same type, e.g. the defaults), only what differs from it:
+    keys equal to base's and sections without a difference are left out.
+    """
     plain: list[str] = []
     tables: list[str] = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
+        other = None if base is None else getattr(base, f.name)
+        if base is not None and value == other:
+            continue
         key = f"{path}.{f.name}" if path else f.name
         if dataclasses.is_dataclass(value):
-            tables.append(f"[{key}]\n" + to_toml(value, key))
+            tables.append(f"[{key}]\n" + to_toml(value, key, other))
         elif isinstance(value, tuple) and value and all(dataclasses.is_dataclass(v) for v in value):
             tables.extend(f"[[{key}]]\n" + to_toml(item, key) for item in value)
         else:

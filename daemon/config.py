@@ -388,9 +388,10 @@ class Config:
     retrain: RetrainProcessConfig = field(default_factory=RetrainProcessConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
-    def to_toml(self) -> str:
-        """The effective configuration as TOML, with secrets masked."""
-        return to_toml(self)
+    def to_toml(self, *, changed_only: bool = False) -> str:
+        """The effective configuration as TOML, with secrets masked; `changed_only`: only the
+        values that differ from the built-in defaults."""
+        return to_toml(self, base=Config() if changed_only else None)
 
     def replace(self, **sections: Any) -> Config:
         """A copy with whole sections replaced (handy in tests and tools)."""

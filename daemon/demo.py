@@ -13,16 +13,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import signal
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO, TypeVar
 
 from daemon.config import Config, StoreConfig
-from daemon.errors import RegimedError
+from daemon.errors import ListenError, RegimedError
+from daemon.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,27 @@ def demo_config(base: Config, state_dir: Path, bootstrap: str, metrics_port: int
 
 
 @contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the demo as Ctrl-C does: a KeyboardInterrupt in the main thread unwinds
+    `run_demo`, which stops the daemon and the broker and removes a temporary state directory.
+    A further SIGTERM during that clean-up is ignored (a second Ctrl-C still forces the exit;
+    the broker then dies with the demo, see `consumers.broker`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def _state(state_dir: str | None) -> Iterator[Path]:
     if state_dir is not None:
         path = Path(state_dir)
@@ -70,6 +94,39 @@ def _state(state_dir: str | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="regimed-demo-") as tmp:
         yield Path(tmp)
+
+
+class _Daemon:
+    """The service on its own thread; an error that ends it is kept for the main thread to
+    raise, so a busy port says so instead of a traceback from the thread."""
+
+    def __init__(self, config: Config) -> None:
+        from daemon.service import Service
+
+        self.service = Service(config)
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="regimed", daemon=False)
+
+    def _run(self) -> None:
+        try:
+            self.service.run()
+        except BaseException as exc:  # raised again in the main thread, by check()
+            self.failure = exc
+
+    def check(self, doing: str) -> None:
+        """Raise why the daemon stopped, if it did."""
+        if self.thread.is_alive():
+            return
+        if isinstance(self.failure, ListenError):
+            hint = "choose another with --metrics-port PORT; 0 picks a free one"
+            raise ListenError(f"{self.failure} ({hint})") from None
+        if self.failure is not None:
+            raise self.failure
+        raise DemoError(f"the daemon stopped while {doing} (see the log)")
+
+    def stop(self) -> None:
+        self.service.request_stop()
+        self.thread.join(timeout=60)
 
 
 def run_demo(
@@ -86,7 +143,7 @@ def run_demo(
     from consumers.broker import EmbeddedBroker
     from consumers.replay import bundled_events, ensure_topic, publish
     from daemon.archive import build_archive
-    from daemon.service import Service
+    from daemon.service import State
     from daemon.store import Store
     from daemon.training.summary import render
 
@@ -107,16 +164,17 @@ def run_demo(
         step(f"replaying {len(events):,} bundled bars (S&P 500, NASDAQ 1999-2018, VIX 2014-2018)")
         publish(config.kafka, events, topic=TOPIC, total=len(events), progress=True)
 
-        service = Service(config)
-        thread = threading.Thread(target=service.run, name="regimed", daemon=False)
-        thread.start()
+        daemon = _Daemon(config)
+        service = daemon.service
+        daemon.thread.start()
         try:
-            _wait(lambda: service.metrics_port, 60, "the daemon to start", thread)
+            # Running: consuming, and the retrain schedule started (a trigger needs it).
+            _wait(lambda: service.state is State.RUNNING, 60, "starting", daemon)
             step(
                 f"daemon running; metrics on "
                 f"http://{config.metrics.host}:{service.metrics_port}/metrics"
             )
-            _consume(config, len(events), thread)
+            _consume(config, len(events), daemon, err)
             with Store.open(config.store) as store:
                 archive = build_archive(config, store, "bundled")
             step(
@@ -128,12 +186,13 @@ def run_demo(
             assert retrains is not None
             step("retraining: 8 models on the live and archive samples, in a child process")
             if not retrains.trigger("demo"):
-                raise DemoError("the retrain did not start: another retrain is running")
+                # A state directory whose weekly run is overdue catches it up at start-up.
+                step("a retrain is already running (a missed weekly run); waiting for it")
             result = _wait(
                 lambda: retrains.results[0] if retrains.results else None,
                 RETRAIN_TIMEOUT_S,
-                "the retrain",
-                thread,
+                "waiting for the retrain",
+                daemon,
             )
             report = result.report or {}
             if result.outcome not in ("promoted", "rejected"):
@@ -149,17 +208,16 @@ def run_demo(
             if not exit_after_retrain:
                 err.write(
                     f"serving http://{config.metrics.host}:{service.metrics_port}/metrics "
-                    "(Ctrl-C to stop)\n"
+                    "(Ctrl-C or SIGTERM stops it)\n"
                 )
-                while not stop.wait(0.5) and thread.is_alive():
-                    pass
+                while not stop.wait(0.5):
+                    daemon.check("serving /metrics")
             return report
         finally:
-            service.request_stop()
-            thread.join(timeout=60)
+            daemon.stop()
 
 
-def _consume(config: Config, total: int, thread: threading.Thread) -> None:
+def _consume(config: Config, total: int, daemon: _Daemon, err: TextIO) -> None:
     """Wait until the daemon has stored (or dead-lettered) every replayed bar, showing it."""
     from daemon.store import Store
 
@@ -167,39 +225,32 @@ def _consume(config: Config, total: int, thread: threading.Thread) -> None:
         with Store.open(config.store, read_only=True) as store:
             return store.counter("events_stored") + store.counter("rejected_events")
 
+    meter = Progress(err)
     deadline = time.monotonic() + CONSUME_TIMEOUT_S
-    shown = -1.0
     while True:
         done = consumed()
-        now = time.monotonic()
-        if now - shown >= 1.0 or done >= total:
-            sys.stderr.write(f"\r  consumed {done:,}/{total:,} bars")
-            sys.stderr.flush()
-            shown = now
         if done >= total:
-            sys.stderr.write("\n")
+            meter.line(f"  consumed {done:,}/{total:,} bars")
             return
-        if not thread.is_alive():
-            raise DemoError("the daemon stopped while consuming the replay (see the log)")
-        if now > deadline:
+        meter.update(f"consumed {done:,}/{total:,} bars", done / total)
+        daemon.check("consuming the replay")
+        if time.monotonic() > deadline:
+            meter.clear()
             raise DemoError(
                 f"the daemon consumed {done:,} of {total:,} bars in {CONSUME_TIMEOUT_S:.0f} s"
             )
         time.sleep(0.2)
 
 
-def _wait(
-    condition: Callable[[], T | None], timeout_s: float, what: str, thread: threading.Thread
-) -> T:
+def _wait(condition: Callable[[], T | None], timeout_s: float, doing: str, daemon: _Daemon) -> T:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        if not thread.is_alive():
-            raise DemoError(f"the daemon stopped while waiting for {what} (see the log)")
+        daemon.check(doing)
         time.sleep(0.2)
-    raise DemoError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    raise DemoError(f"timed out after {timeout_s:.0f} s: {doing}")
 
 
 def _write_report(directory: Path, report: dict[str, Any]) -> Path:

@@ -69,3 +69,8 @@ class ForeignStoreError(StoreError, ConfigError):
 class StoreCorruptError(StoreError):
     """The store failed its start-up integrity check (`PRAGMA quick_check`); the message names
     the file and the first problems SQLite found."""
+
+
+class ListenError(ConfigError):
+    """The metrics endpoint cannot listen on its address (the port is taken, or the host is not
+    one of this machine's); the message names `metrics.host`/`metrics.port` (exit code 2)."""

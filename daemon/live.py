@@ -184,7 +184,11 @@ class LiveScorer:
         self.monitor.set_reference(None if reference is None else Reference.from_dict(reference))
         self.trigger.reset()
         self.pending = self._stored_pending(self.version)
-        logger.info("champion %s takes over live scoring (was %s)", self.version, previous)
+        logger.info(
+            "champion %s takes over live scoring (%s)",
+            self.version,
+            "the first one" if previous is None else f"was {previous}",
+        )
 
     def _stored_pending(self, version: str) -> dict[tuple[str, str], tuple[int, str]]:
         """Predictions of `version` still waiting for their label (after a restart)."""

@@ -19,6 +19,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from daemon._config_training import MODEL_NAMES
 from daemon.config import REGIMES, MetricsConfig
+from daemon.errors import ListenError
 
 if TYPE_CHECKING:
     from daemon.live import DriftOutcome
@@ -383,7 +384,14 @@ def serve(
         daemon_threads = True
 
     Server.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    server = make_server(config.host, config.port, app, Server, handler_class=_QuietHandler)
+    try:
+        server = make_server(config.host, config.port, app, Server, handler_class=_QuietHandler)
+    except OSError as exc:
+        # Taken, not an address of this machine, or a privileged port: a setting to change.
+        raise ListenError(
+            f"metrics.port = {config.port}: cannot listen on {config.host}:{config.port}: "
+            f"{exc.strerror or exc}"
+        ) from None
     if config.certfile:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(config.certfile, config.keyfile)

@@ -67,7 +67,7 @@ def render(doc: dict[str, Any]) -> str:
     lines.append(
         "last retrain       none yet"
         if run is None
-        else f"last retrain       {run['version']} ({run['trigger']}, finished "
+        else f"last retrain       {run['version'] or 'no model'} ({run['trigger']}, finished "
         f"{run['finished_at']}, {'promoted' if run['promoted'] else 'not promoted'})"
     )
     lines.append(f"next retrain       {doc['next_retrain']}")

@@ -29,7 +29,7 @@ def render(report: Mapping[str, Any]) -> str:
     lines: list[str] = []
     version = report.get("version") or "(none)"
     lines.append(
-        f"retrain {version}  trigger {report.get('trigger')}  "
+        f"retrain {version}  trigger {report.get('trigger') or '-'}  "
         f"{report.get('duration_seconds', 0):.1f} s"
     )
     validation = report.get("validation")
@@ -63,7 +63,8 @@ def render(report: Mapping[str, Any]) -> str:
     interval = gate.get("interval")
     lines.append("")
     verdict = "PROMOTED" if report.get("promoted") else "NOT PROMOTED"
-    lines.append(f"decision: {verdict} ({gate.get('rule', 'failed')}): {report.get('reason')}")
+    reason = report.get("reason") or "no reason recorded"
+    lines.append(f"decision: {verdict} ({gate.get('rule') or 'failed'}): {reason}")
     if interval:
         lines.append(
             f"  candidate - champion {gate['metric']}: 95% interval "

@@ -191,3 +191,119 @@ def test_installed_console_script(tmp_path):
     )
     assert piped.stdout.splitlines()[0] == "date,close,vix,vix_source,regime"
     assert "Traceback" not in piped.stderr
+
+
+def all_parsers(parser=None, name="regimed"):
+    """(command line, parser) for regimed and every command and action under it."""
+    import argparse
+
+    from daemon.cli import build_parser
+
+    parser = parser or build_parser()
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from all_parsers(sub, f"{name} {sub_name}")
+
+
+def test_every_help_text_renders():
+    seen = []
+    for name, parser in all_parsers():
+        text = parser.format_help()  # a bare % in a help string raises here
+        assert "%%" not in text and "%(" not in text, name
+        seen.append(name)
+    assert {"regimed evaluate", "regimed models verify", "regimed archive build"} <= set(seen)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "{c}", "--log-level", "DEBUG", "{cmd}"],
+        ["{cmd}", "--config", "{c}", "--log-level", "DEBUG"],
+        ["--log-level", "DEBUG", "{cmd}", "--config", "{c}"],
+        ["--config", "{c}", "{cmd}", "--log-level", "DEBUG"],
+    ],
+)
+@pytest.mark.parametrize("command", ["status", "models list", "archive build", "check-config"])
+def test_config_and_log_level_mean_the_same_before_and_after_the_command(argv, command):
+    from daemon.cli import build_parser
+
+    line = [a for part in argv for a in (command.split() if part == "{cmd}" else [part])]
+    args = build_parser().parse_args([a.replace("{c}", "x.toml") for a in line])
+    assert (args.config, args.log_level) == ("x.toml", "DEBUG")
+    args = build_parser().parse_args(command.split())
+    assert (args.config, args.log_level) == (None, "INFO")
+
+
+def test_config_before_the_command_is_the_one_used(run_cli, tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text("[metrics]\nport = 9300\n")
+    before = run_cli("--config", str(good), "check-config")
+    after = run_cli("check-config", "--config", str(good))
+    assert before.code == after.code == 0, before.err
+    assert before.out == after.out
+    assert "port = 9300" in before.out and f"from {good}" in before.out
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sampling.target_mix]\ncrash = 0.15\n")
+    for line in (["--config", str(bad), "check-config"], ["check-config", "--config", str(bad)]):
+        result = run_cli(*line)
+        assert result.code == 2, line
+        assert f"{bad}: sampling.target_mix" in result.err
+
+
+def test_check_config_changed_prints_only_what_differs(run_cli, tmp_path, monkeypatch):
+    path = tmp_path / "c.toml"
+    path.write_text('[metrics]\nport = 9300\n[kafka]\ntopic = "market.bars"\n')
+    monkeypatch.setenv("REGIMED_WEIGHTS__REGIME__CRASH", "2.5")
+    result = run_cli("check-config", "--changed", str(path))
+    assert result.code == 0, result.err
+    body = [line for line in result.out.splitlines() if line and not line.startswith("#")]
+    assert body == ["[metrics]", "port = 9300", "[weights]", "[weights.regime]", "crash = 2.5"]
+    monkeypatch.delenv("REGIMED_WEIGHTS__REGIME__CRASH")
+    shipped = Path(__file__).resolve().parents[2] / "config.toml"
+    result = run_cli("check-config", "--changed", str(shipped))
+    assert result.code == 0
+    assert "nothing: every value is the built-in default" in result.out
+
+
+def test_a_busy_metrics_port_is_one_error_line_and_exit_2(run_cli, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "c.toml"
+        config.write_text(
+            f'[metrics]\nport = {port}\n[store]\npath = "{tmp_path / "r.db"}"\n'
+            '[kafka]\nbootstrap_servers = ["127.0.0.1:1"]\n'
+        )
+        result = run_cli("run", "--config", str(config), "--timeout", "5")
+    assert result.code == 2
+    assert result.err == (
+        f"error: metrics.port = {port}: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["regimes", "--bars", SP500],
+        ["evaluate", "--step", "year"],
+        ["report"],
+    ],
+)
+def test_out_into_a_missing_folder_is_one_error_line_and_exit_2(run_cli, tmp_path, command):
+    from daemon.config import StoreConfig
+    from daemon.store import Store
+
+    with Store.open(StoreConfig(path=str(tmp_path / "regimed.db"))):
+        pass  # `report` reads a store: an empty one is enough to get to --out
+    out = tmp_path / "missing" / "out.file"
+    result = run_cli(*command, "--out", str(out))
+    assert result.code == 2
+    assert result.err == f"error: --out {out}: no directory '{out.parent}' to write into\n"
+    assert result.out == ""
+    assert not out.parent.exists()

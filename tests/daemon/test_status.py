@@ -87,3 +87,29 @@ def test_status_without_a_store_says_where_it_looked(run_cli, tmp_path):
     assert "store.path" in result.err
     assert "missing.db" in result.err
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_text_renderings_show_no_none_where_a_value_belongs():
+    from daemon.status import render
+    from daemon.training.summary import render as render_retrain
+
+    doc = {
+        "bars": 2,
+        "rejected_events": 0,
+        "samples": {"live": {}, "archive": {}},
+        "champion": None,
+        # a retrain that failed before it produced a model has no version
+        "last_retrain": {
+            "version": None,
+            "trigger": "schedule",
+            "finished_at": "2026-11-28T21:03:00+00:00",
+            "promoted": False,
+        },
+        "next_retrain": "2026-12-05T21:00:00-05:00",
+    }
+    text = render(doc)
+    assert "last retrain       no model (schedule, finished" in text
+    assert "None" not in text
+    text = render_retrain({"version": None, "promoted": False})  # a failed run's partial report
+    assert "None" not in text
+    assert "decision: NOT PROMOTED (failed): no reason recorded" in text
