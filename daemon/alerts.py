@@ -8,7 +8,7 @@ the structured fields for anything else:
 
 Sending never raises: an alert is a side channel, and a dead webhook must not fail a retrain
 or a command. The daemon sends through an `Alerter`, which lets the same alert (event and cause)
-out at most once per `alerts.repeat_interval_seconds`, as Alertmanager's `repeat_interval`
+out at most once per `alerts.repeat_interval`, as Alertmanager's `repeat_interval`
 does: a condition that persists is reported, not repeated every few seconds. A failure is
 logged as a warning naming the webhook by host only, since webhook
 URLs usually carry their token in the path or query.
@@ -87,7 +87,7 @@ def send_alert(config: AlertsConfig, event: str, summary: str, details: Mapping[
 
 class Alerter:
     """`send_alert` with a memory: an alert whose (event, cause) was delivered less than
-    `alerts.repeat_interval_seconds` ago is suppressed. The memory is this process's: a
+    `alerts.repeat_interval` ago is suppressed. The memory is this process's: a
     restarted daemon reports a persisting condition once more."""
 
     def __init__(self, config: AlertsConfig, clock: Callable[[], float] = time.monotonic):

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import os
+import re
 import socket
 import tomllib
 import zoneinfo
@@ -181,16 +182,46 @@ class ScheduleConfig:
             ) from None
 
 
+_DURATION = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+_DURATION_UNITS = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
+
+
+def parse_duration(text: str, key: str) -> float:
+    """Seconds in a duration written as Prometheus and Alertmanager write them.
+
+    >>> parse_duration("1h30m", "alerts.repeat_interval")
+    5400.0
+    >>> parse_duration("0s", "alerts.repeat_interval")
+    0.0
+    """
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None:
+        raise ConfigError(
+            f"{key} = {show(text)}: expected a duration such as \"1h\", \"30m\", \"1h30m\" or "
+            "\"90s\" (units y, w, d, h, m, s, ms)"
+        )
+    return sum(int(n) * unit for n, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if n)
+
+
 @dataclass(frozen=True)
 class AlertsConfig:
     """Where retrain alerts go; webhook URLs often carry tokens, so they are secrets."""
 
     webhooks: tuple[Secret, ...] = ()
     timeout_seconds: float = bounded(5.0, gt=0)
-    #: The same alert (event and cause) goes out at most once per this many seconds.
-    repeat_interval_seconds: float = bounded(3600.0, ge=0)
+    #: The same alert (event and cause) goes out at most once per this long: a duration in
+    #: Alertmanager's notation ("1h", "30m", "1h30m", "90s"; "0s" sends every one).
+    repeat_interval: str = "1h"
+
+    @property
+    def repeat_interval_seconds(self) -> float:
+        """`repeat_interval` in seconds."""
+        return parse_duration(self.repeat_interval, "alerts.repeat_interval")
 
     def __post_init__(self) -> None:
+        parse_duration(self.repeat_interval, "alerts.repeat_interval")
         for i, hook in enumerate(self.webhooks):
             url = hook.get_secret_value()
             if not url.startswith(("http://", "https://")):

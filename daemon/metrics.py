@@ -354,7 +354,7 @@ def _model_metrics(reg: CollectorRegistry) -> dict[str, Any]:
         "alerts_sent": Counter(
             "regimed_alerts",
             "Webhook alert deliveries by outcome (sent, failed; suppressed: a repeat within "
-            "alerts.repeat_interval_seconds, counted once for all webhooks)",
+            "alerts.repeat_interval, counted once for all webhooks)",
             ["outcome"],
             registry=reg,
         ),

@@ -168,7 +168,7 @@ def test_the_same_alert_goes_out_once_per_repeat_interval(webhook):
     from daemon.alerts import Alerter
 
     clock = Clock()
-    config = dataclasses.replace(alerts(webhook.url("/ok")), repeat_interval_seconds=3600.0)
+    config = dataclasses.replace(alerts(webhook.url("/ok")), repeat_interval="1h")
     alerter = Alerter(config, clock=clock)
     assert alerter.send("artifact_refused", "v1 refused", {}, cause="v1 bad hash") == 1
     clock.now += 3599

@@ -57,6 +57,14 @@ def test_defaults_follow_the_design():
     }
 
 
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("1h", 3600.0), ("30m", 1800.0), ("1h30m", 5400.0), ("0s", 0.0)]
+)
+def test_alert_repeat_interval_reads_as_alertmanager_writes_it(text, seconds):
+    config = parse_config(f'[alerts]\nrepeat_interval = "{text}"\n')
+    assert config.alerts.repeat_interval_seconds == seconds
+
+
 def test_config_is_frozen():
     c = Config()
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -96,6 +104,8 @@ def test_wrong_type_names_key_value_and_expectation():
         ("[weights.regime]\ncrash = 0\n", "weights.regime.crash = 0: expected a number > 0"),
         ("[label]\nhorizon_bars = true\n", "label.horizon_bars = true: expected a whole number"),
         ("regime = 3\n", "regime = 3: expected a table"),
+        ('[alerts]\nrepeat_interval = "1 hour"\n', 'alerts.repeat_interval = "1 hour": expected a'),
+        ("[alerts]\nrepeat_interval = 3600\n", "alerts.repeat_interval = 3600: expected a string"),
     ],
 )
 def test_bad_values_name_the_key(text, message):
