@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumers._client import client_options
-from consumers.dlq import DeadLetters
+from consumers.dlq import DeadLetters, parked_at
 from consumers.events import DecodedBatch, decode_batch
 from daemon.config import Config
 from daemon.errors import RegimedError
@@ -152,7 +152,7 @@ class MarketDataConsumer:
         self.partition_of: dict[str, int] = {}
         self._options = consumer_options or {}
         self._consumer: Any = None
-        self.dlq = DeadLetters(config.kafka)
+        self.dlq = DeadLetters(config.kafka, config.events, stop)
         #: Writes batches in a child process (`daemon.writer`); None: in this thread.
         self.writer: StoreWriter | None = None
         self._in_flight: _Written | None = None
@@ -339,7 +339,7 @@ class MarketDataConsumer:
             if not fresh:
                 continue
             offsets[(tp.topic, tp.partition)] = fresh[-1].offset + 1
-            batch = decode_batch([(r.key, r.value) for r in fresh], now)
+            batch = decode_batch([(r.key, r.value) for r in fresh], now, self.config.events)
             for k, exc in batch.rejected:
                 rejected[exc.reason] += 1
                 self.dlq.send(fresh[k], exc)
@@ -353,8 +353,9 @@ class MarketDataConsumer:
         summary.consumed += consumed
         if not offsets:
             return
-        if rejected:
-            self.dlq.flush()  # dead letters are durable before their offsets are
+        # Dead letters are durable before their offsets are: acknowledged by the brokers, or
+        # parked in the store with these offsets.
+        unpublished = self.dlq.flush() if rejected else []
         n_rejected = sum(rejected.values())
         predictions: list[PredictionRow] = []
         scored: Counter[str] = Counter()
@@ -374,8 +375,12 @@ class MarketDataConsumer:
                 "events_stored": valid,
                 "rejected_events": n_rejected,
                 "bars_out_of_order": out.out_of_order,
+                "dead_letters_parked": len(unpublished),
             },
         }
+        if unpublished:
+            at = parked_at()
+            rows["dead_letters"] = [letter.row(at) for letter in unpublished]
         done = _Written(summary, out, rejected, n_rejected, len(predictions), scored)
         self.settle()  # the previous batch: stored, then acted on
         if self.writer is None:

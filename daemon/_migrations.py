@@ -246,8 +246,36 @@ _PROMOTIONS = Migration(
     ),
 )
 
+# Rejected records the dead-letter topic did not take (`consumers.dlq`), parked in the
+# transaction of the batch whose offsets pass them.
+_DEAD_LETTERS = Migration(
+    5,
+    "dead_letters",
+    (
+        """
+        CREATE TABLE dead_letters (
+            source_topic TEXT NOT NULL,
+            source_partition INTEGER NOT NULL,
+            source_offset INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            key BLOB,
+            value BLOB NOT NULL,
+            headers TEXT NOT NULL,
+            parked_at TEXT NOT NULL,
+            PRIMARY KEY (source_topic, source_partition, source_offset)
+        )
+        """,
+    ),
+)
+
 #: Every migration, in the order it is applied; versions are 1, 2, ... without gaps.
-MIGRATIONS: tuple[Migration, ...] = (_CORE_TABLES, _INDEXES, _CHEAP_CHECKS, _PROMOTIONS)
+MIGRATIONS: tuple[Migration, ...] = (
+    _CORE_TABLES,
+    _INDEXES,
+    _CHEAP_CHECKS,
+    _PROMOTIONS,
+    _DEAD_LETTERS,
+)
 
 #: The schema version this code writes and expects.
 LATEST_VERSION = MIGRATIONS[-1].version
