@@ -18,7 +18,7 @@ from consumers.dlq import FRAMING_BYTES, MAX_KEY_BYTES, DeadLetter, DeadLetters
 from consumers.events import EventRejected
 from consumers.kafka_source import MarketDataConsumer
 from consumers.replay import ensure_topic
-from daemon.config import Config, EventsConfig
+from daemon.config import Config
 from daemon.metrics import Metrics
 from daemon.store import Store
 from tests.consumers.test_ingest import numbered, stored_numbers
