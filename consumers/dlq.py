@@ -159,6 +159,8 @@ class DeadLetters:
         self._producer: Any = None
         #: Letters sent and not yet settled: each with its future, or the error of its send.
         self._pending: list[tuple[DeadLetter, Any]] = []
+        #: Why the brokers were found unreachable in this attempt (None: not so far).
+        self._unreachable: Exception | None = None
 
     def open(self) -> None:
         """Open the producer (once)."""
@@ -189,9 +191,13 @@ class DeadLetters:
         self._pending.append((letter, self._publish(letter)))
 
     def _publish(self, letter: DeadLetter) -> Any:
-        """Send one letter: its future, or the error that kept it from being sent."""
-        from kafka.errors import KafkaError
+        """Send one letter: its future, or the error that kept it from being sent. After a
+        send that timed out (no metadata: the brokers are away), the next ones of the same
+        attempt fail at once instead of waiting as long again."""
+        from kafka.errors import KafkaError, KafkaTimeoutError
 
+        if self._unreachable is not None:
+            return self._unreachable
         try:
             if self._producer is None:
                 self.open()
@@ -199,6 +205,8 @@ class DeadLetters:
                 self.topic, key=letter.key, value=letter.value, headers=list(letter.headers)
             )
         except (KafkaError, DeadLetterError, ValueError) as exc:  # ValueError: a bad topic name
+            if isinstance(exc, KafkaTimeoutError | DeadLetterError):
+                self._unreachable = exc
             return exc
 
     def flush(self) -> list[DeadLetter]:
@@ -210,6 +218,7 @@ class DeadLetters:
         attempt = 1
         while True:
             self._wait(deadline)
+            self._unreachable = None  # the next attempt tries the brokers again
             failed, waiting = self._settled()
             if not failed and not waiting:
                 return []
@@ -246,11 +255,15 @@ class DeadLetters:
 
         if self._producer is None or all(isinstance(f, Exception) for _, f in self._pending):
             return
-        timeout = min(max(deadline - time.monotonic(), 0.1), ATTEMPT_TIMEOUT_MS / 1000)
-        try:
-            self._producer.flush(timeout=timeout)
-        except KafkaError as exc:
-            logger.debug("dead-letter flush: %s", exc)
+        end = min(deadline, time.monotonic() + ATTEMPT_TIMEOUT_MS / 1000)
+        while not self.stop.is_set():  # in steps of at most a second: a stop is not kept waiting
+            try:
+                self._producer.flush(timeout=min(max(end - time.monotonic(), 0.1), 1.0))
+                return
+            except KafkaError as exc:
+                if time.monotonic() >= end:
+                    logger.debug("dead-letter flush: %s", exc)
+                    return
 
     def _settled(self) -> tuple[list[tuple[DeadLetter, Exception]], list[tuple[DeadLetter, Any]]]:
         """The pending letters that failed (with their error) and those still waiting for

@@ -294,3 +294,20 @@ def test_a_frozen_dead_letter_topic_is_retried_until_it_takes_the_letters(
         str(i).encode() for i, (_, value) in enumerate(records) if value in bad
     }
     assert {r.value for r in letters} == set(bad)
+
+
+@pytest.mark.integration
+def test_a_stop_during_the_retries_parks_the_letters_at_once(kafka_config, dlq_broker):
+    _, dlq = dlq_on(kafka_config, dlq_broker, retry_s=600)
+    dlq.open()
+    dlq_broker.stop()
+    for offset in range(50):
+        dlq.send(Record(offset=offset), EventRejected("not_json", "empty"))
+    result: list[list[DeadLetter]] = []
+    flushing = threading.Thread(target=lambda: result.append(dlq.flush()))
+    flushing.start()
+    threading.Timer(1.0, dlq.stop.set).start()
+    flushing.join(timeout=60)  # far below the 600 s of retries: the stop cut them short
+    dlq.close()
+    assert not flushing.is_alive()
+    assert [letter.source_offset for letter in result[0]] == list(range(50))
