@@ -62,6 +62,7 @@ class _Written:
     out: Output
     rejected: Counter[str]
     n_rejected: int
+    parked: int
     predictions: int
     scored: Counter[str]
 
@@ -375,13 +376,15 @@ class MarketDataConsumer:
                 "events_stored": valid,
                 "rejected_events": n_rejected,
                 "bars_out_of_order": out.out_of_order,
-                "dead_letters_parked": len(unpublished),
             },
         }
         if unpublished:
             at = parked_at()
             rows["dead_letters"] = [letter.row(at) for letter in unpublished]
-        done = _Written(summary, out, rejected, n_rejected, len(predictions), scored)
+            rows["counters"]["dead_letters_parked"] = len(unpublished)
+        done = _Written(
+            summary, out, rejected, n_rejected, len(unpublished), len(predictions), scored
+        )
         self.settle()  # the previous batch: stored, then acted on
         if self.writer is None:
             self._stored(done, self.store.write_batch(**rows))
@@ -409,6 +412,7 @@ class MarketDataConsumer:
         summary.rejected += done.n_rejected
         summary.reasons.update(done.rejected)
         self._observe(out, done.rejected, result.bars_corrected)
+        self.metrics.dead_letters_parked.inc(done.parked)
         if self.scorer is not None:
             self.metrics.predictions_made.inc(done.predictions)
             if done.scored:

@@ -84,6 +84,17 @@ def test_an_oversized_key_is_cut_too_and_a_tombstone_is_an_empty_letter():
     assert tombstone.value == b"" and tombstone.bounded(MiB) is tombstone
 
 
+def test_a_letter_the_brokers_refuse_as_too_large_is_sent_again_at_half_the_size():
+    from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+
+    from consumers.dlq import _smaller
+
+    whole = letter(b"x" * 600_000)
+    half = _smaller(whole, MessageSizeTooLargeError())
+    assert half.size <= whole.size // 2 and headers(half)["original_size"] == b"600000"
+    assert _smaller(whole, KafkaTimeoutError()) is whole  # not a question of size
+
+
 def test_a_letter_as_a_stored_row():
     row = letter(b"x" * (2 * MiB)).bounded(MiB).row("2026-12-06T20:00:00+00:00")
     topic, partition, offset, reason, key, value, header_json, at = row
@@ -201,6 +212,7 @@ def test_oversized_records_are_dead_lettered_as_bounded_copies_and_the_stream_go
         assert value.startswith(got.value) and MiB // 2 < len(got.value) < MiB
     value = metrics.registry.get_sample_value
     assert value("regimed_events_rejected_total", {"reason": "too_large"}) == 3
+    assert value("regimed_dead_letters_parked_total") == 0
 
 
 def implausible() -> list[bytes]:
@@ -215,7 +227,7 @@ def implausible() -> list[bytes]:
 
 @pytest.fixture
 def dlq_broker(tmp_path):
-    """A broker of its own for the dead-letter topic, so that it can be frozen or stopped."""
+    """A broker of its own for the dead-letter topic, so that it can be frozen."""
     broker = EmbeddedBroker(log_path=tmp_path / "dlq-broker.log").start()
     try:
         yield broker
@@ -223,6 +235,14 @@ def dlq_broker(tmp_path):
         if broker.process is not None:
             os.killpg(broker.process.pid, signal.SIGCONT)
         broker.stop()
+
+
+def freeze(broker: EmbeddedBroker) -> int:
+    """SIGSTOP the broker (the fixture resumes it): its pid. A frozen broker, unlike a stopped
+    one, keeps accepting connections, which kafka-python 3.0 leaks when they are refused."""
+    assert broker.process is not None
+    os.killpg(broker.process.pid, signal.SIGSTOP)
+    return broker.process.pid
 
 
 def dlq_on(config: Config, broker: EmbeddedBroker, retry_s: float) -> tuple[Config, DeadLetters]:
@@ -235,7 +255,7 @@ def dlq_on(config: Config, broker: EmbeddedBroker, retry_s: float) -> tuple[Conf
 
 
 @pytest.mark.integration
-def test_a_dead_letter_topic_that_is_gone_parks_the_letters_in_the_store(
+def test_a_dead_letter_topic_that_does_not_answer_parks_the_letters_in_the_store(
     kafka_config, dlq_broker
 ):
     config, dlq = dlq_on(kafka_config, dlq_broker, retry_s=3)
@@ -244,7 +264,7 @@ def test_a_dead_letter_topic_that_is_gone_parks_the_letters_in_the_store(
     k = config.kafka
     produce(k.bootstrap_servers[0], k.topic, records)
     dlq.open()
-    dlq_broker.stop()  # the dead-letter brokers go away after the daemon started
+    freeze(dlq_broker)  # the dead-letter brokers stop answering after the daemon started
     metrics = consume_all(config, len(records), dlq)
     offsets = [i for i, (_, value) in enumerate(records) if value in bad]
     with Store.open(config.store) as store:
@@ -265,6 +285,7 @@ def test_a_dead_letter_topic_that_is_gone_parks_the_letters_in_the_store(
     value = metrics.registry.get_sample_value
     for reason in ("too_large", "ts_before_min_date", "price_above_max"):
         assert value("regimed_events_rejected_total", {"reason": reason}) == 1
+    assert value("regimed_dead_letters_parked_total") == 3
 
 
 @pytest.mark.integration
@@ -276,9 +297,7 @@ def test_a_frozen_dead_letter_topic_is_retried_until_it_takes_the_letters(
     records = interleaved(100, bad)
     produce(config.kafka.bootstrap_servers[0], config.kafka.topic, records)
     dlq.open()
-    assert dlq_broker.process is not None
-    pid = dlq_broker.process.pid
-    os.killpg(pid, signal.SIGSTOP)
+    pid = freeze(dlq_broker)
     thaw = threading.Timer(4.0, os.killpg, (pid, signal.SIGCONT))
     thaw.start()
     try:
@@ -300,7 +319,7 @@ def test_a_frozen_dead_letter_topic_is_retried_until_it_takes_the_letters(
 def test_a_stop_during_the_retries_parks_the_letters_at_once(kafka_config, dlq_broker):
     _, dlq = dlq_on(kafka_config, dlq_broker, retry_s=600)
     dlq.open()
-    dlq_broker.stop()
+    freeze(dlq_broker)
     for offset in range(50):
         dlq.send(Record(offset=offset), EventRejected("not_json", "empty"))
     result: list[list[DeadLetter]] = []
