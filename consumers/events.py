@@ -16,6 +16,7 @@ import functools
 import json
 import math
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import orjson
 
 from daemon.bar import Bar
+from daemon.config import EventsConfig
 from daemon.errors import RegimedError
 
 #: A validated event is a daemon `Bar`.
@@ -52,7 +54,18 @@ REASONS: tuple[str, ...] = (
     "high_below_open_close",
     "low_above_open_close",
     "negative_volume",
+    "ts_before_min_date",
+    "price_above_max",
 )
+
+_DEFAULT_EVENTS = EventsConfig()
+
+
+def _bounds(events: EventsConfig | None) -> tuple[dt.date, float]:
+    """The first plausible day and the highest plausible price (finite: a bar within it has
+    finite prices) of `events` (default: the built-in `[events]`)."""
+    events = events or _DEFAULT_EVENTS
+    return events.min_date, min(events.max_price, sys.float_info.max)
 
 
 class EventRejected(RegimedError, ValueError):
@@ -118,11 +131,15 @@ def parse_ts(value: Any, now: dt.datetime) -> dt.date:
 
 
 def decode_event(
-    raw: bytes | None, key: bytes | None = None, now: dt.datetime | None = None
+    raw: bytes | None,
+    key: bytes | None = None,
+    now: dt.datetime | None = None,
+    events: EventsConfig | None = None,
 ) -> BarEvent:
     """Decode and validate one record value (and its key, which must match the symbol).
 
     `now` (aware; default: the current time) bounds `ts`; a consumer passes one per batch.
+    `events` (default: the built-in `[events]`) bounds `ts` from below and the prices.
     """
     if raw is None:
         raise EventRejected("not_json", "empty record (a tombstone)")
@@ -137,8 +154,9 @@ def decode_event(
     except (ValueError, RecursionError) as exc:  # ValueError: also an integer of 4,301+ digits
         raise EventRejected("not_json", f"{exc}"[:120]) from None
     now = now or dt.datetime.now(dt.UTC)
-    bar = _plain_bar(data, key, _latest_day(now))
-    return bar if bar is not None else _checked_bar(data, key, now)
+    first, top = _bounds(events)
+    bar = _plain_bar(data, key, first, _latest_day(now), top)
+    return bar if bar is not None else _checked_bar(data, key, now, first, top)
 
 
 _DECODER = json.JSONDecoder()
@@ -166,10 +184,12 @@ _ONE_DAY = dt.timedelta(days=1)
 _INF = math.inf
 
 
-def _plain_fields(symbol: Any, ts: Any, o: Any, h: Any, lo: Any, c: Any, v: Any) -> bool:
+def _plain_fields(
+    symbol: Any, ts: Any, o: Any, h: Any, lo: Any, c: Any, v: Any, top: float
+) -> bool:
     """Whether the fields are in the producers' own form (a str symbol, a 10-character ts,
-    float prices and volume) with valid prices and volume: `_checked_bar`'s field rules for
-    that form, in one expression."""
+    float prices and volume) with valid prices (none above `top`, a finite float) and volume:
+    `_checked_bar`'s field rules for that form, in one expression."""
     return (
         type(symbol) is str
         and type(ts) is str
@@ -181,13 +201,15 @@ def _plain_fields(symbol: Any, ts: Any, o: Any, h: Any, lo: Any, c: Any, v: Any)
         and type(v) is float
         and 0.0 < o < _INF
         and 0.0 < c < _INF
-        and (o if o > c else c) <= h < _INF
+        and (o if o > c else c) <= h <= top
         and 0.0 < lo <= (o if o < c else c)
         and 0.0 <= v < _INF
     )
 
 
-def _plain_bar(data: Any, key: bytes | None, latest: dt.date | None) -> BarEvent | None:
+def _plain_bar(
+    data: Any, key: bytes | None, first: dt.date, latest: dt.date | None, top: float
+) -> BarEvent | None:
     """The bar of a valid record in the producers' own form (a date string, float fields),
     or None for any other record, which `_checked_bar` then decodes or rejects with its reason.
 
@@ -204,7 +226,7 @@ def _plain_bar(data: Any, key: bytes | None, latest: dt.date | None) -> BarEvent
     c: Any = data.get("close")
     v: Any = data.get("volume")
     if not (
-        _plain_fields(symbol, ts, o, h, lo, c, v)
+        _plain_fields(symbol, ts, o, h, lo, c, v, top)
         and data.get("interval", "1d") in SUPPORTED_INTERVALS
         and SYMBOL_PATTERN.match(symbol)
         and (key is None or key == symbol.encode())
@@ -214,12 +236,14 @@ def _plain_bar(data: Any, key: bytes | None, latest: dt.date | None) -> BarEvent
         day = dt.date.fromisoformat(ts)
     except ValueError:
         return None
-    if day > latest:
+    if day > latest or day < first:
         return None
     return BarEvent(symbol, day, o, h, lo, c, v)
 
 
-def _checked_bar(data: Any, key: bytes | None, now: dt.datetime) -> BarEvent:
+def _checked_bar(
+    data: Any, key: bytes | None, now: dt.datetime, first: dt.date, top: float
+) -> BarEvent:
     """Validate a decoded record field by field; the first failure names the reason."""
     if not isinstance(data, dict):
         raise EventRejected("not_an_object", f"expected a JSON object, got {type(data).__name__}")
@@ -239,6 +263,11 @@ def _checked_bar(data: Any, key: bytes | None, now: dt.datetime) -> BarEvent:
     if "ts" not in data:
         raise EventRejected("missing_field", "field 'ts' is missing")
     day = parse_ts(data["ts"], now)
+    if day < first:
+        raise EventRejected(
+            "ts_before_min_date",
+            f"field 'ts' = {data['ts']!r:.60} is before events.min_date {first.isoformat()}",
+        )
     interval = data.get("interval", "1d")
     if interval not in SUPPORTED_INTERVALS:
         raise EventRejected(
@@ -249,6 +278,10 @@ def _checked_bar(data: Any, key: bytes | None, now: dt.datetime) -> BarEvent:
         if value <= 0:
             raise EventRejected(
                 "non_positive_price", f"field {name!r} = {value!r}: expected a price > 0"
+            )
+        if value > top:
+            raise EventRejected(
+                "price_above_max", f"field {name!r} = {value!r} is above events.max_price {top!r}"
             )
     if h < max(o, c):
         raise EventRejected(
@@ -306,10 +339,13 @@ _SYMBOL_CACHE_SIZE = 1 << 15
 
 
 def decode_batch(
-    records: Sequence[tuple[bytes | None, bytes | None]], now: dt.datetime | None = None
+    records: Sequence[tuple[bytes | None, bytes | None]],
+    now: dt.datetime | None = None,
+    events: EventsConfig | None = None,
 ) -> DecodedBatch:
     """Decode a batch of records, `(key, value)` pairs as Kafka gives them: record i is valid
-    or rejected exactly as `decode_event(value, key, now)` decides, with the same values.
+    or rejected exactly as `decode_event(value, key, now, events)` decides, with the same
+    values.
 
     `now` (aware; default: the current time) is read once for the batch. An exception other
     than `EventRejected` (as `decode_event` would raise it) propagates.
@@ -329,6 +365,7 @@ def decode_batch(
     latest = _latest_day(now)
     fast = latest is not None  # else `decode_event` decides (and fails: `now` is naive)
     bound = latest if latest is not None else dt.date.min
+    first, top = _bounds(events)
     out = DecodedBatch()
     add_index, add_symbol, add_ts, add_day = (
         out.index.append,
@@ -372,7 +409,7 @@ def decode_batch(
                 symbol = None
             if (
                 symbol is not None  # else the fields of this record were not all read
-                and plain(symbol, ts, o, h, lo, c, v)
+                and plain(symbol, ts, o, h, lo, c, v, top)
                 and ((n := len(data)) == 7 or (n == 8 and data.get("interval") in intervals))
                 # One colon a field: no duplicate key, no nested object or array (which
                 # `json` may refuse for its depth where orjson takes it).
@@ -393,7 +430,9 @@ def decode_batch(
                         except ValueError:
                             day = days[ts] = None
                         else:
-                            day = days[ts] = (date, date.isoformat()) if date <= bound else None
+                            day = days[ts] = (
+                                (date, date.isoformat()) if first <= date <= bound else None
+                            )
                     if day is not None:
                         add_index(i)
                         add_symbol(symbol)
@@ -406,7 +445,7 @@ def decode_batch(
                         add_volume(v)
                         continue
         try:
-            bar = decode_event(raw, key, now)
+            bar = decode_event(raw, key, now, events)
         except EventRejected as exc:
             add_rejected((i, exc))
             continue

@@ -29,7 +29,7 @@ from consumers._client import (
     quiet_client_logs,
 )
 from consumers._rejections import RejectionLog
-from consumers.dlq import DeadLetters
+from consumers.dlq import DeadLetters, parked_at
 from consumers.events import DecodedBatch, decode_batch
 from daemon.config import Config
 from daemon.errors import RegimedError
@@ -70,6 +70,7 @@ class _Written:
     out: Output
     rejected: Counter[str]
     n_rejected: int
+    parked: int
     predictions: int
     scored: Counter[str]
 
@@ -160,7 +161,7 @@ class MarketDataConsumer:
         self.partition_of: dict[str, int] = {}
         self._options = consumer_options or {}
         self._consumer: Any = None
-        self.dlq = DeadLetters(config.kafka)
+        self.dlq = DeadLetters(config.kafka, config.events, stop)
         #: Writes batches in a child process (`daemon.writer`); None: in this thread.
         self.writer: StoreWriter | None = None
         self._in_flight: _Written | None = None
@@ -360,7 +361,7 @@ class MarketDataConsumer:
             if not fresh:
                 continue
             offsets[(tp.topic, tp.partition)] = fresh[-1].offset + 1
-            batch = decode_batch([(r.key, r.value) for r in fresh], now)
+            batch = decode_batch([(r.key, r.value) for r in fresh], now, self.config.events)
             for k, exc in batch.rejected:
                 self.rejections.log(fresh[k], exc)
                 rejected[exc.reason] += 1
@@ -377,8 +378,9 @@ class MarketDataConsumer:
         summary.consumed += consumed
         if not offsets:
             return
-        if rejected:
-            self.dlq.flush()  # dead letters are durable before their offsets are
+        # Dead letters are durable before their offsets are: acknowledged by the brokers, or
+        # parked in the store with these offsets.
+        unpublished = self.dlq.flush() if rejected else []
         n_rejected = sum(rejected.values())
         predictions: list[PredictionRow] = []
         scored: Counter[str] = Counter()
@@ -400,7 +402,13 @@ class MarketDataConsumer:
                 "bars_out_of_order": out.out_of_order,
             },
         }
-        done = _Written(summary, out, rejected, n_rejected, len(predictions), scored)
+        if unpublished:
+            at = parked_at()
+            rows["dead_letters"] = [letter.row(at) for letter in unpublished]
+            rows["counters"]["dead_letters_parked"] = len(unpublished)
+        done = _Written(
+            summary, out, rejected, n_rejected, len(unpublished), len(predictions), scored
+        )
         self.settle()  # the previous batch: stored, then acted on
         if self.writer is None:
             self._stored(done, self.store.write_batch(**rows))
@@ -428,6 +436,7 @@ class MarketDataConsumer:
         summary.rejected += done.n_rejected
         summary.reasons.update(done.rejected)
         self._observe(out, done.rejected, result.bars_corrected)
+        self.metrics.dead_letters_parked.inc(done.parked)
         if self.scorer is not None:
             self.metrics.predictions_made.inc(done.predictions)
             if done.scored:

@@ -246,6 +246,28 @@ _PROMOTIONS = Migration(
     ),
 )
 
+# Rejected records the dead-letter topic did not take (`consumers.dlq`), parked in the
+# transaction of the batch whose offsets pass them.
+_DEAD_LETTERS = Migration(
+    5,
+    "dead_letters",
+    (
+        """
+        CREATE TABLE dead_letters (
+            source_topic TEXT NOT NULL,
+            source_partition INTEGER NOT NULL,
+            source_offset INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            key BLOB,
+            value BLOB NOT NULL,
+            headers TEXT NOT NULL,
+            parked_at TEXT NOT NULL,
+            PRIMARY KEY (source_topic, source_partition, source_offset)
+        )
+        """,
+    ),
+)
+
 # Artifact paths relative to the store's directory, so that a copied, moved or restored state
 # directory uses its own artifacts (docs/operations.md). regimed wrote every bundle as
 # <directory of the store>/models/<version> with an absolute path: each absolute path of that
@@ -254,7 +276,7 @@ _PROMOTIONS = Migration(
 # whose rows still name the original directory. Any other absolute path (a bundle registered
 # from elsewhere) stays as it is and is used as it is.
 _RELATIVE_ARTIFACT_PATHS = Migration(
-    5,
+    6,
     "relative_artifact_paths",
     (
         """
@@ -271,6 +293,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _INDEXES,
     _CHEAP_CHECKS,
     _PROMOTIONS,
+    _DEAD_LETTERS,
     _RELATIVE_ARTIFACT_PATHS,
 )
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from daemon._config_drift import DriftConfig
 from daemon._config_evaluate import EvaluateConfig
+from daemon._config_events import EventsConfig
 from daemon._config_runtime import RetrainProcessConfig
 from daemon._config_training import GateConfig, ModelsConfig, TrainingConfig
 from daemon._settings import ENV_CONFIG_PATH, Secret, bounded, build, show, to_toml
@@ -35,6 +36,7 @@ __all__ = [
     "ArchiveEvent",
     "Config",
     "DriftConfig",
+    "EventsConfig",
     "GateConfig",
     "KafkaConfig",
     "LabelConfig",
@@ -418,6 +420,7 @@ class Config:
     drift: DriftConfig = field(default_factory=DriftConfig)
     retrain: RetrainProcessConfig = field(default_factory=RetrainProcessConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
 
     def to_toml(self, *, changed_only: bool = False) -> str:
         """The effective configuration as TOML, with secrets masked; `changed_only`: only the

@@ -38,6 +38,7 @@ class Metrics:
     registry: CollectorRegistry
     events_consumed: Counter
     events_rejected: Counter
+    dead_letters_parked: Counter
     consumer_lag: Gauge
     bars_labeled: Counter
     bars_out_of_order: Counter
@@ -98,6 +99,11 @@ class Metrics:
                 "regimed_bars_labeled",
                 "Bars labelled with a regime by the streaming path",
                 ["regime"],
+                registry=reg,
+            ),
+            dead_letters_parked=Counter(
+                "regimed_dead_letters_parked",
+                "Rejected records the dead-letter topic did not take, parked in the store",
                 registry=reg,
             ),
             bars_out_of_order=Counter(

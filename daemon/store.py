@@ -52,6 +52,7 @@ __all__ = [
     "SYNCHRONOUS",
     "BarRow",
     "BatchResult",
+    "DeadLetterRow",
     "LabelUpdate",
     "ModelRecord",
     "PredictionRow",
@@ -62,6 +63,10 @@ __all__ = [
 ]
 
 Source = Literal["live", "archive"]
+#: A row of `dead_letters`, a rejected record the dead-letter topic did not take: source topic,
+#: partition and offset, reason, key, value (perhaps a bounded copy), headers (a JSON array of
+#: [name, value] pairs) and when it was parked (ISO 8601).
+DeadLetterRow = tuple[str, int, int, str, bytes | None, bytes, str, str]
 
 #: The `PRAGMA synchronous` level of the writer connection (see the module docstring).
 SYNCHRONOUS = "FULL"
@@ -429,6 +434,10 @@ _OFFSET_UPSERT = """
 INSERT INTO kafka_offsets (topic, partition, next_offset) VALUES (?, ?, ?)
 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset
 """
+_DEAD_LETTER_INSERT = """
+INSERT OR IGNORE INTO dead_letters (source_topic, source_partition, source_offset, reason, key,
+    value, headers, parked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
 _COUNTER_ADD = """
 INSERT INTO counters (name, value) VALUES (?, ?)
 ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
@@ -723,6 +732,7 @@ class Store:
         counters: Mapping[str, int] | None = None,
         replace_events: Iterable[str] = (),
         block: RowBlock | None = None,
+        dead_letters: Iterable[DeadLetterRow] = (),
     ) -> BatchResult:
         """Store one consumer batch atomically: all of it, or (on any exception) none of it.
 
@@ -736,6 +746,8 @@ class Store:
         archive events that `samples` rebuild whole: their stored archive samples not among
         `samples` are removed in the same transaction (`samples_removed`). `block` adds rows
         given as statement parameters (`RowBlock`), written after the row objects.
+        `dead_letters` are rejected records the dead-letter topic did not take, parked here
+        with the offsets that pass them.
         """
         bar_params = list(map(BAR_FIELDS, bars))
         sample_list = list(samples)
@@ -792,6 +804,7 @@ class Store:
                     )  # fmt: skip
             if offset_params:
                 conn.executemany(_OFFSET_UPSERT, offset_params)
+            conn.executemany(_DEAD_LETTER_INSERT, dead_letters)
             if bars_corrected:
                 counter_params.append(("bars_corrected", bars_corrected))
             if counter_params:
@@ -826,6 +839,14 @@ class Store:
                 "SELECT partition, next_offset FROM kafka_offsets WHERE topic = ?", (topic,)
             ).fetchall()
         return {int(p): int(o) for p, o in rows}
+
+    def dead_letters(self) -> list[DeadLetterRow]:
+        """The parked dead letters (`DeadLetterRow`), in source order."""
+        with self._transaction("read dead letters", write=False) as conn:
+            rows = conn.execute(
+                "SELECT * FROM dead_letters ORDER BY source_topic, source_partition, source_offset"
+            ).fetchall()
+        return [cast(DeadLetterRow, tuple(row)) for row in rows]
 
     def counter(self, name: str) -> int:
         """The value of one counter (0 when it was never incremented)."""

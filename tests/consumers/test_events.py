@@ -23,6 +23,7 @@ from consumers.events import (
     decode_event,
 )
 from consumers.replay import synthetic_events
+from daemon.config import EventsConfig
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 GOOD = {
@@ -99,6 +100,13 @@ def test_vix_and_other_symbol_shapes_are_accepted():
         ({**GOOD, "symbol": "A" * 17}, "bad_symbol"),
         ({**GOOD, "symbol": ""}, "bad_symbol"),
         ({**GOOD, "interval": "1m"}, "bad_interval"),
+        ({**GOOD, "ts": "0001-01-01"}, "ts_before_min_date"),
+        ({**GOOD, "ts": "1899-12-31"}, "ts_before_min_date"),
+        ({**GOOD, "ts": "1899-12-31T23:59:59+00:00"}, "ts_before_min_date"),
+        ({**GOOD, "ts": -2208988800001}, "ts_before_min_date"),  # epoch ms, 1899-12-31
+        ({**GOOD, "high": 1e300}, "price_above_max"),
+        ({**GOOD, "open": 2e9, "high": 2e9, "close": 2e9}, "price_above_max"),
+        ({**GOOD, "high": 1000000001}, "price_above_max"),
         ([GOOD], "not_an_object"),
         ("SPY", "not_an_object"),
     ],
@@ -182,6 +190,9 @@ def test_hostile_payloads_decode_or_are_rejected_with_a_known_reason(raw):
 
 TS_VALUES = (
     "2020-03-23",
+    "1900-01-01",  # events.min_date
+    "1899-12-31",
+    "0001-01-01",
     "2026-11-27",
     "2026-11-28",  # more than a day after NOW
     "2020-W13-1",  # an ISO week date, also 10 characters
@@ -216,7 +227,7 @@ def bar_payloads(draw):
         payload["interval"] = "1d"
     key = draw(st.sampled_from([None, payload["symbol"].encode()]))
     lead = trail = ""
-    change = draw(st.integers(min_value=0, max_value=9))
+    change = draw(st.integers(min_value=0, max_value=10))
     if change == 1:
         name = draw(st.sampled_from(sorted(payload)))
         payload[name] = draw(st.one_of(numbers, st.sampled_from(TS_VALUES), st.none()))
@@ -235,6 +246,11 @@ def bar_payloads(draw):
     elif change == 8:
         for name in ("open", "high", "low", "close"):
             payload[name] = draw(positive)
+    elif change == 9:  # around events.max_price
+        top = draw(st.sampled_from([1e9, math.nextafter(1e9, math.inf), 1e300, 1.5e308]))
+        payload["high"] = top
+        if draw(st.booleans()):
+            payload["close"] = payload["open"] = top
     separators = draw(st.sampled_from([(",", ":"), (", ", ": ")]))
     return (lead + json.dumps(payload, separators=separators) + trail).encode(), key
 
@@ -244,7 +260,7 @@ def checked(raw: bytes, key: bytes | None):
     from consumers.events import _checked_bar
 
     try:
-        return _checked_bar(json.loads(raw.decode("utf-8")), key, NOW)
+        return _checked_bar(json.loads(raw.decode("utf-8")), key, NOW, *events._bounds(None))
     except (ValueError, EventRejected) as exc:
         return exc.reason if isinstance(exc, EventRejected) else "not_json"
 
@@ -271,13 +287,13 @@ def bits(x: float) -> bytes:
     return struct.pack("<d", x)
 
 
-def assert_batch_agrees(records, now=NOW):
+def assert_batch_agrees(records, now=NOW, bounds=None):
     """decode_batch(records) gives, for every record, what decode_event gives for it."""
-    batch = decode_batch(records, now)
+    batch = decode_batch(records, now, bounds)
     valid, rejected = [], []
     for i, (key, value) in enumerate(records):
         try:
-            bar = decode_event(value, key, now)
+            bar = decode_event(value, key, now, bounds)
         except EventRejected as exc:
             rejected.append((i, exc.reason, exc.detail))
         else:
@@ -537,9 +553,9 @@ def test_the_producers_payloads_take_the_fast_path(monkeypatch):
     """No producer record goes to decode_event; every hostile one does."""
     calls = []
 
-    def counting(raw, key=None, now=None):
+    def counting(raw, key=None, now=None, bounds=None):
         calls.append(raw)
-        return decode_event(raw, key, now)
+        return decode_event(raw, key, now, bounds)
 
     monkeypatch.setattr(events, "decode_event", counting)
     bars = list(synthetic_events(5, n_days=20, seed=2))
@@ -609,6 +625,8 @@ def test_each_reason_in_one_batch():
         (None, encode({**GOOD, "high": 1.0})),  # high_below_open_close
         (None, encode({**GOOD, "low": 300.0, "high": 400.0})),  # low_above_open_close
         (None, encode({**GOOD, "volume": -1.0})),  # negative_volume
+        (None, encode({**GOOD, "ts": "0001-01-01"})),  # ts_before_min_date
+        (None, encode({**GOOD, "high": 1e300})),  # price_above_max
         (b"SPY", encode(GOOD)),
         (None, encode({**GOOD, "ts": "2026-11-27"})),  # the latest day allowed
     ]
@@ -619,7 +637,7 @@ def test_each_reason_in_one_batch():
         "undecodable",
         *REASONS[3:],
     ]
-    assert batch.index == [16, 17]
+    assert batch.index == [18, 19]
     assert batch.days == [dt.date(2020, 3, 23), dt.date(2026, 11, 27)]
 
 
@@ -662,3 +680,38 @@ def test_the_size_limit_holds_for_a_record_of_the_producers_form():
     batch = assert_batch_agrees(records)
     assert batch.index == [0]
     assert [(i, exc.reason) for i, exc in batch.rejected] == [(1, "too_large"), (2, "too_large")]
+
+
+def test_the_plausibility_bounds_hold_on_both_paths_and_follow_the_configuration():
+    """Implausible bars (year 0001, a price of 1e300) are rejected with reasons of their own,
+    the bounds themselves are plausible, and `[events]` moves them."""
+    at_bounds = [
+        (b"SPY", encode({**GOOD, "ts": "1900-01-01"})),
+        (b"SPY", encode({**GOOD, "high": 1e9})),
+        (b"SPY", encode({**GOOD, "open": 1e9, "high": 1e9, "close": 1e9})),
+    ]
+    beyond = [
+        (b"SPY", encode({**GOOD, "ts": "0001-01-01"})),
+        (b"SPY", encode({**GOOD, "ts": "1899-12-31"})),
+        (b"SPY", encode({**GOOD, "high": 1e300})),
+        (b"SPY", encode({**GOOD, "high": math.nextafter(1e9, math.inf)})),
+    ]
+    batch = assert_batch_agrees(at_bounds + beyond)
+    assert batch.index == [0, 1, 2]
+    assert [(i, exc.reason) for i, exc in batch.rejected] == [
+        (3, "ts_before_min_date"),
+        (4, "ts_before_min_date"),
+        (5, "price_above_max"),
+        (6, "price_above_max"),
+    ]
+    assert "events.min_date 1900-01-01" in batch.rejected[0][1].detail
+    assert "events.max_price 1000000000.0" in batch.rejected[2][1].detail
+    strict = EventsConfig(min_date=dt.date(2020, 3, 24), max_price=229.0)
+    batch = assert_batch_agrees([(b"SPY", encode(GOOD)), *at_bounds[:1]], bounds=strict)
+    assert [exc.reason for _, exc in batch.rejected] == ["ts_before_min_date"] * 2
+    moved = {**GOOD, "ts": "2020-03-24"}
+    batch = assert_batch_agrees([(b"SPY", encode(moved))], bounds=strict)
+    assert [exc.reason for _, exc in batch.rejected] == ["price_above_max"]
+    loose = EventsConfig(min_date=dt.date(1, 1, 1), max_price=math.inf)
+    batch = assert_batch_agrees(beyond, bounds=loose)
+    assert batch.index == [0, 1, 2, 3] and batch.days[0] == dt.date(1, 1, 1)
