@@ -13,6 +13,7 @@ import pytest
 from daemon.cli import main
 from daemon.config import RegimeConfig
 from daemon.history import bundled_path, read_bars_csv, read_vix_csv
+from tests.factories import broker_config
 
 
 @dataclass(frozen=True)
@@ -85,24 +86,14 @@ def kafka_config(broker, tmp_path, request):
     import uuid
 
     from consumers.replay import ensure_topic
-    from daemon.config import Config, KafkaConfig, MetricsConfig, StoreConfig
 
     name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40]
     suffix = uuid.uuid4().hex[:8]
-    kafka = KafkaConfig(
-        bootstrap_servers=(broker.bootstrap,),
-        topic=f"bars-{name}-{suffix}",
-        group_id=f"group-{name}-{suffix}",
-        group_instance_id=f"member-{suffix}",
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-        max_poll_records=500,
+    config = broker_config(
+        broker.bootstrap, f"bars-{name}-{suffix}", f"group-{name}-{suffix}", f"member-{suffix}",
+        tmp_path,
     )
-    config = Config(
-        kafka=kafka,
-        store=StoreConfig(path=str(tmp_path / "regimed.db")),
-        metrics=MetricsConfig(port=0),
-    )
+    kafka = config.kafka
     partitions = getattr(request, "param", 1)
     ensure_topic(config.kafka, kafka.topic, partitions)
     ensure_topic(config.kafka, kafka.effective_dlq_topic, 1)

@@ -20,11 +20,12 @@ import pytest
 
 from consumers.broker import EmbeddedBroker
 from consumers.replay import ensure_topic
-from daemon.config import Config, KafkaConfig, MetricsConfig, StoreConfig
+from daemon.config import Config
 from daemon.errors import StoreError
 from daemon.store import Store
 from tests.consumers.test_dlq import read_topic
 from tests.consumers.test_ingest import numbered, stored_numbers
+from tests.factories import broker_config
 
 pytestmark = pytest.mark.integration
 
@@ -134,20 +135,8 @@ def test_kills_a_frozen_broker_and_huge_records_lose_and_duplicate_nothing(tmp_p
     path = tmp_path / "config.toml"
     daemon = Daemon(path, tmp_path)
     try:
-        kafka = KafkaConfig(
-            bootstrap_servers=(broker.bootstrap,),
-            topic="chaos",
-            group_id="chaos",
-            group_instance_id="chaos-member",
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=1000,
-            max_poll_records=500,
-        )
-        config = Config(
-            kafka=kafka,
-            store=StoreConfig(path=str(tmp_path / "regimed.db")),
-            metrics=MetricsConfig(port=0),
-        )
+        config = broker_config(broker.bootstrap, "chaos", "chaos", "chaos-member", tmp_path)
+        kafka = config.kafka
         ensure_topic(kafka, kafka.topic, 3)
         ensure_topic(kafka, kafka.effective_dlq_topic, 1)
         path.write_text(config.to_toml())

@@ -27,6 +27,7 @@ from daemon.service import Service
 from daemon.store import Store
 from tests.consumers.test_ingest import events_stored, numbered
 from tests.daemon.test_runtime import scrape, wait_for
+from tests.factories import children
 
 pytestmark = pytest.mark.integration
 
@@ -85,17 +86,7 @@ class Daemon:
 
     def children(self) -> list[int]:
         """The pids of the daemon's child processes (the store's writer, at start-up)."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == self.proc.pid:
-                found.append(int(entry.name))
-        return found
+        return children(self.proc.pid)
 
     def stop(self, group: bool) -> tuple[int, float]:
         """SIGTERM to the daemon (or its whole process group): exit code and seconds taken."""

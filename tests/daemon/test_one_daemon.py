@@ -21,25 +21,11 @@ from daemon.registry import Registry
 from daemon.store import Store
 from tests.consumers.test_ingest import events_stored, numbered, processes, write_config
 from tests.daemon.test_registry import make_data
+from tests.factories import children
 
 pytestmark = pytest.mark.integration
 
 __all__ = ["processes"]  # the fixture, imported for the tests below
-
-
-def children(pid: int) -> list[int]:
-    """The pids whose parent is `pid` (the daemon's writer and helper processes)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 def open_files(pid: int) -> set[str]:
