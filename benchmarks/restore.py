@@ -33,8 +33,8 @@ import pandas as pd
 
 from consumers.kafka_source import RESTORE_BARS
 from consumers.replay import synthetic_events
-from daemon.bar import Bar
 from daemon.config import Config
+from daemon.domain import Bar
 from daemon.pipeline import Output, Pipeline
 from daemon.store import Store
 

@@ -24,8 +24,8 @@ import pandas as pd
 from daemon._feature_bank import FeatureBank, ready
 from daemon._feature_batch import log_each
 from daemon._feature_defs import RING
-from daemon.bar import Bar
 from daemon.config import REGIMES, Config
+from daemon.domain import Bar
 from daemon.features import (
     FEATURE_NAMES,
     FEATURE_VERSION,

@@ -14,8 +14,8 @@ from consumers.events import DecodedBatch
 from consumers.replay import synthetic_events
 from daemon._feature_bank import FeatureBank
 from daemon._feature_event import SymbolFeatures
-from daemon.bar import Bar
 from daemon.config import Config
+from daemon.domain import Bar
 from daemon.pipeline import BANK_MIN_SYMBOLS, Output, Pipeline
 from daemon.store import Store
 

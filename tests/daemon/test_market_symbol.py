@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from consumers.replay import bundled_events, publish
-from daemon.bar import Bar
 from daemon.config import load_config
+from daemon.domain import Bar
 from daemon.pipeline import Output, Pipeline
 from daemon.service import Service
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from consumers.replay import bundled_events
-from daemon.bar import Bar
 from daemon.config import Config
+from daemon.domain import Bar
 from daemon.history import bundled_path, read_bars_csv, read_vix_csv
 from daemon.pipeline import Output, Pipeline, history_rows
 

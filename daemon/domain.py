@@ -1,4 +1,5 @@
-"""A daily bar: the unit that flows from Kafka through the pipeline into the store."""
+"""The nouns every layer shares: the daily `Bar`, the unit that flows from Kafka through the
+pipeline into the store."""
 
 from __future__ import annotations
 
