@@ -45,7 +45,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from daemon._config_training import MODEL_NAMES, ModelsConfig
+from daemon.config.training import MODEL_NAMES, ModelsConfig
 from daemon.errors import ConfigError, ModelFitError
 
 logger = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from daemon.alerts import ATTEMPTS, RETRY_PAUSE_S, send_alert, webhook_host
 from daemon.config import AlertsConfig, Secret
+from daemon.monitor.alerts import ATTEMPTS, RETRY_PAUSE_S, send_alert, webhook_host
 
 
 @dataclass
@@ -107,7 +107,7 @@ def test_failing_webhooks_are_counted_logged_by_host_and_never_raise(webhook, ca
     secret = "T0KEN-do-not-log"
     dead = f"http://127.0.0.1:{closed_port()}/hooks/{secret}"
     config = alerts(webhook.url(f"/fail/{secret}"), dead, webhook.url("/ok"))
-    with caplog.at_level(logging.WARNING, logger="daemon.alerts"):
+    with caplog.at_level(logging.WARNING, logger="daemon.monitor.alerts"):
         delivered = send_alert(config, "artifact_verification_failed", "bad", {"n": 1})
     assert delivered == 1
     # every failing webhook is tried ATTEMPTS times (bounded), the good one once
@@ -125,7 +125,7 @@ def test_a_slow_webhook_times_out_and_the_next_one_still_gets_the_alert(webhook,
     webhook.slow_seconds = 0.6
     config = alerts(webhook.url("/slow"), webhook.url("/ok"), timeout=0.1)
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="daemon.alerts"):
+    with caplog.at_level(logging.WARNING, logger="daemon.monitor.alerts"):
         delivered = send_alert(config, "e", "s", {})
     assert delivered == 1
     # bounded: each try waits at most the timeout, with short pauses between the tries
@@ -165,7 +165,7 @@ class Clock:
 
 
 def test_the_same_alert_goes_out_once_per_repeat_interval(webhook):
-    from daemon.alerts import Alerter
+    from daemon.monitor.alerts import Alerter
 
     clock = Clock()
     config = dataclasses.replace(alerts(webhook.url("/ok")), repeat_interval="1h")
@@ -187,7 +187,7 @@ def test_the_same_alert_goes_out_once_per_repeat_interval(webhook):
 
 
 def test_an_alert_no_webhook_took_is_tried_again_next_time(webhook):
-    from daemon.alerts import Alerter
+    from daemon.monitor.alerts import Alerter
 
     alerter = Alerter(alerts(webhook.url("/fail")), clock=Clock())
     assert alerter.send("drift", "drift", {}, cause="feature_drift") == 0

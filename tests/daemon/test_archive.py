@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.archive import (
+from daemon.config import ArchiveConfig, Config
+from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.domain import SampleRow
+from daemon.errors import ConfigError
+from daemon.pipeline.engine import history_rows
+from daemon.store.sqlite import BatchResult, Store
+from daemon.training.archive import (
     ArchiveReport,
     Candidates,
     EventReport,
@@ -26,11 +32,6 @@ from daemon.archive import (
     select,
     stratified,
 )
-from daemon.config import ArchiveConfig, Config
-from daemon.errors import ConfigError
-from daemon.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.pipeline import history_rows
-from daemon.store import BatchResult, SampleRow, Store
 
 OFFLINE = (
     "2008 Financial Crisis",
@@ -321,7 +322,7 @@ def test_yahoo_source_fetches_with_a_lead_and_gives_the_bundled_samples(monkeypa
         return yfinance_download(tickers, start, end)
 
     monkeypatch.setattr(yfinance, "download", download)
-    from daemon.archive import load_yahoo
+    from daemon.training.archive import load_yahoo
 
     histories = load_yahoo(Config(), today=dt.date(2030, 1, 1))
     assert calls == [(("^GSPC", "^IXIC", "^VIX"), "2006-09-02", "2023-05-30")]

@@ -26,7 +26,8 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import LinearSVC
 from xgboost import XGBClassifier
 
-from daemon.artifacts import (
+from daemon.errors import ArtifactError, RegimedError
+from daemon.registry.artifacts import (
     MANIFEST,
     SKOPS_TRUSTED_TYPES,
     LightGBMBooster,
@@ -37,7 +38,6 @@ from daemon.artifacts import (
     sweep_temporary,
     verify_bundle,
 )
-from daemon.errors import ArtifactError, RegimedError
 from tests.daemon.size_limit import MODELS, run_python
 
 FILES = {
@@ -300,7 +300,7 @@ def test_a_skops_file_with_an_untrusted_type_is_refused_naming_the_type(tmp_path
     assert verify_bundle(path, digest) == []
     with pytest.raises(
         ArtifactError,
-        match=r"bad.skops: holds types outside daemon.artifacts.SKOPS_TRUSTED_TYPES: "
+        match=r"bad.skops: holds types outside daemon.registry.artifacts.SKOPS_TRUSTED_TYPES: "
         r".*sklearn.preprocessing._function_transformer.FunctionTransformer",
     ):
         load_bundle(path, digest)
@@ -321,7 +321,7 @@ def test_a_save_the_disk_refuses_midway_names_the_file_and_leaves_no_version_dir
     done = run_python(
         MODELS
         + f"""
-from daemon.artifacts import save_bundle
+from daemon.registry.artifacts import save_bundle
 from daemon.errors import ArtifactError
 limit_writes(256 * 1024)
 try:
@@ -343,7 +343,8 @@ def test_a_model_with_an_untrusted_type_is_not_saved(models, data, tmp_path):
     odd = Pipeline([("f", FunctionTransformer(np.abs)), ("lr", LogisticRegression())]).fit(X, y)
     with pytest.raises(
         ArtifactError,
-        match=r"model 'odd': Pipeline holds types outside daemon.artifacts.SKOPS_TRUSTED_TYPES: "
+        match=r"model 'odd': Pipeline holds types outside "
+        r"daemon.registry.artifacts.SKOPS_TRUSTED_TYPES: "
         r"numpy.absolute, sklearn.preprocessing._function_transformer.FunctionTransformer; a "
         r"bundle must be loadable, so it is not written",
     ):
@@ -388,7 +389,7 @@ def test_artifacts_live_in_models_beside_the_store(tmp_path):
 @pytest.mark.parametrize("svm_method", ["nystroem", "subsample"])
 def test_every_model_the_trainer_builds_round_trips(svm_method, tmp_path):
     """The allowlist covers what `daemon.training.models` really builds (small settings)."""
-    from daemon._config_training import (
+    from daemon.config.training import (
         ExtraTreesConfig,
         GradientBoostingConfig,
         LightGBMConfig,

@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
-from daemon.alerts import Alerter
 from daemon.config import AlertsConfig, Config, Secret, StoreConfig
-from daemon.live import CHAMPION_POLL_S, CHAMPION_RETRY_CAP_S, LiveScorer
-from daemon.registry import Registry
-from daemon.store import Store
+from daemon.monitor.alerts import Alerter
+from daemon.monitor.live import CHAMPION_POLL_S, CHAMPION_RETRY_CAP_S, LiveScorer
+from daemon.registry.versions import Registry
+from daemon.store.sqlite import Store
 from tests.daemon.test_alerts import Clock, serve_webhooks
 from tests.daemon.test_registry import models, register, tamper  # noqa: F401 (fixture)
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from daemon.config import RegimeConfig
-from daemon.history import bundled_path, read_bars_csv
-from daemon.regime import label_history
+from daemon.data.history import bundled_path, read_bars_csv
+from daemon.pipeline.regime import label_history
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SP500 = str(bundled_path("sp500"))
@@ -41,7 +41,7 @@ def test_regimes_on_a_yfinance_export_gives_the_rule_labels(run_cli, tmp_path):
     assert "Regimes of 251 trading days" in result.out
     written = pd.read_csv(out, keep_default_na=False)
     bars = read_bars_csv(DATA / "yfinance_gspc_2018.csv")
-    from daemon.history import read_vix_csv
+    from daemon.data.history import read_vix_csv
 
     expected = label_history(RegimeConfig(), bars["close"], read_vix_csv(VIX))
     assert list(written["regime"]) == [r or "" for r in expected["regime"]]
@@ -197,7 +197,7 @@ def all_parsers(parser=None, name="regimed"):
     """(command line, parser) for regimed and every command and action under it."""
     import argparse
 
-    from daemon.cli import build_parser
+    from daemon.cli.main import build_parser
 
     parser = parser or build_parser()
     yield name, parser
@@ -227,7 +227,7 @@ def test_every_help_text_renders():
 )
 @pytest.mark.parametrize("command", ["status", "models list", "archive build", "check-config"])
 def test_config_and_log_level_mean_the_same_before_and_after_the_command(argv, command):
-    from daemon.cli import build_parser
+    from daemon.cli.main import build_parser
 
     line = [a for part in argv for a in (command.split() if part == "{cmd}" else [part])]
     args = build_parser().parse_args([a.replace("{c}", "x.toml") for a in line])
@@ -297,7 +297,7 @@ def test_a_busy_metrics_port_is_one_error_line_and_exit_2(run_cli, tmp_path):
 )
 def test_out_into_a_missing_folder_is_one_error_line_and_exit_2(run_cli, tmp_path, command):
     from daemon.config import StoreConfig
-    from daemon.store import Store
+    from daemon.store.sqlite import Store
 
     with Store.open(StoreConfig(path=str(tmp_path / "regimed.db"))):
         pass  # `report` reads a store: an empty one is enough to get to --out

@@ -342,7 +342,7 @@ def hostile_tables(draw):
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(hostile_tables())
 def test_hostile_config_values_give_config_or_a_named_config_error(data):
-    from daemon._settings import build
+    from daemon.config.settings import build
 
     try:
         config = build(Config, data, {})
@@ -407,7 +407,7 @@ def test_archive_defaults_are_the_design_events():
 def test_regime_name_literal_lists_the_regimes():
     import typing
 
-    from daemon.config import REGIMES, RegimeName
+    from daemon.domain import REGIMES, RegimeName
 
     assert typing.get_args(RegimeName) == REGIMES
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import REGIMES
-from daemon.store import Store
+from daemon.domain import REGIMES
+from daemon.store.sqlite import Store
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from daemon._config_drift import DriftConfig
 from daemon.config import RegimeConfig
-from daemon.drift import (
+from daemon.config.drift import DriftConfig
+from daemon.errors import ConfigError, DataError
+from daemon.monitor.drift import (
     DriftMonitor,
     DriftTrigger,
     ErrorStream,
@@ -25,9 +26,8 @@ from daemon.drift import (
     build_reference,
     psi,
 )
-from daemon.errors import ConfigError, DataError
-from daemon.features import FEATURE_NAMES, features_from_labels
-from daemon.regime import label_history
+from daemon.pipeline.features import FEATURE_NAMES, features_from_labels
+from daemon.pipeline.regime import label_history
 
 VOLATILITY = (
     *("vol_5", "vol_10", "vol_21", "vol_63", "parkinson_vol_21"),

@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from daemon._config_evaluate import EvaluateConfig
-from daemon.cli import main
-from daemon.config import REGIMES, Config
+from daemon.cli.main import main
+from daemon.config import Config
+from daemon.config.evaluate import EvaluateConfig
+from daemon.domain import REGIMES
 from daemon.errors import ConfigError
 from daemon.evaluation import evaluate, load_default
 from daemon.evaluation.data import Dataset, Fold, build_dataset, folds, symbol_of
-from daemon.evaluation.report import render_text, write_report
+from daemon.report.evaluation import render_text, write_report
 
 SETTINGS = EvaluateConfig(
     start=dt.date(2006, 1, 1),

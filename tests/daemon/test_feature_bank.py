@@ -12,12 +12,12 @@ import pytest
 
 from consumers.events import DecodedBatch
 from consumers.replay import synthetic_events
-from daemon._feature_bank import FeatureBank
-from daemon._feature_event import SymbolFeatures
 from daemon.config import Config
 from daemon.domain import Bar
-from daemon.pipeline import BANK_MIN_SYMBOLS, Output, Pipeline
-from daemon.store import Store
+from daemon.pipeline.engine import BANK_MIN_SYMBOLS, Output, Pipeline
+from daemon.pipeline.features.bank import FeatureBank
+from daemon.pipeline.features.event import SymbolFeatures
+from daemon.store.sqlite import Store
 
 RESTORE_BARS = 1000
 

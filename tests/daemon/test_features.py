@@ -11,9 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.config import REGIMES, RegimeConfig
+from daemon.config import RegimeConfig
+from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.domain import REGIMES
 from daemon.errors import DataError
-from daemon.features import (
+from daemon.pipeline.features import (
     FEATURE_NAMES,
     FEATURE_VERSION,
     SymbolFeatures,
@@ -22,8 +24,7 @@ from daemon.features import (
     restore_features,
     warmup_bars,
 )
-from daemon.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.regime import label_history
+from daemon.pipeline.regime import label_history
 
 COLUMNS = ("open", "high", "low", "close", "volume")
 TOL = 1e-9

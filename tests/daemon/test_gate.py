@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from daemon._config_training import GateConfig
-from daemon.config import REGIMES
+from daemon.config.training import GateConfig
+from daemon.domain import REGIMES
 from daemon.training.gate import GateDecision, decide
 from daemon.training.scoring import Score, Scores
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
 from daemon.errors import DataError
-from daemon.history import bundled_path, read_bars_csv, read_vix_csv
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 YF_FILE = DATA / "yfinance_gspc_2018.csv"

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from daemon.config import LabelConfig
-from daemon.labels import SymbolLabels, future_labels, label_of
+from daemon.pipeline.labels import SymbolLabels, future_labels, label_of
 
 
 def test_label_is_one_only_above_the_threshold():

@@ -21,10 +21,10 @@ import pytest
 
 from consumers.broker import EmbeddedBroker, free_port
 from consumers.replay import ensure_topic, publish
-from daemon._sdnotify import Notifier
 from daemon.config import Config, MetricsConfig
-from daemon.service import Service
-from daemon.store import Store
+from daemon.runtime.sdnotify import Notifier
+from daemon.runtime.service import Service
+from daemon.store.sqlite import Store
 from tests.consumers.test_ingest import events_stored, numbered
 from tests.daemon.test_runtime import scrape, wait_for
 from tests.factories import children

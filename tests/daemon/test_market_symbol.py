@@ -14,8 +14,8 @@ import pytest
 from consumers.replay import bundled_events, publish
 from daemon.config import load_config
 from daemon.domain import Bar
-from daemon.pipeline import Output, Pipeline
-from daemon.service import Service
+from daemon.pipeline.engine import Output, Pipeline
+from daemon.runtime.service import Service
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ def test_a_market_symbol_that_never_arrives_is_one_warning_and_a_metric(kafka_co
     service = Service(config)
     thread = threading.Thread(target=service.run, kwargs={"timeout_s": 60})
     missing = service.metrics.registry.get_sample_value
-    caplog.set_level(logging.WARNING, logger="daemon.service")
+    caplog.set_level(logging.WARNING, logger="daemon.runtime.service")
     thread.start()
     try:
         deadline = time.monotonic() + 45

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import MetricsConfig
-from daemon.metrics import Metrics, serve
+from daemon.monitor.metrics import Metrics, serve
 
 
 @pytest.fixture

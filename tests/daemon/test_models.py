@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
-from daemon._config_training import (
+from daemon.config import Config, LabelConfig, RegimeConfig
+from daemon.config.training import (
     MODEL_NAMES,
     ExtraTreesConfig,
     GradientBoostingConfig,
@@ -29,12 +30,10 @@ from daemon._config_training import (
     SVMConfig,
     XGBoostConfig,
 )
-from daemon.config import Config, LabelConfig, RegimeConfig
 from daemon.errors import ConfigError, ModelFitError
-from daemon.features import FEATURE_NAMES, features_from_labels
-from daemon.labels import future_labels
-from daemon.regime import label_history
-from daemon.sampling import row_weights
+from daemon.pipeline.features import FEATURE_NAMES, features_from_labels
+from daemon.pipeline.labels import future_labels
+from daemon.pipeline.regime import label_history
 from daemon.training.models import (
     FEATURE_LIMIT,
     SubsampledClassifier,
@@ -43,6 +42,7 @@ from daemon.training.models import (
     fit_model,
     positive_proba,
 )
+from daemon.training.sampling import row_weights
 
 SMALL = ModelsConfig(
     random_forest=RandomForestConfig(n_estimators=10, max_depth=5),

@@ -16,9 +16,9 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from consumers.replay import publish
-from daemon.locks import daemon_lock, daemon_lock_path
-from daemon.registry import Registry
-from daemon.store import Store
+from daemon.registry.versions import Registry
+from daemon.store.locks import daemon_lock, daemon_lock_path
+from daemon.store.sqlite import Store
 from tests.consumers.test_ingest import events_stored, numbered, processes, write_config
 from tests.daemon.test_registry import make_data
 from tests.factories import children

@@ -5,9 +5,9 @@ import pytest
 
 from consumers.replay import bundled_events
 from daemon.config import Config
+from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
 from daemon.domain import Bar
-from daemon.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.pipeline import Output, Pipeline, history_rows
+from daemon.pipeline.engine import Output, Pipeline, history_rows
 
 
 def stream(config: Config, events) -> Output:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from daemon.progress import Progress
+from daemon.report.progress import Progress
 
 
 class Clock:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.config import RegimeConfig
-from daemon.regime import RegimeLabeler, label_history, proxy_vix, vix_band
+from daemon.pipeline.regime import RegimeLabeler, label_history, proxy_vix, vix_band
 
 START = dt.date(2020, 1, 1)
 

@@ -15,12 +15,12 @@ from sklearn.preprocessing import StandardScaler
 from sqlite_utils import Database
 from xgboost import XGBClassifier
 
-from daemon._migrations import migrate
-from daemon.artifacts import artifacts_root, load_bundle, save_bundle
 from daemon.config import AlertsConfig, Secret
 from daemon.errors import ArtifactError, ModelNotFoundError, StoreError
-from daemon.registry import Registry
-from daemon.store import Store
+from daemon.registry.artifacts import artifacts_root, load_bundle, save_bundle
+from daemon.registry.versions import Registry
+from daemon.store.migrations import migrate
+from daemon.store.sqlite import Store
 from tests.daemon.size_limit import MODELS, run_python
 from tests.daemon.test_alerts import serve_webhooks
 
@@ -134,8 +134,8 @@ def test_a_save_the_disk_refuses_midway_leaves_neither_directory_nor_row(tmp_pat
         + f"""
 import datetime as dt
 from daemon.errors import ArtifactError
-from daemon.registry import Registry
-from daemon.store import Store
+from daemon.registry.versions import Registry
+from daemon.store.sqlite import Store
 with Store({str(db)!r}) as store:
     limit_writes(256 * 1024)
     try:

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 
-from daemon.registry import Registry
-from daemon.store import Store
-from daemon.training.html_report import render_html
+from daemon.registry.versions import Registry
+from daemon.report.retrain_html import render_html
+from daemon.store.sqlite import Store
 
 REPORT = json.loads((Path(__file__).parent / "data" / "retrain_report.json").read_text())
 FIGURES = (

@@ -8,8 +8,8 @@ import pytest
 
 from consumers.replay import bundled_events
 from daemon.config import Config, StoreConfig
-from daemon.pipeline import Output, Pipeline
-from daemon.store import Store
+from daemon.pipeline.engine import Output, Pipeline
+from daemon.store.sqlite import Store
 
 RESTORE_BARS = 1000
 

@@ -20,9 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from daemon._config_runtime import RetrainProcessConfig
-from daemon._config_training import RandomForestConfig
-from daemon._settings import Secret
 from daemon.config import (
     AlertsConfig,
     ArchiveConfig,
@@ -34,9 +31,12 @@ from daemon.config import (
     ScheduleConfig,
     StoreConfig,
 )
-from daemon.pipeline import history_rows
-from daemon.registry import Registry
-from daemon.retrain_runner import (
+from daemon.config.runtime import RetrainProcessConfig
+from daemon.config.settings import Secret
+from daemon.config.training import RandomForestConfig
+from daemon.pipeline.engine import history_rows
+from daemon.registry.versions import Registry
+from daemon.runtime.retrain_runner import (
     EXIT_BUSY,
     EXIT_TERMINATED,
     RetrainRunner,
@@ -44,8 +44,8 @@ from daemon.retrain_runner import (
     config_document,
     config_from_document,
 )
-from daemon.scheduler import ChampionWatch, RetrainScheduler, champion_version, last_success
-from daemon.store import Store
+from daemon.runtime.scheduler import ChampionWatch, RetrainScheduler, champion_version, last_success
+from daemon.store.sqlite import Store
 from daemon.training.lock import lock_path, retrain_lock
 
 pytestmark = pytest.mark.integration  # real child processes
@@ -290,7 +290,7 @@ def test_the_child_stops_when_the_daemon_dies(db, tmp_path):
             sys.executable,
             "-c",
             "import json, sys\n"
-            "from daemon.retrain_runner import RetrainRunner, config_from_document\n"
+            "from daemon.runtime.retrain_runner import RetrainRunner, config_from_document\n"
             "config = config_from_document(json.loads(open(sys.argv[1]).read()))\n"
             "RetrainRunner(config).run('schedule')\n",
             str(document),
@@ -403,7 +403,7 @@ def test_a_retrain_that_swallows_the_sigterm_exception_still_exits_after_the_gra
             sys.executable,
             "-c",
             "import signal, sys, time\n"
-            "from daemon.retrain_runner import _sigterm_handler\n"
+            "from daemon.runtime.retrain_runner import _sigterm_handler\n"
             "signal.signal(signal.SIGTERM, _sigterm_handler(1.0))\n"
             "print('ready', flush=True)\n"
             "while True:\n"

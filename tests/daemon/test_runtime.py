@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from consumers.replay import bundled_events, publish
-from daemon._config_drift import DriftConfig
-from daemon._settings import Secret
 from daemon.config import AlertsConfig, Config, RegimeConfig
-from daemon.service import Service
-from daemon.store import Store
+from daemon.config.drift import DriftConfig
+from daemon.config.settings import Secret
+from daemon.runtime.service import Service
+from daemon.store.sqlite import Store
 from daemon.training.trainer import retrain
 
 pytestmark = pytest.mark.integration

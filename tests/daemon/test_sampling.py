@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.config import REGIMES, Config
-from daemon.sampling import SamplingError, balance, quotas, row_weights, weight_report
+from daemon.config import Config
+from daemon.domain import REGIMES
+from daemon.training.sampling import SamplingError, balance, quotas, row_weights, weight_report
 
 MIX = Config().sampling.target_mix.as_dict()
 WEIGHTS = Config().weights.regime.as_dict()
@@ -83,7 +84,7 @@ def test_deterministic_under_a_seed():
 
 def test_absent_regime_share_is_spread_in_proportion_with_a_warning(caplog):
     rows = skewed(n_recovery=0)
-    with caplog.at_level(logging.WARNING, logger="daemon.sampling"):
+    with caplog.at_level(logging.WARNING, logger="daemon.training.sampling"):
         mix = balance(rows, MIX, seed=5, size=9000)
     assert mix.absent == ("recovery",)
     assert "regime recovery is absent" in caplog.text

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from daemon.config import ScheduleConfig
-from daemon.retrain_runner import RunResult
-from daemon.scheduler import (
+from daemon.runtime.retrain_runner import RunResult
+from daemon.runtime.scheduler import (
     JOB_ID,
     JobEvent,
     RetrainScheduler,
@@ -23,7 +23,7 @@ from daemon.scheduler import (
     next_fire_time,
     previous_fire_time,
 )
-from daemon.status import next_retrain
+from daemon.runtime.status import next_retrain
 
 NY = ZoneInfo("America/New_York")
 WAIT_S = 10.0
@@ -325,7 +325,7 @@ def test_a_request_the_executor_never_took_up_does_not_block_later_triggers(
     make_scheduler, monkeypatch
 ):
     scheduler, runner, recorder = make_scheduler()
-    monkeypatch.setattr("daemon.scheduler._REQUEST_LOST_S", 0.05)
+    monkeypatch.setattr("daemon.runtime.scheduler._REQUEST_LOST_S", 0.05)
     real_modify = scheduler.scheduler.modify_job
     monkeypatch.setattr(scheduler.scheduler, "modify_job", lambda *a, **k: None)  # lost
     assert scheduler.trigger("drift") is True

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from daemon.config import REGIMES, Config
-from daemon.features import FEATURE_NAMES
-from daemon.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.pipeline import history_rows
+from daemon.config import Config
+from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.domain import REGIMES
+from daemon.pipeline.engine import history_rows
+from daemon.pipeline.features import FEATURE_NAMES
 from daemon.training.scoring import (
     BASELINE_NAMES,
     baseline_predictions,

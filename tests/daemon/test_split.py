@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon._config_training import TrainingConfig
-from daemon.config import REGIMES, ArchiveEvent, LabelConfig
+from daemon.config import ArchiveEvent, LabelConfig
+from daemon.config.training import TrainingConfig
+from daemon.domain import REGIMES
 from daemon.errors import RegimedError, TrainingDataError
 from daemon.training.split import split_samples
 

@@ -15,11 +15,11 @@ from sklearn.linear_model import LogisticRegression
 from sqlite_utils import Database
 from xgboost import XGBClassifier
 
-from daemon._migrations import migrate
-from daemon.artifacts import save_bundle
 from daemon.errors import ArtifactError
-from daemon.registry import Registry
-from daemon.store import Store
+from daemon.registry.artifacts import save_bundle
+from daemon.registry.versions import Registry
+from daemon.store.migrations import migrate
+from daemon.store.sqlite import Store
 from tests.daemon.test_registry import make_data, register
 
 T0 = dt.datetime(2024, 1, 6, 21, tzinfo=dt.UTC)

@@ -6,8 +6,9 @@ import json
 import numpy as np
 
 from daemon.config import Config, ScheduleConfig, StoreConfig
-from daemon.status import next_retrain, status
-from daemon.store import BarRow, SampleRow, Store
+from daemon.domain import BarRow, SampleRow
+from daemon.runtime.status import next_retrain, status
+from daemon.store.sqlite import Store
 
 
 def test_next_retrain_is_the_coming_saturday_2100_new_york():
@@ -90,8 +91,8 @@ def test_status_without_a_store_says_where_it_looked(run_cli, tmp_path):
 
 
 def test_text_renderings_show_no_none_where_a_value_belongs():
-    from daemon.status import render
-    from daemon.training.summary import render as render_retrain
+    from daemon.report.retrain_text import render as render_retrain
+    from daemon.runtime.status import render
 
     doc = {
         "bars": 2,

@@ -20,20 +20,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
-from daemon import _migrations
-from daemon import store as store_module
-from daemon._migrations import LATEST_VERSION, MIGRATIONS, Migration, migrate
-from daemon.config import REGIMES, StoreConfig
+from daemon.config import StoreConfig
+from daemon.domain import REGIMES, BarRow, LabelUpdate, PredictionRow, SampleRow
 from daemon.errors import ConfigError, RegimedError, StoreError
-from daemon.store import (
-    SYNCHRONOUS,
-    BarRow,
-    BatchResult,
-    LabelUpdate,
-    PredictionRow,
-    SampleRow,
-    Store,
-)
+from daemon.store import migrations as _migrations
+from daemon.store import sqlite as store_module
+from daemon.store.migrations import LATEST_VERSION, MIGRATIONS, Migration, migrate
+from daemon.store.sqlite import SYNCHRONOUS, BatchResult, Store
 
 UTC = dt.UTC
 
@@ -677,7 +670,7 @@ def test_sample_features_are_a_private_read_only_copy():
 
 
 def test_model_registry_keeps_one_champion(store):
-    from daemon.registry import Registry
+    from daemon.registry.versions import Registry
 
     registry = Registry(store)
     t0 = dt.datetime(2024, 1, 6, 21, tzinfo=UTC)
@@ -731,7 +724,8 @@ import sys
 
 import numpy as np
 
-from daemon.store import BarRow, SampleRow, Store
+from daemon.store.sqlite import Store
+from daemon.domain import BarRow, SampleRow
 
 
 def size(start):

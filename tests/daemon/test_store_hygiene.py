@@ -19,10 +19,10 @@ from daemon.errors import (
     StoreCorruptError,
     StoreError,
 )
-from daemon.locks import daemon_lock, daemon_lock_path
-from daemon.pipeline import history_rows
-from daemon.registry import Registry
-from daemon.store import Store
+from daemon.pipeline.engine import history_rows
+from daemon.registry.versions import Registry
+from daemon.store.locks import daemon_lock, daemon_lock_path
+from daemon.store.sqlite import Store
 from tests.daemon.size_limit import run_child, run_python
 
 
@@ -130,7 +130,7 @@ def test_a_damaged_store_is_refused_by_the_start_up_check(damaged):
 
 
 def test_a_sound_store_passes_the_start_up_check(history_db, caplog):
-    caplog.set_level("INFO", logger="daemon.store")
+    caplog.set_level("INFO", logger="daemon.store.sqlite")
     with Store(history_db, quick_check_seconds=30) as store:
         assert store.bar_count() > 4000
     assert "quick_check ok in" in caplog.text
@@ -200,7 +200,7 @@ def test_a_retrain_whose_artifact_the_disk_refuses_ends_with_one_error_line(
     done = run_python(
         f"""
 import sys
-from daemon.cli import main
+from daemon.cli.main import main
 limit_writes({cap})
 sys.exit(main(["retrain", "--config", {str(config)!r}]))
 """

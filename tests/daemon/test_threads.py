@@ -14,7 +14,7 @@ import pytest
 
 from daemon.config import Config, StoreConfig, parse_config
 from daemon.errors import ConfigError
-from daemon.retrain_runner import RetrainRunner
+from daemon.runtime.retrain_runner import RetrainRunner
 from daemon.training.threads import resolve_n_jobs, thread_limits, usable_cores
 
 # A stand-in for the retrain process: it loads the numeric libraries the trainer uses, as the

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon._config_training import LightGBMConfig, RandomForestConfig
-from daemon.archive import build_archive
 from daemon.config import Config, ModelsConfig, StoreConfig
-from daemon.pipeline import history_rows
-from daemon.store import Store
+from daemon.config.training import LightGBMConfig, RandomForestConfig
+from daemon.pipeline.engine import history_rows
+from daemon.store.sqlite import Store
+from daemon.training.archive import build_archive
 from daemon.training.lock import RetrainBusy, retrain_lock
 from daemon.training.trainer import RetrainFailed, retrain
 
@@ -120,7 +120,7 @@ def test_retrain_on_the_bundled_history_reports_per_regime_and_registers(db):
     for file in artifact.iterdir():
         assert stat.S_IMODE(file.stat().st_mode) == 0o600
     # the drift reference of the training rows travels with the model
-    from daemon.drift import Reference
+    from daemon.monitor.drift import Reference
 
     manifest = json.loads((artifact / "manifest.json").read_text())
     reference = Reference.from_dict(manifest["meta"]["drift_reference"])
@@ -177,7 +177,7 @@ def test_a_worse_candidate_is_not_promoted(db):
 
 def _label_by_feature(config: Config, feature: str) -> None:
     """Set every sample's label to the sign of one of its own features."""
-    from daemon._feature_defs import FEATURE_NAMES
+    from daemon.pipeline.features.defs import FEATURE_NAMES
 
     column = FEATURE_NAMES.index(feature)
     with Store.open(config.store) as store:

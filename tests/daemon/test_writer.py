@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from daemon.domain import BarRow, LabelUpdate, RowBlock, SampleRow
 from daemon.errors import StoreError
-from daemon.store import BACKSTOP_CHECKPOINT_PAGES, BarRow, LabelUpdate, RowBlock, SampleRow, Store
-from daemon.writer import StoreWriter
+from daemon.store.sqlite import BACKSTOP_CHECKPOINT_PAGES, Store
+from daemon.store.writer import StoreWriter
 
 
 def batch(day: str, label_day: str | None = None) -> dict:
@@ -118,7 +119,7 @@ def test_the_child_dies_with_its_parent(tmp_path: Path):
     script = textwrap.dedent(
         f"""
         import sys, time
-        from daemon.writer import StoreWriter
+        from daemon.store.writer import StoreWriter
         if __name__ == "__main__":
             writer = StoreWriter({str(path)!r})
             print(writer.pid, flush=True)
