@@ -2,7 +2,7 @@
 
 `Pipeline` is the per-event path the consumer runs for every valid bar; `history_rows` is the
 batch path over a whole history of one symbol (the rare-event archive, checks). Both produce the
-same `BarRow`s, `SampleRow`s and labels: tests/daemon/test_pipeline.py proves it on the bundled
+same `BarRow`s, `SampleRow`s and labels: tests/pipeline/test_pipeline.py proves it on the bundled
 history.
 """
 

@@ -5,7 +5,7 @@ serves every symbol. Two paths compute the same definitions: `SymbolFeatures` ke
 ring buffers and running sums and does O(1) work per bar (the consumer's path);
 `compute_features` computes a whole history vectorised (training, the rare-event archive).
 They agree to 1e-9 on every feature of every row (in practice bit for bit);
-tests/daemon/test_features.py proves it on the bundled histories and on random bars.
+tests/pipeline/test_features.py proves it on the bundled histories and on random bars.
 docs/features.md defines every feature, its window and why it is there.
 
 How the paths stay in step: a windowed sum is a running sum `S += x_new - x_old` in the

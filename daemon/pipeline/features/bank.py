@@ -10,7 +10,7 @@ It is the same computation, not an approximation: the same float64 operations in
 (numpy's elementwise +, -, *, / and sqrt round exactly as Python's floats do; logarithms go
 through `math.log`, as in the per-event path, because numpy's vectorised log may differ by one
 unit in the last place), so a symbol gives the same rows bit for bit whichever engine it runs
-in (tests/daemon/test_feature_bank.py). Rolling extremes are taken over their windows each step
+in (tests/pipeline/test_feature_bank.py). Rolling extremes are taken over their windows each step
 instead of being kept incrementally: a maximum is exact either way.
 
 A symbol joins the bank from a `SymbolFeatures` state once its recursive averages are seeded

@@ -16,7 +16,7 @@ from the batch path's columns (`daemon.pipeline.features.batch`):
   scan would round differently and cost as much (about 0.1 ms for 300 bars).
 
 So the restored state equals the per-event state bit for bit and the rows that follow are the
-ones the uninterrupted stream gives; tests/daemon/test_features.py checks both.
+ones the uninterrupted stream gives; tests/pipeline/test_features.py checks both.
 """
 
 from __future__ import annotations

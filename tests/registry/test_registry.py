@@ -21,8 +21,8 @@ from daemon.registry.artifacts import artifacts_root, load_bundle, save_bundle
 from daemon.registry.versions import Registry
 from daemon.store.migrations import migrate
 from daemon.store.sqlite import Store
-from tests.daemon.size_limit import MODELS, run_python
-from tests.daemon.test_alerts import serve_webhooks
+from tests.monitor.test_alerts import serve_webhooks
+from tests.size_limit import MODELS, run_python
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 1, 6, 21, tzinfo=UTC)

@@ -20,8 +20,8 @@ from daemon.registry.versions import Registry
 from daemon.store.locks import daemon_lock, daemon_lock_path
 from daemon.store.sqlite import Store
 from tests.consumers.test_ingest import events_stored, numbered, processes, write_config
-from tests.daemon.test_registry import make_data
 from tests.factories import children
+from tests.registry.test_registry import make_data
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """`regimed report`: the retrain report as a self-contained HTML page, from a real retrain report
-(tests/daemon/data/retrain_report.json, a retrain on the bundled history) and from small
+(tests/report/data/retrain_report.json, a retrain on the bundled history) and from small
 hand-made ones, and the command against a real store with a registered model."""
 
 from __future__ import annotations

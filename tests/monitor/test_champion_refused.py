@@ -11,8 +11,8 @@ from daemon.monitor.alerts import Alerter
 from daemon.monitor.live import CHAMPION_POLL_S, CHAMPION_RETRY_CAP_S, LiveScorer
 from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
-from tests.daemon.test_alerts import Clock, serve_webhooks
-from tests.daemon.test_registry import models, register, tamper  # noqa: F401 (fixture)
+from tests.monitor.test_alerts import Clock, serve_webhooks
+from tests.registry.test_registry import models, register, tamper  # noqa: F401 (fixture)
 
 
 def test_a_refused_champion_is_retried_with_backoff_and_alerted_once_per_interval(

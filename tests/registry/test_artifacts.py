@@ -38,7 +38,7 @@ from daemon.registry.artifacts import (
     sweep_temporary,
     verify_bundle,
 )
-from tests.daemon.size_limit import MODELS, run_python
+from tests.size_limit import MODELS, run_python
 
 FILES = {
     "xgboost": "xgboost.ubj",

@@ -23,7 +23,7 @@ from daemon.pipeline.engine import history_rows
 from daemon.registry.versions import Registry
 from daemon.store.locks import daemon_lock, daemon_lock_path
 from daemon.store.sqlite import Store
-from tests.daemon.size_limit import run_child, run_python
+from tests.size_limit import run_child, run_python
 
 
 def sha256(path: Path) -> str:
