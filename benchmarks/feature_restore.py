@@ -27,8 +27,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from daemon.config import REGIMES
-from daemon.features import SymbolFeatures
+from daemon.domain import REGIMES
+from daemon.pipeline.features import SymbolFeatures
 
 History = tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str | None]]
 #: One bar as the consumer hands it to `update`: OHLCV, VIX, proxy flag, regime.

@@ -57,10 +57,11 @@ from consumers.events import decode_batch
 from consumers.kafka_source import RESTORE_BARS, MarketDataConsumer, tune_gc
 from consumers.replay import ensure_topic, publish, synthetic_events
 from daemon.config import Config, KafkaConfig, MetricsConfig, StoreConfig
-from daemon.metrics import Metrics
-from daemon.pipeline import Output, Pipeline
-from daemon.store import BAR_FIELDS, Store
-from daemon.writer import StoreWriter
+from daemon.domain import BAR_FIELDS
+from daemon.monitor.metrics import Metrics
+from daemon.pipeline.engine import Output, Pipeline
+from daemon.store.sqlite import Store
+from daemon.store.writer import StoreWriter
 
 Payload = tuple[bytes, bytes]  # (key, value) as the producer sends them
 
@@ -181,7 +182,7 @@ def stages(
     state), in one thread: decode, pipeline, and the store's transaction statement by
     statement (the statements `Store.write_batch` runs for the pipeline's row block). Wall time
     and the thread's CPU time (their difference is mostly waiting for the disk)."""
-    from daemon import store as st
+    from daemon.store import sqlite as st
 
     spent: dict[str, tuple[float, float]] = {}
 

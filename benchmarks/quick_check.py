@@ -25,11 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from daemon.archive import build_archive
 from daemon.config import Config, StoreConfig
-from daemon.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.pipeline import history_rows
-from daemon.store import Store
+from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.pipeline.engine import history_rows
+from daemon.store.sqlite import Store
+from daemon.training.archive import build_archive
 
 
 def build_bundled(path: Path) -> None:

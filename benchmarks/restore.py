@@ -33,10 +33,10 @@ import pandas as pd
 
 from consumers.kafka_source import RESTORE_BARS
 from consumers.replay import synthetic_events
-from daemon.bar import Bar
 from daemon.config import Config
-from daemon.pipeline import Output, Pipeline
-from daemon.store import Store
+from daemon.domain import Bar
+from daemon.pipeline.engine import Output, Pipeline
+from daemon.store.sqlite import Store
 
 BATCH = 10_000
 

@@ -46,14 +46,14 @@ import pandas as pd
 from consumers.broker import EmbeddedBroker
 from consumers.kafka_source import MarketDataConsumer
 from consumers.replay import ensure_topic, synthetic_events
-from daemon._config_runtime import RetrainProcessConfig
-from daemon.archive import build_archive
 from daemon.config import Config, KafkaConfig, MetricsConfig, StoreConfig
-from daemon.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.metrics import Metrics
-from daemon.pipeline import history_rows
-from daemon.retrain_runner import RetrainRunner, RunResult
-from daemon.store import Store
+from daemon.config.runtime import RetrainProcessConfig
+from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.monitor.metrics import Metrics
+from daemon.pipeline.engine import history_rows
+from daemon.runtime.retrain_runner import RetrainRunner, RunResult
+from daemon.store.sqlite import Store
+from daemon.training.archive import build_archive
 from daemon.training.threads import THREAD_COUNT_VARIABLES, WAIT_POLICY
 from daemon.training.trainer import retrain
 

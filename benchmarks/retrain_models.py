@@ -7,10 +7,10 @@ give about 9,600 labelled rows of 47 features, so:
 * time split: the last 20% of the trading days are the holdout; the 5 days before it are purged
   (their labels look into the holdout). The holdout rows are scored as they are, no noise.
 * the training part is drawn up to 100,000 rows with the trainer's regime-balanced sampler
-  (`daemon.sampling.balance`, default target mix and seed: rare regimes oversampled, so most
-  rows repeat) and each drawn row gets Gaussian noise of 1% of its feature's standard deviation
-  (the 0/1 features are left as they are), so that the repeats are not exact duplicates. The
-  weights are the default regime loss weights.
+  (`daemon.training.sampling.balance`, default target mix and seed: rare regimes oversampled,
+  so most rows repeat) and each drawn row gets Gaussian noise of 1% of its feature's standard
+  deviation (the 0/1 features are left as they are), so that the repeats are not exact
+  duplicates. The weights are the default regime loss weights.
 
 Every model is then fitted with `fit_model` at `Config().models` (the defaults) and
 `--n-jobs` threads, and scored on the holdout: accuracy and balanced accuracy of
@@ -42,14 +42,14 @@ import sklearn
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.svm import LinearSVC
 
-from daemon._config_training import MODEL_NAMES, ModelsConfig, SVMConfig
 from daemon.config import Config
-from daemon.features import FEATURE_NAMES, features_from_labels
-from daemon.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.labels import future_labels
-from daemon.regime import label_history
-from daemon.sampling import balance, row_weights
+from daemon.config.training import MODEL_NAMES, ModelsConfig, SVMConfig
+from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.pipeline.features import FEATURE_NAMES, features_from_labels
+from daemon.pipeline.labels import future_labels
+from daemon.pipeline.regime import label_history
 from daemon.training.models import build_model, fit_model, positive_proba
+from daemon.training.sampling import balance, row_weights
 
 HOLDOUT = 0.2
 NOISE = 0.01

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from daemon.config import REGIMES
-from daemon.store import SYNCHRONOUS, BarRow, SampleRow, Store
+from daemon.domain import REGIMES, BarRow, SampleRow
+from daemon.store.sqlite import SYNCHRONOUS, Store
 
 BASE_DAY = dt.date(1990, 1, 1)
 

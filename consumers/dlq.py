@@ -34,8 +34,8 @@ from typing import Any
 from consumers._client import client_options
 from consumers.events import EventRejected
 from daemon.config import EventsConfig, KafkaConfig
+from daemon.domain import DeadLetterRow
 from daemon.errors import RegimedError
-from daemon.store import DeadLetterRow
 
 logger = logging.getLogger(__name__)
 

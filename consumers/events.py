@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
-from daemon.bar import Bar
 from daemon.config import EventsConfig
+from daemon.domain import Bar
 from daemon.errors import RegimedError
 
 #: A validated event is a daemon `Bar`.

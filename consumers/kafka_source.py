@@ -32,12 +32,13 @@ from consumers._rejections import RejectionLog
 from consumers.dlq import DeadLetters, parked_at
 from consumers.events import DecodedBatch, decode_batch
 from daemon.config import Config
+from daemon.domain import PredictionRow
 from daemon.errors import RegimedError
-from daemon.live import LiveScorer, labels_of
-from daemon.metrics import Metrics
-from daemon.pipeline import Output, Pipeline
-from daemon.store import BatchResult, PredictionRow, Store
-from daemon.writer import StoreWriter
+from daemon.monitor.live import LiveScorer, labels_of
+from daemon.monitor.metrics import Metrics
+from daemon.pipeline.engine import Output, Pipeline
+from daemon.store.sqlite import BatchResult, Store
+from daemon.store.writer import StoreWriter
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class MarketDataConsumer:
         self._options = consumer_options or {}
         self._consumer: Any = None
         self.dlq = DeadLetters(config.kafka, config.events, stop)
-        #: Writes batches in a child process (`daemon.writer`); None: in this thread.
+        #: Writes batches in a child process (`daemon.store.writer`); None: in this thread.
         self.writer: StoreWriter | None = None
         self._in_flight: _Written | None = None
         #: Whether the broker answers (heartbeats), for /healthz and the outage log lines.

@@ -22,9 +22,9 @@ import pandas as pd
 from consumers._client import client_options
 from consumers.events import BarEvent
 from daemon.config import KafkaConfig
+from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
 from daemon.errors import RegimedError
-from daemon.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.progress import Progress
+from daemon.report.progress import Progress
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 
-from daemon.cli import main
+from daemon.cli.main import main
 from daemon.config import RegimeConfig
-from daemon.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
 from tests.factories import broker_config
 
 

@@ -2,9 +2,9 @@
 and the rare-event archive as it was known at each fold's cutoff.
 
 Features are computed once per symbol over the whole history by the batch path the live
-daemon is checked against (`daemon.pipeline.history_rows`): a feature row at day t uses bars up
-to t only, its label looks `label.horizon_bars` bars ahead. What a fold may see is decided by
-the label day (the day the label's future close is known), never by the feature day.
+daemon is checked against (`daemon.pipeline.engine.history_rows`): a feature row at day t uses
+bars up to t only, its label looks `label.horizon_bars` bars ahead. What a fold may see is
+decided by the label day (the day the label's future close is known), never by the feature day.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from daemon._config_evaluate import STEP_MONTHS, EvaluateConfig
-from daemon.archive import Candidates, Histories, choose
 from daemon.config import Config
+from daemon.config.evaluate import STEP_MONTHS, EvaluateConfig
+from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.domain import SampleRow
 from daemon.errors import UsageError
-from daemon.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.pipeline import history_rows
-from daemon.store import SampleRow
+from daemon.pipeline.engine import history_rows
+from daemon.training.archive import Candidates, Histories, choose
 
 __all__ = ["Dataset", "Fold", "build_dataset", "folds", "load_csvs", "load_default", "symbol_of"]
 
@@ -186,7 +186,8 @@ def folds(
 
 def _archive_rows(data: Dataset, config: Config, eligible: Sequence[int]) -> Index:
     """The archive `regimed archive build` would select from these events alone: the budget
-    shared over them by `daemon.archive.choose` (largest remainder, stratified thinning)."""
+    shared over them by `daemon.training.archive.choose` (largest remainder, stratified
+    thinning)."""
     if not eligible:
         return np.empty(0, dtype=np.int64)
     pools = [data.events[i] for i in eligible]

@@ -8,12 +8,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from daemon._config_evaluate import EvaluateConfig
-from daemon.archive import Histories
 from daemon.config import Config
+from daemon.config.evaluate import EvaluateConfig
 from daemon.errors import UsageError
 from daemon.evaluation.data import build_dataset, folds, load_default
 from daemon.evaluation.walk import NAIVE, VARIANTS, Progress, run_folds, summarize, timeline
+from daemon.training.archive import Histories
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ regime and overall, with moving-block bootstrap intervals.
 Variants (the same folds, the same test rows):
 
 - `baseline`: live rows only, no balancing, no regime weights;
-- `weights`: + the regime loss weights (`daemon.sampling.row_weights`);
-- `balancing`: + regime-balanced sampling (`daemon.sampling.balance`);
+- `weights`: + the regime loss weights (`daemon.training.sampling.row_weights`);
+- `balancing`: + regime-balanced sampling (`daemon.training.sampling.balance`);
 - `archive`: + the rare-event archive known at the cutoff;
 - `all`: the three together, as `regimed retrain` trains.
 
@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from daemon._config_evaluate import EvaluateConfig
-from daemon._feature_defs import FEATURE_NAMES
-from daemon.config import REGIMES, Config
+from daemon.config import Config
+from daemon.config.evaluate import EvaluateConfig
+from daemon.domain import REGIMES
 from daemon.errors import RegimedError
 from daemon.evaluation.data import Dataset, Fold, Index
-from daemon.sampling import balance, row_weights
+from daemon.pipeline.features.defs import FEATURE_NAMES
 from daemon.training.ensemble import SoftVote, holdout_scores, inner_holdout, vote_weights
+from daemon.training.sampling import balance, row_weights
 from daemon.training.scoring import (
     BASELINE_NAMES,
     baseline_predictions,

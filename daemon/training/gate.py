@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from daemon._config_training import GateConfig
-from daemon.config import REGIMES
+from daemon.config.training import GateConfig
+from daemon.domain import REGIMES
 from daemon.training.scoring import Scores
 
 __all__ = ["GateDecision", "GateRule", "decide"]

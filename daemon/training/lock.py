@@ -1,7 +1,7 @@
 """One retrain at a time per store: an exclusive `flock` on a file beside the database.
 
 The kernel drops the lock when its holder dies, so a crashed retrain never leaves a stale
-lock behind; the file keeps the holder's pid only to name it in the message (`daemon.locks`).
+lock behind; the file keeps the holder's pid only to name it in the message (`daemon.store.locks`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from daemon.errors import RegimedError
-from daemon.locks import pid_lock
+from daemon.store.locks import pid_lock
 
 
 class RetrainBusy(RegimedError):

@@ -6,7 +6,7 @@ treat them alike: `build_model` makes one unfitted, `fit_model` fits it (sample 
 whichever step learns from them, warnings that a library gives on expected use logged, failures
 raised as `ModelFitError`), `positive_proba` reads P(label = 1) from any of them. A model fitted
 twice on the same data with the same seed gives the same probabilities bit for bit, on one
-thread or two (tests/daemon/test_models.py; checked once on 100,000 rows too).
+thread or two (tests/training/test_models.py; checked once on 100,000 rows too).
 docs/benchmarks.md, "Retrain: base models", has the fit times at the default configuration.
 
 Inputs are the stored float32 feature rows. The feature engine emits a row only when every
@@ -45,7 +45,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from daemon._config_training import MODEL_NAMES, ModelsConfig
+from daemon.config.training import MODEL_NAMES, ModelsConfig
 from daemon.errors import ConfigError, ModelFitError
 
 logger = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ import numpy.typing as npt
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
-from daemon._config_training import GateMetric
-from daemon.config import REGIMES
+from daemon.config.training import GateMetric
+from daemon.domain import REGIMES
 
 __all__ = [
     "BASELINE_NAMES",

@@ -37,8 +37,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from daemon._config_training import TrainingConfig
-from daemon.config import REGIMES, ArchiveEvent, LabelConfig
+from daemon.config import ArchiveEvent, LabelConfig
+from daemon.config.training import TrainingConfig
+from daemon.domain import REGIMES
 from daemon.errors import TrainingDataError
 
 __all__ = ["Split", "split_samples"]

@@ -21,11 +21,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from daemon._feature_defs import FEATURE_NAMES, FEATURE_VERSION
-from daemon.config import REGIMES, Config
+from daemon.config import Config
+from daemon.domain import REGIMES
 from daemon.errors import ModelFitError, RegimedError, StoreError
-from daemon.sampling import balance, row_weights, weight_report
-from daemon.store import Store
+from daemon.pipeline.features.defs import FEATURE_NAMES, FEATURE_VERSION
+from daemon.store.sqlite import Store
 from daemon.training.ensemble import (
     Ensemble,
     SoftVote,
@@ -34,6 +34,7 @@ from daemon.training.ensemble import (
     vote_weights,
 )
 from daemon.training.lock import retrain_lock
+from daemon.training.sampling import balance, row_weights, weight_report
 
 if TYPE_CHECKING:
     from daemon.training.gate import GateDecision
@@ -89,8 +90,8 @@ def retrain(
         retrain_lock(config.store.path, config.training.lock_timeout_seconds),
         Store.open(config.store) as store,
     ):
-        from daemon.artifacts import artifacts_root, sweep_temporary
-        from daemon.registry import Registry
+        from daemon.registry.artifacts import artifacts_root, sweep_temporary
+        from daemon.registry.versions import Registry
 
         for stale in sweep_temporary(artifacts_root(config.store.path)):
             logger.warning("removed %s, left by a retrain that was killed while saving", stale)
@@ -394,8 +395,8 @@ class _Retrain:
         artifact is refused (tampered, wrong permissions) has already raised an alert; the
         candidate is then judged against the naive references alone, so the service can
         recover with a verified model instead of failing every retrain."""
-        from daemon.artifacts import ArtifactError
-        from daemon.training.serving import load_champion
+        from daemon.registry.artifacts import ArtifactError
+        from daemon.registry.serving import load_champion
 
         try:
             loaded = load_champion(self.config, self.store)
@@ -409,8 +410,8 @@ class _Retrain:
 
     def _drift_reference(self, data: _Data, train: npt.NDArray[np.int64]) -> dict[str, Any]:
         """The training rows' feature distributions per regime, stored with the model, which
-        the daemon's drift monitor compares live rows with (daemon/drift.py)."""
-        from daemon.drift import build_reference
+        the daemon's drift monitor compares live rows with (daemon/monitor/drift.py)."""
+        from daemon.monitor.drift import build_reference
 
         drift = self.config.drift
         reference = build_reference(
@@ -430,8 +431,8 @@ class _Retrain:
         reference: Mapping[str, Any],
     ) -> None:
         """Artifact, registry row (promoted in the same transaction) and the run record."""
-        from daemon.artifacts import artifacts_root
-        from daemon.registry import Registry
+        from daemon.registry.artifacts import artifacts_root
+        from daemon.registry.versions import Registry
 
         registry = Registry(self.store, alerts=self.config.alerts)
         meta = {

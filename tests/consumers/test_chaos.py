@@ -22,7 +22,7 @@ from consumers.broker import EmbeddedBroker
 from consumers.replay import ensure_topic
 from daemon.config import Config
 from daemon.errors import StoreError
-from daemon.store import Store
+from daemon.store.sqlite import Store
 from tests.consumers.test_dlq import read_topic
 from tests.consumers.test_ingest import numbered, stored_numbers
 from tests.factories import broker_config

@@ -19,8 +19,8 @@ from consumers.events import EventRejected
 from consumers.kafka_source import MarketDataConsumer
 from consumers.replay import ensure_topic
 from daemon.config import Config
-from daemon.metrics import Metrics
-from daemon.store import Store
+from daemon.monitor.metrics import Metrics
+from daemon.store.sqlite import Store
 from tests.consumers.test_ingest import numbered, stored_numbers
 
 MiB = 1 << 20

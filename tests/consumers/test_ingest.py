@@ -23,11 +23,11 @@ from consumers.events import REASONS, BarEvent, EventRejected, decode_event
 from consumers.kafka_source import MarketDataConsumer
 from consumers.replay import bundled_events, publish
 from daemon.config import Config
+from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
 from daemon.errors import StoreError
-from daemon.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.metrics import Metrics
-from daemon.pipeline import history_rows
-from daemon.store import Store
+from daemon.monitor.metrics import Metrics
+from daemon.pipeline.engine import history_rows
+from daemon.store.sqlite import Store
 
 pytestmark = pytest.mark.integration
 
@@ -398,7 +398,7 @@ def test_sigterm_stops_cleanly_and_a_killed_daemon_is_back_within_15s(
 def test_metrics_endpoint_serves_ingest_metrics(kafka_config):
     import urllib.request
 
-    from daemon.service import Service
+    from daemon.runtime.service import Service
 
     publish(kafka_config.kafka, numbered(50), progress=False)
     service = Service(kafka_config)

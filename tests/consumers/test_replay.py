@@ -17,7 +17,7 @@ from consumers.replay import (
     yahoo_frames,
 )
 from daemon.config import RegimeConfig
-from daemon.regime import label_history
+from daemon.pipeline.regime import label_history
 
 NOW = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
 

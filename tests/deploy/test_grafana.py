@@ -20,11 +20,12 @@ import pytest
 from prometheus_client import Counter, Gauge
 
 from consumers.replay import publish
-from daemon._config_drift import DriftConfig
-from daemon.config import REGIMES, Config, RegimeConfig
-from daemon.metrics import MODEL_LABELS, RETRAIN_OUTCOMES, RETRAIN_TRIGGERS, Metrics
-from tests.daemon.test_runtime import Running, bars_stored, chunk, scrape, wait_for
+from daemon.config import Config, RegimeConfig
+from daemon.config.drift import DriftConfig
+from daemon.domain import REGIMES
+from daemon.monitor.metrics import MODEL_LABELS, RETRAIN_OUTCOMES, RETRAIN_TRIGGERS, Metrics
 from tests.deploy.test_prometheus import tool
+from tests.runtime.test_runtime import Running, bars_stored, chunk, scrape, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "regimed.json"
@@ -100,7 +101,8 @@ def substitute(expr: str, instance: str, interval: str = "30s", range_: str = "1
 
 
 def exported() -> dict[str, set[str]]:
-    """Metric name as scraped (counters with _total) -> its label names, from daemon/metrics.py."""
+    """Metric name as scraped (counters with _total) -> its label names, from
+    daemon/monitor/metrics.py."""
     metrics = Metrics.create()
     found = {}
     for field in dataclasses.fields(metrics):
@@ -198,7 +200,7 @@ def problems(expr: str, metrics: dict[str, set[str]]) -> list[str]:
     labels: set[str] = set(TARGET_LABELS)
     for name, matchers in selectors:
         if name not in metrics:
-            found.append(f"{name} is not exported by daemon/metrics.py")
+            found.append(f"{name} is not exported by daemon/monitor/metrics.py")
             continue
         labels |= metrics[name]
         if INSTANCE_MATCHER not in matchers:
@@ -233,7 +235,7 @@ def test_the_query_check_finds_what_would_leave_a_panel_empty():
     i = INSTANCE_MATCHER
     assert problems(f"sum by (regime) (regimed_live_accuracy{{{i}}})", metrics) == []
     assert problems(f"rate(regimed_events_consumed{{{i}}}[5m])", metrics) == [
-        "regimed_events_consumed is not exported by daemon/metrics.py"
+        "regimed_events_consumed is not exported by daemon/monitor/metrics.py"
     ]
     assert problems("regimed_drift_score", metrics) == [
         'regimed_drift_score without instance="$instance"'

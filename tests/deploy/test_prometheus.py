@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import MetricsConfig
-from daemon.metrics import Metrics
+from daemon.monitor.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon._sdnotify import Notifier
+from daemon.runtime.sdnotify import Notifier
 
 
 @pytest.fixture

@@ -1,0 +1,171 @@
+"""Configuration of the trainer: the split, the eight base models and the promotion gate.
+
+Kept apart from `daemon.config` (which imports it into `Config`) so each module stays small.
+Defaults are chosen to fit a 100,000-sample retrain in under two minutes on two cores
+(docs/benchmarks.md, "Retrain") while staying sound: trees are depth-limited, boosted models use
+a small learning rate, the scale-sensitive models get standardized inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from daemon.config.settings import bounded, show
+from daemon.errors import ConfigError
+
+#: The eight base models, in the order reports list them.
+MODEL_NAMES: tuple[str, ...] = (
+    "random_forest",
+    "xgboost",
+    "lightgbm",
+    "extra_trees",
+    "gradient_boosting",
+    "mlp",
+    "logistic_regression",
+    "svm",
+)
+
+GateMetric = Literal["balanced_accuracy", "accuracy"]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How a retrain splits, which models it fits and how many threads they may use."""
+
+    validation_fraction: float = bounded(0.2, gt=0, lt=1)
+    min_validation_samples: int = bounded(200, ge=1)
+    min_score_samples: int = bounded(50, ge=1)
+    ensemble_holdout_fraction: float = bounded(0.2, gt=0, lt=1)
+    models: tuple[str, ...] = MODEL_NAMES
+    optional_models: tuple[str, ...] = ()
+    #: Threads per model fit; "auto": the cores the daemon's consumer and writer leave (at least
+    #: one) in the daemon's retrain process, every core in `regimed retrain`.
+    n_jobs: int | Literal["auto"] = bounded("auto", ge=1, le=256)
+    seed: int = bounded(42, ge=0)
+    lock_timeout_seconds: float = bounded(0.0, ge=0)
+
+    def __post_init__(self) -> None:
+        for key, names in (("models", self.models), ("optional_models", self.optional_models)):
+            for i, name in enumerate(names):
+                if name not in MODEL_NAMES:
+                    raise ConfigError(
+                        f"training.{key}[{i}] = {show(name)}: expected one of "
+                        f"{', '.join(MODEL_NAMES)}"
+                    )
+                if name in names[:i]:
+                    raise ConfigError(f"training.{key}[{i}] = {show(name)}: listed twice")
+        if not self.models:
+            raise ConfigError("training.models = []: expected at least one model")
+        if all(m in self.optional_models for m in self.models):
+            raise ConfigError(
+                "training.optional_models: every model in training.models is optional; "
+                "expected at least one required model"
+            )
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """When a candidate replaces the champion (docs/training.md, "The gate")."""
+
+    metric: GateMetric = "balanced_accuracy"
+    tolerance: float = bounded(0.005, ge=0, le=1)
+    max_regime_drop: float = bounded(0.03, ge=0, le=1)
+    min_edge: float = bounded(0.0, ge=-1, le=1)
+    bootstrap_samples: int = bounded(1000, ge=0)
+    bootstrap_block_days: int = bounded(5, ge=1)
+
+
+@dataclass(frozen=True)
+class RandomForestConfig:
+    n_estimators: int = bounded(100, ge=1)
+    max_depth: int = bounded(10, ge=1)
+    min_samples_leaf: int = bounded(20, ge=1)
+    max_features: float = bounded(0.3, gt=0, le=1)
+    max_samples: float = bounded(0.2, gt=0, le=1)
+
+
+@dataclass(frozen=True)
+class ExtraTreesConfig:
+    n_estimators: int = bounded(100, ge=1)
+    max_depth: int = bounded(10, ge=1)
+    min_samples_leaf: int = bounded(20, ge=1)
+    max_features: float = bounded(0.3, gt=0, le=1)
+
+
+@dataclass(frozen=True)
+class XGBoostConfig:
+    n_estimators: int = bounded(200, ge=1)
+    max_depth: int = bounded(4, ge=1)
+    learning_rate: float = bounded(0.05, gt=0, le=1)
+    subsample: float = bounded(0.8, gt=0, le=1)
+    colsample_bytree: float = bounded(0.8, gt=0, le=1)
+    min_child_weight: float = bounded(5.0, ge=0)
+
+
+@dataclass(frozen=True)
+class LightGBMConfig:
+    n_estimators: int = bounded(200, ge=1)
+    num_leaves: int = bounded(15, ge=2)
+    learning_rate: float = bounded(0.05, gt=0, le=1)
+    subsample: float = bounded(0.8, gt=0, le=1)
+    colsample_bytree: float = bounded(0.8, gt=0, le=1)
+    min_child_samples: int = bounded(50, ge=1)
+
+
+@dataclass(frozen=True)
+class GradientBoostingConfig:
+    max_iter: int = bounded(200, ge=1)
+    max_leaf_nodes: int = bounded(15, ge=2)
+    learning_rate: float = bounded(0.05, gt=0, le=1)
+    min_samples_leaf: int = bounded(50, ge=1)
+    l2_regularization: float = bounded(1.0, ge=0)
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    hidden_layer_sizes: tuple[int, ...] = (64, 32)
+    alpha: float = bounded(1e-3, ge=0)
+    learning_rate_init: float = bounded(1e-3, gt=0)
+    batch_size: int = bounded(1024, ge=1)
+    max_iter: int = bounded(30, ge=1)
+
+    def __post_init__(self) -> None:
+        if not self.hidden_layer_sizes or any(n < 1 for n in self.hidden_layer_sizes):
+            raise ConfigError(
+                f"models.mlp.hidden_layer_sizes = {show(self.hidden_layer_sizes)}: expected "
+                "one or more layer sizes >= 1"
+            )
+
+
+@dataclass(frozen=True)
+class LogisticRegressionConfig:
+    c: float = bounded(1.0, gt=0)
+    max_iter: int = bounded(1000, ge=1)
+
+
+@dataclass(frozen=True)
+class SVMConfig:
+    """An RBF-kernel SVM made fast: `nystroem` maps the inputs onto `n_components` kernel
+    features and fits a linear SVM there; `subsample` fits an exact RBF SVC on at most
+    `max_samples` rows. Probabilities come from Platt scaling in both cases."""
+
+    method: Literal["nystroem", "subsample"] = "nystroem"
+    n_components: int = bounded(300, ge=1)
+    max_samples: int = bounded(5000, ge=10)
+    c: float = bounded(1.0, gt=0)
+    gamma: float = bounded(0.0, ge=0)
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Hyper-parameters of each base model (`svm.gamma` 0 means 1 / n_features)."""
+
+    random_forest: RandomForestConfig = field(default_factory=RandomForestConfig)
+    xgboost: XGBoostConfig = field(default_factory=XGBoostConfig)
+    lightgbm: LightGBMConfig = field(default_factory=LightGBMConfig)
+    extra_trees: ExtraTreesConfig = field(default_factory=ExtraTreesConfig)
+    gradient_boosting: GradientBoostingConfig = field(default_factory=GradientBoostingConfig)
+    mlp: MLPConfig = field(default_factory=MLPConfig)
+    logistic_regression: LogisticRegressionConfig = field(default_factory=LogisticRegressionConfig)
+    svm: SVMConfig = field(default_factory=SVMConfig)

@@ -1,0 +1,1 @@
+"""Live scoring, drift, the Prometheus metrics and the alerts."""

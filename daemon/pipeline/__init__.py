@@ -1,0 +1,1 @@
+"""Bars -> regime, features and delayed labels: pure computation, no I/O."""

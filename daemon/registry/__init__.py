@@ -1,0 +1,8 @@
+"""Model versions and the champion, their artifacts, and loading the champion for serving; this
+package hands on the public names of the registry."""
+
+from __future__ import annotations
+
+from daemon.registry.versions import ModelRecord, ModelStatus, Promotion, Registry, RetrainRun
+
+__all__ = ["ModelRecord", "ModelStatus", "Promotion", "Registry", "RetrainRun"]

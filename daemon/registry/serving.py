@@ -1,0 +1,54 @@
+"""Loading a registered model back into an `Ensemble`: the champion that scores live rows and
+that every candidate is compared with. The artifact's hashes and permissions are checked on
+every load (daemon.registry.artifacts); a refused artifact raises and sends an alert."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.config import Config
+from daemon.errors import RegimedError
+from daemon.pipeline.features.defs import FEATURE_VERSION
+from daemon.store.sqlite import ModelRecord, Store
+from daemon.training.ensemble import Ensemble, SoftVote
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model, loaded and ready to score."""
+
+    record: ModelRecord
+    ensemble: Ensemble
+    feature_version: int
+    meta: Mapping[str, Any]
+
+
+def load_model(config: Config, store: Store, version: str | None = None) -> LoadedModel:
+    """Load `version` (default: the champion), verified against the registry's sha256; a
+    refused artifact raises ArtifactError and sends an alert."""
+    from daemon.registry.versions import Registry
+
+    record, bundle = Registry(store, alerts=config.alerts).load(version)
+    meta = bundle.meta
+    try:
+        vote = SoftVote.from_dict(meta["vote"])
+        feature_version = int(meta["feature_version"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RegimedError(
+            f"model {record.version}: the manifest in {record.path} lacks a valid {exc}"
+        ) from None
+    return LoadedModel(record, Ensemble(bundle.models, vote), feature_version, meta)
+
+
+def load_champion(config: Config, store: Store) -> LoadedModel | None:
+    """The champion, or None before the first promotion or when it was trained on another
+    feature layout (it cannot score these rows; the gate then falls back to the naive
+    references and says so)."""
+    if store.champion() is None:
+        return None
+    loaded = load_model(config, store)
+    if loaded.feature_version != FEATURE_VERSION:
+        return None
+    return loaded

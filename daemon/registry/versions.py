@@ -1,0 +1,525 @@
+"""The model registry: which model versions exist, which one is champion, and since when.
+
+A registry row (`models` table) names a version, when it was trained, its artifact directory
+(relative to the store's directory, so a copied or restored state directory uses its own
+artifacts; `ModelRecord.path` is that directory resolved), the sha256 that pins the artifact
+(see `daemon.registry.artifacts`), its status and a report (JSON): the retrain report plus
+`trigger`, `data_window` {`first`, `last`} (the first and last sample day) and `samples`
+(counts). Every change of champion, by the gate or by `regimed models promote`, is a row of
+`promotions` written in the same transaction as the status change, so `champion_at(when)` can
+say which version was serving at any time.
+
+The registry lives in the store's SQLite file and uses the store's connection and lock;
+`Registry(store)` is cheap, so callers make one where they need it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
+
+from daemon.config import AlertsConfig
+from daemon.errors import ArtifactError, ModelNotFoundError, StoreError
+from daemon.monitor.alerts import send_alert
+from daemon.registry.artifacts import (
+    LoadedBundle,
+    artifacts_root,
+    check_version,
+    load_bundle,
+    save_bundle,
+    store_dir,
+    unregistered,
+    verify_bundle,
+)
+
+if TYPE_CHECKING:
+    from daemon.store.sqlite import Store
+
+__all__ = ["ModelRecord", "ModelStatus", "Promotion", "Registry", "RetrainRun"]
+
+logger = logging.getLogger(__name__)
+
+ModelStatus = Literal["candidate", "champion", "retired", "rejected"]
+MODEL_STATUSES: tuple[ModelStatus, ...] = ("candidate", "champion", "retired", "rejected")
+
+#: The alert events the registry sends.
+ARTIFACT_REFUSED = "artifact_refused"
+ARTIFACT_VERIFICATION_FAILED = "artifact_verification_failed"
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A registered model artifact."""
+
+    version: str
+    trained_at: dt.datetime
+    sha256: str
+    path: str
+    status: ModelStatus
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trigger(self) -> str | None:
+        """What started the retrain that made it (schedule, drift, manual, ...)."""
+        value = self.report.get("trigger")
+        return value if isinstance(value, str) else None
+
+    @property
+    def balanced_accuracy(self) -> float | None:
+        """Overall validation balanced accuracy from the report, if it has one."""
+        return _number(self.report, "validation", "overall", "balanced_accuracy")
+
+    @property
+    def accuracy(self) -> float | None:
+        """Overall validation accuracy from the report, if it has one."""
+        return _number(self.report, "validation", "overall", "accuracy")
+
+
+@dataclass(frozen=True)
+class RetrainRun:
+    """One retrain attempt, promoted or not."""
+
+    id: int
+    version: str | None
+    trigger: str
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    promoted: bool
+    reason: str
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """One change of champion: `version` replaced `previous_version` at `promoted_at`."""
+
+    id: int
+    version: str
+    promoted_at: dt.datetime
+    previous_version: str | None
+    reason: str
+
+
+class Registry:
+    """Register, promote, load and verify model versions of one store.
+
+    `alerts` (the `[alerts]` section) receives an alert whenever an artifact is refused on
+    promotion or loading, or fails verification; without it those are only logged and raised.
+    `root` is where new bundles are written (default: `models/` beside the store file).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        alerts: AlertsConfig | None = None,
+        root: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.store = store
+        self.alerts = alerts
+        self.root = Path(root) if root is not None else artifacts_root(store.path)
+        #: The directory that relative artifact paths in the registry are relative to.
+        self.base = store_dir(store.path)
+
+    # -- registering -----------------------------------------------------------------------
+
+    def register(
+        self,
+        version: str,
+        models: Mapping[str, Any],
+        *,
+        trained_at: dt.datetime,
+        trigger: str,
+        data_window: tuple[dt.date | str, dt.date | str],
+        sample_counts: Mapping[str, Any],
+        report: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        status: Literal["candidate", "rejected"] = "candidate",
+        promote_reason: str | None = None,
+    ) -> ModelRecord:
+        """Write the bundle of a new version and its registry row; promote it if
+        `promote_reason` is given (e.g. "gate passed: ..."), in the same transaction.
+
+        The bundle is written first (atomically); if the row cannot be written the bundle is
+        removed again, so there is never a row without an artifact nor a visible artifact
+        without a row. `meta` goes into the bundle's manifest (e.g. feature names, ensemble
+        weights); the registry row holds `report` with `trigger`, `data_window` and `samples`.
+        """
+        check_version(version)
+        first, last = (d.isoformat() if isinstance(d, dt.date) else str(d) for d in data_window)
+        row_report = {
+            **dict(report or {}),
+            "trigger": trigger,
+            "data_window": {"first": first, "last": last},
+            "samples": dict(sample_counts),
+        }
+        _text(row_report)
+        with self.store.transaction(f"check model {version!r}", write=False) as conn:
+            _refuse_known(conn, self.store.path, version)
+        saved = save_bundle(self.root, version, models, dict(meta or {}))
+        try:
+            return self.add_model(
+                version,
+                trained_at=trained_at,
+                sha256=saved.sha256,
+                path=saved.path,
+                report=row_report,
+                status="champion" if promote_reason is not None else status,
+                reason=promote_reason,
+            )
+        except BaseException:
+            shutil.rmtree(saved.path, ignore_errors=True)
+            raise
+
+    def add_model(
+        self,
+        version: str,
+        *,
+        trained_at: dt.datetime,
+        sha256: str,
+        path: str | os.PathLike[str],
+        report: Mapping[str, Any] | None = None,
+        status: ModelStatus = "candidate",
+        reason: str | None = None,
+    ) -> ModelRecord:
+        """Register an artifact that is already on disk; a version can be registered once.
+        `path` is recorded relative to the store's directory when it lies inside it (a relative
+        `path` is taken as relative to that directory), else absolute.
+
+        With status "champion" the previous champion is retired and a promotion is recorded
+        (with `reason`, default "registered as champion").
+        """
+        _check_text("add_model", "version", version)
+        if status not in MODEL_STATUSES:
+            raise StoreError(f"add_model.status = {status!r}: expected one of {MODEL_STATUSES}")
+        row = {
+            "version": version,
+            "trained_at": _aware("add_model(trained_at)", trained_at),
+            "sha256": sha256,
+            "path": _relative(path, self.base),
+            "status": status,
+            "report": _text(report),
+        }
+        with self.store.transaction(f"add model {version!r}", write=True) as conn:
+            _refuse_known(conn, self.store.path, version)
+            previous = _champion_version(conn) if status == "champion" else None
+            if status == "champion":
+                conn.execute("UPDATE models SET status = 'retired' WHERE status = 'champion'")
+            conn.execute(
+                "INSERT INTO models (version, trained_at, sha256, path, status, report) "
+                "VALUES (:version, :trained_at, :sha256, :path, :status, :report)",
+                row,
+            )
+            if status == "champion":
+                _record_promotion(conn, version, previous, reason or "registered as champion")
+        return _model(row, self.base)
+
+    def set_status(self, version: str, status: Literal["candidate", "rejected"]) -> ModelRecord:
+        """Mark a non-champion version as candidate or rejected (e.g. after the gate)."""
+        with self.store.transaction(f"set the status of model {version!r}", write=True) as conn:
+            record = _model_row(conn, self.store.path, version, self.base)
+            if record.status == "champion":
+                raise StoreError(
+                    f"{self.store.path}: model version {version!r} is the champion; promote "
+                    "another version instead"
+                )
+            conn.execute("UPDATE models SET status = ? WHERE version = ?", (status, version))
+        return dataclasses.replace(record, status=status)
+
+    # -- promoting -------------------------------------------------------------------------
+
+    def promote(
+        self,
+        version: str,
+        *,
+        reason: str,
+        check_artifact: bool = True,
+        now: dt.datetime | None = None,
+    ) -> Promotion | None:
+        """Make `version` the champion and record why; None if it already is the champion.
+
+        With `check_artifact` the bundle is verified first: a refused one raises ArtifactError
+        (and sends an alert) and the champion stays as it was. An unknown version raises
+        ModelNotFoundError.
+        """
+        _check_text("promote", "reason", reason)
+        record = self.model(version)
+        if check_artifact:
+            problems = verify_bundle(record.path, record.sha256)
+            if problems:
+                self._refused(record, "promotion", problems)
+        when = _aware("promote(now)", now or dt.datetime.now(dt.UTC))
+        with self.store.transaction(f"promote model {version!r}", write=True) as conn:
+            _model_row(conn, self.store.path, version, self.base)
+            previous = _champion_version(conn)
+            if previous == version:
+                return None
+            conn.execute("UPDATE models SET status = 'retired' WHERE status = 'champion'")
+            conn.execute("UPDATE models SET status = 'champion' WHERE version = ?", (version,))
+            promotion_id = _record_promotion(conn, version, previous, reason, when)
+        return Promotion(promotion_id, version, dt.datetime.fromisoformat(when), previous, reason)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def models(self) -> list[ModelRecord]:
+        """Every registered model, oldest first."""
+        with self.store.transaction("list models", write=False) as conn:
+            rows = conn.execute(f"{_SELECT_MODELS} ORDER BY trained_at, version").fetchall()
+        return [_model(_as_dict(r), self.base) for r in rows]
+
+    def model(self, version: str) -> ModelRecord:
+        """One registered model; ModelNotFoundError if the version is unknown."""
+        with self.store.transaction(f"read model {version!r}", write=False) as conn:
+            return _model_row(conn, self.store.path, version, self.base)
+
+    def champion(self) -> ModelRecord | None:
+        """The model that scores live data, or None before the first promotion."""
+        with self.store.transaction("read the champion", write=False) as conn:
+            row = conn.execute(f"{_SELECT_MODELS} WHERE status = 'champion'").fetchone()
+        return None if row is None else _model(_as_dict(row), self.base)
+
+    def promotions(self) -> list[Promotion]:
+        """The promotion history, oldest first."""
+        with self.store.transaction("read the promotion history", write=False) as conn:
+            rows = conn.execute(
+                "SELECT id, version, promoted_at, previous_version, reason FROM promotions "
+                "ORDER BY id"
+            ).fetchall()
+        return [
+            Promotion(int(i), str(v), dt.datetime.fromisoformat(t), p, str(r))
+            for i, v, t, p, r in rows
+        ]
+
+    def champion_at(self, when: dt.datetime) -> str | None:
+        """The version that was champion at `when` (aware), or None if there was none yet."""
+        moment = dt.datetime.fromisoformat(_aware("champion_at(when)", when))
+        current: Promotion | None = None
+        for promotion in self.promotions():  # a few rows a year: compare as datetimes
+            if promotion.promoted_at <= moment and (
+                current is None or promotion.promoted_at >= current.promoted_at
+            ):
+                current = promotion
+        return None if current is None else current.version
+
+    # -- artifacts -------------------------------------------------------------------------
+
+    def load(self, version: str | None = None) -> tuple[ModelRecord, LoadedBundle]:
+        """The record and the loaded, verified models of `version` (default: the champion).
+
+        A refused artifact raises ArtifactError and sends an alert.
+        """
+        if version is None:
+            record = self.champion()
+            if record is None:
+                raise ModelNotFoundError(f"{self.store.path}: no champion model yet")
+        else:
+            record = self.model(version)
+        try:
+            return record, load_bundle(record.path, record.sha256)
+        except ArtifactError as exc:
+            self._refused(record, "loading", [str(exc)])
+
+    def verify(self) -> dict[str, list[str]]:
+        """The problems of every registered artifact by version (an empty list when sound).
+
+        Any problem is logged and sent as one alert.
+        """
+        results = {m.version: verify_bundle(m.path, m.sha256) for m in self.models()}
+        failed = {version: problems for version, problems in results.items() if problems}
+        if failed:
+            for version, problems in failed.items():
+                logger.error("model %s: artifact fails verification: %s", version, problems)
+            self._alert(
+                ARTIFACT_VERIFICATION_FAILED,
+                f"{len(failed)} of {len(results)} model artifacts fail verification "
+                f"({', '.join(failed)})",
+                {"store": self.store.path, "problems": failed},
+            )
+        return results
+
+    def unregistered(self) -> list[Path]:
+        """Bundle directories in the artifact folder with no row in this registry (see
+        `daemon.registry.artifacts.unregistered`); reported, never removed: they may be another
+        store's."""
+        return unregistered(self.root, (m.version for m in self.models()))
+
+    def _refused(self, record: ModelRecord, during: str, problems: list[str]) -> NoReturn:
+        message = f"model {record.version}: artifact refused ({during}): {'; '.join(problems)}"
+        logger.error("%s", message)
+        self._alert(
+            ARTIFACT_REFUSED,
+            f"model {record.version}: artifact refused during {during}",
+            {"version": record.version, "path": record.path, "problems": problems},
+        )
+        raise ArtifactError(message)
+
+    def _alert(self, event: str, summary: str, details: Mapping[str, Any]) -> None:
+        if self.alerts is not None:
+            send_alert(self.alerts, event, summary, details)
+
+    # -- retrain runs ----------------------------------------------------------------------
+
+    def add_retrain_run(
+        self,
+        *,
+        trigger: str,
+        started_at: dt.datetime,
+        finished_at: dt.datetime,
+        promoted: bool,
+        reason: str,
+        version: str | None = None,
+        report: Mapping[str, Any] | None = None,
+    ) -> RetrainRun:
+        """Record one retrain attempt (successful or not) and return it with its id."""
+        _check_text("add_retrain_run", "trigger", trigger)
+        row = {
+            "version": version,
+            "trigger": trigger,
+            "started_at": _aware("add_retrain_run(started_at)", started_at),
+            "finished_at": _aware("add_retrain_run(finished_at)", finished_at),
+            "promoted": int(bool(promoted)),
+            "reason": reason,
+            "report": _text(report),
+        }
+        with self.store.transaction("record a retrain run", write=True) as conn:
+            run_id = conn.execute(
+                "INSERT INTO retrain_runs (version, trigger, started_at, finished_at, promoted, "
+                "reason, report) VALUES (:version, :trigger, :started_at, :finished_at, "
+                ":promoted, :reason, :report)",
+                row,
+            ).lastrowid
+        return _run({"id": run_id, **row})
+
+    def last_retrain_run(self) -> RetrainRun | None:
+        """The most recently recorded retrain run, or None."""
+        with self.store.transaction("read the last retrain run", write=False) as conn:
+            row = conn.execute(
+                "SELECT id, version, trigger, started_at, finished_at, promoted, reason, report "
+                "FROM retrain_runs ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        names = ("id", "version", "trigger", "started_at", "finished_at", "promoted", "reason")
+        return _run(dict(zip((*names, "report"), row, strict=True)))
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+_MODEL_COLUMNS = ("version", "trained_at", "sha256", "path", "status", "report")
+_SELECT_MODELS = f"SELECT {', '.join(_MODEL_COLUMNS)} FROM models"  # noqa: S608 (constants)
+
+
+def _as_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(_MODEL_COLUMNS, row, strict=True))
+
+
+def _model_row(conn: sqlite3.Connection, path: str, version: str, base: Path) -> ModelRecord:
+    row = conn.execute(f"{_SELECT_MODELS} WHERE version = ?", (version,)).fetchone()
+    if row is None:
+        raise ModelNotFoundError(
+            f"{path}: model version {version!r} is not registered (see `regimed models list`)"
+        )
+    return _model(_as_dict(row), base)
+
+
+def _refuse_known(conn: sqlite3.Connection, path: str, version: str) -> None:
+    if conn.execute("SELECT 1 FROM models WHERE version = ?", (version,)).fetchone():
+        raise StoreError(f"{path}: model version {version!r} is already registered")
+
+
+def _champion_version(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT version FROM models WHERE status = 'champion'").fetchone()
+    return None if row is None else str(row[0])
+
+
+def _record_promotion(
+    conn: sqlite3.Connection,
+    version: str,
+    previous: str | None,
+    reason: str,
+    when: str | None = None,
+) -> int:
+    when = when or dt.datetime.now(dt.UTC).isoformat()
+    cursor = conn.execute(
+        "INSERT INTO promotions (version, promoted_at, previous_version, reason) "
+        "VALUES (?, ?, ?, ?)",
+        (version, when, previous, reason),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def _check_text(owner: str, name: str, value: object) -> None:
+    if not isinstance(value, str) or not value or not value.isprintable():
+        raise StoreError(f"{owner}.{name} = {value!r}: expected a non-empty printable string")
+
+
+def _aware(name: str, value: dt.datetime) -> str:
+    if not isinstance(value, dt.datetime) or value.utcoffset() is None:
+        raise StoreError(f"{name} = {value!r}: expected a time zone-aware datetime")
+    return value.isoformat()
+
+
+def _text(report: Mapping[str, Any] | None) -> str:
+    try:
+        return json.dumps(dict(report or {}))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"report: not JSON-serialisable: {exc}") from None
+
+
+def _loads(text: str | None) -> dict[str, Any]:
+    value = json.loads(text) if text else {}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _number(doc: Mapping[str, Any], *keys: str) -> float | None:
+    value: Any = doc
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _relative(path: str | os.PathLike[str], base: Path) -> str:
+    """An artifact path in the registry's form: relative to `base` (the store's directory)
+    when it lies inside it, else absolute. A relative `path` is already relative to `base`."""
+    if not os.path.isabs(path):
+        return os.path.normpath(path)
+    try:
+        return Path(os.path.normpath(path)).relative_to(base).as_posix()
+    except ValueError:
+        return os.path.normpath(path)
+
+
+def _model(row: Mapping[str, Any], base: Path) -> ModelRecord:
+    """A record from a registry row; a relative artifact path is resolved against `base`."""
+    return ModelRecord(
+        version=str(row["version"]),
+        trained_at=dt.datetime.fromisoformat(row["trained_at"]),
+        sha256=str(row["sha256"]),
+        path=os.path.normpath(os.path.join(base, row["path"])),
+        status=row["status"],
+        report=_loads(row["report"]),
+    )
+
+
+def _run(row: Mapping[str, Any]) -> RetrainRun:
+    return RetrainRun(
+        id=int(row["id"]),
+        version=row["version"],
+        trigger=str(row["trigger"]),
+        started_at=dt.datetime.fromisoformat(row["started_at"]),
+        finished_at=dt.datetime.fromisoformat(row["finished_at"]),
+        promoted=bool(row["promoted"]),
+        reason=str(row["reason"]),
+        report=_loads(row["report"]),
+    )

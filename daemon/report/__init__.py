@@ -1,0 +1,1 @@
+"""Rendering: SVG plots, the retrain and evaluation reports, progress output."""

@@ -1,0 +1,1 @@
+"""The process: the service, its retrains and scheduler, status and sd_notify."""

@@ -1,0 +1,541 @@
+"""Run one retrain in a child process, so training never holds the daemon's GIL.
+
+The daemon's consumer must call `poll()` well within `kafka.max_poll_interval_ms`; a retrain
+fits models for minutes in native code and Python alike, so it runs in a process of its own:
+`python -P -m daemon.runtime.retrain_runner`, this module's `_child`. The parent hands the child the
+request on standard input: the trigger and the daemon's *effective* configuration as plain JSON
+values (secrets included), which the child builds into a `Config` again with the same code
+that loads `config.toml`. So the child trains with exactly the configuration the daemon runs
+with, whether it came from a file, `REGIMED_` variables or code (the demo), even when the file
+was edited since start-up; no secret is written to disk, to argv or to the environment
+(`Config.to_toml()` masks secrets, so a rendered file would not do).
+
+The child prints the report (the `regimed retrain --json` document) on its standard output and
+exits 0; 1 when no candidate could be made (the failed run's report still printed); 75
+(EX_TEMPFAIL) when another retrain holds the store's lock; 143 when terminated. Anything a
+library prints goes to standard error, never into the report. The child logs at the daemon's
+level to standard error (a temporary file), and the parent forwards each record to its own
+loggers while it waits, so the trainer's warnings reach the daemon's journal as they happen.
+
+Stopping: the parent checks its stop event while it waits, sends SIGTERM to the child's process
+group, and SIGKILL after `stop_grace_seconds`. The child turns SIGTERM into an exception, so the
+trainer's context managers run: the lock is released, the store's transaction rolled back and a
+half-written artifact directory removed (`save_bundle` removes it on any exception). After a
+SIGKILL the kernel still releases the lock; a `models/.tmp-*` directory may then remain.
+
+The child also stops when the daemon dies, however it dies: it keeps its standard input open and
+a thread reads it to the end; end of file means the parent is gone, so the child terminates
+itself the same way. (A pipe rather than `prctl(PR_SET_PDEATHSIG)`: that needs a `preexec_fn`,
+which is unsafe in a process with threads, and fires when the forking *thread* exits.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import FrameType
+from typing import IO, Any, Literal, get_args
+
+from daemon.config import Config
+from daemon.config.runtime import RetrainProcessConfig
+from daemon.config.settings import Secret, build
+from daemon.training.threads import DAEMON_CORES, resolve_n_jobs, thread_environment
+
+__all__ = [
+    "EXIT_BUSY",
+    "EXIT_TERMINATED",
+    "OUTCOMES",
+    "Outcome",
+    "RetrainRunner",
+    "RunResult",
+    "config_document",
+    "config_from_document",
+]
+
+#: By name: the child runs this module as `__main__`.
+logger = logging.getLogger("daemon.runtime.retrain_runner")
+
+#: What became of a run: a candidate promoted or rejected by the gate, no candidate (failed),
+#: not run because another retrain holds the lock (busy), or stopped by the daemon's shutdown.
+Outcome = Literal["promoted", "rejected", "failed", "busy", "stopped"]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+#: The child's exit code when another retrain holds the lock (sysexits EX_TEMPFAIL).
+EXIT_BUSY = 75
+#: The child's exit code after it stopped on SIGTERM (or on its parent's death).
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+#: How long to wait for a SIGKILLed process to be reaped before giving up on it.
+_KILL_WAIT_S = 5.0
+#: The child's log lines (the daemon adds its own time stamps when it forwards them).
+_CHILD_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+_CHILD_RECORD = re.compile(
+    r"(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) (?P<name>[\w.-]+): (?P<message>.*)"
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One retrain attempt as the daemon saw it.
+
+    `report` is the trainer's report (design.md, "retrain --json report keys") when the child
+    printed one: always for promoted and rejected, usually for failed.
+    """
+
+    trigger: str
+    outcome: Outcome
+    duration_seconds: float
+    report: dict[str, Any] | None = None
+    reason: str = ""
+    returncode: int | None = None
+    started_at: dt.datetime | None = None
+
+    @property
+    def version(self) -> str | None:
+        """The version of the candidate the run registered, if it got that far."""
+        value = (self.report or {}).get("version")
+        return value if isinstance(value, str) else None
+
+    @property
+    def promoted(self) -> bool:
+        """Whether the run made a new champion."""
+        return self.outcome == "promoted"
+
+
+def config_document(config: Config) -> dict[str, Any]:
+    """`config` as plain JSON values, secrets revealed: what `config_from_document` rebuilds.
+
+    Only for handing the configuration to a child process through a pipe; never log it.
+    """
+    document: dict[str, Any] = _plain(config)
+    return document
+
+
+def config_from_document(document: Mapping[str, Any]) -> Config:
+    """The `Config` that `config_document` described, validated like a configuration file
+    (environment overrides are not applied again: they are already in the values)."""
+    config: Config = build(Config, document, {})
+    return config
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Secret):
+        return value.get_secret_value()
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+class RetrainRunner:
+    """Runs retrains, one call at a time, each in a child process it supervises.
+
+    `stop` is the daemon's stop event: once set, a running child is terminated (SIGTERM, then
+    SIGKILL after `process.stop_grace_seconds`) and no new one is started; a run past
+    `process.timeout_seconds` is stopped the same way. `poll_seconds` is how often the child's
+    exit and log are looked at. `python` is the interpreter that runs the child (tests
+    substitute a stand-in).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        stop: threading.Event | None = None,
+        process: RetrainProcessConfig | None = None,
+        python: str = sys.executable,
+        poll_seconds: float = 0.2,
+    ) -> None:
+        self.config = config
+        self.stop_event = stop if stop is not None else threading.Event()
+        self.process = process or RetrainProcessConfig()
+        self.python = python
+        self.poll_seconds = poll_seconds
+
+    @property
+    def command(self) -> list[str]:
+        """The child's command line. `-P`: import regimed as installed, never from a `daemon`
+        folder that happens to be in the working directory."""
+        return [self.python, "-P", "-m", "daemon.runtime.retrain_runner"]
+
+    def environment(self, n_jobs: int) -> dict[str, str]:
+        """The child's environment: the daemon's, with every thread pool of the numeric
+        libraries capped at `n_jobs` and OpenMP's waiting threads asleep, so the retrain yields
+        the cores to the consumer and the writer. In the environment, not set by the child:
+        the libraries read it once, when they load."""
+        return thread_environment(n_jobs, os.environ)
+
+    def stop(self) -> None:
+        """Terminate a running retrain and refuse new ones (returns at once)."""
+        self.stop_event.set()
+
+    def run(self, trigger: str) -> RunResult:
+        """Run one retrain in a child process and wait for it (or for the stop event).
+
+        Never raises for what can go wrong with the child: that is the result's outcome.
+        """
+        started_at = dt.datetime.now(dt.UTC)
+        t0 = time.monotonic()
+        if self.stop_event.is_set():
+            reason = "not started: the daemon is stopping"
+            return RunResult(trigger, "stopped", 0.0, reason=reason, started_at=started_at)
+        # "auto" threads: the cores the consumer and the writer leave (daemon.training.threads)
+        n_jobs = resolve_n_jobs(self.config.training.n_jobs, reserved=DAEMON_CORES)
+        training = dataclasses.replace(self.config.training, n_jobs=n_jobs)
+        request = {
+            "trigger": trigger,
+            "config": config_document(self.config.replace(training=training)),
+            "grace_seconds": self.process.stop_grace_seconds,
+            "log_level": logging.getLogger().getEffectiveLevel(),
+        }
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            try:
+                child = subprocess.Popen(  # noqa: S603 (our interpreter, fixed arguments)
+                    self.command,
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    stderr=err,
+                    env=self.environment(n_jobs),
+                    start_new_session=True,  # our signals reach the child's whole group only
+                )
+            except OSError as exc:
+                reason = f"cannot start the retrain process ({self.python}): {exc}"
+                logger.error("retrain (%s): %s", trigger, reason)
+                return RunResult(
+                    trigger, "failed", time.monotonic() - t0, reason=reason, started_at=started_at
+                )
+            logger.info("retrain (%s) started in process %d", trigger, child.pid)
+            log = _ChildLog(err.fileno(), child.pid)
+            try:
+                ended_by = self._supervise(child, request, t0, log)
+            finally:
+                self._reap(child)
+                log.pump(final=True)
+            out.seek(0)
+            report = _parse_report(out.read())
+        result = self._result(trigger, child.returncode, ended_by, report, log, t0, started_at)
+        self._log(result)
+        return result
+
+    # -- supervising ---------------------------------------------------------------------------
+
+    def _supervise(
+        self,
+        child: subprocess.Popen[bytes],
+        request: Mapping[str, Any],
+        t0: float,
+        log: _ChildLog,
+    ) -> Literal["exit", "stop", "timeout"]:
+        assert child.stdin is not None
+        try:
+            child.stdin.write((json.dumps(request) + "\n").encode())
+            child.stdin.flush()
+        except BrokenPipeError:
+            pass  # the child died at once; its exit status and log say why
+        limit = self.process.timeout_seconds
+        while True:
+            log.pump()
+            if child.poll() is not None:
+                return "exit"
+            if self.stop_event.wait(self.poll_seconds):
+                logger.info("stopping the retrain process %d (SIGTERM)", child.pid)
+                self._terminate(child)
+                return "stop"
+            if limit and time.monotonic() - t0 >= limit:
+                logger.error(
+                    "the retrain process %d has run for %.0f s: stopping it "
+                    "(retrain.timeout_seconds = %g)",
+                    child.pid,
+                    time.monotonic() - t0,
+                    limit,
+                )
+                self._terminate(child)
+                return "timeout"
+
+    def _terminate(self, child: subprocess.Popen[bytes]) -> None:
+        """SIGTERM, and SIGKILL when the child has not exited after the grace period."""
+        _signal_group(child, signal.SIGTERM)
+        grace = self.process.stop_grace_seconds
+        try:
+            child.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            logger.warning(
+                "the retrain process %d did not stop within %g s of SIGTERM: killing it",
+                child.pid,
+                grace,
+            )
+            _signal_group(child, signal.SIGKILL)
+
+    def _reap(self, child: subprocess.Popen[bytes]) -> None:
+        """Make sure the child is gone and waited for, whatever happened in between."""
+        if child.poll() is None:
+            _signal_group(child, signal.SIGKILL)
+        try:
+            child.wait(timeout=_KILL_WAIT_S)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a process stuck in the kernel
+            logger.error("the retrain process %d does not die; leaving it", child.pid)
+        if child.stdin is not None:
+            with contextlib.suppress(OSError):
+                child.stdin.close()
+
+    # -- the result ----------------------------------------------------------------------------
+
+    def _result(
+        self,
+        trigger: str,
+        returncode: int | None,
+        ended_by: str,
+        report: dict[str, Any] | None,
+        log: _ChildLog,
+        t0: float,
+        started_at: dt.datetime,
+    ) -> RunResult:
+        outcome: Outcome
+        registered = report is not None and report.get("outcome") in ("promoted", "rejected")
+        if report is not None and (registered or returncode == EXIT_OK):
+            # A run that finished just as the stop came has registered its model all the same.
+            outcome = "promoted" if report.get("promoted") else "rejected"
+            reason = str(report.get("reason", ""))
+        elif ended_by == "stop":
+            outcome, reason = "stopped", "stopped by the daemon's shutdown; the champion is kept"
+        elif returncode in (EXIT_TERMINATED, -signal.SIGTERM):
+            # systemd stopping the whole unit, or an operator: not a failure of the retrain
+            outcome = "stopped"
+            reason = "the retrain process was terminated (SIGTERM); the champion is kept"
+        elif ended_by == "timeout":
+            outcome = "failed"
+            reason = f"timed out after {self.process.timeout_seconds:g} s; the champion is kept"
+        elif returncode == EXIT_BUSY:
+            outcome = "busy"
+            reason = log.last_problem or "another retrain is running on this store"
+        elif returncode is not None and returncode < 0:
+            outcome = "failed"
+            reason = f"the retrain process was killed by {signal.Signals(-returncode).name}"
+            if -returncode == signal.SIGKILL:
+                reason += " (out of memory?)"
+        elif returncode == EXIT_OK:
+            outcome, reason = "failed", "the retrain process exited without a report"
+        else:
+            outcome = "failed"
+            reason = str((report or {}).get("reason") or "") or (
+                log.last_problem or f"the retrain process exited with code {returncode}"
+            )
+        return RunResult(
+            trigger=trigger,
+            outcome=outcome,
+            duration_seconds=round(time.monotonic() - t0, 3),
+            report=report,
+            reason=reason,
+            returncode=returncode,
+            started_at=started_at,
+        )
+
+    def _log(self, result: RunResult) -> None:
+        quiet = result.outcome in ("promoted", "rejected", "stopped")
+        level = logging.INFO if quiet else logging.WARNING
+        logger.log(
+            level,
+            "retrain (%s) %s after %.1f s%s: %s",
+            result.trigger,
+            result.outcome,
+            result.duration_seconds,
+            f", version {result.version}" if result.version else "",
+            result.reason,
+        )
+
+
+class _ChildLog:
+    """Forwards the child's log lines, as they come, to the daemon's loggers.
+
+    The child writes its log to a temporary file (`_CHILD_LOG_FORMAT`); `pump` reads what is new
+    with `pread` (the child's write offset stays untouched) and re-logs each record under the
+    child's logger name and level, so a warning of the trainer reaches the daemon's journal
+    when it happens. Lines of no record (a traceback, a library's print) keep the level of the
+    record before them.
+    """
+
+    def __init__(self, fd: int, pid: int) -> None:
+        self.fd = fd
+        self.pid = pid
+        self.offset = 0
+        self.partial = b""
+        self.level = logging.INFO
+        self.name = "daemon.runtime.retrain_runner"
+        #: The message of the child's last WARNING (or worse) record: why a run failed.
+        self.last_problem = ""
+
+    def pump(self, *, final: bool = False) -> None:
+        """Forward the complete lines written since the last call (with `final`, all)."""
+        while chunk := os.pread(self.fd, 1 << 16, self.offset):
+            self.offset += len(chunk)
+            self.partial += chunk
+        *lines, self.partial = self.partial.split(b"\n")
+        if final and self.partial:
+            lines.append(self.partial)
+            self.partial = b""
+        for raw in lines:
+            self._forward(raw.decode("utf-8", errors="replace").rstrip())
+
+    def _forward(self, line: str) -> None:
+        if not line:
+            return
+        match = _CHILD_RECORD.match(line)
+        if match is not None:
+            self.level = logging.getLevelNamesMapping()[match["level"]]
+            self.name, line = match["name"], match["message"]
+            if self.level >= logging.WARNING:
+                self.last_problem = line
+        logging.getLogger(self.name).log(self.level, "[retrain %d] %s", self.pid, line)
+
+
+def _signal_group(child: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Signal the child's process group (it leads its own session), unless it is reaped."""
+    if child.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, sig)
+
+
+def _parse_report(stdout: bytes) -> dict[str, Any] | None:
+    text = stdout.decode("utf-8", errors="replace").strip()
+    if not text:
+        return None
+    try:
+        report = json.loads(text)
+    except ValueError:
+        logger.error("the retrain process printed something other than a JSON report")
+        return None
+    return report if isinstance(report, dict) else None
+
+
+# -- the child process ---------------------------------------------------------------------
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwind the retrain (BaseException, so no `except Exception` eats it)."""
+
+
+def _sigterm_handler(grace_seconds: float) -> Callable[[int, FrameType | None], None]:
+    """The child's SIGTERM handler: unwind the retrain by raising `_Terminated`, once.
+
+    An exception raised from a signal handler can be swallowed: when it lands while a
+    finalizer (`__del__`, a weakref callback) or a library's catch-all runs, Python reports it
+    as ignored and the retrain goes on. A backstop thread therefore exits the process outright
+    if it is still alive `grace_seconds` after the signal, so a terminated retrain always ends
+    even when nobody follows up with SIGKILL.
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # unwind once
+        threading.Thread(
+            target=_exit_after, args=(grace_seconds,), name="sigterm-backstop", daemon=True
+        ).start()
+        raise _Terminated
+
+    return handler
+
+
+def _exit_after(grace_seconds: float) -> None:
+    time.sleep(grace_seconds)
+    # Straight to the descriptor: a logging handler's lock may be held by the stuck thread.
+    message = f"the retrain did not unwind within {grace_seconds:g} s of SIGTERM: exiting\n"
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), message.encode())
+    os._exit(EXIT_TERMINATED)
+
+
+def _read_line(fd: int) -> bytes:
+    """One line from `fd`, read unbuffered (a buffered reader would take the bytes after it)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _watch_parent(fd: int, grace_seconds: float) -> None:
+    """Read `fd` (the parent's end of the pipe) to its end: the parent is gone. Terminate
+    like on SIGTERM, and exit outright if the retrain has not unwound after the grace."""
+    while os.read(fd, 4096):
+        pass
+    logger.warning("the daemon is gone: stopping the retrain")
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(grace_seconds)
+    os._exit(EXIT_TERMINATED)
+
+
+def _write_report(stream: IO[str], report: Mapping[str, Any]) -> None:
+    stream.write(json.dumps(report) + "\n")
+    stream.flush()
+
+
+def _child() -> int:
+    """Entry point of the retrain process: read the request, train, print the report."""
+    report_stream = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # library chatter must not reach the report
+    stdin = sys.stdin.fileno()
+    try:
+        request = json.loads(_read_line(stdin))
+        trigger = str(request["trigger"])
+        grace = float(request["grace_seconds"])
+        level = int(request.get("log_level", logging.INFO))
+    except (ValueError, KeyError, TypeError) as exc:
+        sys.stderr.write(f"error: expected a retrain request as JSON on standard input: {exc}\n")
+        return EXIT_FAILED
+    logging.basicConfig(level=level, format=_CHILD_LOG_FORMAT, stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _sigterm_handler(grace))
+    try:
+        # A daemon thread: it blocks on the pipe until the parent closes it, which the parent
+        # does only after this process has exited; it holds no lock the exit needs (os.read).
+        threading.Thread(
+            target=_watch_parent, args=(stdin, grace), name="parent-watch", daemon=True
+        ).start()
+        return _train(request["config"], trigger, report_stream)
+    except _Terminated:
+        logger.warning("terminated: the retrain is abandoned, the champion is kept")
+        return EXIT_TERMINATED
+
+
+def _train(document: Mapping[str, Any], trigger: str, report_stream: IO[str]) -> int:
+    from daemon.errors import RegimedError
+    from daemon.training.lock import RetrainBusy
+    from daemon.training.trainer import RetrainFailed, retrain
+
+    try:
+        report = retrain(config_from_document(document), trigger=trigger)
+    except RetrainBusy as exc:
+        logger.warning("%s", exc)  # expected now and then: the daemon counts it as skipped
+        return EXIT_BUSY
+    except RetrainFailed as exc:
+        _write_report(report_stream, exc.report)
+        logger.error("%s", exc)
+        return EXIT_FAILED
+    except RegimedError as exc:
+        logger.error("%s", exc)
+        return EXIT_FAILED
+    _write_report(report_stream, report)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(_child())

@@ -1,0 +1,75 @@
+"""`regimed status`: what is stored, which model serves, when the next retrain runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from daemon.config import Config, ScheduleConfig
+from daemon.domain import REGIMES
+from daemon.store.sqlite import Store
+
+
+def next_retrain(schedule: ScheduleConfig, now: dt.datetime | None = None) -> dt.datetime:
+    """The next weekly retrain after `now`, in the schedule's time zone (APScheduler cron)."""
+    from daemon.runtime.scheduler import next_fire_time
+
+    return next_fire_time(schedule, now)
+
+
+def status(config: Config, store: Store, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The status document (`regimed status --json`); keys per docs/operations.md."""
+    champion = store.champion()
+    run = store.last_retrain_run()
+    return {
+        "bars": store.bar_count(),
+        "samples": store.sample_counts(),
+        "rejected_events": store.counter("rejected_events"),
+        "champion": None
+        if champion is None
+        else {
+            "version": champion.version,
+            "trained_at": champion.trained_at.isoformat(),
+            "sha256": champion.sha256,
+        },
+        "last_retrain": None
+        if run is None
+        else {
+            "version": run.version,
+            "trigger": run.trigger,
+            "finished_at": run.finished_at.isoformat(),
+            "promoted": run.promoted,
+        },
+        "next_retrain": next_retrain(config.schedule, now).isoformat(),
+    }
+
+
+def render(doc: dict[str, Any]) -> str:
+    """The status as a readable table."""
+    lines = [f"bars stored        {doc['bars']:>10,}"]
+    lines.append(f"rejected events    {doc['rejected_events']:>10,}")
+    lines.append("")
+    lines.append(f"  {'samples':<16} {'live':>10} {'archive':>10}")
+    for regime in REGIMES:
+        live = doc["samples"]["live"].get(regime, 0)
+        archive = doc["samples"]["archive"].get(regime, 0)
+        lines.append(f"  {regime:<16} {live:>10,} {archive:>10,}")
+    live_total = sum(doc["samples"]["live"].values())
+    archive_total = sum(doc["samples"]["archive"].values())
+    lines.append(f"  {'total':<16} {live_total:>10,} {archive_total:>10,}")
+    lines.append("")
+    champion = doc["champion"]
+    lines.append(
+        "champion           none yet (live rows are not scored until a retrain promotes one)"
+        if champion is None
+        else f"champion           {champion['version']} (trained {champion['trained_at']})"
+    )
+    run = doc["last_retrain"]
+    lines.append(
+        "last retrain       none yet"
+        if run is None
+        else f"last retrain       {run['version'] or 'no model'} ({run['trigger']}, finished "
+        f"{run['finished_at']}, {'promoted' if run['promoted'] else 'not promoted'})"
+    )
+    lines.append(f"next retrain       {doc['next_retrain']}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,146 @@
+"""`regimed demo --exit-after-retrain`, the README's main command, run as a new user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.domain import REGIMES
+from daemon.store.sqlite import Store
+
+pytestmark = pytest.mark.integration
+
+
+def demo_once(state: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`regimed demo --exit-after-retrain` on `state`, from `cwd` (no config.toml there: the
+    built-in defaults, as on a fresh machine)."""
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", "demo", "--exit-after-retrain", "--metrics-port", "0",
+         "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )  # fmt: skip
+
+
+def test_demo_shows_the_whole_loop_on_the_bundled_history(tmp_path):
+    state = tmp_path / "state"
+    done = demo_once(state, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out, err = done.stdout, done.stderr
+    # stderr is a pipe here, as under systemd: plain lines, no carriage returns, no traceback
+    assert "\r" not in err and "\x1b[" not in err
+    assert "Traceback" not in err
+    # progress throughout
+    for step in ("embedded Kafka broker", "replaying 11,321 bundled bars", "archive built",
+                 "retraining", "consumed 11,321/11,321 bars"):  # fmt: skip
+        assert step in err, step
+    # the per-regime table, balanced accuracy beside the naive references, and the decision
+    assert "validation (balanced accuracy; accuracy beside it)" in out
+    for regime in (*REGIMES, "overall"):
+        assert re.search(rf"^{regime}\s+[\d,]+\s", out, flags=re.M), regime
+    assert "always up" in out and "prev. return" in out
+    assert re.search(r"^decision: (PROMOTED|NOT PROMOTED) \(\w+\): .+", out, flags=re.M)
+    report_path = Path(re.search(r"^report: (.+\.html)$", out, flags=re.M).group(1))
+    assert report_path.is_file() and report_path.parent.parent == state
+    assert "<svg" in report_path.read_text()
+    # the state the daemon left: the replay stored, a registered model, one recorded run
+    with Store.open(store_config(state), read_only=True) as store:
+        assert store.bar_count() == 11_321  # every replayed bar, the VIX closes included
+        (model,) = store.models()
+        run = store.last_retrain_run()
+    assert run is not None and run.trigger == "demo" and run.version == model.version
+    assert json.loads(json.dumps(model.report))["training"]["effective_size_ratio"] == (
+        pytest.approx(1.17, abs=5e-3)
+    )
+
+    # The same state directory a second time: a fresh broker replays the same history, the
+    # stored offsets skip it, and one more retrain is gated against the first one's champion.
+    again = demo_once(state, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Traceback" not in again.stderr
+    assert re.search(r"^decision: (PROMOTED|NOT PROMOTED) ", again.stdout, flags=re.M)
+    with Store.open(store_config(state), read_only=True) as store:
+        assert store.bar_count() == 11_321  # nothing stored twice
+        assert len(store.models()) == 2
+
+
+def broker_pid(err: str) -> int:
+    return int(re.search(r"embedded broker pid (\d+)", err).group(1))
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for a reaper does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_sigterm_stops_the_demo_its_broker_and_removes_its_temporary_state(tmp_path):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    err_path = tmp_path / "stderr"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGIMED_")}
+    with open(err_path, "w") as err:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "demo", "--metrics-port", "0"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=tmp_path,
+            env={**env, "TMPDIR": str(temp)},  # the temporary state directory goes here
+        )
+        try:
+            wait_for(lambda: "daemon running" in err_path.read_text(), 120, "the daemon")
+            broker = broker_pid(err_path.read_text())
+            assert alive(broker) and list(temp.glob("regimed-demo-*"))
+            demo.send_signal(signal.SIGTERM)
+            code = demo.wait(timeout=60)
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait(timeout=10)
+    text = err_path.read_text()
+    assert code == 0, text[-3000:]
+    assert "Traceback" not in text
+    assert not alive(broker)
+    assert list(temp.iterdir()) == []
+
+
+def test_a_busy_metrics_port_stops_the_demo_with_one_error_line(run_cli, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("demo", "--exit-after-retrain", "--metrics-port", str(port))
+    assert result.code == 2
+    errors = [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: metrics.port = {port}: cannot listen on 127.0.0.1:{port}: Address already in "
+        "use (choose another with --metrics-port PORT; 0 picks a free one)"
+    ]
+    assert "Traceback" not in result.err
+
+
+def store_config(state: Path):
+    from daemon.config import StoreConfig
+
+    return StoreConfig(path=str(state / "regimed.db"))

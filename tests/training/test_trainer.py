@@ -1,0 +1,278 @@
+"""A whole retrain on real data: the bundled S&P 500 and NASDAQ as live samples plus the
+bundled archive, through split, sampling, eight fits, validation, gate and registry."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.config import Config, ModelsConfig, StoreConfig
+from daemon.config.training import LightGBMConfig, RandomForestConfig
+from daemon.pipeline.engine import history_rows
+from daemon.store.sqlite import Store
+from daemon.training.archive import build_archive
+from daemon.training.lock import RetrainBusy, retrain_lock
+from daemon.training.trainer import RetrainFailed, retrain
+
+VOLATILE = ("version", "duration_seconds", "artifact", "fit_seconds")
+
+
+#: Small models for the tests that are about the trainer's logic, not the models' quality.
+FAST_MODELS = ModelsConfig(
+    random_forest=RandomForestConfig(n_estimators=20),
+    lightgbm=LightGBMConfig(n_estimators=30),
+)
+
+
+def _config(path: Path, *, fast: bool = True, **training: object) -> Config:
+    config = Config().replace(store=StoreConfig(path=str(path)))
+    if fast:
+        config = config.replace(models=FAST_MODELS)
+    if training:
+        config = config.replace(training=dataclasses.replace(config.training, **training))
+    return config
+
+
+@pytest.fixture(scope="session")
+def bundled_db(tmp_path_factory, sp500, nasdaq, vix) -> Path:
+    """A store holding the bundled history as live samples and the bundled archive."""
+    path = tmp_path_factory.mktemp("bundled") / "regimed.db"
+    config = _config(path)
+    with Store.open(config.store) as store:
+        for symbol, bars in (("^GSPC", sp500), ("^IXIC", nasdaq)):
+            bar_rows, samples = history_rows(config, symbol, bars, vix)
+            store.write_batch(bars=bar_rows, samples=samples)
+        build_archive(config, store, "bundled")
+    return path
+
+
+@pytest.fixture
+def db(bundled_db, tmp_path) -> Path:
+    """A private copy of the bundled store."""
+    path = tmp_path / "regimed.db"
+    shutil.copy(bundled_db, path)
+    return path
+
+
+def _stable(report: dict) -> dict:
+    """The report without what legitimately changes between runs (names, times)."""
+    out = json.loads(json.dumps(report))
+    for key in VOLATILE:
+        out.pop(key, None)
+    for cell in out["validation"]["models"].values():
+        cell.pop("fit_seconds", None)
+    return out
+
+
+def test_retrain_on_the_bundled_history_reports_per_regime_and_registers(db):
+    config = _config(db, fast=False)  # the default configuration
+    report = retrain(config, trigger="manual")
+
+    training = report["training"]
+    assert training["weight_share"]["crash"] == pytest.approx(0.171, abs=5e-4)
+    assert training["weight_share"]["recovery"] == pytest.approx(0.128, abs=5e-4)
+    assert training["weight_share"]["normal"] == pytest.approx(0.342, abs=5e-4)
+    assert training["effective_size_ratio"] == pytest.approx(1.17, abs=5e-3)
+    after = training["regime_counts_after"]
+    total = sum(after.values())
+    assert after["crash"] / total == pytest.approx(0.10, abs=1e-3)
+
+    validation = report["validation"]
+    assert set(validation["per_regime"]) == {
+        "low_volatility", "normal", "high_volatility", "crash", "recovery",
+    }  # fmt: skip
+    n = sum(cell["n"] for cell in validation["per_regime"].values())
+    assert n == validation["overall"]["n"] == report["split"]["validation_rows"]
+    for cell in validation["per_regime"].values():
+        if cell["n"] < config.training.min_score_samples:
+            assert cell["balanced_accuracy"] is None and cell["accuracy"] is None
+        else:
+            assert 0.0 <= cell["balanced_accuracy"] <= 1.0
+    assert set(validation["models"]) == set(config.training.models) | {"ensemble"}
+    assert set(validation["baselines"]) == {"always_up", "training_majority", "previous_return"}
+    # always up: balanced accuracy exactly one half, accuracy the share of up labels
+    assert validation["baselines"]["always_up"]["balanced_accuracy"] == pytest.approx(0.5)
+    assert 0.5 < validation["baselines"]["always_up"]["accuracy"] < 0.7
+    assert sum(report["ensemble"]["weights"].values()) == pytest.approx(1.0)
+
+    # no champion yet: the naive references decide
+    assert report["gate"]["rule"] in {"no_champion", "naive_edge"}
+    assert isinstance(report["promoted"], bool) and report["reason"]
+
+    with Store.open(config.store) as store:
+        (model,) = store.models()
+        run = store.last_retrain_run()
+        champion = store.champion()
+    assert model.version == report["version"]
+    assert model.sha256 == report["artifact"]["sha256"]
+    assert run is not None and run.version == report["version"] and run.trigger == "manual"
+    assert run.promoted == report["promoted"]
+    assert (champion is not None) == report["promoted"]
+    artifact = Path(report["artifact"]["path"])
+    assert artifact.parent == db.parent / "models"
+    for file in artifact.iterdir():
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600
+    # the drift reference of the training rows travels with the model
+    from daemon.monitor.drift import Reference
+
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    reference = Reference.from_dict(manifest["meta"]["drift_reference"])
+    assert {"low_volatility", "normal", "crash"} <= set(reference.regimes)
+
+
+def test_a_rerun_on_the_same_data_and_seed_gives_the_same_metrics(db):
+    config = _config(db, models=("random_forest", "lightgbm", "logistic_regression"))
+    first = retrain(config)
+    second = retrain(config)
+    a, b = _stable(first), _stable(second)
+    for key in ("champion", "gate", "promoted", "reason", "outcome"):
+        a.pop(key), b.pop(key)
+    assert a == b
+    if first["promoted"]:
+        # the same model against itself: identical scores, so it passes the gate
+        assert second["champion"]["overall"] == second["validation"]["overall"]
+        assert second["gate"]["interval"] == [0.0, 0.0]
+
+
+def test_a_worse_candidate_is_not_promoted(db):
+    config = _config(db, models=("random_forest", "lightgbm", "logistic_regression"))
+    # Labels 1 exactly when the 5-day return feature... is not known yet; make the task
+    # learnable instead: the label is the sign of the previous 5-bar return.
+    with Store.open(config.store) as store:
+        store._conn.execute("UPDATE samples SET label = 0")
+    _label_by_feature(config, "ret_5")
+    first = retrain(config)
+    assert first["promoted"], first["reason"]
+    assert first["validation"]["overall"]["balanced_accuracy"] > 0.9
+    # Now train on noise: the training part's labels are shuffled, validation keeps the truth.
+    cutoff = first["split"]["cutoff"]
+    with Store.open(config.store) as store:
+        rows = store._conn.execute(
+            "SELECT source, symbol, ts FROM samples WHERE ts < ?", (cutoff,)
+        ).fetchall()
+        rng = np.random.default_rng(7)
+        labels = rng.integers(0, 2, len(rows))
+        with store._conn:
+            store._conn.executemany(
+                "UPDATE samples SET label = ? WHERE source = ? AND symbol = ? AND ts = ?",
+                [(int(lab), *row) for lab, row in zip(labels, rows, strict=True)],
+            )
+    second = retrain(config)
+    assert not second["promoted"]
+    assert second["gate"]["rule"] in {"overall", "regime_drop"}
+    assert second["validation"]["overall"]["balanced_accuracy"] < 0.6
+    with Store.open(config.store) as store:
+        champion = store.champion()
+        run = store.last_retrain_run()
+    assert champion is not None and champion.version == first["version"]
+    assert run is not None and not run.promoted
+
+
+def _label_by_feature(config: Config, feature: str) -> None:
+    """Set every sample's label to the sign of one of its own features."""
+    from daemon.pipeline.features.defs import FEATURE_NAMES
+
+    column = FEATURE_NAMES.index(feature)
+    with Store.open(config.store) as store:
+        meta, X = store.read_samples(source=None, labelled=True)
+        labels = (X[:, column] > 0).astype(int)
+        with store._conn:
+            store._conn.executemany(
+                "UPDATE samples SET label = ? WHERE source = ? AND symbol = ? AND ts = ?",
+                [
+                    (int(lab), str(src), str(sym), ts.strftime("%Y-%m-%d"))
+                    for lab, src, sym, ts in zip(
+                        labels, meta["source"], meta["symbol"], meta["ts"], strict=True
+                    )
+                ],
+            )
+
+
+def test_a_model_that_fails_fails_the_run_and_keeps_the_champion(db, monkeypatch):
+    import lightgbm
+
+    config = _config(db, models=("logistic_regression", "lightgbm"))
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("simulated failure inside LightGBM")
+
+    monkeypatch.setattr(lightgbm.LGBMClassifier, "fit", broken)
+    with pytest.raises(RetrainFailed, match="lightgbm") as caught:
+        retrain(config)
+    assert caught.value.report["outcome"] == "failed"
+    with Store.open(config.store) as store:
+        assert store.champion() is None and store.models() == []
+        run = store.last_retrain_run()
+    assert run is not None and not run.promoted and "lightgbm" in run.reason
+
+    optional = _config(
+        db, models=("logistic_regression", "lightgbm"), optional_models=("lightgbm",)
+    )
+    report = retrain(optional)
+    assert "lightgbm" in report["failed_models"]
+    assert set(report["ensemble"]["weights"]) == {"logistic_regression"}
+
+
+def test_a_second_retrain_is_refused_while_one_runs(db, run_cli):
+    config = _config(db)
+    with retrain_lock(config.store.path):
+        with pytest.raises(RetrainBusy, match=f"pid {os.getpid()}"):
+            retrain(config)
+        toml = db.parent / "config.toml"
+        toml.write_text(f'[store]\npath = "{db}"\n')
+        result = run_cli("retrain", "--config", str(toml))
+    assert result.code == 1
+    assert "another retrain is running" in result.err
+
+
+def test_cli_retrain_json_has_the_report_keys(db, run_cli):
+    toml = db.parent / "config.toml"
+    toml.write_text(
+        f'[store]\npath = "{db}"\n[training]\nmodels = ["logistic_regression", "lightgbm"]\n'
+    )
+    result = run_cli("retrain", "--json", "--config", str(toml))
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    for key in ("version", "trigger", "duration_seconds", "promoted", "reason"):
+        assert key in report
+    assert set(report["training"]) >= {
+        "regime_counts_before", "regime_counts_after", "weight_share", "effective_size_ratio",
+    }  # fmt: skip
+    assert set(report["validation"]) >= {"per_regime", "overall", "baselines", "models"}
+    for cell in report["validation"]["models"].values():
+        assert set(cell) >= {"accuracy", "balanced_accuracy", "fit_seconds"}
+
+    text = run_cli("retrain", "--config", str(toml))
+    assert text.code == 0, text.err
+    assert "balanced accuracy" in text.out and "decision:" in text.out
+
+
+def test_cli_retrain_without_a_store_is_a_usage_error(run_cli, tmp_path):
+    toml = tmp_path / "config.toml"
+    toml.write_text(f'[store]\npath = "{tmp_path / "absent.db"}"\n')
+    result = run_cli("retrain", "--config", str(toml))
+    assert result.code == 2
+    assert "store.path" in result.err
+
+
+def test_a_retrain_removes_what_a_killed_save_left_behind(db, caplog):
+    import logging
+
+    config = _config(db, models=("logistic_regression",))
+    models = db.parent / "models"
+    models.mkdir(exist_ok=True)
+    stale = models / ".tmp-20261121T210000Z-abcd"
+    (stale / "partial").mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="daemon.training.trainer"):
+        report = retrain(config)
+    assert not stale.exists()
+    assert "killed while saving" in caplog.text
+    assert Path(report["artifact"]["path"]).is_dir()  # the new bundle is untouched
+    assert [p.name for p in models.iterdir() if p.name.startswith(".tmp-")] == []
