@@ -1,11 +1,38 @@
-"""Shared test factories: a daemon configuration on a test broker, and the child processes of
-a process (read from /proc)."""
+"""Shared test factories: a daemon configuration on a test broker, the child processes of a
+process (read from /proc), slices of the bundled history with their regimes, and base models
+small enough to fit in a test."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.config import Config, KafkaConfig, MetricsConfig, StoreConfig
+import pandas as pd
+
+from daemon.config import Config, KafkaConfig, MetricsConfig, RegimeConfig, StoreConfig
+from daemon.config.training import (
+    ExtraTreesConfig,
+    GradientBoostingConfig,
+    LightGBMConfig,
+    MLPConfig,
+    ModelsConfig,
+    RandomForestConfig,
+    SVMConfig,
+    XGBoostConfig,
+)
+from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.pipeline.regime import label_history
+
+#: The eight base models with few trees, iterations and kernel components: every fit on a
+#: few thousand rows takes well under a second.
+SMALL_MODELS = ModelsConfig(
+    random_forest=RandomForestConfig(n_estimators=10, max_depth=5),
+    xgboost=XGBoostConfig(n_estimators=20),
+    lightgbm=LightGBMConfig(n_estimators=20),
+    extra_trees=ExtraTreesConfig(n_estimators=10, max_depth=5),
+    gradient_boosting=GradientBoostingConfig(max_iter=20),
+    mlp=MLPConfig(hidden_layer_sizes=(16,), max_iter=20),
+    svm=SVMConfig(n_components=50),
+)
 
 
 def broker_config(bootstrap: str, topic: str, group: str, member: str, state: Path) -> Config:
@@ -40,3 +67,14 @@ def children(pid: int) -> list[int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
             found.append(int(entry.name))
     return found
+
+
+def bundled_slice(name: str, start: str, end: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The bundled daily bars of `name` (sp500, nasdaq) from `start` to `end` (ISO days,
+    included) and their regime labels (columns vix, vix_source, regime) under the default
+    rules with the bundled VIX, labelled over the whole history so the slice's first bars carry
+    the regimes a live stream would give them."""
+    bars = read_bars_csv(bundled_path(name))
+    labels = label_history(RegimeConfig(), bars["close"], read_vix_csv(bundled_path("vix")))
+    keep = (bars.index >= pd.Timestamp(start)) & (bars.index <= pd.Timestamp(end))
+    return bars[keep], labels[keep]

@@ -19,17 +19,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from daemon.config import Config, LabelConfig, RegimeConfig
-from daemon.config.training import (
-    MODEL_NAMES,
-    ExtraTreesConfig,
-    GradientBoostingConfig,
-    LightGBMConfig,
-    MLPConfig,
-    ModelsConfig,
-    RandomForestConfig,
-    SVMConfig,
-    XGBoostConfig,
-)
+from daemon.config.training import MODEL_NAMES, ModelsConfig, SVMConfig
 from daemon.errors import ConfigError, ModelFitError
 from daemon.pipeline.features import FEATURE_NAMES, features_from_labels
 from daemon.pipeline.labels import future_labels
@@ -43,16 +33,8 @@ from daemon.training.models import (
     positive_proba,
 )
 from daemon.training.sampling import row_weights
+from tests.factories import SMALL_MODELS as SMALL
 
-SMALL = ModelsConfig(
-    random_forest=RandomForestConfig(n_estimators=10, max_depth=5),
-    xgboost=XGBoostConfig(n_estimators=20),
-    lightgbm=LightGBMConfig(n_estimators=20),
-    extra_trees=ExtraTreesConfig(n_estimators=10, max_depth=5),
-    gradient_boosting=GradientBoostingConfig(max_iter=20),
-    mlp=MLPConfig(hidden_layer_sizes=(16,), max_iter=20),
-    svm=SVMConfig(n_components=50),
-)
 SUBSAMPLED_SVM = dataclasses.replace(SMALL, svm=SVMConfig(method="subsample", max_samples=400))
 #: Every model, the SVM in both of its forms.
 VARIANTS = [(name, SMALL) for name in MODEL_NAMES] + [("svm", SUBSAMPLED_SVM)]
