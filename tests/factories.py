@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from daemon.config import Config, KafkaConfig, MetricsConfig, RegimeConfig, StoreConfig
 from daemon.config.training import (
@@ -20,6 +22,7 @@ from daemon.config.training import (
     XGBoostConfig,
 )
 from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.pipeline.features import FEATURE_NAMES
 from daemon.pipeline.regime import label_history
 
 #: The eight base models with few trees, iterations and kernel components: every fit on a
@@ -78,3 +81,21 @@ def bundled_slice(name: str, start: str, end: str) -> tuple[pd.DataFrame, pd.Dat
     labels = label_history(RegimeConfig(), bars["close"], read_vix_csv(bundled_path("vix")))
     keep = (bars.index >= pd.Timestamp(start)) & (bars.index <= pd.Timestamp(end))
     return bars[keep], labels[keep]
+
+
+def assert_same_rows(
+    got: pd.DataFrame, expected: pd.DataFrame, what: str, tol: float = 1e-9
+) -> None:
+    """Feature rows `got` are `expected`'s: the feature columns, the same days, every value
+    within `tol` (relative and absolute); a failure names the first feature and day that
+    differ and both values."""
+    assert list(got.columns) == list(FEATURE_NAMES)
+    assert list(got.index) == list(expected.index), f"{what}: rows on other days"
+    g, e = got.to_numpy(), expected.to_numpy()
+    bad = ~np.isclose(g, e, rtol=tol, atol=tol)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        pytest.fail(
+            f"{what}: {FEATURE_NAMES[col]} at {got.index[row]}: {g[row, col]!r}, "
+            f"expected {e[row, col]!r}"
+        )

@@ -29,7 +29,7 @@ from daemon.pipeline.features import (
 )
 from daemon.pipeline.features.bank import FeatureBank, ready
 from daemon.pipeline.features.defs import RING
-from tests.factories import bundled_slice
+from tests.factories import assert_same_rows, bundled_slice
 
 TOL = 1e-9
 COLUMNS = ("open", "high", "low", "close", "volume")
@@ -137,14 +137,4 @@ def test_the_history_exercises_every_window_both_vix_sources_and_the_stress_regi
 
 @pytest.mark.parametrize("path", PATHS)
 def test_every_feature_path_gives_the_per_event_rows(path, history, reference):
-    rows = PATHS[path](history)
-    assert list(rows.columns) == list(FEATURE_NAMES)
-    assert list(rows.index) == list(reference.index), "the paths emit rows on different days"
-    got, expected = rows.to_numpy(), reference.to_numpy()
-    bad = ~np.isclose(got, expected, rtol=TOL, atol=TOL)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        pytest.fail(
-            f"{path}: {FEATURE_NAMES[col]} at {rows.index[row]:%Y-%m-%d}: {got[row, col]!r}, "
-            f"per event {expected[row, col]!r}"
-        )
+    assert_same_rows(PATHS[path](history), reference, f"{path} vs per event", TOL)

@@ -25,6 +25,7 @@ from daemon.pipeline.features import (
     warmup_bars,
 )
 from daemon.pipeline.regime import label_history
+from tests.factories import assert_same_rows
 
 COLUMNS = ("open", "high", "low", "close", "volume")
 TOL = 1e-9
@@ -67,16 +68,7 @@ def feed(state: SymbolFeatures, bars, vix, proxy, regimes) -> pd.DataFrame:
 
 
 def assert_agree(batch: pd.DataFrame, event: pd.DataFrame) -> None:
-    assert list(batch.columns) == list(FEATURE_NAMES)
-    assert list(batch.index) == list(event.index)
-    b, e = batch.to_numpy(), event.to_numpy()
-    bad = ~np.isclose(b, e, rtol=TOL, atol=TOL)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        pytest.fail(
-            f"{FEATURE_NAMES[col]} at {batch.index[row]}: batch {b[row, col]!r}, "
-            f"per-event {e[row, col]!r}"
-        )
+    assert_same_rows(batch, event, "batch vs per-event", TOL)
 
 
 def synthetic(closes, volume=1_000_000.0, spread=0.01) -> pd.DataFrame:

@@ -11,16 +11,24 @@ with uneven weights; the small hyper-parameters of `SMALL_MODELS` keep every fit
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from daemon.config.training import MODEL_NAMES
+from daemon.config.training import MODEL_NAMES, SVMConfig
 from daemon.registry.artifacts import load_bundle, save_bundle
 from daemon.training.models import fit_model, positive_proba
 from tests.factories import SMALL_MODELS
+
+#: Every model, the SVM in both of its forms (a kernel approximation, or the exact SVM on a
+#: sample of the rows).
+VARIANTS = [(name, SMALL_MODELS) for name in MODEL_NAMES] + [
+    ("svm", dataclasses.replace(SMALL_MODELS, svm=SVMConfig(method="subsample", max_samples=100)))
+]
+IDS = [*MODEL_NAMES, "svm-subsample"]
 
 Data = tuple[npt.NDArray[np.float32], npt.NDArray[np.int8], npt.NDArray[np.float64]]
 
@@ -38,12 +46,12 @@ def test_there_are_eight_built_in_models():
     assert len(MODEL_NAMES) == len(set(MODEL_NAMES)) == 8
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize(("name", "config"), VARIANTS, ids=IDS)
 def test_every_model_fits_predicts_probabilities_and_round_trips_as_an_artifact(
-    name, data, tmp_path: Path
+    name, config, data, tmp_path: Path
 ):
     X, y, weights = data
-    model = fit_model(name, X, y, weights, SMALL_MODELS, n_jobs=1, seed=3)
+    model = fit_model(name, X, y, weights, config, n_jobs=1, seed=3)
     assert [int(c) for c in model.classes_] == [0, 1]
     proba = np.asarray(model.predict_proba(X), dtype=np.float64)
     assert proba.shape == (len(X), 2)
