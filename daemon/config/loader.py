@@ -310,7 +310,8 @@ _EVENT_ROWS: tuple[tuple[str, str, str, RegimeName, float], ...] = (
     ("2022 Inflation Bear", "2022-01-01", "2022-12-31", "high_volatility", 0.05),
     ("2023 Banking Crisis", "2023-03-01", "2023-04-30", "high_volatility", 0.05),
 )
-#: The events of design.md ("Rare-event archive"), shares summing to 1.
+#: The default rare-event archive (docs/configuration.md, `[archive]`): eight crises and
+#: stress periods from 2008 to 2023 with their regime, shares summing to 1.
 DEFAULT_EVENTS: tuple[ArchiveEvent, ...] = tuple(
     ArchiveEvent(name, dt.date.fromisoformat(start), dt.date.fromisoformat(end), label, share)
     for name, start, end, label, share in _EVENT_ROWS

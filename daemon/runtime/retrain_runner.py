@@ -93,8 +93,8 @@ _CHILD_RECORD = re.compile(
 class RunResult:
     """One retrain attempt as the daemon saw it.
 
-    `report` is the trainer's report (design.md, "retrain --json report keys") when the child
-    printed one: always for promoted and rejected, usually for failed.
+    `report` is the trainer's report (the document `regimed retrain --json` prints) when the
+    child printed one: always for promoted and rejected, usually for failed.
     """
 
     trigger: str

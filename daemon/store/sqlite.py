@@ -1,6 +1,6 @@
 """The SQLite store: bars, samples, Kafka offsets, predictions, counters and the model registry.
 
-The design makes the SQLite copy the truth: a consumer batch (its bars, samples, labels,
+The SQLite copy is the truth: a consumer batch (its bars, samples, labels,
 predictions, counters *and* its Kafka offsets) is written by `Store.write_batch` in one
 `BEGIN IMMEDIATE` transaction, and only then are the offsets committed to Kafka. On partition
 assignment the consumer seeks to `Store.offsets`, so a crash anywhere loses nothing and stores

@@ -2,8 +2,9 @@
 a validated soft vote -> per-regime validation -> gate against the champion -> artifact and
 registry row. `retrain` is what `regimed retrain`, the weekly schedule and drift triggers call.
 
-The report it returns has the keys of design.md ("retrain --json report keys") and more:
-`gate` (which rule decided, the bootstrap interval of candidate - champion), `split`,
+The report it returns is what `regimed retrain --json` prints: the keys scripts rely on
+(docs/training.md, "The report as JSON") and more: `gate` (which rule decided, the bootstrap
+interval of candidate - champion), `split`,
 `ensemble` (vote weights), `champion` (its scores on the same validation sets), `importances`,
 `confusion` and `fit_seconds` per model for `regimed report`.
 """

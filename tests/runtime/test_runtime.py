@@ -28,7 +28,8 @@ from daemon.training.trainer import retrain
 
 pytestmark = pytest.mark.integration
 
-#: design.md's metric names (all prefixed regimed_); counters are exposed with _total.
+#: The metric names docs/metrics.md promises dashboards and alert rules (all prefixed
+#: regimed_); counters are exposed with _total.
 CONTRACT = (
     "events_consumed_total",
     "events_rejected_total",
