@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from daemon.config import Config
 from daemon.config.settings import Secret, build
+from daemon.errors import RegimedError, RetrainBusy, RetrainFailed
 
 __all__ = [
     "CHILD_LOG_FORMAT",
@@ -165,9 +166,7 @@ def _child() -> int:
 
 
 def _train(document: Mapping[str, Any], trigger: str, report_stream: IO[str]) -> int:
-    from daemon.errors import RegimedError
-    from daemon.training.lock import RetrainBusy
-    from daemon.training.trainer import RetrainFailed, retrain
+    from daemon.training.trainer import retrain
 
     try:
         report = retrain(config_from_document(document), trigger=trigger)
