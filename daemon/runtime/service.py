@@ -186,7 +186,7 @@ class Service:
     def _connect(self, consumer: MarketDataConsumer, deadline: float | None) -> bool:
         """Open the consumer, retrying with capped exponential backoff while no broker
         answers; False when stopped (or past `deadline`) before Kafka could be reached."""
-        from consumers._client import Backoff
+        from consumers import Backoff
         from consumers.kafka_source import ConsumerError
         from daemon.errors import DeadLetterError
 

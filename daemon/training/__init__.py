@@ -1,1 +1,20 @@
-"""The trainer: time split, scoring against naive references and the promotion gate."""
+"""One retrain: split, sampling, archive, models, ensemble, scoring, gate and the lock.
+
+The public names are its modules, imported where they are needed: importing the package loads
+none of them, so a process that needs one small module does not load the libraries of the others.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "archive",
+    "ensemble",
+    "gate",
+    "lock",
+    "models",
+    "sampling",
+    "scoring",
+    "split",
+    "threads",
+    "trainer",
+]
