@@ -1,7 +1,6 @@
 """Rendering: SVG plots, the retrain and evaluation reports, progress output.
 
-The public names are its modules, imported where they are needed: importing the package loads
-none of them, so a process that needs one small module does not load the libraries of the others.
+Its public names are its modules (`retrain_html` and `evaluation` both have a `render_html`).
 """
 
 from __future__ import annotations

@@ -1,18 +1,7 @@
 """The process: the service, its retrains (parent and child process) and scheduler, status and
-sd_notify.
-
-The public names are its modules, imported where they are needed: importing the package loads
-none of them, so a process that needs one small module does not load the libraries of the others.
-"""
+sd_notify. Its public names are its modules, imported by `daemon.cli` one command at a time."""
 
 from __future__ import annotations
 
-__all__ = [
-    "retrain_child",
-    "retrain_runner",
-    "retrains",
-    "scheduler",
-    "sdnotify",
-    "service",
-    "status",
-]
+__all__ = ["retrain_child", "retrain_runner", "retrains", "scheduler", "sdnotify", "service"]
+__all__ += ["status"]

@@ -1,20 +1,12 @@
 """One retrain: split, sampling, archive, models, ensemble, scoring, gate and the lock.
 
-The public names are its modules, imported where they are needed: importing the package loads
-none of them, so a process that needs one small module does not load the libraries of the others.
+Its public names are its modules. The package imports none of them, so the daemon can use
+`lock` and `threads` without loading scikit-learn (only the retrain process fits models).
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "archive",
-    "ensemble",
-    "gate",
-    "lock",
-    "models",
-    "sampling",
-    "scoring",
-    "split",
-    "threads",
-    "trainer",
-]
+    "archive", "ensemble", "gate", "lock", "models",
+    "sampling", "scoring", "split", "threads", "trainer",
+]  # fmt: skip
