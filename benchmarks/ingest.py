@@ -182,7 +182,7 @@ def stages(
     state), in one thread: decode, pipeline, and the store's transaction statement by
     statement (the statements `Store.write_batch` runs for the pipeline's row block). Wall time
     and the thread's CPU time (their difference is mostly waiting for the disk)."""
-    from daemon.store import sqlite as st
+    from daemon.store import batch as st
 
     spent: dict[str, tuple[float, float]] = {}
 

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from consumers.events import EventRejected
+from daemon.errors import EventRejected
 
 logger = logging.getLogger("consumers.rejected")
 

@@ -21,13 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from daemon.errors import RegimedError
+from daemon.errors import BrokerError
 
 logger = logging.getLogger(__name__)
-
-
-class BrokerError(RegimedError):
-    """The embedded broker could not be found or started."""
 
 
 def broker_binary() -> str:

@@ -32,10 +32,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from consumers._client import client_options
-from consumers.events import EventRejected
 from daemon.config import EventsConfig, KafkaConfig
 from daemon.domain import DeadLetterRow
-from daemon.errors import RegimedError
+from daemon.errors import DeadLetterError, EventRejected
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +50,6 @@ BACKOFF_CAP_S = 5.0
 ATTEMPT_TIMEOUT_MS = 10_000
 #: Seconds `close` waits for the producer.
 CLOSE_TIMEOUT_S = 2.0
-
-
-class DeadLetterError(RegimedError):
-    """A rejected record could not be written to the dead-letter topic."""
 
 
 def dead_letter_headers(record: Any, rejected: EventRejected) -> list[tuple[str, bytes]]:

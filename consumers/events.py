@@ -25,7 +25,7 @@ import orjson
 
 from daemon.config import EventsConfig
 from daemon.domain import Bar
-from daemon.errors import RegimedError
+from daemon.errors import EventRejected
 
 #: A validated event is a daemon `Bar`.
 BarEvent = Bar
@@ -66,16 +66,6 @@ def _bounds(events: EventsConfig | None) -> tuple[dt.date, float]:
     finite prices) of `events` (default: the built-in `[events]`)."""
     events = events or _DEFAULT_EVENTS
     return events.min_date, min(events.max_price, sys.float_info.max)
-
-
-class EventRejected(RegimedError, ValueError):
-    """An event that does not fit the schema; `reason` is one of `REASONS`."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        assert reason in REASONS, reason
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def _number(data: dict[str, Any], name: str) -> float:

@@ -23,16 +23,12 @@ from consumers._client import client_options
 from consumers.events import BarEvent
 from daemon.config import KafkaConfig
 from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.errors import RegimedError
+from daemon.errors import ReplayError
 from daemon.report.progress import Progress
 
 logger = logging.getLogger(__name__)
 
 BUNDLED_SYMBOLS = {"sp500": "^GSPC", "nasdaq": "^IXIC"}
-
-
-class ReplayError(RegimedError):
-    """A replay source or the broker failed."""
 
 
 def frame_events(symbol: str, bars: pd.DataFrame) -> list[BarEvent]:

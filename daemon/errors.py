@@ -6,6 +6,8 @@ input without reading the code.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RegimedError(Exception):
     """Root of every error regimed raises on purpose."""
@@ -74,3 +76,49 @@ class StoreCorruptError(StoreError):
 class ListenError(ConfigError):
     """The metrics endpoint cannot listen on its address (the port is taken, or the host is not
     one of this machine's); the message names `metrics.host`/`metrics.port` (exit code 2)."""
+
+
+class SamplingError(RegimedError, ValueError):
+    """The sampler cannot meet its target (e.g. no row of any regime with a share)."""
+
+
+class RetrainBusy(RegimedError, RuntimeError):
+    """Another retrain holds the lock of this store."""
+
+
+class RetrainFailed(RegimedError, RuntimeError):
+    """The retrain could not produce a candidate; the champion is kept. `report` says why."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ArchiveError(RegimedError, RuntimeError):
+    """The archive cannot be built from its source (e.g. Yahoo Finance is unreachable)."""
+
+
+class DemoError(RegimedError, RuntimeError):
+    """A step of the demo did not finish."""
+
+
+class ReplayError(RegimedError, RuntimeError):
+    """A replay source or the broker failed."""
+
+
+class BrokerError(RegimedError, RuntimeError):
+    """The embedded broker could not be found or started."""
+
+
+class DeadLetterError(RegimedError, RuntimeError):
+    """A rejected record could not be written to the dead-letter topic."""
+
+
+class EventRejected(RegimedError, ValueError):
+    """An event that does not fit the schema; `reason` is one of `consumers.events.REASONS`
+    (a bounded set: it labels the `events_rejected_total` metric)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

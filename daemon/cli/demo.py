@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any, TextIO, TypeVar
 
 from daemon.config import Config, StoreConfig
-from daemon.errors import ListenError, RegimedError
+from daemon.errors import DemoError, ListenError
 from daemon.report.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -36,10 +36,6 @@ TOPIC = "market.bars"
 #: How long each wait of the demo may take before it gives up with a clear message.
 CONSUME_TIMEOUT_S = 300.0
 RETRAIN_TIMEOUT_S = 600.0
-
-
-class DemoError(RegimedError):
-    """A step of the demo did not finish."""
 
 
 def demo_config(base: Config, state_dir: Path, bootstrap: str, metrics_port: int) -> Config:

@@ -44,8 +44,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     # wait, for a daemon that may run beside. Set before the libraries load.
     # (LightGBM and XGBoost load during the fits: the limits hold for the whole run.)
     with thread_limits(resolve_n_jobs(config.training.n_jobs)):
+        from daemon.errors import RetrainFailed
         from daemon.report.retrain_text import render
-        from daemon.training.trainer import RetrainFailed, retrain
+        from daemon.training.trainer import retrain
 
         try:
             report = retrain(config, trigger=args.trigger, progress=progress)

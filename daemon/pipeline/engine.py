@@ -3,7 +3,8 @@
 `Pipeline` is the per-event path the consumer runs for every valid bar; `history_rows` is the
 batch path over a whole history of one symbol (the rare-event archive, checks). Both produce the
 same `BarRow`s, `SampleRow`s and labels: tests/pipeline/test_pipeline.py proves it on the bundled
-history.
+history. This module keeps the per-symbol state; a poll over many symbols runs through the bank
+(bank_batch.py), and the rows come out in an `Output` (output.py).
 """
 
 from __future__ import annotations
@@ -11,76 +12,35 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
-import struct
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
 from daemon.config import Config
-from daemon.domain import BAR_FIELDS, REGIMES, Bar, BarRow, LabelUpdate, RowBlock, SampleRow, Source
+from daemon.domain import Bar, BarRow, LabelUpdate, SampleRow, Source
+from daemon.pipeline.bank_batch import Columns, _BankBatch, _bar_at
 from daemon.pipeline.features import (
-    FEATURE_NAMES,
     FEATURE_VERSION,
     SymbolFeatures,
     features_from_labels,
     restore_features,
 )
 from daemon.pipeline.features.bank import FeatureBank, ready
-from daemon.pipeline.features.batch import log_each
 from daemon.pipeline.features.defs import RING
 from daemon.pipeline.labels import SymbolLabels, future_labels
+from daemon.pipeline.output import Output, _bar_row, _float32, _settle
 from daemon.pipeline.regime import (
     Episodes,
-    RegimeLabel,
     RegimeLabeler,
     SymbolRegime,
-    VixSource,
-    decide_many,
     label_history,
-    proxy_vix,
 )
 
-
-@dataclass
-class Output:
-    """What a batch of bars turns into: rows to write and what to count."""
-
-    bars: list[BarRow] = field(default_factory=list)
-    samples: list[SampleRow] = field(default_factory=list)
-    labels: list[LabelUpdate] = field(default_factory=list)
-    #: The bank's rows, as statement parameters; `block_features` holds its samples' vectors
-    #: (float32 matrices, in the order of `block.samples`).
-    block: RowBlock = field(default_factory=RowBlock)
-    block_features: list[npt.NDArray[np.float32]] = field(default_factory=list)
-    #: (symbol, ts, label) of the labels that matured for samples of this same batch: set on
-    #: those samples, so the store has nothing to update (`labels` and `block.labels` hold the
-    #: labels of earlier batches' samples).
-    settled: list[tuple[str, str, int]] = field(default_factory=list)
-    labeled: Counter[str] = field(default_factory=Counter)
-    withheld: int = 0
-    out_of_order: int = 0
-    market: RegimeLabel | None = None
-
-    @property
-    def bar_count(self) -> int:
-        return len(self.bars) + len(self.block.bars)
-
-    def all_bars(self) -> list[BarRow]:
-        """Every bar row, the block's as objects too."""
-        return [*self.bars, *self.block.bar_rows()]
-
-    def all_samples(self) -> list[SampleRow]:
-        """Every sample row, the block's as objects too."""
-        return [*self.samples, *self.block.sample_rows()]
-
-    def all_labels(self) -> list[LabelUpdate]:
-        """Every label update for the store, the block's as objects too."""
-        return [*self.labels, *self.block.label_updates()]
+__all__ = ["BANK_MIN_SYMBOLS", "Columns", "History", "Output", "Pipeline", "history_rows"]
 
 
 @dataclass
@@ -98,25 +58,8 @@ class _Symbol:
     pending: int | None = None
 
 
-class Columns(Protocol):
-    """Valid bars column by column, in arrival order (`consumers.events.DecodedBatch`)."""
-
-    symbols: list[str]
-    ts: list[str]
-    days: list[dt.date]
-    open: list[float]
-    high: list[float]
-    low: list[float]
-    close: list[float]
-    volume: list[float]
-
-
-#: A poll runs in the bank when its bars average at least this many symbols per step (a step
-#: being one bar of each symbol): below it, numpy's per-call overhead costs more than the
 #: per-event path's plain Python.
 BANK_MIN_SYMBOLS = 16
-
-_VIX_SOURCES = ("vix", "proxy", "none")
 
 
 _OHLCV = ("open", "high", "low", "close", "volume")
@@ -353,294 +296,6 @@ class Pipeline:
         out.bars.append(_bar_row(bar, ts, None, None, "none"))
 
 
-def _bar_at(bars: Columns, k: int) -> Bar:
-    return Bar(
-        bars.symbols[k],
-        bars.days[k],
-        bars.open[k],
-        bars.high[k],
-        bars.low[k],
-        bars.close[k],
-        bars.volume[k],
-    )
-
-
-def _settle(out: Output) -> None:
-    """Set the labels that matured for samples of this same batch on those samples, so the
-    store inserts them labelled instead of updating them afterwards (`Output.settled`)."""
-    if not out.labels or not out.samples:
-        return
-    fresh = {(s.symbol, s.ts, s.source): s for s in out.samples}
-    later = []
-    for update in out.labels:
-        sample = fresh.get((update.symbol, update.ts, update.source))
-        if sample is None:
-            later.append(update)
-        else:
-            # A row this batch built and nothing else has seen yet: set, not copied.
-            sample.__dict__["label"] = update.label
-            if update.source == "live":
-                out.settled.append((update.symbol, update.ts, update.label))
-    out.labels = later
-
-
-class _BankBatch:
-    """One poll through the bank: bars in arrival order are sorted into per-symbol steps,
-    each step runs as one numpy pass, and the rows come out in arrival order."""
-
-    def __init__(self, pipeline: Pipeline, bars: Columns) -> None:
-        self.p = pipeline
-        self.bars = bars
-
-    def run(self, out: Output) -> None:
-        p, bars = self.p, self.bars
-        rules = p.config.regime
-        vix_at = p.regimes.vix.at
-        stale = rules.vix_max_staleness_days
-        symbols, days = bars.symbols, bars.days
-        # Pass 1, in arrival order: VIX bars, bar-by-bar symbols, late bars; the bank's bars
-        # are queued with their step (k-th bar of their symbol in this poll) and VIX reading.
-        queued: list[int] = []  # positions in `bars`
-        self._queued = queued
-        step: list[int] = []
-        slot: list[int] = []
-        vix: list[float] = []
-        order: list[tuple[int, Any]] = []  # (0, queue index) or (1, BarRow) or (2, queue index)
-        seen: dict[str, int] = {}
-        waitings: list[deque[str]] = []  # the symbol's waiting days, per queued bar
-        touched: dict[str, _Symbol] = {}
-        nan = math.nan
-        vix_symbol, states = p._vix_symbol, p.symbols
-        for k, symbol in enumerate(symbols):
-            if symbol == vix_symbol:
-                p._vix(_bar_at(bars, k), bars.ts[k], out)
-                continue
-            state = states.get(symbol)
-            if state is None and p.history is not None:
-                p.restore(symbol, p.history(symbol))
-                state = states.get(symbol)
-            if state is None or state.slot is None:
-                p.process(_bar_at(bars, k), out)
-                continue
-            day = days[k]
-            if day <= state.last_day:
-                order.append(self._late(k, state, state.pending, out))
-                continue
-            state.last_day = day
-            n = seen.get(symbol, 0)
-            seen[symbol] = n + 1
-            q = len(queued)
-            state.pending = q
-            touched[symbol] = state
-            order.append((0, q))
-            queued.append(k)
-            step.append(n)
-            slot.append(state.slot)
-            waitings.append(state.waiting)
-            reading = vix_at(day, stale)
-            vix.append(nan if reading is None else reading)
-        if not queued:
-            for _, row in order:
-                out.bars.append(row)
-            return
-        result = self._compute(queued, step, slot, vix)
-        made = self._rows(order, queued, waitings, result, out)
-        market = p._market_symbol
-        for symbol, state in touched.items():
-            assert state.pending is not None
-            row = made[state.pending]
-            state.last_row = BarRow.unchecked(*row)
-            state.pending = None
-            if symbol == market:
-                out.market = RegimeLabel(row[7], row[8], cast(VixSource, row[9]))
-
-    def _late(self, k: int, state: _Symbol, pending: int | None, out: Output) -> tuple[int, Any]:
-        """A bar at or before the symbol's last day: a repeat of the last bar (idempotent) or
-        an out-of-order bar stored without a regime, as `Pipeline._late`."""
-        bars = self.bars
-        values = (bars.open[k], bars.high[k], bars.low[k], bars.close[k], bars.volume[k])
-        if bars.days[k] == state.last_day:
-            if pending is not None:
-                j = self._queued[pending]
-                last = (bars.open[j], bars.high[j], bars.low[j], bars.close[j], bars.volume[j])
-                if values == last:
-                    return (2, pending)
-            else:
-                row = state.last_row
-                if values == (row.open, row.high, row.low, row.close, row.volume):
-                    return (1, row)
-        out.out_of_order += 1
-        return (1, _bar_row(_bar_at(bars, k), bars.ts[k], None, None, "none"))
-
-    def _compute(
-        self, queued: list[int], step: list[int], slot: list[int], vix: list[float]
-    ) -> dict[str, Any]:
-        """Pass 2: regime, features and labels of the queued bars, a step at a time."""
-        p, bars = self.p, self.bars
-        rules = p.config.regime
-        pos = np.array(queued)
-        o = np.array(bars.open)[pos]
-        h = np.array(bars.high)[pos]
-        lo = np.array(bars.low)[pos]
-        c = np.array(bars.close)[pos]
-        v = np.array(bars.volume)[pos]
-        real_vix = np.array(vix)
-        slots = np.array(slot, dtype=np.int64)
-        steps = np.array(step)
-        n = len(pos)
-        regime = np.empty(n, dtype=np.int64)
-        reading = np.empty(n)
-        source = np.empty(n, dtype=np.int64)
-        rows = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32)
-        emitted = np.empty(n, dtype=bool)
-        label = np.full(n, -1, dtype=np.int64)
-        lookback = rules.price_crash_lookback_bars
-        window = rules.vix_proxy_window_bars
-        horizon = p.config.label.horizon_bars
-        threshold = p.config.label.threshold
-        bank = p.bank
-        by_step = np.argsort(steps, kind="stable")
-        bounds = np.searchsorted(steps[by_step], np.arange(int(steps.max()) + 2))
-        for first, end in itertools.pairwise(bounds.tolist()):
-            at = by_step[first:end]
-            if not len(at):
-                continue
-            s_slots, s_close = slots[at], c[at]
-            index = bank._i[s_slots] + 1
-            back = bank.closes(s_slots, max(lookback, window, horizon))
-            with np.errstate(invalid="ignore"):
-                prior_max = np.fmax.reduce(back[:, :lookback], axis=1)
-            x = real_vix[at].copy()
-            src = np.where(np.isnan(x), 2, 0)
-            need = np.flatnonzero(np.isnan(x) & (index >= window))
-            for j in need.tolist():
-                closes = [*back[j, :window][::-1].tolist(), float(s_close[j])]
-                returns = [math.log(b / a) for a, b in itertools.pairwise(closes)]
-                x[j] = proxy_vix(rules, returns)
-                src[j] = 1
-            codes = decide_many(rules, s_slots, index, s_close, prior_max, x, p.episodes)
-            matured = np.flatnonzero(index >= horizon)
-            if len(matured):
-                old = back[matured, horizon - 1]
-                ratio = s_close[matured] / old
-                label[at[matured]] = log_each(ratio) > threshold
-            features, ok = bank.update(
-                s_slots, o[at], h[at], lo[at], s_close, v[at], x, src == 1, codes
-            )
-            with np.errstate(over="ignore"):
-                rows[at] = features
-            emitted[at] = ok
-            regime[at], reading[at], source[at] = codes, x, src
-        decided = regime[regime >= 0]
-        return {
-            "counts": np.bincount(decided, minlength=len(REGIMES)).tolist(),
-            "regime": regime.tolist(),
-            "vix": reading.tolist(),
-            "source": source.tolist(),
-            "rows": rows,
-            "emitted": emitted.tolist(),
-            "label": label.tolist(),
-        }
-
-    def _rows(
-        self,
-        order: list[tuple[int, Any]],
-        queued: list[int],
-        waitings: list[deque[str]],
-        result: dict[str, Any],
-        out: Output,
-    ) -> list[tuple[Any, ...]]:
-        """Pass 3, in arrival order: bar, sample and label rows, as statement parameters; the
-        queued bars' rows, by queue index."""
-        p, bars = self.p, self.bars
-        source = p.source
-        weights = p.weights
-        regimes, readings, sources = result["regime"], result["vix"], result["source"]
-        emitted, labels = result["emitted"], result["label"]
-        matrix = result["rows"]
-        width = matrix.shape[1] * 4
-        packed = matrix.astype("<f4", copy=False).tobytes()
-        made: list[tuple[Any, ...]] = []
-        add_made = made.append
-        symbols, tss = bars.symbols, bars.ts
-        o, h, lo, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
-        block = out.block
-        add_bar = block.bars.append
-        label_rows = block.labels
-        samples: list[list[Any]] = []
-        fresh: dict[tuple[str, str], list[Any]] = {}
-        chosen: list[int] = []
-        settled = out.settled
-        withheld = 0
-        version = FEATURE_VERSION
-        names, vix_sources = _REGIME_NAMES, _VIX_SOURCES
-        for kind, ref in order:
-            if kind == 1:
-                add_bar(BAR_FIELDS(ref))
-                continue
-            if kind == 2:
-                add_bar(made[ref])
-                continue
-            k = queued[ref]
-            symbol, ts = symbols[k], tss[k]
-            regime = names[regimes[ref]]
-            reading = readings[ref]
-            row = (
-                symbol,
-                ts,
-                o[k],
-                h[k],
-                lo[k],
-                c[k],
-                v[k],
-                regime,
-                None if reading != reading else reading,
-                vix_sources[sources[ref]],
-            )
-            add_made(row)
-            add_bar(row)
-            if regime is not None and emitted[ref]:
-                entry = [
-                    source,
-                    symbol,
-                    ts,
-                    regime,
-                    weights[regime],
-                    None,
-                    None,
-                    version,
-                    packed[ref * width : (ref + 1) * width],
-                ]
-                samples.append(entry)
-                fresh[(symbol, ts)] = entry
-                chosen.append(ref)
-            else:
-                withheld += 1
-            waiting = waitings[ref]
-            waiting.append(ts)
-            label = labels[ref]
-            if label >= 0:
-                target = waiting.popleft()
-                matured = fresh.get((symbol, target))
-                if matured is None:
-                    label_rows.append((source, symbol, target, label))
-                else:
-                    matured[5] = label
-                    settled.append((symbol, target, label))
-        out.withheld += withheld
-        counts = result["counts"]
-        for code, name in enumerate(REGIMES):
-            if counts[code]:
-                out.labeled[name] += counts[code]
-        block.samples += map(tuple, samples)
-        if chosen:
-            out.block_features.append(matrix[chosen])
-        return made
-
-
-_REGIME_NAMES: dict[int, str | None] = {**dict(enumerate(REGIMES)), -1: None}
-
-
 def _names(column: pd.Series[Any]) -> list[str | None]:
     """A column of names (regimes, VIX sources) as str, None where missing; read through the
     categorical codes when it has them (`Store.recent_bars`), which is ten times faster."""
@@ -648,26 +303,6 @@ def _names(column: pd.Series[Any]) -> list[str | None]:
         names = [str(c) for c in column.cat.categories]
         return [names[k] if k >= 0 else None for k in column.cat.codes.tolist()]
     return [None if pd.isna(v) else str(v) for v in column.tolist()]
-
-
-def _bar_row(bar: Bar, ts: str, regime: str | None, vix: float | None, source: str) -> BarRow:
-    return BarRow.unchecked(
-        bar.symbol, ts, bar.open, bar.high, bar.low, bar.close, bar.volume, regime, vix, source
-    )
-
-
-_pack_float32 = struct.Struct(f"<{len(FEATURE_NAMES)}f").pack
-
-
-def _float32(row: list[float]) -> npt.NDArray[np.float32]:
-    """A feature row as the read-only float32 vector a `SampleRow` holds, rounded exactly as
-    `SampleRow` rounds (a C cast to float)."""
-    try:
-        return np.frombuffer(_pack_float32(*row), dtype="<f4")  # bytes: read-only
-    except OverflowError:  # a value beyond float32: numpy makes it infinite, as SampleRow does
-        vector = np.array(np.array(row, dtype=np.float64), dtype=np.float32)
-        vector.flags.writeable = False
-        return vector
 
 
 def history_rows(

@@ -11,7 +11,8 @@ A bundle is `<root>/<version>/` holding one file per base model and `manifest.js
 
 Writing goes to a private temporary directory inside `root` (0700, files 0600, each file and the
 directory fsynced) that is then renamed into place, so a crash leaves either no version
-directory or a complete one. Reading checks, before any model byte is parsed: the manifest's hash
+directory or a complete one. Reading (daemon.registry.loading; the formats and the trusted types
+are in daemon.registry.bundle) checks, before any model byte is parsed: the manifest's hash
 against the registry's, every file's hash against the manifest, no symlinks, no file or
 directory writable by group or others, no missing or unexpected file; skops files may hold only
 the types in `SKOPS_TRUSTED_TYPES`. Every file is read once through a descriptor and parsed from
@@ -21,24 +22,30 @@ those verified bytes, so nothing can be swapped between the check and the load.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import io
 import json
 import os
-import re
 import shutil
-import stat
 import tempfile
-import zipfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from daemon.errors import ArtifactError
+from daemon.registry.bundle import (
+    _NAME,
+    _TEMP_PREFIX,
+    MANIFEST,
+    MANIFEST_FORMAT,
+    SKOPS_TRUSTED_TYPES,
+    LightGBMBooster,
+    LoadedBundle,
+    SavedArtifact,
+    _sha256,
+    _skops_types,
+)
+from daemon.registry.loading import load_bundle, verify_bundle
 
 __all__ = [
     "MANIFEST",
@@ -56,74 +63,6 @@ __all__ = [
     "unregistered",
     "verify_bundle",
 ]
-
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "regimed-bundle/1"
-
-#: Every type a skops file of ours may contain, written out by hand: the eight base models as
-#: the trainer builds them (scikit-learn's histogram gradient boosting, random forest, extra
-#: trees, MLP, logistic regression, the Nystroem and exact RBF SVMs with Platt scaling; each
-#: scale-sensitive one behind a StandardScaler in a Pipeline) and the objects they hold. skops
-#: trusts many more types by default; a type missing here is refused on saving and on loading.
-#: `sklearn.tree._tree.Tree` and the histogram boosting `TreePredictor` are types skops does not
-#: trust by default because a crafted node array can crash the process; they are trusted here
-#: because a file is parsed only after its sha256 matched the one recorded in the registry.
-SKOPS_TRUSTED_TYPES: tuple[str, ...] = (
-    # containers and scalars of the skops schema
-    "builtins.dict",
-    "builtins.list",
-    "builtins.str",
-    "builtins.tuple",
-    "numpy.ndarray",
-    "numpy.float32",
-    "numpy.float64",
-    "numpy.int32",
-    "numpy.int64",
-    "numpy.uint64",
-    "numpy.random.mtrand.RandomState",
-    "numpy.random._generator.Generator",
-    # pipeline and preprocessing
-    "sklearn.pipeline.Pipeline",
-    "sklearn.preprocessing._data.StandardScaler",
-    "sklearn.preprocessing._label.LabelBinarizer",
-    "sklearn.preprocessing._label.LabelEncoder",
-    "sklearn.kernel_approximation.Nystroem",
-    # forests
-    "sklearn.ensemble._forest.RandomForestClassifier",
-    "sklearn.ensemble._forest.ExtraTreesClassifier",
-    "sklearn.tree._classes.DecisionTreeClassifier",
-    "sklearn.tree._classes.ExtraTreeClassifier",
-    "sklearn.tree._tree.Tree",
-    # histogram gradient boosting
-    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
-    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn._loss.loss.HalfBinomialLoss",
-    "sklearn._loss._loss.CyHalfBinomialLoss",
-    "sklearn._loss.link.LogitLink",
-    "sklearn._loss.link.Interval",
-    # MLP
-    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
-    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    # linear models and SVMs
-    "sklearn.linear_model._logistic.LogisticRegression",
-    "sklearn.svm._classes.LinearSVC",
-    "sklearn.svm._classes.SVC",
-    "sklearn.calibration.CalibratedClassifierCV",
-    "sklearn.calibration._CalibratedClassifier",
-    "sklearn.calibration._SigmoidCalibration",
-    # regimed's own estimators (daemon.training.models): the exact RBF SVM fitted on a
-    # subsample (svm.method = "subsample"), the linear SVM of the Nystroem map and the binning
-    # before the histogram boosting
-    "daemon.training.models.SubsampledClassifier",
-    "daemon.training.models.LinearSVM",
-    "daemon.training.models.QuantileBinner",
-)
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_FORMATS = {"xgboost-ubj": ".ubj", "lightgbm-text": ".txt", "skops": ".skops"}
-_TEMP_PREFIX = ".tmp-"
 
 
 def check_version(version: object, what: str = "model version") -> str:
@@ -197,50 +136,6 @@ def unregistered(root: Path, versions: Iterable[str]) -> list[Path]:
         for path in sorted(root.iterdir())
         if path.is_dir() and not path.name.startswith(".") and path.name not in known
     ]
-
-
-@dataclass(frozen=True)
-class SavedArtifact:
-    """A bundle on disk: its directory and the sha256 the registry records for it."""
-
-    path: Path
-    sha256: str
-
-
-@dataclass(frozen=True)
-class LoadedBundle:
-    """The models of a bundle by name (each with `predict_proba(X) -> (n, 2)`) and its meta."""
-
-    models: dict[str, Any]
-    meta: dict[str, Any]
-    manifest: dict[str, Any] = field(default_factory=dict)
-
-
-class LightGBMBooster:
-    """A LightGBM booster with the `predict_proba` of the binary LGBMClassifier it came from.
-
-    LightGBM's model text holds the booster only; this is the part of the classifier the
-    daemon needs, and its probabilities equal the classifier's bit for bit.
-    """
-
-    def __init__(self, booster: Any, classes: npt.ArrayLike = (0, 1)) -> None:
-        self.booster = booster
-        self.classes_ = np.asarray(classes)
-
-    def predict_proba(self, X: Any) -> npt.NDArray[np.float64]:
-        """Probabilities of (classes_[0], classes_[1]) per row, shape (n, 2)."""
-        positive = np.asarray(self.booster.predict(X), dtype=np.float64)
-        return np.vstack((1.0 - positive, positive)).transpose()
-
-    def predict(self, X: Any) -> npt.NDArray[Any]:
-        """The more likely class of each row."""
-        result: npt.NDArray[Any] = self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-        return result
-
-    def __repr__(self) -> str:
-        return f"LightGBMBooster(trees={self.booster.num_trees()})"
-
-
 # -- saving --------------------------------------------------------------------------------
 
 
@@ -401,218 +296,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _skops_types(data: bytes) -> set[str]:
-    """Every 'module.Class' named by a node of a skops file's schema."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            schema = json.loads(archive.read("schema.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise ArtifactError(f"not a skops file: {exc}") from None
-    found: set[str] = set()
-    stack: list[Any] = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            module, cls = node.get("__module__"), node.get("__class__")
-            if isinstance(module, str) and isinstance(cls, str):
-                found.add(f"{module}.{cls}")
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
-
-
-# -- checking and loading ------------------------------------------------------------------
-
-
-def verify_bundle(path: str | os.PathLike[str], sha256: str) -> list[str]:
-    """Every problem of the bundle at `path` against the registry's `sha256`; empty if sound.
-
-    Checks what `load_bundle` checks except the skops types, without parsing any model.
-    """
-    with _Bundle(Path(path), sha256) as bundle:
-        return bundle.problems
-
-
-def load_bundle(path: str | os.PathLike[str], sha256: str) -> LoadedBundle:
-    """The models of the bundle at `path`, after every check; ArtifactError on any problem.
-
-    `sha256` is the hash the registry recorded; the message names the file and what is wrong.
-    """
-    with _Bundle(Path(path), sha256) as bundle:
-        if bundle.problems:
-            raise ArtifactError("; ".join(bundle.problems))
-        models = {
-            entry["model"]: _load_model(
-                bundle.path / entry["file"], entry, bundle.data[entry["file"]]
-            )
-            for entry in bundle.manifest["files"]
-        }
-        return LoadedBundle(models, dict(bundle.manifest.get("meta", {})), bundle.manifest)
-
-
-def _load_model(path: Path, entry: Mapping[str, Any], data: bytes) -> Any:
-    kind = entry["format"]
-    try:
-        if kind == "xgboost-ubj":
-            import xgboost
-
-            model = xgboost.XGBClassifier()
-            model.load_model(bytearray(data))
-            return model
-        if kind == "lightgbm-text":
-            import lightgbm
-
-            booster = lightgbm.Booster(model_str=data.decode("utf-8"))
-            return LightGBMBooster(booster, entry.get("classes", [0, 1]))
-        import skops.io
-
-        untrusted = sorted(_skops_types(data) - set(SKOPS_TRUSTED_TYPES))
-        if untrusted:
-            raise ArtifactError(
-                f"{path}: holds types outside daemon.registry.artifacts.SKOPS_TRUSTED_TYPES: "
-                f"{', '.join(untrusted)}; refused"
-            )
-        return skops.io.loads(data, trusted=list(SKOPS_TRUSTED_TYPES))
-    except ArtifactError:
-        raise
-    except Exception as exc:
-        raise ArtifactError(f"{path}: cannot be read as {kind}: {exc}") from exc
-
-
-class _Bundle:
-    """The checked contents of one bundle directory, read through one directory descriptor."""
-
-    def __init__(self, path: Path, sha256: str) -> None:
-        self.path = path
-        self.expected = sha256
-        self.problems: list[str] = []
-        self.manifest: dict[str, Any] = {}
-        self.data: dict[str, bytes] = {}
-        self._dir_fd: int | None = None
-
-    def __enter__(self) -> _Bundle:
-        self._check()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._dir_fd is not None:
-            os.close(self._dir_fd)
-            self._dir_fd = None
-
-    def _problem(self, where: Path, what: str) -> None:
-        self.problems.append(f"{where}: {what}")
-
-    def _check(self) -> None:
-        path = self.path
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            self._problem(path, "missing (the bundle directory does not exist)")
-            return
-        if stat.S_ISLNK(info.st_mode):
-            self._problem(path, "is a symlink; refused")
-            return
-        if not stat.S_ISDIR(info.st_mode):
-            self._problem(path, "is not a directory")
-            return
-        self._dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        self._check_mode(path, os.fstat(self._dir_fd).st_mode)
-        raw = self._read(MANIFEST)
-        if raw is None:
-            return
-        actual = _sha256(raw)
-        if actual != self.expected:
-            self._problem(
-                path / MANIFEST,
-                f"sha256 {actual} differs from the registry's {self.expected} (the manifest was "
-                "replaced or edited)",
-            )
-            return
-        manifest = _parse_manifest(raw)
-        if isinstance(manifest, str):
-            self._problem(path / MANIFEST, manifest)
-            return
-        self.manifest = manifest
-        listed = {MANIFEST}
-        for entry in manifest["files"]:
-            listed.add(entry["file"])
-            data = self._read(entry["file"])
-            if data is None:
-                continue
-            actual = _sha256(data)
-            if actual != entry["sha256"]:
-                self._problem(
-                    path / entry["file"],
-                    f"sha256 {actual} differs from the manifest's {entry['sha256']} (the file "
-                    "was changed)",
-                )
-            else:
-                self.data[entry["file"]] = data
-        for name in sorted(set(os.listdir(self._dir_fd)) - listed):
-            self._problem(path / name, "unexpected file, not in the manifest")
-
-    def _check_mode(self, where: Path, mode: int) -> None:
-        if mode & stat.S_IWOTH:
-            self._problem(where, f"mode {stat.S_IMODE(mode):04o} is writable by others; refused")
-        elif mode & stat.S_IWGRP:
-            self._problem(where, f"mode {stat.S_IMODE(mode):04o} is writable by group; refused")
-
-    def _read(self, name: str) -> bytes | None:
-        """The bytes of one regular file of the bundle, or None after recording why not."""
-        where = self.path / name
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self._dir_fd)
-        except FileNotFoundError:
-            self._problem(where, "missing")
-            return None
-        except OSError as exc:
-            if os.path.islink(where):
-                self._problem(where, "is a symlink; refused")
-            else:
-                self._problem(where, f"cannot be opened: {exc.strerror}")
-            return None
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                self._problem(where, "is not a regular file")
-                return None
-            self._check_mode(where, info.st_mode)
-            return handle.read()
-
-
-def _parse_manifest(raw: bytes) -> dict[str, Any] | str:
-    """The manifest as a dict, or what is wrong with it."""
-    try:
-        manifest = json.loads(raw)
-    except ValueError as exc:
-        return f"not JSON: {exc}"
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        return f"not a {MANIFEST_FORMAT} manifest"
-    files = manifest.get("files")
-    if not isinstance(files, list) or not files:
-        return "lists no model files"
-    seen: set[str] = set()
-    for i, entry in enumerate(files):
-        if not isinstance(entry, dict):
-            return f"files[{i}] is not an object"
-        name, file, kind, digest = (entry.get(k) for k in ("model", "file", "format", "sha256"))
-        if (
-            not isinstance(name, str)
-            or not _NAME.fullmatch(name)
-            or kind not in _FORMATS
-            or file != f"{name}{_FORMATS[kind]}"
-            or not isinstance(digest, str)
-            or not _HEX64.fullmatch(digest)
-        ):
-            return f"files[{i}] = {entry!r}: expected model, file, format and sha256"
-        if file in seen:
-            return f"files[{i}]: {file} is listed twice"
-        seen.add(file)
-    return manifest

@@ -5,33 +5,42 @@ accuracy per regime of the ensemble, every base model, the naive references and 
 (accuracy beside it), the models' fit times and vote weights, the regime mix before and after
 sampling with the weight shares, confusion matrices and feature importances.
 
-The figures are SVG written here rather than drawn by matplotlib: they are bars and heatmaps of
-a few dozen numbers, so the page stays small and byte-for-byte the same for the same report,
-and the daemon gains no plotting stack (matplotlib brings half a dozen packages and builds a
-font cache on first import). The page loads nothing from the network and runs no script. Every
-string taken from the report is HTML-escaped, and a null score (too few validation rows) is a
-grey "n/a" gap, never a 0.
+The figures (retrain_plots.py) are SVG written by regimed rather than drawn by matplotlib: they
+are bars and heatmaps of a few dozen numbers, so the page stays small and byte-for-byte the
+same for the same report, and the daemon gains no plotting stack (matplotlib brings half a
+dozen packages and builds a font cache on first import). The page loads nothing from the
+network and runs no script. Every string taken from the report is HTML-escaped, and a null
+score (too few validation rows) is a grey "n/a" gap, never a 0.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from daemon import __version__
-from daemon.domain import REGIMES
-from daemon.report.retrain_text import BASELINE_TITLES
-from daemon.report.svg import CSS, GAP, INK, MUTED, SERIES, Svg, clip, mix, text_width
+from daemon.report.retrain_plots import (
+    _baselines,
+    _cell_html,
+    _confusion_figure,
+    _count,
+    _fit_times_figure,
+    _fmt,
+    _importances,
+    _map,
+    _missing,
+    _mix_figures,
+    _num,
+    _scores_figure,
+    _vote_figure,
+)
+from daemon.report.svg import CSS
 from daemon.report.svg import escape as _e
 
 if TYPE_CHECKING:
     from daemon.registry.versions import ModelRecord
 
 __all__ = ["render_html"]
-
-_TOP_FEATURES = 20
 
 
 def render_html(report: Mapping[str, Any], *, model: ModelRecord | None = None) -> str:
@@ -70,150 +79,6 @@ def render_html(report: Mapping[str, Any], *, model: ModelRecord | None = None) 
     )
 
 
-# -- values --------------------------------------------------------------------------------
-
-
-def _num(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _map(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _fmt(value: object, spec: str = ".3f") -> str:
-    number = _num(value)
-    return "n/a" if number is None else format(number, spec)
-
-
-def _cell_html(value: object, spec: str = ".3f") -> str:
-    text = _fmt(value, spec)
-    return '<td class="na">n/a</td>' if text == "n/a" else f"<td>{text}</td>"
-
-
-def _regimes(*per_regime: Mapping[str, Any]) -> list[str]:
-    extra = [r for cells in per_regime for r in cells if r not in REGIMES]
-    return [*REGIMES, *dict.fromkeys(extra)]
-
-
-def _figure(svg: str, caption: str) -> str:
-    return f"<figure>{svg}<figcaption>{caption}</figcaption></figure>"
-
-
-def _missing(what: str) -> str:
-    return f'<p class="missing">{_e(what)}: not in this report.</p>'
-
-
-# -- drawing -------------------------------------------------------------------------------
-
-
-def _score_colour(value: float) -> tuple[str, str]:
-    """Fill and ink for a balanced accuracy: blue above a coin flip, orange below, full at 0.1
-    away from 0.5."""
-    t = max(-1.0, min(1.0, (value - 0.5) / 0.1))
-    fill = mix("#2b6cb0" if t >= 0 else "#c05621", 0.9 * abs(t))
-    return fill, "#ffffff" if abs(t) > 0.6 else INK
-
-
-def _share_colour(t: float) -> tuple[str, str]:
-    return mix("#2f855a", 0.9 * t), "#ffffff" if t > 0.6 else INK
-
-
-@dataclass(frozen=True)
-class _Cell:
-    fill: str
-    ink: str
-    text: str
-    sub: str
-    tip: str
-
-
-def _gap(tip: str, sub: str = "") -> _Cell:
-    return _Cell(GAP, MUTED, "n/a", sub, tip)
-
-
-def _grid(
-    svg: Svg,
-    x0: float,
-    y0: float,
-    rows: Sequence[str],
-    columns: Sequence[tuple[str, str]],
-    cells: Sequence[Sequence[_Cell]],
-    *,
-    label_w: float | None = None,
-    cell_h: float = 34.0,
-    breaks: Iterable[int] = (),
-) -> float:
-    """A heatmap: row labels, column labels (with a second muted line), coloured cells with a
-    value and a note. Rows listed in `breaks` start a new group after a gap. Returns its
-    bottom."""
-    label_w = label_w or max((text_width(clip(r)) for r in rows), default=0) + 16
-    cell_w = min(max(max((text_width(c) for c, _ in columns), default=0) + 10, 66.0), 140.0)
-    header = 32.0 if any(sub for _, sub in columns) else 18.0
-    for j, (name, sub) in enumerate(columns):
-        x = x0 + label_w + (j + 0.5) * cell_w
-        svg.text(x, y0 + 12, clip(name), anchor="middle", size=11, tip=name)
-        if sub:
-            svg.text(x, y0 + 26, sub, anchor="middle", size=10, fill=MUTED)
-    y = y0 + header
-    gaps = set(breaks)
-    for i, (row, row_cells) in enumerate(zip(rows, cells, strict=True)):
-        y += 6 if i in gaps else 0
-        svg.text(x0 + label_w - 8, y + cell_h / 2 + 4, clip(row), anchor="end", tip=row)
-        for j, cell in enumerate(row_cells):
-            x = x0 + label_w + j * cell_w
-            svg.rect(x + 1, y + 1, cell_w - 2, cell_h - 2, cell.fill, cell.tip)
-            mid = x + cell_w / 2
-            centre = y + cell_h / 2
-            svg.text(
-                mid, centre + (-2 if cell.sub else 4), cell.text, anchor="middle", fill=cell.ink
-            )
-            if cell.sub:
-                svg.text(mid, centre + 11, cell.sub, anchor="middle", size=9, fill=cell.ink)
-        y += cell_h
-    return y
-
-
-def _bars(
-    title: str,
-    categories: Sequence[str],
-    series: Sequence[tuple[str, Sequence[float | None]]],
-    fmt: Callable[[float], str],
-) -> str:
-    """Horizontal bars, one group per category and one bar per series; None is "n/a"."""
-    svg = Svg(title)
-    label_w = max((text_width(clip(c)) for c in categories), default=0) + 16
-    plot_w, bar_h, gap, top = 320.0, 14.0, 8.0, 6.0
-    if len(series) > 1:
-        x = label_w
-        for i, (name, _) in enumerate(series):
-            svg.rect(x, 4, 10, 10, SERIES[i % len(SERIES)])
-            svg.text(x + 14, 13, name, size=11)
-            x += 30 + text_width(name, 11)
-        top = 24.0
-    values = [v for _, vs in series for v in vs if v is not None and v > 0]
-    peak = max(values, default=1.0)
-    y = top
-    for row, category in enumerate(categories):
-        svg.text(label_w - 8, y + bar_h * len(series) / 2 + 4, clip(category), anchor="end")
-        for i, (name, vs) in enumerate(series):
-            value = vs[row]
-            if value is None:
-                svg.text(label_w + 4, y + bar_h - 3, "n/a", size=11, fill=MUTED)
-            else:
-                w = max(value, 0.0) / peak * plot_w
-                tip = f"{category}, {name}: {fmt(value)}"
-                svg.rect(label_w, y + 1, w, bar_h - 2, SERIES[i % len(SERIES)], tip)
-                svg.text(label_w + w + 4, y + bar_h - 3, fmt(value), size=11)
-            y += bar_h
-        y += gap
-    svg.line(label_w, top, label_w, y - gap)
-    return svg.render()
-
-
 # -- sections ------------------------------------------------------------------------------
 
 
@@ -238,15 +103,6 @@ def _meta(report: Mapping[str, Any], model: ModelRecord | None) -> str:
     if model is not None:
         facts.append(f"sha256 <code>{_e(model.sha256[:12])}</code>")
     return f'<p class="meta">{" &middot; ".join(facts)}</p>' if facts else ""
-
-
-def _count(value: object) -> str:
-    number = _num(value)
-    if number is not None:
-        return f"{number:,.0f}"
-    total = sum(n for n in (_num(v) for v in _map(value).values()) if n is not None)
-    return f"{total:,.0f}"
-
 
 def _decision(report: Mapping[str, Any]) -> str:
     promoted = report.get("promoted")
@@ -306,65 +162,6 @@ def _headline(report: Mapping[str, Any]) -> str:
     return f'<p class="headline">{"; ".join(parts)}.</p>'
 
 
-def _baselines(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    baselines = _map(_map(report.get("validation")).get("baselines"))
-    names = [n for n in BASELINE_TITLES if n in baselines]
-    names += [n for n in baselines if n not in BASELINE_TITLES]
-    return [(n, _map(baselines[n])) for n in names]
-
-
-def _scores_figure(report: Mapping[str, Any]) -> str:
-    validation = _map(report.get("validation"))
-    if not validation:
-        return _missing("validation scores")
-    # (label, per-regime cells, overall cell); base models and references carry their
-    # overall figures at the top level, the ensemble and the champion under "overall".
-    rows: list[tuple[str, Mapping[str, Any], Mapping[str, Any]]] = [
-        ("ensemble", _map(validation.get("per_regime")), _map(validation.get("overall")))
-    ]
-    models = _map(validation.get("models"))
-    rows += [(n, _map(_map(m).get("per_regime")), _map(m)) for n, m in models.items()]
-    rows = [rows[0], *(r for r in rows[1:] if r[0] != "ensemble")]
-    breaks = [len(rows)]
-    rows += [(f"{n} (naive)", _map(b.get("per_regime")), b) for n, b in _baselines(report)]
-    champion = _map(report.get("champion"))
-    if champion:
-        breaks.append(len(rows))
-        rows.append(("champion", _map(champion.get("per_regime")), _map(champion.get("overall"))))
-    regimes = _regimes(*(r[1] for r in rows))
-    counts = _map(validation.get("per_regime"))
-    columns = [(r, f"n {_count(_map(counts.get(r)).get('n'))}") for r in regimes]
-    columns.append(("overall", f"n {_count(_map(validation.get('overall')).get('n'))}"))
-    cells = []
-    for label, per_regime, overall in rows:
-        row = [_map(per_regime.get(r)) for r in regimes] + [overall]
-        cells.append([_score_cell(label, col, c) for (col, _), c in zip(columns, row, strict=True)])
-    svg = Svg("Balanced accuracy per regime (accuracy below)")
-    _grid(svg, 0, 0, [r[0] for r in rows], columns, cells, breaks=breaks)
-    return _figure(
-        svg.render(),
-        "Balanced accuracy on the validation rows, per regime and overall (accuracy below it): "
-        "the ensemble, each base model and the naive references"
-        + (", and the champion on the same rows" if champion else "")
-        + ". Blue is better than a coin flip (0.5), orange worse; grey n/a means too few rows "
-        "(or one label only) to score.",
-    )
-
-
-def _score_cell(row: str, column: str, cell: Mapping[str, Any]) -> _Cell:
-    balanced, accuracy = _num(cell.get("balanced_accuracy")), _num(cell.get("accuracy"))
-    n = _num(cell.get("n"))
-    tip = (
-        f"{row} \u00b7 {column}: balanced accuracy {_fmt(balanced)}, accuracy {_fmt(accuracy)}"
-        + ("" if n is None else f", n {n:,.0f}")
-    )
-    sub = f"acc {_fmt(accuracy)}"
-    if balanced is None:
-        return _gap(tip, sub)
-    fill, ink = _score_colour(balanced)
-    return _Cell(fill, ink, f"{balanced:.3f}", sub, tip)
-
-
 def _models_table(report: Mapping[str, Any]) -> str:
     validation = _map(report.get("validation"))
     models = _map(validation.get("models"))
@@ -397,172 +194,6 @@ def _models_table(report: Mapping[str, Any]) -> str:
             f"{_cell_html(ref.get('accuracy'))}{blank * 3}</tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
-
-
-def _fit_times_figure(report: Mapping[str, Any]) -> str:
-    models = _map(_map(report.get("validation")).get("models"))
-    names = [n for n in models if n != "ensemble"]
-    if not names:
-        return _missing("fit times")
-    seconds = [_num(_map(models[n]).get("fit_seconds")) for n in names]
-    svg = _bars("Fit time per model (seconds)", names, [("seconds", seconds)], _seconds)
-    return _figure(svg, "Wall-clock fit time of each base model, in seconds.")
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.1f} s"
-
-
-def _percent(value: float) -> str:
-    return f"{value:.1%}"
-
-
-def _vote_figure(report: Mapping[str, Any]) -> str:
-    weights = _map(_map(report.get("ensemble")).get("weights"))
-    if not weights:
-        return _missing("ensemble vote weights")
-    names = list(weights)
-    svg = _bars(
-        "Vote weight per model", names, [("weight", [_num(weights[n]) for n in names])], _percent
-    )
-    return _figure(
-        svg,
-        "Each model's weight in the ensemble's soft vote, from how far its balanced accuracy "
-        "on the ensemble holdout exceeds 0.5; 0% means no say.",
-    )
-
-
-def _mix_figures(report: Mapping[str, Any]) -> str:
-    training = _map(report.get("training"))
-    before, after = (
-        _map(training.get("regime_counts_before")),
-        _map(training.get("regime_counts_after")),
-    )
-    shares = _map(training.get("weight_share"))
-    if not (before or after or shares):
-        return _missing("training mix")
-    regimes = _regimes(before, after, shares)
-    counts = _bars(
-        "Training rows per regime before and after sampling",
-        regimes,
-        [
-            ("before", [_num(before.get(r)) for r in regimes]),
-            ("after", [_num(after.get(r)) for r in regimes]),
-        ],
-        lambda v: f"{v:,.0f}",
-    )
-    rows_after = [_num(after.get(r)) for r in regimes]
-    total = sum(v for v in rows_after if v is not None)
-    row_share = [None if v is None or total <= 0 else v / total for v in rows_after]
-    weighted = _bars(
-        "Share of rows and of weight per regime after sampling",
-        regimes,
-        [("rows", row_share), ("weight", [_num(shares.get(r)) for r in regimes])],
-        _percent,
-    )
-    ratio = _num(training.get("effective_size_ratio"))
-    notes = "" if ratio is None else f" Effective dataset size {ratio:.2f}x."
-    absent = training.get("absent_regimes")
-    if isinstance(absent, list) and absent:
-        notes += f" No rows of: {', '.join(_e(r) for r in absent)}."
-    return _figure(
-        counts,
-        "Fitting rows per regime before and after balancing to the target mix (minorities "
-        "oversampled, majorities undersampled).",
-    ) + _figure(
-        weighted,
-        "Each regime's share of the sampled rows and of the total sample weight after the "
-        f"regime weights: what the models are fitted to.{notes}",
-    )
-
-
-_ACTUAL = ("actual down", "actual up")
-_PREDICTED = (("pred. down", ""), ("pred. up", ""))
-
-
-def _matrix(value: object) -> list[list[int]] | None:
-    """[[tn, fp], [fn, tp]] as counts, or None when it is not that shape."""
-    if not isinstance(value, list) or len(value) != 2:
-        return None
-    rows = [r for r in value if isinstance(r, list) and len(r) == 2]
-    numbers = [[_num(v) for v in r] for r in rows]
-    if len(numbers) != 2 or any(v is None or v < 0 for r in numbers for v in r):
-        return None
-    return [[int(v or 0) for v in r] for r in numbers]
-
-
-def _confusion_figure(report: Mapping[str, Any]) -> str:
-    matrices = {n: m for n, m in _map(report.get("confusion")).items() if _matrix(m) is not None}
-    if not matrices:
-        return _missing("confusion matrices")
-    svg = Svg("Confusion matrices on the validation rows")
-    label_w, panel_w, panel_h, per_row = 96.0, 256.0, 118.0, 3
-    for k, (name, value) in enumerate(matrices.items()):
-        x0, y0 = (k % per_row) * panel_w, (k // per_row) * panel_h
-        svg.text(x0 + label_w, y0 + 12, clip(name), bold=True, tip=name)
-        matrix = _matrix(value) or []
-        cells = []
-        for actual, row in zip(_ACTUAL, matrix, strict=True):
-            total = sum(row)
-            line = []
-            for (predicted, _), count in zip(_PREDICTED, row, strict=True):
-                tip = f"{name}: {actual}, {predicted}: {count:,}"
-                if total == 0:
-                    line.append(_gap(tip, "0 rows"))
-                    continue
-                fill, ink = _share_colour(count / total)
-                line.append(_Cell(fill, ink, f"{count:,}", f"{count / total:.0%} of row", tip))
-            cells.append(line)
-        _grid(svg, x0, y0 + 18, _ACTUAL, _PREDICTED, cells, label_w=label_w)
-    return _figure(
-        svg.render(),
-        "Validation rows by actual and predicted direction for each model; the shade is the "
-        "share of the actual row (the recall of down and of up).",
-    )
-
-
-def _importances(report: Mapping[str, Any]) -> str:
-    by_model = {n: _map(v) for n, v in _map(report.get("importances")).items() if _map(v)}
-    if not by_model:
-        return _missing("feature importances (only the tree models have them)")
-    features = list(dict.fromkeys(f for values in by_model.values() for f in values))
-    means: dict[str, float] = {}
-    for feature in features:
-        found = [v for v in (_num(m.get(feature)) for m in by_model.values()) if v is not None]
-        means[feature] = sum(found) / len(found) if found else -1.0
-    ranked = sorted(features, key=lambda f: -means[f])
-    top = ranked[:_TOP_FEATURES]
-    shown = [_num(m.get(f)) for m in by_model.values() for f in top]
-    peak = max((v for v in shown if v is not None and v > 0), default=1.0)
-    cells = []
-    for feature in top:
-        line = []
-        for model, values in by_model.items():
-            value = _num(values.get(feature))
-            tip = f"{feature} in {model}: {_fmt(value, '.2%')}"
-            if value is None:
-                line.append(_gap(tip))
-                continue
-            fill, ink = _share_colour(value / peak)
-            line.append(_Cell(fill, ink, f"{value:.1%}", "", tip))
-        cells.append(line)
-    svg = Svg(f"Feature importances, top {len(top)} by mean")
-    _grid(svg, 0, 0, top, [(m, "") for m in by_model], cells, cell_h=22.0)
-    head = "".join(f"<th>{_e(m)}</th>" for m in by_model)
-    rows = "".join(
-        f"<tr><td>{_e(f)}</td>"
-        + "".join(_cell_html(values.get(f), ".2%") for values in by_model.values())
-        + "</tr>"
-        for f in ranked
-    )
-    return _figure(
-        svg.render(),
-        f"The {len(top)} features with the highest mean importance over the tree models "
-        f"(of {len(features)}); each model's importances sum to 100%.",
-    ) + (
-        f"<details><summary>All {len(features)} features</summary>"
-        f"<table><tr><th>feature</th>{head}</tr>{rows}</table></details>"
-    )
 
 
 def _split(report: Mapping[str, Any]) -> str:

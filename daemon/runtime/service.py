@@ -186,9 +186,9 @@ class Service:
     def _connect(self, consumer: MarketDataConsumer, deadline: float | None) -> bool:
         """Open the consumer, retrying with capped exponential backoff while no broker
         answers; False when stopped (or past `deadline`) before Kafka could be reached."""
-        from consumers._client import Backoff
-        from consumers.dlq import DeadLetterError
+        from consumers import Backoff
         from consumers.kafka_source import ConsumerError
+        from daemon.errors import DeadLetterError
 
         servers = ",".join(self.config.kafka.bootstrap_servers)
         backoff = Backoff(CONNECT_BACKOFF_S, CONNECT_BACKOFF_CAP_S)

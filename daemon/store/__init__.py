@@ -3,6 +3,7 @@ its writer process and the file locks; this package hands on the public names.""
 
 from __future__ import annotations
 
-from daemon.store.sqlite import SYNCHRONOUS, BatchResult, Store
+from daemon.store.batch import BatchResult
+from daemon.store.sqlite import SYNCHRONOUS, Store
 
 __all__ = ["SYNCHRONOUS", "BatchResult", "Store"]

@@ -1,1 +1,12 @@
-"""The trainer: time split, scoring against naive references and the promotion gate."""
+"""One retrain: split, sampling, archive, models, ensemble, scoring, gate and the lock.
+
+Its public names are its modules. The package imports none of them, so the daemon can use
+`lock` and `threads` without loading scikit-learn (only the retrain process fits models).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "archive", "ensemble", "gate", "lock", "models",
+    "sampling", "scoring", "split", "threads", "trainer",
+]  # fmt: skip

@@ -44,7 +44,7 @@ import pandas as pd
 from daemon.config import ArchiveEvent, Config
 from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
 from daemon.domain import REGIMES, SampleRow
-from daemon.errors import ConfigError, RegimedError
+from daemon.errors import ArchiveError, ConfigError, ReplayError
 from daemon.pipeline.engine import history_rows
 from daemon.store.sqlite import BatchResult, Store
 
@@ -79,10 +79,6 @@ YAHOO_VIX = "^VIX"
 LEAD_DAYS = 730
 #: Calendar days fetched after the latest event, so its last days get their label.
 TAIL_DAYS = 30
-
-
-class ArchiveError(RegimedError):
-    """The archive cannot be built from its source (e.g. Yahoo Finance is unreachable)."""
 
 
 @dataclass(frozen=True)
@@ -295,7 +291,7 @@ def load_bundled(config: Config) -> Histories:
 def load_yahoo(config: Config, today: dt.date | None = None) -> Histories:
     """`archive.symbols` and the VIX from Yahoo Finance (needs network), from `LEAD_DAYS`
     before the earliest event to `TAIL_DAYS` after the latest."""
-    from consumers.replay import ReplayError, yahoo_events
+    from consumers.replay import yahoo_events
 
     events = config.archive.events
     today = today or dt.date.today()

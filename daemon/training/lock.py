@@ -10,12 +10,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from daemon.errors import RegimedError
+from daemon.errors import RegimedError, RetrainBusy
 from daemon.store.locks import pid_lock
-
-
-class RetrainBusy(RegimedError):
-    """Another retrain holds the lock of this store."""
 
 
 def lock_path(store_path: str | os.PathLike[str]) -> Path:

@@ -20,11 +20,13 @@ feature magnitude in the bundled histories is the VIX level, about 100).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -70,12 +72,12 @@ def build_model(name: str, config: ModelsConfig, *, n_jobs: int, seed: int) -> M
     Raises `ConfigError` naming the model when `name` is not one of `MODEL_NAMES`.
     """
     try:
-        builder = _BUILDERS[name]
+        spec = _SPECS[name]
     except KeyError:
         raise ConfigError(
             f"model {name!r}: unknown base model; expected one of {', '.join(MODEL_NAMES)}"
         ) from None
-    return builder(config, n_jobs, seed)
+    return spec.make(name, config, n_jobs, seed)
 
 
 def fit_model(
@@ -307,116 +309,51 @@ class QuantileBinner(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return out
 
 
-# -- one builder per model -------------------------------------------------------------------
+# -- the model table ------------------------------------------------------------------------
 
 
-def _random_forest(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
-    c = config.random_forest
-    return RandomForestClassifier(
-        n_estimators=c.n_estimators,
-        max_depth=c.max_depth,
-        min_samples_leaf=c.min_samples_leaf,
-        max_features=c.max_features,
-        max_samples=c.max_samples,
-        n_jobs=n_jobs,
-        random_state=seed,
-    )
+@dataclass(frozen=True)
+class _Spec:
+    """How one base model is built from its section of `ModelsConfig` (`config.<name>`):
+    `estimator` (a class, or "module:Class" for a heavy library imported on use) with `params`
+    (keyword -> the section's field, or a function of the section), `fixed` keywords,
+    `random_state=seed` and (`threads`) `n_jobs`; with `before`, as the step named `step` of a
+    pipeline after those steps. `build` replaces all this for the SVM, whose structure depends
+    on its section."""
+
+    estimator: type | str
+    params: Mapping[str, str | Callable[[Any], Any]] = field(default_factory=dict)
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    threads: bool = True
+    before: tuple[tuple[str, type], ...] = ()
+    step: str = ""
+    build: Callable[[ModelsConfig, int, int], Model] | None = None
+
+    def make(self, name: str, config: ModelsConfig, n_jobs: int, seed: int) -> Model:
+        """The unfitted model `name` under `config`."""
+        if self.build is not None:
+            return self.build(config, n_jobs, seed)
+        section = getattr(config, name)
+        kwargs = {
+            key: getattr(section, value) if isinstance(value, str) else value(section)
+            for key, value in self.params.items()
+        }
+        kwargs.update(self.fixed)
+        if self.threads:
+            kwargs["n_jobs"] = n_jobs
+        cls: Any = self.estimator
+        if isinstance(cls, str):
+            module, _, name = cls.partition(":")
+            cls = getattr(importlib.import_module(module), name)
+        estimator = cls(**kwargs, random_state=seed)
+        if not self.before:
+            return estimator
+        return Pipeline([*((n, step()) for n, step in self.before), (self.step, estimator)])
 
 
-def _extra_trees(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
-    c = config.extra_trees
-    return ExtraTreesClassifier(
-        n_estimators=c.n_estimators,
-        max_depth=c.max_depth,
-        min_samples_leaf=c.min_samples_leaf,
-        max_features=c.max_features,
-        n_jobs=n_jobs,
-        random_state=seed,
-    )
-
-
-def _xgboost(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
-    from xgboost import XGBClassifier  # a heavy import, only when asked for
-
-    c = config.xgboost
-    return XGBClassifier(
-        n_estimators=c.n_estimators,
-        max_depth=c.max_depth,
-        learning_rate=c.learning_rate,
-        subsample=c.subsample,
-        colsample_bytree=c.colsample_bytree,
-        min_child_weight=c.min_child_weight,
-        objective="binary:logistic",
-        tree_method="hist",
-        n_jobs=n_jobs,
-        random_state=seed,
-    )
-
-
-def _lightgbm(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
-    from lightgbm import LGBMClassifier  # a heavy import, only when asked for
-
-    c = config.lightgbm
-    return LGBMClassifier(
-        n_estimators=c.n_estimators,
-        num_leaves=c.num_leaves,
-        learning_rate=c.learning_rate,
-        subsample=c.subsample,
-        # LightGBM draws rows only when the bagging frequency is set: without it `subsample`
-        # would be silently ignored.
-        subsample_freq=1 if c.subsample < 1 else 0,
-        colsample_bytree=c.colsample_bytree,
-        min_child_samples=c.min_child_samples,
-        n_jobs=n_jobs,
-        random_state=seed,
-        # The same model on every run (and here on one thread or two); the histogram layout is
-        # fixed rather than chosen by a timing test, which could differ between two runs.
-        deterministic=True,
-        force_col_wise=True,
-        verbose=-1,
-    )
-
-
-def _gradient_boosting(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
-    """Histogram gradient boosting, not scikit-learn's exact `GradientBoostingClassifier`.
-
-    The exact variant sorts every feature at every split and runs on one core: it took 9 minutes
-    on 85,000 rows, several times the whole two-minute retrain budget. The histogram variant
-    buckets each feature once (at most 255 bins; `QuantileBinner` cuts them, see there why) and
-    then grows each tree from bucket sums, on every thread. Early stopping is off: it would hold
-    out a random 10% of the rows past 10,000, a look-ahead split on serially correlated samples,
-    and make the number of rounds depend on the data size instead of `max_iter`.
-    """
-    c = config.gradient_boosting
-    boost = HistGradientBoostingClassifier(
-        max_iter=c.max_iter,
-        max_leaf_nodes=c.max_leaf_nodes,
-        learning_rate=c.learning_rate,
-        min_samples_leaf=c.min_samples_leaf,
-        l2_regularization=c.l2_regularization,
-        early_stopping=False,
-        random_state=seed,
-    )
-    return Pipeline([("bin", QuantileBinner()), ("boost", boost)])
-
-
-def _mlp(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
-    c = config.mlp
-    mlp = MLPClassifier(
-        hidden_layer_sizes=c.hidden_layer_sizes,
-        alpha=c.alpha,
-        learning_rate_init=c.learning_rate_init,
-        batch_size=c.batch_size,
-        max_iter=c.max_iter,
-        random_state=seed,
-    )
-    return Pipeline([("scale", StandardScaler()), ("mlp", mlp)])
-
-
-def _logistic_regression(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
-    c = config.logistic_regression
-    logistic = LogisticRegression(C=c.c, max_iter=c.max_iter, random_state=seed)
-    return Pipeline([("scale", StandardScaler()), ("logistic", logistic)])
+def _same(*fields: str) -> dict[str, str]:
+    """Estimator keywords named like the section's fields."""
+    return {f: f for f in fields}
 
 
 def _svm(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
@@ -450,15 +387,59 @@ def _svm(config: ModelsConfig, n_jobs: int, seed: int) -> Model:
     )
 
 
-_BUILDERS: dict[str, Callable[[ModelsConfig, int, int], Model]] = {
-    "random_forest": _random_forest,
-    "xgboost": _xgboost,
-    "lightgbm": _lightgbm,
-    "extra_trees": _extra_trees,
-    "gradient_boosting": _gradient_boosting,
-    "mlp": _mlp,
-    "logistic_regression": _logistic_regression,
-    "svm": _svm,
+_TREE = _same("n_estimators", "max_depth", "min_samples_leaf", "max_features")
+_BOOSTED = _same("n_estimators", "learning_rate", "subsample", "colsample_bytree")
+
+#: The eight base models. The gradient boosting is scikit-learn's histogram variant, not the
+#: exact `GradientBoostingClassifier`: that one sorts every feature at every split on one core
+#: and took 9 minutes on 85,000 rows, several times the whole retrain budget; the histogram
+#: variant buckets each feature once (at most 255 bins; `QuantileBinner` cuts them, see there
+#: why) and grows each tree from bucket sums on every thread. Its early stopping is off: it
+#: would hold out a random 10% of the rows past 10,000, a look-ahead split on serially
+#: correlated samples. LightGBM draws rows only when the bagging frequency is set, so
+#: `subsample_freq` follows `subsample`; it runs `deterministic` with a fixed histogram layout
+#: (`force_col_wise`) rather than one chosen by a timing test, which could differ between runs.
+_SPECS: dict[str, _Spec] = {
+    "random_forest": _Spec(RandomForestClassifier, {**_TREE, **_same("max_samples")}),
+    "xgboost": _Spec(
+        "xgboost:XGBClassifier",
+        {**_BOOSTED, **_same("max_depth", "min_child_weight")},
+        fixed={"objective": "binary:logistic", "tree_method": "hist"},
+    ),
+    "lightgbm": _Spec(
+        "lightgbm:LGBMClassifier",
+        {
+            **_BOOSTED,
+            **_same("num_leaves", "min_child_samples"),
+            "subsample_freq": lambda c: 1 if c.subsample < 1 else 0,
+        },
+        fixed={"deterministic": True, "force_col_wise": True, "verbose": -1},
+    ),
+    "extra_trees": _Spec(ExtraTreesClassifier, _TREE),
+    "gradient_boosting": _Spec(
+        HistGradientBoostingClassifier,
+        _same("max_iter", "max_leaf_nodes", "learning_rate", "min_samples_leaf")
+        | _same("l2_regularization"),
+        fixed={"early_stopping": False},
+        threads=False,
+        before=(("bin", QuantileBinner),),
+        step="boost",
+    ),
+    "mlp": _Spec(
+        MLPClassifier,
+        _same("hidden_layer_sizes", "alpha", "learning_rate_init", "batch_size", "max_iter"),
+        threads=False,
+        before=(("scale", StandardScaler),),
+        step="mlp",
+    ),
+    "logistic_regression": _Spec(
+        LogisticRegression,
+        {"C": "c", "max_iter": "max_iter"},
+        threads=False,
+        before=(("scale", StandardScaler),),
+        step="logistic",
+    ),
+    "svm": _Spec(SVC, build=_svm),
 }
 
 

@@ -16,13 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from daemon.domain import REGIMES
-from daemon.errors import RegimedError
+from daemon.errors import SamplingError
 
 logger = logging.getLogger(__name__)
-
-
-class SamplingError(RegimedError, ValueError):
-    """The sampler cannot meet its target (e.g. no row of any regime with a share)."""
 
 
 @dataclass(frozen=True)

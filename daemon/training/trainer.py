@@ -24,7 +24,7 @@ import pandas as pd
 
 from daemon.config import Config
 from daemon.domain import REGIMES
-from daemon.errors import ModelFitError, RegimedError, StoreError
+from daemon.errors import ModelFitError, RegimedError, RetrainFailed, StoreError
 from daemon.pipeline.features.defs import FEATURE_NAMES, FEATURE_VERSION
 from daemon.store.sqlite import Store
 from daemon.training.ensemble import (
@@ -46,14 +46,6 @@ logger = logging.getLogger(__name__)
 #: progress(event, details): "model_started" / "model_finished" per base model, "stage" for
 #: the other steps. The CLI draws a progress bar from it on a terminal.
 Progress = Callable[[str, Mapping[str, Any]], None]
-
-
-class RetrainFailed(RegimedError):
-    """The retrain could not produce a candidate; the champion is kept. `report` says why."""
-
-    def __init__(self, message: str, report: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ import pytest
 
 from consumers.broker import EmbeddedBroker
 from consumers.dlq import FRAMING_BYTES, MAX_KEY_BYTES, DeadLetter, DeadLetters
-from consumers.events import EventRejected
 from consumers.kafka_source import MarketDataConsumer
 from consumers.replay import ensure_topic
 from daemon.config import Config
+from daemon.errors import EventRejected
 from daemon.monitor.metrics import Metrics
 from daemon.store.sqlite import Store
 from tests.consumers.test_ingest import numbered, stored_numbers

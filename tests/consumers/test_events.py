@@ -18,12 +18,12 @@ from consumers.events import (
     REASONS,
     BarEvent,
     DecodedBatch,
-    EventRejected,
     decode_batch,
     decode_event,
 )
 from consumers.replay import synthetic_events
 from daemon.config import EventsConfig
+from daemon.errors import EventRejected
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 GOOD = {

@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 from hypothesis import strategies as st
 
-from consumers.events import REASONS, BarEvent, EventRejected, decode_event
+from consumers.events import REASONS, BarEvent, decode_event
 from consumers.kafka_source import MarketDataConsumer
 from consumers.replay import bundled_events, publish
 from daemon.config import Config
 from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.errors import StoreError
+from daemon.errors import EventRejected, StoreError
 from daemon.monitor.metrics import Metrics
 from daemon.pipeline.engine import history_rows
 from daemon.store.sqlite import Store

@@ -6,7 +6,7 @@ import logging
 from types import SimpleNamespace
 
 from consumers._rejections import RejectionLog
-from consumers.events import EventRejected
+from daemon.errors import EventRejected
 
 
 def record(offset: int) -> SimpleNamespace:

@@ -9,7 +9,6 @@ import pytest
 
 from consumers.events import decode_event
 from consumers.replay import (
-    ReplayError,
     bundled_events,
     in_time_order,
     synthetic_events,
@@ -17,6 +16,7 @@ from consumers.replay import (
     yahoo_frames,
 )
 from daemon.config import RegimeConfig
+from daemon.errors import ReplayError
 from daemon.pipeline.regime import label_history
 
 NOW = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)

@@ -403,7 +403,7 @@ def test_a_retrain_that_swallows_the_sigterm_exception_still_exits_after_the_gra
             sys.executable,
             "-c",
             "import signal, sys, time\n"
-            "from daemon.runtime.retrain_runner import _sigterm_handler\n"
+            "from daemon.runtime.retrain_child import _sigterm_handler\n"
             "signal.signal(signal.SIGTERM, _sigterm_handler(1.0))\n"
             "print('ready', flush=True)\n"
             "while True:\n"

@@ -23,8 +23,8 @@ from sqlite_utils import Database
 from daemon.config import StoreConfig
 from daemon.domain import REGIMES, BarRow, LabelUpdate, PredictionRow, SampleRow
 from daemon.errors import ConfigError, RegimedError, StoreError
+from daemon.store import batch as store_module
 from daemon.store import migrations as _migrations
-from daemon.store import sqlite as store_module
 from daemon.store.migrations import LATEST_VERSION, MIGRATIONS, Migration, migrate
 from daemon.store.sqlite import SYNCHRONOUS, BatchResult, Store
 

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from daemon.config import Config
 from daemon.domain import REGIMES
-from daemon.training.sampling import SamplingError, balance, quotas, row_weights, weight_report
+from daemon.errors import SamplingError
+from daemon.training.sampling import balance, quotas, row_weights, weight_report
 
 MIX = Config().sampling.target_mix.as_dict()
 WEIGHTS = Config().weights.regime.as_dict()

@@ -15,11 +15,12 @@ import pytest
 
 from daemon.config import Config, ModelsConfig, StoreConfig
 from daemon.config.training import LightGBMConfig, RandomForestConfig
+from daemon.errors import RetrainBusy, RetrainFailed
 from daemon.pipeline.engine import history_rows
 from daemon.store.sqlite import Store
 from daemon.training.archive import build_archive
-from daemon.training.lock import RetrainBusy, retrain_lock
-from daemon.training.trainer import RetrainFailed, retrain
+from daemon.training.lock import retrain_lock
+from daemon.training.trainer import retrain
 
 VOLATILE = ("version", "duration_seconds", "artifact", "fit_seconds")
 
