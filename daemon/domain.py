@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BAR_FIELDS",
     "REGIMES",
+    "REJECTION_REASONS",
     "SOURCES",
     "VIX_SOURCES",
     "Bar",
@@ -51,6 +52,28 @@ Source = Literal["live", "archive"]
 #: [name, value] pairs) and when it was parked (ISO 8601).
 DeadLetterRow = tuple[str, int, int, str, bytes | None, bytes, str, str]
 SOURCES: tuple[Source, ...] = ("live", "archive")
+#: Every reason a market-data event can be rejected for: a bounded set, so it can label a
+#: metric (`regimed_events_rejected_total{reason}`).
+REJECTION_REASONS: tuple[str, ...] = (
+    "too_large",
+    "undecodable",
+    "not_json",
+    "not_an_object",
+    "missing_field",
+    "bad_type",
+    "bad_symbol",
+    "key_mismatch",
+    "bad_ts",
+    "future_ts",
+    "bad_interval",
+    "non_finite",
+    "non_positive_price",
+    "high_below_open_close",
+    "low_above_open_close",
+    "negative_volume",
+    "ts_before_min_date",
+    "price_above_max",
+)
 VIX_SOURCES = ("vix", "proxy", "none")
 #: A `BarRow` as the parameters of the bar statements (`RowBlock.bars` order).
 BAR_FIELDS = operator.attrgetter(

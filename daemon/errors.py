@@ -19,6 +19,10 @@ class DataError(RegimedError, ValueError):
     """Input data (a CSV file, a bar) is malformed; the message names file, row and column."""
 
 
+class ReplayError(RegimedError):
+    """A bar source (Yahoo Finance) or the broker a replay publishes to failed."""
+
+
 class UsageError(RegimedError, ValueError):
     """A command was called with arguments that do not fit together (exit code 2)."""
 
