@@ -31,6 +31,7 @@ from daemon.config import AlertsConfig, Config
 from daemon.domain import REGIMES, PredictionRow, SampleRow
 from daemon.errors import RegimedError
 from daemon.monitor.drift import DriftCheck, DriftMonitor, DriftTrigger, ErrorStream, Reference
+from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class LiveScorer:
         if not force and now - self._checked_at < CHAMPION_POLL_S:
             return False
         self._checked_at = now
-        record = self.store.champion()
+        record = Registry(self.store).champion()
         version = None if record is None else record.version
         if version == self.version:
             return False

@@ -25,6 +25,7 @@ from daemon.config import Config
 from daemon.domain import REGIMES
 from daemon.errors import ModelFitError, RegimedError, StoreError
 from daemon.pipeline.features.defs import FEATURE_NAMES, FEATURE_VERSION
+from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 from daemon.training.ensemble import (
     Ensemble,
@@ -91,8 +92,6 @@ def retrain(
         Store.open(config.store) as store,
     ):
         from daemon.registry.artifacts import artifacts_root, sweep_temporary
-        from daemon.registry.versions import Registry
-
         for stale in sweep_temporary(artifacts_root(config.store.path)):
             logger.warning("removed %s, left by a retrain that was killed while saving", stale)
         for stray in Registry(store).unregistered():
@@ -136,7 +135,7 @@ class _Retrain:
             report.update(promoted=False, reason=f"retrain failed: {exc}", outcome="failed")
             report["duration_seconds"] = round(time.perf_counter() - self.t0, 3)
             try:
-                self.store.add_retrain_run(
+                Registry(self.store).add_retrain_run(
                     trigger=self.trigger,
                     started_at=self.started_at,
                     finished_at=self.clock(),
@@ -239,7 +238,7 @@ class _Retrain:
         report["outcome"] = "promoted" if decision.promoted else "rejected"
 
         self._stage("save")
-        version = new_version(self.started_at, {m.version for m in self.store.models()})
+        version = new_version(self.started_at, {m.version for m in Registry(self.store).models()})
         report["version"] = version
         report["feature_version"] = FEATURE_VERSION
         report["duration_seconds"] = round(time.perf_counter() - self.t0, 3)
@@ -432,8 +431,6 @@ class _Retrain:
     ) -> None:
         """Artifact, registry row (promoted in the same transaction) and the run record."""
         from daemon.registry.artifacts import artifacts_root
-        from daemon.registry.versions import Registry
-
         registry = Registry(self.store, alerts=self.config.alerts)
         meta = {
             "version": version,
