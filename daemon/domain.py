@@ -32,6 +32,7 @@ __all__ = [
     "VIX_SOURCES",
     "Bar",
     "BarRow",
+    "Batch",
     "DeadLetterRow",
     "LabelUpdate",
     "PredictionRow",
@@ -393,3 +394,22 @@ class PredictionRow:
         check_finite("PredictionRow", "proba", self.proba)
         check_regime("PredictionRow", self.regime, optional=True)
         check_label("PredictionRow", self.label)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one poll commits together, in one store transaction: the rows the pipeline made
+    of its bars (`bars`, `samples`, `labels` as row objects, `block` as statement
+    parameters), the champion's `predictions`, the poll's Kafka `offsets` ((topic, partition)
+    -> the next offset to consume), the `dead_letters` the dead-letter topic did not take, and
+    the increments of the store's named `counters`. The offsets are committed to Kafka only
+    once the store holds the batch."""
+
+    offsets: dict[tuple[str, int], int]
+    bars: list[BarRow] = field(default_factory=list)
+    samples: list[SampleRow] = field(default_factory=list)
+    labels: list[LabelUpdate] = field(default_factory=list)
+    block: RowBlock = field(default_factory=RowBlock)
+    predictions: list[PredictionRow] = field(default_factory=list)
+    dead_letters: list[DeadLetterRow] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
