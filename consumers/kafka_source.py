@@ -177,7 +177,8 @@ def tune_gc() -> None:
 
 
 class MarketDataConsumer:
-    """Consumes `kafka.topic` into the store until `stop` is set (or a limit is reached)."""
+    """Consumes `kafka.topic` through its ingest `step` until `stop` is set (or a limit is
+    reached)."""
 
     def __init__(
         self,

@@ -1,1 +1,2 @@
-"""The process: the service, its retrains and scheduler, status and sd_notify."""
+"""The process: the service, the per-poll ingest step, its retrains and scheduler, status and
+sd_notify."""
