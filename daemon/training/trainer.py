@@ -25,6 +25,8 @@ from daemon.config import Config
 from daemon.domain import REGIMES
 from daemon.errors import ModelFitError, RegimedError, StoreError
 from daemon.pipeline.features.defs import FEATURE_NAMES, FEATURE_VERSION
+from daemon.registry.artifacts import ArtifactError, artifacts_root, sweep_temporary
+from daemon.registry.serving import load_champion
 from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 from daemon.training.ensemble import (
@@ -91,7 +93,6 @@ def retrain(
         retrain_lock(config.store.path, config.training.lock_timeout_seconds),
         Store.open(config.store) as store,
     ):
-        from daemon.registry.artifacts import artifacts_root, sweep_temporary
         for stale in sweep_temporary(artifacts_root(config.store.path)):
             logger.warning("removed %s, left by a retrain that was killed while saving", stale)
         for stray in Registry(store).unregistered():
@@ -394,9 +395,6 @@ class _Retrain:
         artifact is refused (tampered, wrong permissions) has already raised an alert; the
         candidate is then judged against the naive references alone, so the service can
         recover with a verified model instead of failing every retrain."""
-        from daemon.registry.artifacts import ArtifactError
-        from daemon.registry.serving import load_champion
-
         try:
             loaded = load_champion(self.config, self.store)
         except ArtifactError as exc:
@@ -430,7 +428,6 @@ class _Retrain:
         reference: Mapping[str, Any],
     ) -> None:
         """Artifact, registry row (promoted in the same transaction) and the run record."""
-        from daemon.registry.artifacts import artifacts_root
         registry = Registry(self.store, alerts=self.config.alerts)
         meta = {
             "version": version,
