@@ -44,6 +44,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -54,14 +55,14 @@ import pandas as pd
 
 from consumers.broker import EmbeddedBroker
 from consumers.events import decode_batch
-from consumers.kafka_source import RESTORE_BARS, MarketDataConsumer, tune_gc
+from consumers.kafka_source import Poll, tune_gc
 from consumers.replay import ensure_topic, publish, synthetic_events
 from daemon.config import Config, KafkaConfig, MetricsConfig, StoreConfig
 from daemon.domain import BAR_FIELDS
 from daemon.monitor.metrics import Metrics
 from daemon.pipeline.engine import Output, Pipeline
+from daemon.runtime.ingest import RESTORE_BARS, Ingest, ingest_consumer
 from daemon.store.sqlite import Store
-from daemon.store.writer import StoreWriter
 
 Payload = tuple[bytes, bytes]  # (key, value) as the producer sends them
 
@@ -132,10 +133,15 @@ def in_process(
     stores batch N while this thread computes N+1; "thread": `Store.write_batch` in this
     thread; "none": no store at all (decode and pipeline alone)."""
     topic = config.kafka.topic
+    store_config = dataclasses.replace(config.store, writer_process=mode == "process")
+    config = config.replace(store=store_config)
     with Store(path) as store:
         pipeline = Pipeline(config, history=lambda s: store.recent_bars(s, RESTORE_BARS))
-        pipeline.load_vix(store.bars(symbol=config.regime.vix_symbol))
-        writer = StoreWriter(path) if mode == "process" else None
+        step = Ingest(config, store, Metrics.create(), pipeline=pipeline)
+        step.resume()
+        if mode != "none":
+            step.open()
+        writer = step.writer
         pids = {"consumer": None} | ({"writer": writer.pid} if writer is not None else {})
         meter = CpuMeter(**pids)
         try:
@@ -143,33 +149,17 @@ def in_process(
             start = time.perf_counter()
             for first in range(0, len(records), batch):
                 chunk = records[first : first + batch]
-                out = Output()
-                pipeline.process_batch(decode_batch(chunk, dt.datetime.now(dt.UTC)), out)
-                rows = {
-                    "bars": out.bars,
-                    "samples": out.samples,
-                    "labels": out.labels,
-                    "block": out.block,
-                    "offsets": {(topic, 0): first + len(chunk)},
-                    "counters": {
-                        "events_stored": len(chunk),
-                        "rejected_events": 0,
-                        "bars_out_of_order": out.out_of_order,
-                    },
-                }
-                if writer is not None:
-                    if writer.in_flight:
-                        writer.result()
-                    writer.submit(**rows)
-                elif mode == "thread":
-                    store.write_batch(**rows)
-            if writer is not None and writer.in_flight:
-                writer.result()
+                bars = decode_batch(chunk, dt.datetime.now(dt.UTC))
+                if mode == "none":
+                    pipeline.process_batch(bars, Output())
+                    continue
+                offsets = {(topic, 0): first + len(chunk)}
+                step.write(Poll(bars, offsets, len(chunk), Counter(), []))
+            step.settle()
             elapsed = time.perf_counter() - start
             cpu = meter.stop(len(records))
         finally:
-            if writer is not None:
-                writer.close()
+            step.close()
         if mode != "none":
             assert store.bar_count() == len(records), "in-process run lost bars"
     return elapsed, cpu
@@ -357,7 +347,7 @@ def end_to_end(
 ) -> Phase:
     """Run the daemon's consumer until every record is stored."""
     with Store.open(config.store) as store:
-        consumer = MarketDataConsumer(config, store, Metrics.create(), threading.Event())
+        consumer = ingest_consumer(config, store, Metrics.create(), threading.Event())
         start = time.perf_counter()
         consumer.open()
         deadline = time.monotonic() + timeout_s
@@ -365,7 +355,7 @@ def end_to_end(
             # The first poll (after the group join) and its batch: the steady state starts here.
             first = consumer.run(max_messages=1, timeout_s=timeout_s).consumed
             first_at = time.perf_counter()
-            writer = consumer.writer.pid if consumer.writer is not None else None
+            writer = consumer.step.writer.pid if consumer.step.writer is not None else None
             meter = CpuMeter(consumer=None, writer=writer, broker=broker_pid)
             meter.start()
             consumed, batches = first, 0

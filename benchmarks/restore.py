@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from consumers.kafka_source import RESTORE_BARS
 from consumers.replay import synthetic_events
 from daemon.config import Config
 from daemon.domain import Bar
 from daemon.pipeline.engine import Output, Pipeline
+from daemon.runtime.ingest import RESTORE_BARS
 from daemon.store.sqlite import Store
 
 BATCH = 10_000

@@ -44,13 +44,13 @@ from typing import Any
 import pandas as pd
 
 from consumers.broker import EmbeddedBroker
-from consumers.kafka_source import MarketDataConsumer
 from consumers.replay import ensure_topic, synthetic_events
 from daemon.config import Config, KafkaConfig, MetricsConfig, StoreConfig
 from daemon.config.runtime import RetrainProcessConfig
 from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
 from daemon.monitor.metrics import Metrics
 from daemon.pipeline.engine import history_rows
+from daemon.runtime.ingest import ingest_consumer
 from daemon.runtime.retrain_runner import RetrainRunner, RunResult
 from daemon.store.sqlite import Store
 from daemon.training.archive import build_archive
@@ -121,7 +121,7 @@ class Ingest:
     def _run(self) -> None:
         try:
             with Store.open(self.config.store) as store:
-                consumer = MarketDataConsumer(self.config, store, Metrics.create(), self.stopping)
+                consumer = ingest_consumer(self.config, store, Metrics.create(), self.stopping)
                 consumer.open()
                 try:
                     while not self.stopping.is_set():

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from daemon.config import EventsConfig
-from daemon.domain import Bar
+from daemon.domain import REJECTION_REASONS, Bar
 from daemon.errors import EventRejected
 
 #: A validated event is a daemon `Bar`.
@@ -36,27 +36,8 @@ PRICE_FIELDS = ("open", "high", "low", "close")
 NUMBER_FIELDS = (*PRICE_FIELDS, "volume")
 SUPPORTED_INTERVALS = ("1d",)
 
-#: Every reason an event can be rejected for.
-REASONS: tuple[str, ...] = (
-    "too_large",
-    "undecodable",
-    "not_json",
-    "not_an_object",
-    "missing_field",
-    "bad_type",
-    "bad_symbol",
-    "key_mismatch",
-    "bad_ts",
-    "future_ts",
-    "bad_interval",
-    "non_finite",
-    "non_positive_price",
-    "high_below_open_close",
-    "low_above_open_close",
-    "negative_volume",
-    "ts_before_min_date",
-    "price_above_max",
-)
+#: Every reason an event can be rejected for (a bounded set: a metric label).
+REASONS = REJECTION_REASONS
 
 _DEFAULT_EVENTS = EventsConfig()
 

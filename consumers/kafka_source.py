@@ -1,11 +1,12 @@
-"""The market-data consumer: Kafka records in, one SQLite transaction per polled batch out.
+"""The market-data consumer: Kafka records in, one ingest step per polled batch.
 
-For every batch: decode and validate each record (invalid ones go to the dead-letter topic),
-run the pipeline (regime, features, delayed labels), write bars, samples, labels AND the next
-offsets in one transaction, and only then commit the offsets to Kafka (asynchronously: SQLite
-is the truth). Records below the offset stored in SQLite are skipped, so a crash between the
-SQLite commit and the Kafka commit duplicates nothing; newly assigned partitions seek to the
-stored offset when it is ahead of the group's committed one.
+For every poll: decode and validate each record (invalid ones go to the dead-letter topic) and
+hand the valid bars, the poll's next offsets and its parked dead letters to the `IngestStep`
+(`daemon.runtime.ingest.Ingest`: pipeline, scores, one store transaction, metrics); only once
+the step reports the batch stored are its offsets committed to Kafka (asynchronously: the store
+is the truth). Records below the offset the store holds are skipped, so a crash between the
+store's commit and Kafka's duplicates nothing; newly assigned partitions seek to the stored
+offset when it is ahead of the group's committed one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from consumers._client import (
     BOOTSTRAP_TIMEOUT_MS,
@@ -32,19 +33,14 @@ from consumers._rejections import RejectionLog
 from consumers.dlq import DeadLetters, parked_at
 from consumers.events import DecodedBatch, decode_batch
 from daemon.config import Config
-from daemon.domain import PredictionRow
+from daemon.domain import DeadLetterRow
 from daemon.errors import RegimedError
-from daemon.monitor.live import LiveScorer, labels_of
-from daemon.monitor.metrics import Metrics
-from daemon.pipeline.engine import Output, Pipeline
-from daemon.store.sqlite import BatchResult, Store
-from daemon.store.writer import StoreWriter
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter as CounterMetric
+    from prometheus_client import Gauge
 
 logger = logging.getLogger(__name__)
-
-#: Stored bars per symbol that rebuild its state (covers the 200-bar windows and lets the
-#: recursive averages converge far below float precision).
-RESTORE_BARS = 1000
 
 
 class ConsumerError(RegimedError):
@@ -64,16 +60,63 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
-class _Written:
-    """What the consumer does with a batch once SQLite holds it."""
+class Poll:
+    """One poll, decoded: what the ingest step turns into one store transaction."""
 
-    summary: RunSummary
-    out: Output
+    #: The valid bars of every partition, partition after partition (None: no valid bar).
+    bars: DecodedBatch | None
+    #: (topic, partition) -> the next offset to consume, for every partition with new records.
+    offsets: dict[tuple[str, int], int]
+    valid: int
+    #: Rejected records by reason.
     rejected: Counter[str]
-    n_rejected: int
-    parked: int
-    predictions: int
-    scored: Counter[str]
+    #: Rejected records the dead-letter topic did not take: the store parks them.
+    dead_letters: list[DeadLetterRow]
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A poll whose batch the store has committed, and the bars it stored."""
+
+    poll: Poll
+    bars: int
+
+
+class IngestStep(Protocol):
+    """What the consumer hands every poll to (`daemon.runtime.ingest.Ingest` in the daemon)."""
+
+    def open(self) -> None:
+        """Before the first poll."""
+
+    def close(self) -> None:
+        """After the last poll (a batch in flight is dropped: `settle` it first)."""
+
+    def resume(self) -> dict[int, int]:
+        """Partitions were assigned: reload what another member may have stored meanwhile;
+        the next offset of each partition of the topic, as the store holds it."""
+
+    def forget(self, symbols: list[str]) -> None:
+        """These symbols' partitions moved: their state is to be rebuilt from the store."""
+
+    def write(self, poll: Poll) -> Stored | None:
+        """Hand the poll's batch to the store; the batch that this call saw committed (this
+        one, or the one that was in flight), None when none."""
+
+    def settle(self) -> Stored | None:
+        """Wait for the batch in flight, if any: the batch committed, None when none."""
+
+    def idle(self) -> None:
+        """A poll brought no record."""
+
+
+class ConsumerMetrics(Protocol):
+    """The metrics the consumer keeps itself (`daemon.monitor.metrics.Metrics` has them)."""
+
+    @property
+    def events_consumed(self) -> CounterMetric: ...
+
+    @property
+    def consumer_lag(self) -> Gauge: ...
 
 
 class _Rebalance:
@@ -134,47 +177,39 @@ def tune_gc() -> None:
 
 
 class MarketDataConsumer:
-    """Consumes `kafka.topic` into the store until `stop` is set (or a limit is reached)."""
+    """Consumes `kafka.topic` through its ingest `step` until `stop` is set (or a limit is
+    reached)."""
 
     def __init__(
         self,
         config: Config,
-        store: Store,
-        metrics: Metrics,
+        step: IngestStep,
+        metrics: ConsumerMetrics,
         stop: threading.Event,
-        pipeline: Pipeline | None = None,
         consumer_options: dict[str, Any] | None = None,
-        scorer: LiveScorer | None = None,
     ) -> None:
         self.config = config
-        self.scorer = scorer
+        self.step = step
         #: When the consume loop last finished a poll (monotonic): /healthz and the watchdog.
         self.last_progress = time.monotonic()
         self.consumed_total = 0
         self._lags: dict[int, int] = {}
-        self.store = store
         self.metrics = metrics
         self.stop = stop
         self.topic = config.kafka.topic
-        self.pipeline = pipeline or Pipeline(config, history=self._history)
         self.rebalance = _Rebalance()
         self.floors: dict[int, int] = {}
         self.partition_of: dict[str, int] = {}
         self._options = consumer_options or {}
         self._consumer: Any = None
         self.dlq = DeadLetters(config.kafka, config.events, stop)
-        #: Writes batches in a child process (`daemon.store.writer`); None: in this thread.
-        self.writer: StoreWriter | None = None
-        self._in_flight: _Written | None = None
+        #: The run whose batch is in flight: counted once the step reports it stored.
+        self._summary: RunSummary | None = None
         #: Whether the broker answers (heartbeats), for /healthz and the outage log lines.
         self.broker = _broker_watch(config)
-        #: When the first record arrived (monotonic), and whether a bar of the market symbol did.
+        #: When the first record arrived (monotonic).
         self.first_record_at: float | None = None
-        self.market_seen = False
         self.rejections = RejectionLog()
-
-    def _history(self, symbol: str) -> Any:
-        return self.store.recent_bars(symbol, RESTORE_BARS)
 
     def open(self) -> None:
         """Connect, join the group (static membership) and subscribe; ConsumerError when no
@@ -206,13 +241,9 @@ class MarketDataConsumer:
             raise ConsumerError(
                 f"cannot reach Kafka at {','.join(k.bootstrap_servers)}: {exc}"
             ) from None
-        if self.config.store.writer_process and self.writer is None:
-            self.writer = StoreWriter(
-                self.store.path, busy_timeout_ms=self.config.store.busy_timeout_ms
-            )
+        self.step.open()
         self._consumer.subscribe([self.topic], listener=_listener(self.rebalance))
-        self.floors = self.store.offsets(self.topic)
-        self.pipeline.load_vix(self.store.bars(symbol=self.config.regime.vix_symbol))
+        self.floors = self.step.resume()
         self.dlq.open()
         self.broker = _broker_watch(self.config)
         logger.info(
@@ -237,9 +268,8 @@ class MarketDataConsumer:
                     consumer.close(autocommit=False)
                 self.dlq.close()
             finally:
-                writer, self.writer, self._in_flight = self.writer, None, None
-                if writer is not None:
-                    writer.close()  # after the batch in flight, committed or rolled back
+                self._summary = None
+                self.step.close()
         if consumer is not None and commit and self.config.kafka.leave_group_on_stop:
             self._leave_group(member_id)
 
@@ -308,17 +338,16 @@ class MarketDataConsumer:
         self.settle()  # stored offsets and bars are read below: the batch in flight first
         changed = {tp.partition for tp in assigned | revoked}
         # Symbols of a partition that moved may have been advanced by another member: reload.
-        for symbol, partition in list(self.partition_of.items()):
-            if partition in changed:
-                self.pipeline.forget(symbol)
-                del self.partition_of[symbol]
+        moved = [s for s, partition in self.partition_of.items() if partition in changed]
+        for symbol in moved:
+            del self.partition_of[symbol]
+        self.step.forget(moved)
         if assigned:
-            self.floors = self.store.offsets(self.topic)
+            self.floors = self.step.resume()
             for tp in assigned:
                 stored = self.floors.get(tp.partition)
                 if stored is not None and stored > self._consumer.position(tp):
                     self._consumer.seek(tp, stored)
-            self.pipeline.load_vix(self.store.bars(symbol=self.config.regime.vix_symbol))
             logger.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
 
     def run(self, max_messages: int | None = None, timeout_s: float | None = None) -> RunSummary:
@@ -340,14 +369,12 @@ class MarketDataConsumer:
                 self._batch(polled, summary)
             else:
                 self.settle()  # nothing new: the batch in flight is not left waiting
-                if self.scorer is not None and self.scorer.refresh():
-                    self.show_model()  # a champion promoted while no bars arrive
+                self.step.idle()
             self._lag()
         self.settle()
         return summary
 
     def _batch(self, polled: dict[Any, list[Any]], summary: RunSummary) -> None:
-        out = Output()
         offsets: dict[tuple[str, int], int] = {}
         rejected: Counter[str] = Counter()
         consumed = valid = 0
@@ -370,8 +397,6 @@ class MarketDataConsumer:
             valid += len(batch)
             partition_of.update(dict.fromkeys(batch.symbols, tp.partition))
             decoded.append(batch)
-        if decoded:
-            self.pipeline.process_batch(_joined(decoded), out)
         self.metrics.events_consumed.labels(topic=self.topic).inc(consumed)
         if self.first_record_at is None:
             self.first_record_at = time.monotonic()
@@ -382,96 +407,44 @@ class MarketDataConsumer:
         # Dead letters are durable before their offsets are: acknowledged by the brokers, or
         # parked in the store with these offsets.
         unpublished = self.dlq.flush() if rejected else []
-        n_rejected = sum(rejected.values())
-        predictions: list[PredictionRow] = []
-        scored: Counter[str] = Counter()
-        if self.scorer is not None:
-            if self.scorer.refresh():
-                self.show_model()
-            predictions = self.scorer.score_output(out)
-            scored = self.scorer.matured(labels_of(out))
-        rows: dict[str, Any] = {
-            "bars": out.bars,
-            "samples": out.samples,
-            "labels": out.labels,
-            "block": out.block,
-            "offsets": offsets,
-            "predictions": predictions,
-            "counters": {
-                "events_stored": valid,
-                "rejected_events": n_rejected,
-                "bars_out_of_order": out.out_of_order,
-            },
-        }
-        if unpublished:
-            at = parked_at()
-            rows["dead_letters"] = [letter.row(at) for letter in unpublished]
-            rows["counters"]["dead_letters_parked"] = len(unpublished)
-        done = _Written(
-            summary, out, rejected, n_rejected, len(unpublished), len(predictions), scored
+        at = parked_at()
+        poll = Poll(
+            _joined(decoded) if decoded else None,
+            offsets,
+            valid,
+            rejected,
+            [letter.row(at) for letter in unpublished],
         )
-        self.settle()  # the previous batch: stored, then acted on
-        if self.writer is None:
-            self._stored(done, self.store.write_batch(**rows))
-        else:
-            self.writer.submit(**rows)
-            self._in_flight = done
+        self._summary = summary
+        stored = self.step.write(poll)  # the previous batch may be stored now, or this one
+        if stored is not None:
+            self._stored(stored)
         for (_, partition), next_offset in offsets.items():
             self.floors[partition] = next_offset
 
     def settle(self) -> None:
-        """Wait for the batch the writer process holds, then act on it: commit its offsets to
-        Kafka, count it, update the metrics (nothing to do without one in flight)."""
-        done, self._in_flight = self._in_flight, None
-        if done is None or self.writer is None:
-            return
-        self._stored(done, self.writer.result())
+        """Wait for the batch the store has in flight, then act on it: commit its offsets to
+        Kafka and count it (nothing to do without one in flight)."""
+        stored = self.step.settle()
+        if stored is not None:
+            self._stored(stored)
 
-    def _stored(self, done: _Written, result: BatchResult) -> None:
-        """A batch is committed to SQLite: the rest of the world may now see it."""
+    def _stored(self, stored: Stored) -> None:
+        """A batch is committed to the store: the rest of the world may now see it."""
         if self._consumer is not None:
             self._commit(self._consumer, sync=False)
-        summary, out = done.summary, done.out
+        summary = self._summary
+        if summary is None:
+            return
         summary.batches += 1
-        summary.stored_bars += out.bar_count
-        summary.rejected += done.n_rejected
-        summary.reasons.update(done.rejected)
-        self._observe(out, done.rejected, result.bars_corrected)
-        self.metrics.dead_letters_parked.inc(done.parked)
-        if self.scorer is not None:
-            self.metrics.predictions_made.inc(done.predictions)
-            if done.scored:
-                self.metrics.observe_live(self.scorer.live_scores(), done.scored)
-            if out.market is not None:  # one drift check per market trading day
-                self.metrics.observe_drift(self.scorer.check_drift())
+        summary.stored_bars += stored.bars
+        summary.rejected += sum(stored.poll.rejected.values())
+        summary.reasons.update(stored.poll.rejected)
 
     def summary_line(self) -> str:
         """One line for systemd's STATUS=: what was consumed and stored."""
         lag = sum(self._lags.values())
         return f"{self.consumed_total:,} events consumed, lag {lag:,}"
-
-    def show_model(self) -> None:
-        """Put the scorer's champion (or its absence) into the metrics."""
-        if self.scorer is None:
-            return
-        model = self.scorer.model
-        report = None if model is None else model.record.report
-        self.metrics.set_model(self.scorer.version if model is not None else None, report)
-
-    def _observe(self, out: Output, rejected: Counter[str], corrected: int) -> None:
-        m = self.metrics
-        for reason, n in rejected.items():
-            m.events_rejected.labels(reason=reason).inc(n)
-        for regime, n in out.labeled.items():
-            m.bars_labeled.labels(regime=regime).inc(n)
-        m.bars_out_of_order.inc(out.out_of_order)
-        m.bars_corrected.inc(corrected)
-        m.rows_withheld.inc(out.withheld)
-        m.batches_committed.inc()
-        if out.market is not None:
-            self.market_seen = True
-            m.set_market_regime(out.market.regime)
-            m.vix_proxy_in_use.set(1 if out.market.vix_source == "proxy" else 0)
 
     def partitions(self) -> frozenset[int]:
         """The partitions this member holds now (empty before the first join or after close)."""

@@ -27,10 +27,12 @@ if TYPE_CHECKING:
 __all__ = [
     "BAR_FIELDS",
     "REGIMES",
+    "REJECTION_REASONS",
     "SOURCES",
     "VIX_SOURCES",
     "Bar",
     "BarRow",
+    "Batch",
     "DeadLetterRow",
     "LabelUpdate",
     "PredictionRow",
@@ -51,6 +53,28 @@ Source = Literal["live", "archive"]
 #: [name, value] pairs) and when it was parked (ISO 8601).
 DeadLetterRow = tuple[str, int, int, str, bytes | None, bytes, str, str]
 SOURCES: tuple[Source, ...] = ("live", "archive")
+#: Every reason a market-data event can be rejected for: a bounded set, so it can label a
+#: metric (`regimed_events_rejected_total{reason}`).
+REJECTION_REASONS: tuple[str, ...] = (
+    "too_large",
+    "undecodable",
+    "not_json",
+    "not_an_object",
+    "missing_field",
+    "bad_type",
+    "bad_symbol",
+    "key_mismatch",
+    "bad_ts",
+    "future_ts",
+    "bad_interval",
+    "non_finite",
+    "non_positive_price",
+    "high_below_open_close",
+    "low_above_open_close",
+    "negative_volume",
+    "ts_before_min_date",
+    "price_above_max",
+)
 VIX_SOURCES = ("vix", "proxy", "none")
 #: A `BarRow` as the parameters of the bar statements (`RowBlock.bars` order).
 BAR_FIELDS = operator.attrgetter(
@@ -370,3 +394,22 @@ class PredictionRow:
         check_finite("PredictionRow", "proba", self.proba)
         check_regime("PredictionRow", self.regime, optional=True)
         check_label("PredictionRow", self.label)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one poll commits together, in one store transaction: the rows the pipeline made
+    of its bars (`bars`, `samples`, `labels` as row objects, `block` as statement
+    parameters), the champion's `predictions`, the poll's Kafka `offsets` ((topic, partition)
+    -> the next offset to consume), the `dead_letters` the dead-letter topic did not take, and
+    the increments of the store's named `counters`. The offsets are committed to Kafka only
+    once the store holds the batch."""
+
+    offsets: dict[tuple[str, int], int]
+    bars: list[BarRow] = field(default_factory=list)
+    samples: list[SampleRow] = field(default_factory=list)
+    labels: list[LabelUpdate] = field(default_factory=list)
+    block: RowBlock = field(default_factory=RowBlock)
+    predictions: list[PredictionRow] = field(default_factory=list)
+    dead_letters: list[DeadLetterRow] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)

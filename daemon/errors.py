@@ -103,7 +103,7 @@ class DemoError(RegimedError, RuntimeError):
 
 
 class ReplayError(RegimedError, RuntimeError):
-    """A replay source or the broker failed."""
+    """A bar source (Yahoo Finance) or the broker a replay publishes to failed."""
 
 
 class BrokerError(RegimedError, RuntimeError):

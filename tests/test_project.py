@@ -53,6 +53,24 @@ def test_mypy_is_clean():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+
+@pytest.mark.integration
+def test_imports_point_down_the_layers():
+    """The import-linter contract in pyproject.toml holds: no module imports a layer above it
+    (cli -> runtime -> consumers | monitor -> report -> evaluation -> training -> registry ->
+    store -> pipeline -> data -> config -> domain -> errors)."""
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    done = subprocess.run(
+        [str(lint_imports), "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 kept, 0 broken" in done.stdout
+
 def config_keys(obj, prefix=""):
     import dataclasses
 

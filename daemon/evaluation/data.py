@@ -23,6 +23,7 @@ import pandas as pd
 from daemon.config import Config
 from daemon.config.evaluate import STEP_MONTHS, EvaluateConfig
 from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.data.sources import BUNDLED_SYMBOLS
 from daemon.domain import SampleRow
 from daemon.errors import UsageError
 from daemon.pipeline.engine import history_rows
@@ -36,8 +37,6 @@ Days = npt.NDArray[np.datetime64]
 
 def load_default() -> Histories:
     """The bundled S&P 500 and NASDAQ daily bars (1999-2018) and the VIX (2014-2018)."""
-    from consumers.replay import BUNDLED_SYMBOLS
-
     bars = {symbol: read_bars_csv(bundled_path(name)) for name, symbol in BUNDLED_SYMBOLS.items()}
     return Histories(bars, read_vix_csv(bundled_path("vix")), "the bundled history")
 

@@ -31,11 +31,12 @@ from daemon.config import AlertsConfig, Config
 from daemon.domain import REGIMES, PredictionRow, SampleRow
 from daemon.errors import RegimedError
 from daemon.monitor.drift import DriftCheck, DriftMonitor, DriftTrigger, ErrorStream, Reference
+from daemon.registry.serving import LoadedModel, load_champion
+from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 
 if TYPE_CHECKING:
     from daemon.pipeline.engine import Output
-    from daemon.registry.serving import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class LiveScorer:
         if not force and now - self._checked_at < CHAMPION_POLL_S:
             return False
         self._checked_at = now
-        record = self.store.champion()
+        record = Registry(self.store).champion()
         version = None if record is None else record.version
         if version == self.version:
             return False
@@ -170,8 +171,6 @@ class LiveScorer:
     def _load_champion(self) -> LoadedModel | None:
         if self._load is not None:
             return self._load(self.config, self.store)
-        from daemon.registry.serving import load_champion
-
         # With `on_refused` the caller alerts (deduplicated), not the registry at every try.
         config = self.config
         if self.on_refused is not None:

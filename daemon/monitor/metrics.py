@@ -19,7 +19,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from daemon.config import MetricsConfig
 from daemon.config.training import MODEL_NAMES
-from daemon.domain import REGIMES
+from daemon.domain import REGIMES, REJECTION_REASONS
 from daemon.errors import ListenError
 
 if TYPE_CHECKING:
@@ -160,10 +160,8 @@ class Metrics:
         for trigger in RETRAIN_TRIGGERS:
             for outcome in RETRAIN_OUTCOMES:
                 m.retrain_runs.labels(trigger=trigger, outcome=outcome)
-        from consumers.events import REASONS
-
         # Every reason exists at 0, so the first burst of dead letters shows in rate().
-        for reason in REASONS:
+        for reason in REJECTION_REASONS:
             m.events_rejected.labels(reason=reason)
         for kind in ("missed", "skipped", "error"):
             m.scheduler_jobs.labels(kind=kind)

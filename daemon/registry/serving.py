@@ -11,7 +11,8 @@ from typing import Any
 from daemon.config import Config
 from daemon.errors import RegimedError
 from daemon.pipeline.features.defs import FEATURE_VERSION
-from daemon.store.sqlite import ModelRecord, Store
+from daemon.registry.versions import ModelRecord, Registry
+from daemon.store.sqlite import Store
 from daemon.training.ensemble import Ensemble, SoftVote
 
 
@@ -28,8 +29,6 @@ class LoadedModel:
 def load_model(config: Config, store: Store, version: str | None = None) -> LoadedModel:
     """Load `version` (default: the champion), verified against the registry's sha256; a
     refused artifact raises ArtifactError and sends an alert."""
-    from daemon.registry.versions import Registry
-
     record, bundle = Registry(store, alerts=config.alerts).load(version)
     meta = bundle.meta
     try:
@@ -46,7 +45,7 @@ def load_champion(config: Config, store: Store) -> LoadedModel | None:
     """The champion, or None before the first promotion or when it was trained on another
     feature layout (it cannot score these rows; the gate then falls back to the naive
     references and says so)."""
-    if store.champion() is None:
+    if Registry(store).champion() is None:
         return None
     loaded = load_model(config, store)
     if loaded.feature_version != FEATURE_VERSION:

@@ -17,7 +17,7 @@ from typing import Any
 from daemon.config import Config
 from daemon.monitor.alerts import Alerter
 from daemon.monitor.metrics import RETRAIN_TRIGGERS, Metrics
-from daemon.registry.versions import ARTIFACT_REFUSED
+from daemon.registry.versions import ARTIFACT_REFUSED, Registry
 from daemon.runtime.retrain_runner import RetrainRunner, RunResult
 from daemon.runtime.scheduler import JobEvent, RetrainScheduler, last_success
 from daemon.store.sqlite import Store
@@ -49,7 +49,7 @@ class Retrains:
         """Start the schedule; restore the gauges from the registry; catch up a missed run."""
         self.rejections = _trailing_rejections(store)
         self.metrics.retrain_consecutive_rejections.set(self.rejections)
-        run = store.last_retrain_run()
+        run = Registry(store).last_retrain_run()
         if run is not None and run.version is not None:
             self.metrics.retrain_last_success.set(run.finished_at.timestamp())
         self.scheduler.start()
@@ -152,7 +152,7 @@ def _trailing_rejections(store: Store) -> int:
     """Candidates rejected since the last promoted one, from the registry (for the alert on
     rejections in a row, across restarts)."""
     n = 0
-    for model in reversed(store.models()):
+    for model in reversed(Registry(store).models()):
         if model.status == "rejected":
             n += 1
         else:

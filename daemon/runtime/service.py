@@ -23,19 +23,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from consumers.kafka_source import ConsumerError, MarketDataConsumer
 from daemon.config import Config
 from daemon.errors import RegimedError
 from daemon.monitor.live import LiveScorer
 from daemon.monitor.metrics import Metrics, serve
+from daemon.runtime.ingest import Ingest
 from daemon.runtime.retrains import Retrains
 from daemon.runtime.sdnotify import Notifier
 from daemon.store.locks import daemon_lock
 from daemon.store.sqlite import Store
-
-if TYPE_CHECKING:
-    from consumers.kafka_source import MarketDataConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +119,6 @@ class Service:
 
     def run(self, max_messages: int | None = None, timeout_s: float | None = None) -> None:
         """Run until stopped (or `max_messages` records / `timeout_s` seconds, for tests)."""
-        from consumers.kafka_source import MarketDataConsumer
-
         self.state = State.STARTING
         started = time.monotonic()
         with ExitStack() as stack:
@@ -132,13 +129,12 @@ class Service:
             self.scorer = LiveScorer(
                 self.config, store, on_drift=self.retrains.drift, on_refused=self.retrains.refused
             )
-            consumer = MarketDataConsumer(
-                self.config, store, self.metrics, self.stop_event, scorer=self.scorer
-            )
+            ingest = Ingest(self.config, store, self.metrics, scorer=self.scorer)
+            consumer = MarketDataConsumer(self.config, ingest, self.metrics, self.stop_event)
             self._serve_metrics(stack, consumer)
             self._update_sample_gauge(store)
             self.scorer.refresh(force=True)
-            consumer.show_model()
+            ingest.show_model()
             if self.scorer.model is None:
                 logger.warning(
                     "no champion model yet: ingesting without scoring until a retrain "
@@ -174,7 +170,7 @@ class Service:
                     summary = consumer.run(max_messages=want, timeout_s=step)
                     consumed += summary.consumed
                     self._update_sample_gauge(store)
-                    self._check_market(consumer)
+                    self._check_market(consumer, ingest)
                 clean = True
             finally:
                 self.state = State.STOPPING
@@ -187,7 +183,6 @@ class Service:
         """Open the consumer, retrying with capped exponential backoff while no broker
         answers; False when stopped (or past `deadline`) before Kafka could be reached."""
         from consumers import Backoff
-        from consumers.kafka_source import ConsumerError
         from daemon.errors import DeadLetterError
 
         servers = ",".join(self.config.kafka.bootstrap_servers)
@@ -228,13 +223,13 @@ class Service:
             self.notifier.watchdog()
         return deadline is None or time.monotonic() < deadline
 
-    def _check_market(self, consumer: MarketDataConsumer) -> None:
+    def _check_market(self, consumer: MarketDataConsumer, ingest: Ingest) -> None:
         """Warn once, and set `regimed_market_symbol_missing`, when records arrive but none
         of `regime.market_symbol` within `regime.market_symbol_timeout_minutes`: without it
         there is no market regime and no drift check."""
         r = self.config.regime
         since = consumer.first_record_at
-        if consumer.market_seen or since is None or r.market_symbol_timeout_minutes <= 0:
+        if ingest.market_seen or since is None or r.market_symbol_timeout_minutes <= 0:
             self.metrics.market_symbol_missing.set(0)
             return
         waited = time.monotonic() - since

@@ -7,6 +7,7 @@ from typing import Any
 
 from daemon.config import Config, ScheduleConfig
 from daemon.domain import REGIMES
+from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 
 
@@ -19,8 +20,9 @@ def next_retrain(schedule: ScheduleConfig, now: dt.datetime | None = None) -> dt
 
 def status(config: Config, store: Store, now: dt.datetime | None = None) -> dict[str, Any]:
     """The status document (`regimed status --json`); keys per docs/operations.md."""
-    champion = store.champion()
-    run = store.last_retrain_run()
+    registry = Registry(store)
+    champion = registry.champion()
+    run = registry.last_retrain_run()
     return {
         "bars": store.bar_count(),
         "samples": store.sample_counts(),

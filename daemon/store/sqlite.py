@@ -22,22 +22,19 @@ feature count of each version, so a read never reinterprets bytes of one layout 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
 
 from sqlite_utils import Database
 
 from daemon.config import StoreConfig
 from daemon.errors import ForeignStoreError, StoreCorruptError, StoreError
-from daemon.registry.versions import ModelRecord, Registry, RetrainRun
 from daemon.store.batch import BatchResult, BatchWrites
 from daemon.store.migrations import LATEST_VERSION, migrate, schema_version
 from daemon.store.reads import Reads
@@ -48,8 +45,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "SYNCHRONOUS",
     "BatchResult",
-    "ModelRecord",
-    "RetrainRun",
     "Store",
 ]
 
@@ -327,46 +322,12 @@ class Store(BatchWrites, Reads, SampleReads):
                     raise StoreError(f"{self.path}: cannot {what}: {exc}") from exc
                 raise
 
-    # -- model registry and retrain runs: daemon.registry.versions keeps them; reads delegate ---
+    # -- the model registry (daemon.registry.versions) keeps its tables in this file ---------
 
     def transaction(self, what: str, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:
         """A transaction on the store's connection under its lock, for modules that keep their
         own tables in this file (daemon.registry.versions); `what` names it in errors."""
         return self._transaction(what, write=write)
-
-    def models(self) -> list[ModelRecord]:
-        """`Registry.models`: every registered model, oldest first."""
-        return Registry(self).models()
-
-    def champion(self) -> ModelRecord | None:
-        """`Registry.champion`: the model that scores live data, or None."""
-        return Registry(self).champion()
-
-    def add_retrain_run(
-        self,
-        *,
-        trigger: str,
-        started_at: dt.datetime,
-        finished_at: dt.datetime,
-        promoted: bool,
-        reason: str,
-        version: str | None = None,
-        report: Mapping[str, Any] | None = None,
-    ) -> RetrainRun:
-        """`Registry.add_retrain_run`: record one retrain attempt and return it with its id."""
-        return Registry(self).add_retrain_run(
-            trigger=trigger,
-            started_at=started_at,
-            finished_at=finished_at,
-            promoted=promoted,
-            reason=reason,
-            version=version,
-            report=report,
-        )
-
-    def last_retrain_run(self) -> RetrainRun | None:
-        """`Registry.last_retrain_run`: the most recently recorded retrain run, or None."""
-        return Registry(self).last_retrain_run()
 
 
 def _primary_code(exc: BaseException) -> int | None:

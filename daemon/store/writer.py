@@ -2,8 +2,8 @@
 
 The consumer thread decodes, labels and computes a poll's rows; writing them to SQLite (binding
 every parameter, the b-trees, the WAL and its fsync) costs about as much again, and Python's
-GIL keeps a writer thread from overlapping with it. `StoreWriter` runs `Store.write_batch` in a
-child process with its own connection to the same file, one batch in flight: while it writes
+GIL keeps a writer thread from overlapping with it. `StoreWriter` writes each `Batch` (`write`)
+in a child process with its own connection to the same file, one batch in flight: while it writes
 batch N, the consumer polls and computes batch N+1, then waits for N's result before it hands
 over N+1 and commits N's offsets to Kafka. SQLite stays the truth: the child writes each batch
 (bars, samples, labels, offsets, counters) in one transaction, exactly as `write_batch` does in
@@ -33,6 +33,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from daemon.domain import Batch
 from daemon.errors import StoreError
 from daemon.store.sqlite import BatchResult, Store
 
@@ -45,8 +46,22 @@ _PR_SET_PDEATHSIG = 1
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def write(store: Store, batch: Batch) -> BatchResult:
+    """Store one poll's `Batch` in one transaction (`Store.write_batch`): all of it or none."""
+    return store.write_batch(
+        bars=batch.bars,
+        samples=batch.samples,
+        labels=batch.labels,
+        block=batch.block,
+        offsets=batch.offsets,
+        predictions=batch.predictions,
+        counters=batch.counters,
+        dead_letters=batch.dead_letters,
+    )
+
+
 class StoreWriter:
-    """`Store.write_batch` in a child process; one batch in flight (`submit`, then `result`)."""
+    """`write` in a child process; one batch in flight (`submit`, then `result`)."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5_000) -> None:
         self.path = os.fspath(path)
@@ -73,13 +88,14 @@ class StoreWriter:
     def pid(self) -> int | None:
         return self._process.pid
 
-    def submit(self, **batch: Any) -> None:
-        """Hand over one batch (the keyword arguments of `Store.write_batch`)."""
+    def submit(self, batch: Batch | None = None, /, **rows: Any) -> None:
+        """Hand over one batch: a `Batch`, or the keyword arguments of `Store.write_batch`."""
         if self._in_flight:
             raise StoreError(f"{self.path}: the writer has a batch in flight; take its result")
         conn = self._live()
         try:
-            conn.send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+            message = batch if batch is not None else rows
+            conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         except (OSError, ValueError) as exc:
             raise StoreError(f"{self.path}: the writer process is gone ({exc})") from None
         self._in_flight = True
@@ -96,9 +112,9 @@ class StoreWriter:
         assert isinstance(result, BatchResult)
         return result
 
-    def write(self, **batch: Any) -> BatchResult:
+    def write(self, batch: Batch | None = None, /, **rows: Any) -> BatchResult:
         """`submit` and `result`: one batch, synchronously."""
-        self.submit(**batch)
+        self.submit(batch, **rows)
         return self.result()
 
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
@@ -201,7 +217,10 @@ def _serve(conn: Connection, path: str, busy_timeout_ms: int, parent: int) -> No
                 return
             try:
                 batch = pickle.loads(message)  # noqa: S301 - from the parent, on a private pipe
-                reply: tuple[str, Any] = ("ok", store.write_batch(**batch))
+                if isinstance(batch, Batch):
+                    reply: tuple[str, Any] = ("ok", write(store, batch))
+                else:
+                    reply = ("ok", store.write_batch(**batch))
             except Exception as exc:
                 reply = ("error", f"{exc}")
             conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))

@@ -36,20 +36,18 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from daemon.config import ArchiveEvent, Config
 from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.domain import REGIMES, SampleRow
+from daemon.data.sources import BUNDLED_SYMBOLS, yahoo_events
+from daemon.domain import REGIMES, Bar, SampleRow
 from daemon.errors import ArchiveError, ConfigError, ReplayError
 from daemon.pipeline.engine import history_rows
 from daemon.store.sqlite import BatchResult, Store
-
-if TYPE_CHECKING:
-    from consumers.events import BarEvent
 
 __all__ = [
     "ArchiveError",
@@ -274,8 +272,6 @@ def build_archive(config: Config, store: Store, source: ArchiveSource) -> Archiv
 
 def load_bundled(config: Config) -> Histories:
     """The bundled history (1999-2018 bars, 2014-2018 VIX) of `archive.symbols`."""
-    from consumers.replay import BUNDLED_SYMBOLS
-
     files = {symbol: name for name, symbol in BUNDLED_SYMBOLS.items()}
     bars: dict[str, pd.DataFrame] = {}
     for i, symbol in enumerate(config.archive.symbols):
@@ -291,8 +287,6 @@ def load_bundled(config: Config) -> Histories:
 def load_yahoo(config: Config, today: dt.date | None = None) -> Histories:
     """`archive.symbols` and the VIX from Yahoo Finance (needs network), from `LEAD_DAYS`
     before the earliest event to `TAIL_DAYS` after the latest."""
-    from consumers.replay import yahoo_events
-
     events = config.archive.events
     today = today or dt.date.today()
     start = min(e.start for e in events) - dt.timedelta(days=LEAD_DAYS)
@@ -308,10 +302,10 @@ def load_yahoo(config: Config, today: dt.date | None = None) -> Histories:
     return Histories({s: frames[s] for s in symbols if s in frames}, vix, "Yahoo Finance")
 
 
-def _frames(events: Iterable[BarEvent]) -> dict[str, pd.DataFrame]:
+def _frames(events: Iterable[Bar]) -> dict[str, pd.DataFrame]:
     """Bar events (in time order) back into one OHLCV frame per symbol, indexed by day."""
     columns = ("open", "high", "low", "close", "volume")
-    grouped: dict[str, list[BarEvent]] = {}
+    grouped: dict[str, list[Bar]] = {}
     for e in events:
         grouped.setdefault(e.symbol, []).append(e)
     return {

@@ -26,6 +26,9 @@ from daemon.config import Config
 from daemon.domain import REGIMES
 from daemon.errors import ModelFitError, RegimedError, RetrainFailed, StoreError
 from daemon.pipeline.features.defs import FEATURE_NAMES, FEATURE_VERSION
+from daemon.registry.artifacts import ArtifactError, artifacts_root, sweep_temporary
+from daemon.registry.serving import load_champion
+from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 from daemon.training.ensemble import (
     Ensemble,
@@ -83,9 +86,6 @@ def retrain(
         retrain_lock(config.store.path, config.training.lock_timeout_seconds),
         Store.open(config.store) as store,
     ):
-        from daemon.registry.artifacts import artifacts_root, sweep_temporary
-        from daemon.registry.versions import Registry
-
         for stale in sweep_temporary(artifacts_root(config.store.path)):
             logger.warning("removed %s, left by a retrain that was killed while saving", stale)
         for stray in Registry(store).unregistered():
@@ -129,7 +129,7 @@ class _Retrain:
             report.update(promoted=False, reason=f"retrain failed: {exc}", outcome="failed")
             report["duration_seconds"] = round(time.perf_counter() - self.t0, 3)
             try:
-                self.store.add_retrain_run(
+                Registry(self.store).add_retrain_run(
                     trigger=self.trigger,
                     started_at=self.started_at,
                     finished_at=self.clock(),
@@ -232,7 +232,7 @@ class _Retrain:
         report["outcome"] = "promoted" if decision.promoted else "rejected"
 
         self._stage("save")
-        version = new_version(self.started_at, {m.version for m in self.store.models()})
+        version = new_version(self.started_at, {m.version for m in Registry(self.store).models()})
         report["version"] = version
         report["feature_version"] = FEATURE_VERSION
         report["duration_seconds"] = round(time.perf_counter() - self.t0, 3)
@@ -388,9 +388,6 @@ class _Retrain:
         artifact is refused (tampered, wrong permissions) has already raised an alert; the
         candidate is then judged against the naive references alone, so the service can
         recover with a verified model instead of failing every retrain."""
-        from daemon.registry.artifacts import ArtifactError
-        from daemon.registry.serving import load_champion
-
         try:
             loaded = load_champion(self.config, self.store)
         except ArtifactError as exc:
@@ -403,7 +400,7 @@ class _Retrain:
 
     def _drift_reference(self, data: _Data, train: npt.NDArray[np.int64]) -> dict[str, Any]:
         """The training rows' feature distributions per regime, stored with the model, which
-        the daemon's drift monitor compares live rows with (daemon/monitor/drift.py)."""
+        the daemon's drift monitor compares live rows with (daemon/monitor/drift/)."""
         from daemon.monitor.drift import build_reference
 
         drift = self.config.drift
@@ -424,9 +421,6 @@ class _Retrain:
         reference: Mapping[str, Any],
     ) -> None:
         """Artifact, registry row (promoted in the same transaction) and the run record."""
-        from daemon.registry.artifacts import artifacts_root
-        from daemon.registry.versions import Registry
-
         registry = Registry(self.store, alerts=self.config.alerts)
         meta = {
             "version": version,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from daemon.domain import REGIMES
+from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 
 pytestmark = pytest.mark.integration
@@ -57,8 +58,8 @@ def test_demo_shows_the_whole_loop_on_the_bundled_history(tmp_path):
     # the state the daemon left: the replay stored, a registered model, one recorded run
     with Store.open(store_config(state), read_only=True) as store:
         assert store.bar_count() == 11_321  # every replayed bar, the VIX closes included
-        (model,) = store.models()
-        run = store.last_retrain_run()
+        (model,) = Registry(store).models()
+        run = Registry(store).last_retrain_run()
     assert run is not None and run.trigger == "demo" and run.version == model.version
     assert json.loads(json.dumps(model.report))["training"]["effective_size_ratio"] == (
         pytest.approx(1.17, abs=5e-3)
@@ -72,7 +73,7 @@ def test_demo_shows_the_whole_loop_on_the_bundled_history(tmp_path):
     assert re.search(r"^decision: (PROMOTED|NOT PROMOTED) ", again.stdout, flags=re.M)
     with Store.open(store_config(state), read_only=True) as store:
         assert store.bar_count() == 11_321  # nothing stored twice
-        assert len(store.models()) == 2
+        assert len(Registry(store).models()) == 2
 
 
 def broker_pid(err: str) -> int:

@@ -15,11 +15,11 @@ import pytest
 
 from consumers.broker import EmbeddedBroker
 from consumers.dlq import FRAMING_BYTES, MAX_KEY_BYTES, DeadLetter, DeadLetters
-from consumers.kafka_source import MarketDataConsumer
 from consumers.replay import ensure_topic
 from daemon.config import Config
 from daemon.errors import EventRejected
 from daemon.monitor.metrics import Metrics
+from daemon.runtime.ingest import ingest_consumer
 from daemon.store.sqlite import Store
 from tests.consumers.test_ingest import numbered, stored_numbers
 
@@ -171,7 +171,7 @@ def consume_all(config: Config, n: int, dlq: DeadLetters | None = None) -> Metri
     metrics = Metrics.create()
     stop = threading.Event()
     with Store.open(config.store) as store:
-        consumer = MarketDataConsumer(config, store, metrics, stop)
+        consumer = ingest_consumer(config, store, metrics, stop)
         if dlq is not None:
             consumer.dlq = dlq
         consumer.open()

@@ -20,13 +20,13 @@ import pytest
 from hypothesis import strategies as st
 
 from consumers.events import REASONS, BarEvent, decode_event
-from consumers.kafka_source import MarketDataConsumer
 from consumers.replay import bundled_events, publish
 from daemon.config import Config
 from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
 from daemon.errors import EventRejected, StoreError
 from daemon.monitor.metrics import Metrics
 from daemon.pipeline.engine import history_rows
+from daemon.runtime.ingest import ingest_consumer
 from daemon.store.sqlite import Store
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ def consume(config: Config, until: int, timeout_s: float = 90) -> tuple[int, Met
     metrics = Metrics.create()
     stop = threading.Event()
     with Store.open(config.store) as store:
-        consumer = MarketDataConsumer(config, store, metrics, stop)
+        consumer = ingest_consumer(config, store, metrics, stop)
         consumer.open()
         total = 0
         deadline = time.monotonic() + timeout_s
@@ -216,7 +216,7 @@ def test_two_daemons_split_partitions_and_hand_over_without_gap_or_duplicate(
 
     def run(name: str, config: Config, stop: threading.Event) -> None:
         with Store.open(config.store) as store:
-            consumer = MarketDataConsumer(config, store, Metrics.create(), stop)
+            consumer = ingest_consumer(config, store, Metrics.create(), stop)
             consumer.open()
             clean = False
             try:

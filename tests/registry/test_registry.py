@@ -267,7 +267,7 @@ def test_a_promotion_without_the_artifact_check_is_recorded_and_a_status_can_be_
     assert [(p.version, p.reason) for p in history] == [("v1", "gate passed: test")]
     registry.add_model("v2", trained_at=T0, sha256="b" * 64, path="m/v2")
     registry.set_status("v2", "rejected")
-    assert store.models()[1].status == "rejected"
+    assert Registry(store).models()[1].status == "rejected"
 
 
 def test_the_promotions_migration_records_an_existing_champion(tmp_path):

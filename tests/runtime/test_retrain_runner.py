@@ -111,7 +111,8 @@ def with_champion(path: Path) -> str:
 
 def registry_state(path: Path) -> tuple[str | None, int, object]:
     with Store.open(StoreConfig(path=str(path))) as store:
-        return champion_version(store), len(Registry(store).models()), store.last_retrain_run()
+        registry = Registry(store)
+        return champion_version(store), len(registry.models()), registry.last_retrain_run()
 
 
 def lock_holder(path: Path) -> int | None:
@@ -175,7 +176,7 @@ def test_a_triggered_retrain_runs_in_a_child_and_observers_get_the_parsed_report
     assert result.reason == report["reason"]
     with Store.open(config.store) as store:
         assert champion_version(store) == result.version
-        run = store.last_retrain_run()
+        run = Registry(store).last_retrain_run()
         assert (run.trigger, run.version, run.promoted) == ("drift", result.version, True)
         assert result.started_at is not None
         assert last_success(store) == run.started_at

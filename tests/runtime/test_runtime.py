@@ -22,6 +22,7 @@ from consumers.replay import bundled_events, publish
 from daemon.config import AlertsConfig, Config, RegimeConfig
 from daemon.config.drift import DriftConfig
 from daemon.config.settings import Secret
+from daemon.registry.versions import Registry
 from daemon.runtime.service import Service
 from daemon.store.sqlite import Store
 from daemon.training.trainer import retrain
@@ -303,4 +304,4 @@ def test_a_stop_during_a_retrain_ends_the_retrain_keeps_the_champion_and_exits_i
     (result,) = service.retrains.results
     assert result.outcome == "stopped"
     with Store.open(config.store, read_only=True) as store:
-        assert store.champion() is None and store.models() == []
+        assert Registry(store).champion() is None and Registry(store).models() == []

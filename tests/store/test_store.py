@@ -23,6 +23,7 @@ from sqlite_utils import Database
 from daemon.config import StoreConfig
 from daemon.domain import REGIMES, BarRow, LabelUpdate, PredictionRow, SampleRow
 from daemon.errors import ConfigError, RegimedError, StoreError
+from daemon.registry.versions import Registry
 from daemon.store import batch as store_module
 from daemon.store import migrations as _migrations
 from daemon.store.migrations import LATEST_VERSION, MIGRATIONS, Migration, migrate
@@ -670,27 +671,25 @@ def test_sample_features_are_a_private_read_only_copy():
 
 
 def test_model_registry_keeps_one_champion(store):
-    from daemon.registry.versions import Registry
-
     registry = Registry(store)
     t0 = dt.datetime(2024, 1, 6, 21, tzinfo=UTC)
-    assert store.champion() is None
+    assert registry.champion() is None
     first = registry.add_model("v1", trained_at=t0, sha256="a" * 64, path="models/v1.joblib",
                                report={"validation": {"overall": {"n": 10}}})  # fmt: skip
     assert first.status == "candidate"
     registry.add_model("v2", trained_at=t0 + dt.timedelta(days=7), sha256="b" * 64, path="m/v2")
     registry.promote("v1", reason="test", check_artifact=False)
-    assert store.champion().version == "v1"
+    assert registry.champion().version == "v1"
     registry.promote("v2", reason="test", check_artifact=False)
-    champion = store.champion()
+    champion = registry.champion()
     assert (champion.version, champion.trained_at, champion.path) == (
         "v2", t0 + dt.timedelta(days=7), str(Path(store.path).parent / "m" / "v2"),
     )  # fmt: skip
-    assert [(m.version, m.status) for m in store.models()] == [
+    assert [(m.version, m.status) for m in registry.models()] == [
         ("v1", "retired"),
         ("v2", "champion"),
     ]
-    assert store.models()[0].report == {"validation": {"overall": {"n": 10}}}
+    assert registry.models()[0].report == {"validation": {"overall": {"n": 10}}}
     with pytest.raises(StoreError, match="model version 'v9' is not registered"):
         registry.promote("v9", reason="test", check_artifact=False)
     with pytest.raises(StoreError, match="model version 'v1' is already registered"):
@@ -701,15 +700,15 @@ def test_model_registry_keeps_one_champion(store):
 
 def test_retrain_runs_are_recorded_in_order(store):
     t0 = dt.datetime(2024, 1, 6, 21, tzinfo=UTC)
-    assert store.last_retrain_run() is None
-    first = store.add_retrain_run(trigger="schedule", started_at=t0,
+    assert Registry(store).last_retrain_run() is None
+    first = Registry(store).add_retrain_run(trigger="schedule", started_at=t0,
                                   finished_at=t0 + dt.timedelta(minutes=3), promoted=False,
                                   reason="gate: balanced accuracy below champion")  # fmt: skip
-    second = store.add_retrain_run(trigger="drift", started_at=t0, finished_at=t0,
+    second = Registry(store).add_retrain_run(trigger="drift", started_at=t0, finished_at=t0,
                                    promoted=True, reason="ok", version="v2",
                                    report={"duration_seconds": 1.5})  # fmt: skip
     assert second.id > first.id
-    last = store.last_retrain_run()
+    last = Registry(store).last_retrain_run()
     assert last == second
     assert (last.version, last.trigger, last.promoted, last.report) == (
         "v2", "drift", True, {"duration_seconds": 1.5},

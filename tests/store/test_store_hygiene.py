@@ -215,6 +215,6 @@ sys.exit(main(["retrain", "--config", {str(config)!r}]))
     assert [p.name for p in models.iterdir()] == []  # nothing half-written is left
     with Store(db, read_only=True) as store:
         assert Registry(store).models() == []
-        run = store.last_retrain_run()
+        run = Registry(store).last_retrain_run()
     assert run is not None and not run.promoted
     assert "random_forest.skops: File too large" in run.reason

@@ -17,6 +17,7 @@ from daemon.config import Config, ModelsConfig, StoreConfig
 from daemon.config.training import LightGBMConfig, RandomForestConfig
 from daemon.errors import RetrainBusy, RetrainFailed
 from daemon.pipeline.engine import history_rows
+from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 from daemon.training.archive import build_archive
 from daemon.training.lock import retrain_lock
@@ -108,9 +109,9 @@ def test_retrain_on_the_bundled_history_reports_per_regime_and_registers(db):
     assert isinstance(report["promoted"], bool) and report["reason"]
 
     with Store.open(config.store) as store:
-        (model,) = store.models()
-        run = store.last_retrain_run()
-        champion = store.champion()
+        (model,) = Registry(store).models()
+        run = Registry(store).last_retrain_run()
+        champion = Registry(store).champion()
     assert model.version == report["version"]
     assert model.sha256 == report["artifact"]["sha256"]
     assert run is not None and run.version == report["version"] and run.trigger == "manual"
@@ -170,8 +171,8 @@ def test_a_worse_candidate_is_not_promoted(db):
     assert second["gate"]["rule"] in {"overall", "regime_drop"}
     assert second["validation"]["overall"]["balanced_accuracy"] < 0.6
     with Store.open(config.store) as store:
-        champion = store.champion()
-        run = store.last_retrain_run()
+        champion = Registry(store).champion()
+        run = Registry(store).last_retrain_run()
     assert champion is not None and champion.version == first["version"]
     assert run is not None and not run.promoted
 
@@ -209,8 +210,8 @@ def test_a_model_that_fails_fails_the_run_and_keeps_the_champion(db, monkeypatch
         retrain(config)
     assert caught.value.report["outcome"] == "failed"
     with Store.open(config.store) as store:
-        assert store.champion() is None and store.models() == []
-        run = store.last_retrain_run()
+        assert Registry(store).champion() is None and Registry(store).models() == []
+        run = Registry(store).last_retrain_run()
     assert run is not None and not run.promoted and "lightgbm" in run.reason
 
     optional = _config(

@@ -1,0 +1,179 @@
+"""The per-poll ingest step: a poll's valid bars -> pipeline -> the champion's scores -> one
+store transaction with the poll's offsets -> metrics.
+
+The Kafka side (`consumers.kafka_source.MarketDataConsumer`) polls, decodes, dead-letters and
+commits offsets; it hands every poll to `Ingest` (its `IngestStep`) and commits a poll's
+offsets to Kafka only once `Ingest` reports the poll's `Batch` stored. With a writer process
+(`store.writer_process`) one batch is in flight: while the child writes batch N, this step runs
+the pipeline on batch N+1, then waits for N before it hands over N+1.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from consumers.kafka_source import MarketDataConsumer, Poll, Stored
+from daemon.config import Config
+from daemon.domain import Batch
+from daemon.monitor.live import LiveScorer, labels_of
+from daemon.monitor.metrics import Metrics
+from daemon.pipeline.engine import Output, Pipeline
+from daemon.store.sqlite import BatchResult, Store
+from daemon.store.writer import StoreWriter, write
+
+__all__ = ["RESTORE_BARS", "Ingest", "ingest_consumer"]
+
+#: Stored bars per symbol that rebuild its state (covers the 200-bar windows and lets the
+#: recursive averages converge far below float precision).
+RESTORE_BARS = 1000
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A batch handed to the store, and what to do once it is there."""
+
+    poll: Poll
+    out: Output
+    predictions: int
+    scored: Counter[str]
+
+
+class Ingest:
+    """The daemon's `IngestStep`: see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        metrics: Metrics,
+        pipeline: Pipeline | None = None,
+        scorer: LiveScorer | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.scorer = scorer
+        self.pipeline = pipeline or Pipeline(config, history=self._history)
+        #: Writes batches in a child process (`daemon.store.writer`); None: in this thread.
+        self.writer: StoreWriter | None = None
+        self._in_flight: _Pending | None = None
+        #: Whether a bar of the market symbol arrived (the service warns when none does).
+        self.market_seen = False
+
+    def _history(self, symbol: str) -> Any:
+        return self.store.recent_bars(symbol, RESTORE_BARS)
+
+    def open(self) -> None:
+        if self.config.store.writer_process and self.writer is None:
+            self.writer = StoreWriter(
+                self.store.path, busy_timeout_ms=self.config.store.busy_timeout_ms
+            )
+
+    def close(self) -> None:
+        writer, self.writer, self._in_flight = self.writer, None, None
+        if writer is not None:
+            writer.close()  # after the batch in flight, committed or rolled back
+
+    def resume(self) -> dict[int, int]:
+        self.pipeline.load_vix(self.store.bars(symbol=self.config.regime.vix_symbol))
+        return self.store.offsets(self.config.kafka.topic)
+
+    def forget(self, symbols: list[str]) -> None:
+        for symbol in symbols:
+            self.pipeline.forget(symbol)
+
+    def idle(self) -> None:
+        if self.scorer is not None and self.scorer.refresh():
+            self.show_model()  # a champion promoted while no bars arrive
+
+    def write(self, poll: Poll) -> Stored | None:
+        out = Output()
+        if poll.bars is not None:
+            self.pipeline.process_batch(poll.bars, out)
+        predictions: list[Any] = []
+        scored: Counter[str] = Counter()
+        if self.scorer is not None:
+            if self.scorer.refresh():
+                self.show_model()
+            predictions = self.scorer.score_output(out)
+            scored = self.scorer.matured(labels_of(out))
+        counters = {
+            "events_stored": poll.valid,
+            "rejected_events": sum(poll.rejected.values()),
+            "bars_out_of_order": out.out_of_order,
+        }
+        if poll.dead_letters:
+            counters["dead_letters_parked"] = len(poll.dead_letters)
+        batch = Batch(
+            offsets=poll.offsets,
+            bars=out.bars,
+            samples=out.samples,
+            labels=out.labels,
+            block=out.block,
+            predictions=predictions,
+            dead_letters=poll.dead_letters,
+            counters=counters,
+        )
+        pending = _Pending(poll, out, len(predictions), scored)
+        stored = self.settle()  # the previous batch: stored, then acted on
+        if self.writer is None:
+            return self._stored(pending, write(self.store, batch))
+        self.writer.submit(batch)
+        self._in_flight = pending
+        return stored
+
+    def settle(self) -> Stored | None:
+        pending, self._in_flight = self._in_flight, None
+        if pending is None or self.writer is None:
+            return None
+        return self._stored(pending, self.writer.result())
+
+    def _stored(self, pending: _Pending, result: BatchResult) -> Stored:
+        """A batch is committed to the store: the metrics may now count it."""
+        out, m = pending.out, self.metrics
+        for reason, n in pending.poll.rejected.items():
+            m.events_rejected.labels(reason=reason).inc(n)
+        for regime, n in out.labeled.items():
+            m.bars_labeled.labels(regime=regime).inc(n)
+        m.bars_out_of_order.inc(out.out_of_order)
+        m.bars_corrected.inc(result.bars_corrected)
+        m.rows_withheld.inc(out.withheld)
+        m.batches_committed.inc()
+        if out.market is not None:
+            self.market_seen = True
+            m.set_market_regime(out.market.regime)
+            m.vix_proxy_in_use.set(1 if out.market.vix_source == "proxy" else 0)
+        m.dead_letters_parked.inc(len(pending.poll.dead_letters))
+        if self.scorer is not None:
+            m.predictions_made.inc(pending.predictions)
+            if pending.scored:
+                m.observe_live(self.scorer.live_scores(), pending.scored)
+            if out.market is not None:  # one drift check per market trading day
+                m.observe_drift(self.scorer.check_drift())
+        return Stored(pending.poll, out.bar_count)
+
+    def show_model(self) -> None:
+        """Put the scorer's champion (or its absence) into the metrics."""
+        if self.scorer is None:
+            return
+        model = self.scorer.model
+        report = None if model is None else model.record.report
+        self.metrics.set_model(self.scorer.version if model is not None else None, report)
+
+
+def ingest_consumer(
+    config: Config,
+    store: Store,
+    metrics: Metrics,
+    stop: threading.Event,
+    pipeline: Pipeline | None = None,
+    consumer_options: dict[str, Any] | None = None,
+    scorer: LiveScorer | None = None,
+) -> MarketDataConsumer:
+    """A market-data consumer that ingests into `store` through an `Ingest` step (its `step`)."""
+    step = Ingest(config, store, metrics, pipeline=pipeline, scorer=scorer)
+    return MarketDataConsumer(config, step, metrics, stop, consumer_options=consumer_options)
+
