@@ -27,49 +27,33 @@ def test_readme_has_the_two_setup_commands_and_ci_runs_the_test_one():
     assert tests in ci.splitlines()
 
 
-@pytest.mark.integration
-def test_ruff_is_clean():
-    done = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "."],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+def _tool(name: str) -> list[str]:
+    """The command line of a development tool in this virtualenv."""
+    if name == "lint-imports":  # import-linter has no `python -m` entry point
+        return [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"]
+    return [sys.executable, "-m", *name.split()]
 
 
 @pytest.mark.integration
-def test_mypy_is_clean():
+@pytest.mark.parametrize(
+    "tool",
+    [
+        "ruff check .",
+        "mypy",
+        # The import-linter contract in pyproject.toml: no module imports a layer above it
+        # (cli -> runtime -> consumers | monitor -> report -> evaluation -> training ->
+        # registry -> store -> pipeline -> data -> config -> domain -> errors).
+        "lint-imports",
+    ],
+)
+def test_the_tree_is_clean(tool):
     done = subprocess.run(
-        [sys.executable, "-m", "mypy"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+        _tool(tool), cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    if tool == "lint-imports":
+        assert "1 kept, 0 broken" in done.stdout
 
-
-
-@pytest.mark.integration
-def test_imports_point_down_the_layers():
-    """The import-linter contract in pyproject.toml holds: no module imports a layer above it
-    (cli -> runtime -> consumers | monitor -> report -> evaluation -> training -> registry ->
-    store -> pipeline -> data -> config -> domain -> errors)."""
-    lint_imports = Path(sys.executable).parent / "lint-imports"
-    done = subprocess.run(
-        [str(lint_imports), "--no-cache"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 kept, 0 broken" in done.stdout
 
 def config_keys(obj, prefix=""):
     import dataclasses
