@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from consumers._client import client_options
+from consumers._client import Backoff, client_options
 from daemon.config import EventsConfig, KafkaConfig
 from daemon.domain import DeadLetterRow
 from daemon.errors import DeadLetterError, EventRejected
@@ -209,8 +209,7 @@ class DeadLetters:
         ones that fail again after a capped backoff; return those still unpublished after
         `events.dead_letter_retry_seconds` (or once `stop` is set), for the store."""
         deadline = time.monotonic() + self.events.dead_letter_retry_seconds
-        delay = BACKOFF_FIRST_S
-        attempt = 1
+        backoff = Backoff(BACKOFF_FIRST_S, BACKOFF_CAP_S)
         while True:
             self._wait(deadline)
             self._unreachable = None  # the next attempt tries the brokers again
@@ -219,6 +218,8 @@ class DeadLetters:
                 return []
             unpublished = [letter for letter, _ in failed] + [letter for letter, _ in waiting]
             error = failed[-1][1] if failed else "no acknowledgement yet"
+            delay = backoff.next()
+            attempt = backoff.attempts
             if self.stop.is_set() or time.monotonic() + delay > deadline:
                 logger.warning(
                     "%d dead letter(s) not published to %s after %d attempt(s) (%s): parked in "
@@ -239,8 +240,6 @@ class DeadLetters:
                 delay,
             )
             self.stop.wait(delay)
-            delay = min(2 * delay, BACKOFF_CAP_S)
-            attempt += 1
             again = [_smaller(letter, exc) for letter, exc in failed]
             self._pending = waiting + [(letter, self._publish(letter)) for letter in again]
 
