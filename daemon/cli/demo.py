@@ -21,11 +21,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from daemon.config import Config, StoreConfig
 from daemon.errors import DemoError, ListenError
 from daemon.report.progress import Progress
+
+if TYPE_CHECKING:
+    from daemon.training.report import RetrainReport
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +137,7 @@ def run_demo(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
     stop: threading.Event | None = None,
-) -> dict[str, Any]:
+) -> RetrainReport:
     """Run the demo; the retrain report. `stop` (Ctrl-C sets it) ends the serving phase."""
     from consumers.broker import EmbeddedBroker
     from consumers.replay import bundled_events, ensure_topic, publish
@@ -142,6 +145,7 @@ def run_demo(
     from daemon.runtime.service import State
     from daemon.store.sqlite import Store
     from daemon.training.archive import build_archive
+    from daemon.training.report import RetrainReport
 
     stop = stop or threading.Event()
     started = time.monotonic()
@@ -190,7 +194,7 @@ def run_demo(
                 "waiting for the retrain",
                 daemon,
             )
-            report = result.report or {}
+            report = result.report or RetrainReport()
             if result.outcome not in ("promoted", "rejected"):
                 raise DemoError(f"the retrain {result.outcome}: {result.reason}")
             out.write("\n" + render(report))
@@ -249,10 +253,10 @@ def _wait(condition: Callable[[], T | None], timeout_s: float, doing: str, daemo
     raise DemoError(f"timed out after {timeout_s:.0f} s: {doing}")
 
 
-def _write_report(directory: Path, report: dict[str, Any]) -> Path:
+def _write_report(directory: Path, report: RetrainReport) -> Path:
     from daemon.report.retrain_html import render_html
 
-    path = directory / f"regimed-demo-{report.get('version', 'retrain')}.html"
+    path = directory / f"regimed-demo-{report.version or 'retrain'}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(report), encoding="utf-8")
     return path

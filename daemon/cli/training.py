@@ -56,7 +56,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILURE
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report.to_json(), indent=2))
     else:
         print(render(report), end="")
     return EXIT_OK
@@ -68,13 +68,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from daemon.registry.versions import Registry
     from daemon.report.retrain_html import render_html
     from daemon.store.sqlite import Store
+    from daemon.training.report import RetrainReport
 
     config = _stored_config(args)
     given = None if args.out is None else _out_path(args.out)
     with Store.open(config.store, read_only=True) as store:
         record = _report_model(Registry(store), args.version, config.store.path)
     out = given or Path(config.store.path).resolve().parent / "reports" / f"{record.version}.html"
-    _write_page(out, render_html(record.report, model=record))
+    _write_page(out, render_html(RetrainReport.from_json(record.report), model=record))
     print(out)
     return EXIT_OK
 

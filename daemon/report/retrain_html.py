@@ -15,8 +15,7 @@ score (too few validation rows) is a grey "n/a" gap, never a 0.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from daemon import __version__
 from daemon.report.retrain_plots import (
@@ -27,15 +26,14 @@ from daemon.report.retrain_plots import (
     _fit_times_figure,
     _fmt,
     _importances,
-    _map,
     _missing,
     _mix_figures,
-    _num,
     _scores_figure,
     _vote_figure,
 )
 from daemon.report.svg import CSS
 from daemon.report.svg import escape as _e
+from daemon.training.report import EnsembleVote, Gate, RetrainReport
 
 if TYPE_CHECKING:
     from daemon.registry.versions import ModelRecord
@@ -43,11 +41,12 @@ if TYPE_CHECKING:
 __all__ = ["render_html"]
 
 
-def render_html(report: Mapping[str, Any], *, model: ModelRecord | None = None) -> str:
-    """The retrain `report` (as `retrain()` returns it or the registry stores it) as one HTML
-    page with inline SVG figures. `model`, the registry row, adds what only the registry
-    knows: the current status, when it was trained and the artifact's sha256."""
-    version = model.version if model is not None else report.get("version")
+def render_html(report: RetrainReport, *, model: ModelRecord | None = None) -> str:
+    """The retrain `report` (as `retrain()` returns it, or the registry's stored report read
+    with `RetrainReport.from_json`) as one HTML page with inline SVG figures. `model`, the
+    registry row, adds what only the registry knows: the current status, when it was trained
+    and the artifact's sha256."""
+    version = model.version if model is not None else report.version
     title = f"regimed model {version}" if version else "regimed retrain report"
     body = [
         f"<h1>{_e(title)}</h1>",
@@ -82,132 +81,119 @@ def render_html(report: Mapping[str, Any], *, model: ModelRecord | None = None) 
 # -- sections ------------------------------------------------------------------------------
 
 
-def _meta(report: Mapping[str, Any], model: ModelRecord | None) -> str:
+def _meta(report: RetrainReport, model: ModelRecord | None) -> str:
     facts: list[str] = []
     if model is not None:
         facts.append(f"status <strong>{_e(model.status)}</strong>")
         facts.append(f"trained {_e(model.trained_at.isoformat(timespec='minutes'))}")
-    if report.get("trigger") is not None:
-        facts.append(f"trigger {_e(report['trigger'])}")
-    window = _map(report.get("data_window"))
-    if window:
-        facts.append(f"data {_e(window.get('first'))} to {_e(window.get('last'))}")
-    samples = _map(report.get("samples"))
-    if samples:
-        counts = ", ".join(f"{_e(k)} {_e(_count(v))}" for k, v in samples.items())
+    if report.trigger is not None:
+        facts.append(f"trigger {_e(report.trigger)}")
+    window = report.data_window
+    if window is not None:
+        facts.append(f"data {_e(window.first)} to {_e(window.last)}")
+    if report.samples:
+        counts = ", ".join(f"{_e(k)} {_e(_count(v))}" for k, v in report.samples.items())
         facts.append(f"samples {counts}")
-    if _num(report.get("duration_seconds")) is not None:
-        facts.append(f"took {_fmt(report['duration_seconds'], '.1f')} s")
-    if report.get("feature_version") is not None:
-        facts.append(f"feature layout {_e(report['feature_version'])}")
+    if report.duration_seconds is not None:
+        facts.append(f"took {_fmt(report.duration_seconds, '.1f')} s")
+    if report.feature_version is not None:
+        facts.append(f"feature layout {_e(report.feature_version)}")
     if model is not None:
         facts.append(f"sha256 <code>{_e(model.sha256[:12])}</code>")
     return f'<p class="meta">{" &middot; ".join(facts)}</p>' if facts else ""
 
-def _decision(report: Mapping[str, Any]) -> str:
-    promoted = report.get("promoted")
-    gate = _map(report.get("gate"))
+def _decision(report: RetrainReport) -> str:
+    promoted = report.promoted
+    gate = report.gate or Gate()
     if promoted is True:
         verdict, css = "PROMOTED", "promoted"
     elif promoted is False:
         verdict, css = "NOT PROMOTED", "rejected"
     else:
         verdict, css = "NO DECISION RECORDED", "unknown"
-    rule = gate.get("rule")
-    head = verdict + (f" ({_e(rule)})" if rule else "")
+    head = verdict + (f" ({_e(gate.rule)})" if gate.rule else "")
     lines = [f'<section class="decision {css}"><h2>{head}</h2>']
-    lines.append(f"<p>{_e(report.get('reason') or 'no reason recorded')}</p>")
-    metric = str(gate.get("metric") or "balanced_accuracy").replace("_", " ")
-    interval = gate.get("interval")
-    bounds = [_num(v) for v in interval] if isinstance(interval, list | tuple) else []
-    if len(bounds) == 2 and bounds[0] is not None and bounds[1] is not None:
+    lines.append(f"<p>{_e(report.reason or 'no reason recorded')}</p>")
+    metric = (gate.metric or "balanced_accuracy").replace("_", " ")
+    if gate.interval is not None:
+        low, high = gate.interval
         lines.append(
             f"<p>Candidate minus champion, {_e(metric)}: 95% bootstrap interval "
-            f"[{bounds[0]:+.3f}, {bounds[1]:+.3f}] (it informs; the rules decide).</p>"
+            f"[{low:+.3f}, {high:+.3f}] (it informs; the rules decide).</p>"
         )
-    elif report.get("champion") is None:
+    elif report.champion is None:
         lines.append("<p>No interval: there was no champion to compare with.</p>")
     else:
         lines.append("<p>No interval was computed.</p>")
-    if report.get("champion_error"):
-        lines.append(f"<p>Champion left out: {_e(report['champion_error'])}</p>")
-    failed = _map(report.get("failed_models"))
+    if report.champion_error:
+        lines.append(f"<p>Champion left out: {_e(report.champion_error)}</p>")
+    failed = report.failed_models
     if failed:
         items = "".join(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in failed.items())
         lines.append(f"<p>Optional models that failed to fit:</p><ul>{items}</ul>")
     return "".join(lines) + "</section>"
 
 
-def _headline(report: Mapping[str, Any]) -> str:
-    validation = _map(report.get("validation"))
-    overall = _map(validation.get("overall"))
-    if not overall:
+def _headline(report: RetrainReport) -> str:
+    overall = report.validation.overall if report.validation is not None else None
+    if overall is None:
         return ""
     parts = [
-        f"Ensemble balanced accuracy <strong>{_fmt(overall.get('balanced_accuracy'))}</strong>"
-        f" (accuracy {_fmt(overall.get('accuracy'))}, {_e(_count(overall.get('n')))} "
+        f"Ensemble balanced accuracy <strong>{_fmt(overall.balanced_accuracy)}</strong>"
+        f" (accuracy {_fmt(overall.accuracy)}, {_e(_count(overall.n))} "
         "validation rows)"
     ]
-    refs = {
-        k: v
-        for k, v in ((k, _num(_map(b).get("balanced_accuracy"))) for k, b in _baselines(report))
-        if v is not None
-    }
-    if refs:
-        best = max(refs, key=lambda k: refs[k])
-        parts.append(f"best naive reference {_e(best)} {refs[best]:.3f}")
-    champion = _map(_map(report.get("champion")).get("overall"))
-    if champion:
-        parts.append(f"champion {_fmt(champion.get('balanced_accuracy'))}")
+    refs = {k: b.balanced_accuracy for k, b in _baselines(report)}
+    known = {k: v for k, v in refs.items() if v is not None}
+    if known:
+        best = max(known, key=lambda k: known[k])
+        parts.append(f"best naive reference {_e(best)} {known[best]:.3f}")
+    champion = report.champion.overall if report.champion is not None else None
+    if champion is not None:
+        parts.append(f"champion {_fmt(champion.balanced_accuracy)}")
     return f'<p class="headline">{"; ".join(parts)}.</p>'
 
 
-def _models_table(report: Mapping[str, Any]) -> str:
-    validation = _map(report.get("validation"))
-    models = _map(validation.get("models"))
-    if not models:
+def _models_table(report: RetrainReport) -> str:
+    validation = report.validation
+    if validation is None or not validation.models:
         return _missing("model scores")
-    ensemble = _map(report.get("ensemble"))
-    weights, holdout = (
-        _map(ensemble.get("weights")),
-        _map(ensemble.get("holdout_balanced_accuracy")),
-    )
+    vote = report.ensemble or EnsembleVote()
     head = (
         "<tr><th>model</th><th>balanced accuracy</th><th>accuracy</th><th>fit s</th>"
         "<th>vote weight</th><th>holdout bal. acc.</th></tr>"
     )
     blank = "<td>&ndash;</td>"
-    overall = _map(validation.get("overall"))
+    overall = validation.ensemble.total
     rows = [
-        f"<tr><th>ensemble</th>{_cell_html(overall.get('balanced_accuracy'))}"
-        f"{_cell_html(overall.get('accuracy'))}{blank * 3}</tr>"
+        f"<tr><th>ensemble</th>{_cell_html(overall.balanced_accuracy)}"
+        f"{_cell_html(overall.accuracy)}{blank * 3}</tr>"
     ]
-    for name, cell in ((n, _map(c)) for n, c in models.items() if n != "ensemble"):
+    for name, cell in ((n, c) for n, c in validation.models.items() if n != "ensemble"):
         rows.append(
-            f"<tr><td>{_e(name)}</td>{_cell_html(cell.get('balanced_accuracy'))}"
-            f"{_cell_html(cell.get('accuracy'))}{_cell_html(cell.get('fit_seconds'), '.1f')}"
-            f"{_cell_html(weights.get(name), '.1%')}{_cell_html(holdout.get(name))}</tr>"
+            f"<tr><td>{_e(name)}</td>{_cell_html(cell.balanced_accuracy)}"
+            f"{_cell_html(cell.accuracy)}{_cell_html(cell.fit_seconds, '.1f')}"
+            f"{_cell_html(vote.weight(name), '.1%')}{_cell_html(vote.holdout(name))}</tr>"
         )
     for name, ref in _baselines(report):
         rows.append(
-            f"<tr><td>{_e(name)} (naive)</td>{_cell_html(ref.get('balanced_accuracy'))}"
-            f"{_cell_html(ref.get('accuracy'))}{blank * 3}</tr>"
+            f"<tr><td>{_e(name)} (naive)</td>{_cell_html(ref.balanced_accuracy)}"
+            f"{_cell_html(ref.accuracy)}{blank * 3}</tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _split(report: Mapping[str, Any]) -> str:
-    split = _map(report.get("split"))
-    if not split:
+def _split(report: RetrainReport) -> str:
+    split = report.split
+    if split is None:
         return _missing("split")
-    held = split.get("held_out_events")
-    events = ", ".join(_e(e) for e in held) if isinstance(held, list) and held else "none"
+    events = ", ".join(_e(e) for e in split.held_out_events) or "none"
     return (
-        f"<p>Validation from {_e(split.get('cutoff'))} "
-        f"({_e(_count(split.get('validation_rows')))} rows); training up to "
-        f"{_e(split.get('train_end'))} ({_e(_count(split.get('train_rows')))} rows: "
-        f"{_e(_count(split.get('fit_rows')))} to fit, "
-        f"{_e(_count(split.get('ensemble_holdout_rows')))} to weigh the vote; "
-        f"{_e(_count(split.get('purged_rows')))} purged). Archive events held out for "
+        f"<p>Validation from {_e(split.cutoff)} "
+        f"({_e(_count(split.validation_rows))} rows); training up to "
+        f"{_e(split.train_end)} ({_e(_count(split.train_rows))} rows: "
+        f"{_e(_count(split.fit_rows))} to fit, "
+        f"{_e(_count(split.ensemble_holdout_rows))} to weigh the vote; "
+        f"{_e(_count(split.purged_rows))} purged). Archive events held out for "
         f"validation: {events}.</p>"
     )

@@ -7,15 +7,20 @@ A null score (too few validation rows) is a grey "n/a" gap, never a 0.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from daemon.domain import REGIMES
 from daemon.report.retrain_text import BASELINE_TITLES
 from daemon.report.svg import GAP, INK, MUTED, SERIES, Svg, clip, mix, text_width
 from daemon.report.svg import escape as _e
+from daemon.training.report import (
+    Confusion,
+    ModelScores,
+    RetrainReport,
+    ScoreCell,
+    ScoreTable,
+    regime_order,
+)
 
 _TOP_FEATURES = 20
 
@@ -23,30 +28,13 @@ _TOP_FEATURES = 20
 # -- values --------------------------------------------------------------------------------
 
 
-def _num(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(float(value), spec)
 
 
-def _map(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _fmt(value: object, spec: str = ".3f") -> str:
-    number = _num(value)
-    return "n/a" if number is None else format(number, spec)
-
-
-def _cell_html(value: object, spec: str = ".3f") -> str:
+def _cell_html(value: float | None, spec: str = ".3f") -> str:
     text = _fmt(value, spec)
     return '<td class="na">n/a</td>' if text == "n/a" else f"<td>{text}</td>"
-
-
-def _regimes(*per_regime: Mapping[str, Any]) -> list[str]:
-    extra = [r for cells in per_regime for r in cells if r not in REGIMES]
-    return [*REGIMES, *dict.fromkeys(extra)]
 
 
 def _figure(svg: str, caption: str) -> str:
@@ -57,12 +45,8 @@ def _missing(what: str) -> str:
     return f'<p class="missing">{_e(what)}: not in this report.</p>'
 
 
-def _count(value: object) -> str:
-    number = _num(value)
-    if number is not None:
-        return f"{number:,.0f}"
-    total = sum(n for n in (_num(v) for v in _map(value).values()) if n is not None)
-    return f"{total:,.0f}"
+def _count(value: float | None) -> str:
+    return f"{float(value or 0):,.0f}"
 
 
 # -- drawing -------------------------------------------------------------------------------
@@ -172,38 +156,34 @@ def _bars(
     return svg.render()
 
 
-def _baselines(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    baselines = _map(_map(report.get("validation")).get("baselines"))
+def _baselines(report: RetrainReport) -> list[tuple[str, ModelScores]]:
+    """The naive references of the validation, the usual three first."""
+    baselines = report.validation.baselines if report.validation is not None else {}
     names = [n for n in BASELINE_TITLES if n in baselines]
     names += [n for n in baselines if n not in BASELINE_TITLES]
-    return [(n, _map(baselines[n])) for n in names]
+    return [(n, baselines[n]) for n in names]
 
 
-def _scores_figure(report: Mapping[str, Any]) -> str:
-    validation = _map(report.get("validation"))
-    if not validation:
+def _scores_figure(report: RetrainReport) -> str:
+    validation = report.validation
+    if validation is None:
         return _missing("validation scores")
-    # (label, per-regime cells, overall cell); base models and references carry their
-    # overall figures at the top level, the ensemble and the champion under "overall".
-    rows: list[tuple[str, Mapping[str, Any], Mapping[str, Any]]] = [
-        ("ensemble", _map(validation.get("per_regime")), _map(validation.get("overall")))
-    ]
-    models = _map(validation.get("models"))
-    rows += [(n, _map(_map(m).get("per_regime")), _map(m)) for n, m in models.items()]
-    rows = [rows[0], *(r for r in rows[1:] if r[0] != "ensemble")]
+    # The ensemble first, then the base models, the naive references and the champion.
+    ensemble = validation.ensemble
+    rows: list[tuple[str, ScoreTable]] = [("ensemble", ensemble)]
+    rows += [(n, m.table) for n, m in validation.models.items() if n != "ensemble"]
     breaks = [len(rows)]
-    rows += [(f"{n} (naive)", _map(b.get("per_regime")), b) for n, b in _baselines(report)]
-    champion = _map(report.get("champion"))
-    if champion:
+    rows += [(f"{n} (naive)", b.table) for n, b in _baselines(report)]
+    champion = report.champion
+    if champion is not None:
         breaks.append(len(rows))
-        rows.append(("champion", _map(champion.get("per_regime")), _map(champion.get("overall"))))
-    regimes = _regimes(*(r[1] for r in rows))
-    counts = _map(validation.get("per_regime"))
-    columns = [(r, f"n {_count(_map(counts.get(r)).get('n'))}") for r in regimes]
-    columns.append(("overall", f"n {_count(_map(validation.get('overall')).get('n'))}"))
+        rows.append(("champion", champion))
+    regimes = regime_order(*(table.per_regime for _, table in rows))
+    columns = [(r, f"n {_count(ensemble.regime(r).n)}") for r in regimes]
+    columns.append(("overall", f"n {_count(ensemble.total.n)}"))
     cells = []
-    for label, per_regime, overall in rows:
-        row = [_map(per_regime.get(r)) for r in regimes] + [overall]
+    for label, table in rows:
+        row = [table.regime(r) for r in regimes] + [table.total]
         cells.append([_score_cell(label, col, c) for (col, _), c in zip(columns, row, strict=True)])
     svg = Svg("Balanced accuracy per regime (accuracy below)")
     _grid(svg, 0, 0, [r[0] for r in rows], columns, cells, breaks=breaks)
@@ -217,9 +197,8 @@ def _scores_figure(report: Mapping[str, Any]) -> str:
     )
 
 
-def _score_cell(row: str, column: str, cell: Mapping[str, Any]) -> _Cell:
-    balanced, accuracy = _num(cell.get("balanced_accuracy")), _num(cell.get("accuracy"))
-    n = _num(cell.get("n"))
+def _score_cell(row: str, column: str, cell: ScoreCell) -> _Cell:
+    balanced, accuracy, n = cell.balanced_accuracy, cell.accuracy, cell.n
     tip = (
         f"{row} \u00b7 {column}: balanced accuracy {_fmt(balanced)}, accuracy {_fmt(accuracy)}"
         + ("" if n is None else f", n {n:,.0f}")
@@ -231,12 +210,12 @@ def _score_cell(row: str, column: str, cell: Mapping[str, Any]) -> _Cell:
     return _Cell(fill, ink, f"{balanced:.3f}", sub, tip)
 
 
-def _fit_times_figure(report: Mapping[str, Any]) -> str:
-    models = _map(_map(report.get("validation")).get("models"))
+def _fit_times_figure(report: RetrainReport) -> str:
+    models = report.validation.models if report.validation is not None else {}
     names = [n for n in models if n != "ensemble"]
     if not names:
         return _missing("fit times")
-    seconds = [_num(_map(models[n]).get("fit_seconds")) for n in names]
+    seconds = [models[n].fit_seconds for n in names]
     svg = _bars("Fit time per model (seconds)", names, [("seconds", seconds)], _seconds)
     return _figure(svg, "Wall-clock fit time of each base model, in seconds.")
 
@@ -249,14 +228,12 @@ def _percent(value: float) -> str:
     return f"{value:.1%}"
 
 
-def _vote_figure(report: Mapping[str, Any]) -> str:
-    weights = _map(_map(report.get("ensemble")).get("weights"))
+def _vote_figure(report: RetrainReport) -> str:
+    weights = report.ensemble.weights if report.ensemble is not None else {}
     if not weights:
         return _missing("ensemble vote weights")
     names = list(weights)
-    svg = _bars(
-        "Vote weight per model", names, [("weight", [_num(weights[n]) for n in names])], _percent
-    )
+    svg = _bars("Vote weight per model", names, [("weight", list(weights.values()))], _percent)
     return _figure(
         svg,
         "Each model's weight in the ensemble's soft vote, from how far its balanced accuracy "
@@ -264,39 +241,33 @@ def _vote_figure(report: Mapping[str, Any]) -> str:
     )
 
 
-def _mix_figures(report: Mapping[str, Any]) -> str:
-    training = _map(report.get("training"))
-    before, after = (
-        _map(training.get("regime_counts_before")),
-        _map(training.get("regime_counts_after")),
-    )
-    shares = _map(training.get("weight_share"))
-    if not (before or after or shares):
+def _mix_figures(report: RetrainReport) -> str:
+    mix = report.training
+    if mix is None or not (mix.regime_counts_before or mix.regime_counts_after or mix.weight_share):
         return _missing("training mix")
-    regimes = _regimes(before, after, shares)
+    regimes = mix.regimes()
     counts = _bars(
         "Training rows per regime before and after sampling",
         regimes,
         [
-            ("before", [_num(before.get(r)) for r in regimes]),
-            ("after", [_num(after.get(r)) for r in regimes]),
+            ("before", [mix.before(r) for r in regimes]),
+            ("after", [mix.after(r) for r in regimes]),
         ],
         lambda v: f"{v:,.0f}",
     )
-    rows_after = [_num(after.get(r)) for r in regimes]
+    rows_after = [mix.after(r) for r in regimes]
     total = sum(v for v in rows_after if v is not None)
     row_share = [None if v is None or total <= 0 else v / total for v in rows_after]
     weighted = _bars(
         "Share of rows and of weight per regime after sampling",
         regimes,
-        [("rows", row_share), ("weight", [_num(shares.get(r)) for r in regimes])],
+        [("rows", row_share), ("weight", [mix.share(r) for r in regimes])],
         _percent,
     )
-    ratio = _num(training.get("effective_size_ratio"))
+    ratio = mix.effective_size_ratio
     notes = "" if ratio is None else f" Effective dataset size {ratio:.2f}x."
-    absent = training.get("absent_regimes")
-    if isinstance(absent, list) and absent:
-        notes += f" No rows of: {', '.join(_e(r) for r in absent)}."
+    if mix.absent_regimes:
+        notes += f" No rows of: {', '.join(_e(r) for r in mix.absent_regimes)}."
     return _figure(
         counts,
         "Fitting rows per regime before and after balancing to the target mix (minorities "
@@ -312,27 +283,15 @@ _ACTUAL = ("actual down", "actual up")
 _PREDICTED = (("pred. down", ""), ("pred. up", ""))
 
 
-def _matrix(value: object) -> list[list[int]] | None:
-    """[[tn, fp], [fn, tp]] as counts, or None when it is not that shape."""
-    if not isinstance(value, list) or len(value) != 2:
-        return None
-    rows = [r for r in value if isinstance(r, list) and len(r) == 2]
-    numbers = [[_num(v) for v in r] for r in rows]
-    if len(numbers) != 2 or any(v is None or v < 0 for r in numbers for v in r):
-        return None
-    return [[int(v or 0) for v in r] for r in numbers]
-
-
-def _confusion_figure(report: Mapping[str, Any]) -> str:
-    matrices = {n: m for n, m in _map(report.get("confusion")).items() if _matrix(m) is not None}
+def _confusion_figure(report: RetrainReport) -> str:
+    matrices: dict[str, Confusion] = dict(report.confusion or {})
     if not matrices:
         return _missing("confusion matrices")
     svg = Svg("Confusion matrices on the validation rows")
     label_w, panel_w, panel_h, per_row = 96.0, 256.0, 118.0, 3
-    for k, (name, value) in enumerate(matrices.items()):
+    for k, (name, matrix) in enumerate(matrices.items()):
         x0, y0 = (k % per_row) * panel_w, (k // per_row) * panel_h
         svg.text(x0 + label_w, y0 + 12, clip(name), bold=True, tip=name)
-        matrix = _matrix(value) or []
         cells = []
         for actual, row in zip(_ACTUAL, matrix, strict=True):
             total = sum(row)
@@ -353,24 +312,25 @@ def _confusion_figure(report: Mapping[str, Any]) -> str:
     )
 
 
-def _importances(report: Mapping[str, Any]) -> str:
-    by_model = {n: _map(v) for n, v in _map(report.get("importances")).items() if _map(v)}
-    if not by_model:
+def _importances(report: RetrainReport) -> str:
+    by_model = {n: v for n, v in (report.importances or {}).items() if v}
+    models = list(by_model)
+    if not models:
         return _missing("feature importances (only the tree models have them)")
     features = list(dict.fromkeys(f for values in by_model.values() for f in values))
     means: dict[str, float] = {}
     for feature in features:
-        found = [v for v in (_num(m.get(feature)) for m in by_model.values()) if v is not None]
+        found = [v for v in (report.importance(m, feature) for m in models) if v is not None]
         means[feature] = sum(found) / len(found) if found else -1.0
     ranked = sorted(features, key=lambda f: -means[f])
     top = ranked[:_TOP_FEATURES]
-    shown = [_num(m.get(f)) for m in by_model.values() for f in top]
+    shown = [report.importance(m, f) for m in models for f in top]
     peak = max((v for v in shown if v is not None and v > 0), default=1.0)
     cells = []
     for feature in top:
         line = []
-        for model, values in by_model.items():
-            value = _num(values.get(feature))
+        for model in models:
+            value = report.importance(model, feature)
             tip = f"{feature} in {model}: {_fmt(value, '.2%')}"
             if value is None:
                 line.append(_gap(tip))
@@ -379,11 +339,11 @@ def _importances(report: Mapping[str, Any]) -> str:
             line.append(_Cell(fill, ink, f"{value:.1%}", "", tip))
         cells.append(line)
     svg = Svg(f"Feature importances, top {len(top)} by mean")
-    _grid(svg, 0, 0, top, [(m, "") for m in by_model], cells, cell_h=22.0)
-    head = "".join(f"<th>{_e(m)}</th>" for m in by_model)
+    _grid(svg, 0, 0, top, [(m, "") for m in models], cells, cell_h=22.0)
+    head = "".join(f"<th>{_e(m)}</th>" for m in models)
     rows = "".join(
         f"<tr><td>{_e(f)}</td>"
-        + "".join(_cell_html(values.get(f), ".2%") for values in by_model.values())
+        + "".join(_cell_html(report.importance(m, f), ".2%") for m in models)
         + "</tr>"
         for f in ranked
     )

@@ -180,7 +180,7 @@ def _train(document: Mapping[str, Any], trigger: str, report_stream: IO[str]) ->
     except RegimedError as exc:
         logger.error("%s", exc)
         return EXIT_FAILED
-    _write_report(report_stream, report)
+    _write_report(report_stream, report.to_json())
     return EXIT_OK
 
 

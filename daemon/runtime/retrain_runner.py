@@ -58,6 +58,7 @@ from daemon.runtime.retrain_child import (
     config_document,
     config_from_document,
 )
+from daemon.training.report import RetrainReport
 from daemon.training.threads import DAEMON_CORES, resolve_n_jobs, thread_environment
 
 __all__ = [
@@ -97,7 +98,7 @@ class RunResult:
     trigger: str
     outcome: Outcome
     duration_seconds: float
-    report: dict[str, Any] | None = None
+    report: RetrainReport | None = None
     reason: str = ""
     returncode: int | None = None
     started_at: dt.datetime | None = None
@@ -105,8 +106,7 @@ class RunResult:
     @property
     def version(self) -> str | None:
         """The version of the candidate the run registered, if it got that far."""
-        value = (self.report or {}).get("version")
-        return value if isinstance(value, str) else None
+        return None if self.report is None else self.report.version
 
     @property
     def promoted(self) -> bool:
@@ -273,17 +273,17 @@ class RetrainRunner:
         trigger: str,
         returncode: int | None,
         ended_by: str,
-        report: dict[str, Any] | None,
+        report: RetrainReport | None,
         log: _ChildLog,
         t0: float,
         started_at: dt.datetime,
     ) -> RunResult:
         outcome: Outcome
-        registered = report is not None and report.get("outcome") in ("promoted", "rejected")
+        registered = report is not None and report.outcome in ("promoted", "rejected")
         if report is not None and (registered or returncode == EXIT_OK):
             # A run that finished just as the stop came has registered its model all the same.
-            outcome = "promoted" if report.get("promoted") else "rejected"
-            reason = str(report.get("reason", ""))
+            outcome = "promoted" if report.promoted else "rejected"
+            reason = report.reason or ""
         elif ended_by == "stop":
             outcome, reason = "stopped", "stopped by the daemon's shutdown; the champion is kept"
         elif returncode in (EXIT_TERMINATED, -signal.SIGTERM):
@@ -305,7 +305,7 @@ class RetrainRunner:
             outcome, reason = "failed", "the retrain process exited without a report"
         else:
             outcome = "failed"
-            reason = str((report or {}).get("reason") or "") or (
+            reason = (report.reason if report is not None else None) or (
                 log.last_problem or f"the retrain process exited with code {returncode}"
             )
         return RunResult(
@@ -384,7 +384,8 @@ def _signal_group(child: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(child.pid, sig)
 
 
-def _parse_report(stdout: bytes) -> dict[str, Any] | None:
+def _parse_report(stdout: bytes) -> RetrainReport | None:
+    """The report the child printed, or None when it printed none (or not a JSON object)."""
     text = stdout.decode("utf-8", errors="replace").strip()
     if not text:
         return None
@@ -393,4 +394,4 @@ def _parse_report(stdout: bytes) -> dict[str, Any] | None:
     except ValueError:
         logger.error("the retrain process printed something other than a JSON report")
         return None
-    return report if isinstance(report, dict) else None
+    return RetrainReport.from_json(report) if isinstance(report, dict) else None

@@ -113,7 +113,7 @@ class Retrains:
         self._set_next()
         if result.outcome == "stopped":
             return
-        report = result.report or {}
+        report = {} if result.report is None else result.report.to_json()
         summary = (
             f"retrain {result.outcome} ({result.trigger}, {result.duration_seconds:.0f} s)"
             f"{': ' + result.reason if result.reason else ''}"

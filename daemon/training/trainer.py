@@ -2,7 +2,8 @@
 a validated soft vote -> per-regime validation -> gate against the champion -> artifact and
 registry row. `retrain` is what `regimed retrain`, the weekly schedule and drift triggers call.
 
-The report it returns is what `regimed retrain --json` prints: the keys scripts rely on
+The report it returns (a `RetrainReport`, daemon/training/report.py) is what
+`regimed retrain --json` prints as JSON: the keys scripts rely on
 (docs/training.md, "The report as JSON") and more: `gate` (which rule decided, the bootstrap
 interval of candidate - champion), `split`,
 `ensemble` (vote weights), `champion` (its scores on the same validation sets), `importances`,
@@ -15,7 +16,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +39,19 @@ from daemon.training.ensemble import (
     vote_weights,
 )
 from daemon.training.lock import retrain_lock
+from daemon.training.report import (
+    Artifact,
+    Confusion,
+    DataWindow,
+    EnsembleVote,
+    Gate,
+    ModelScores,
+    RetrainReport,
+    ScoreTable,
+    Split,
+    TrainingMix,
+    Validation,
+)
 from daemon.training.sampling import balance, row_weights, weight_report
 
 if TYPE_CHECKING:
@@ -75,11 +89,11 @@ def retrain(
     trigger: str = "manual",
     progress: Progress | None = None,
     now: Callable[[], dt.datetime] | None = None,
-) -> dict[str, Any]:
+) -> RetrainReport:
     """Train a candidate under the store's retrain lock, gate it, register it; the report.
 
     Raises RetrainBusy when another retrain runs, RetrainFailed (after recording the failed
-    run) when no candidate could be made.
+    run, its report as JSON) when no candidate could be made.
     """
     clock = now or (lambda: dt.datetime.now(dt.UTC))
     with (
@@ -118,33 +132,44 @@ class _Retrain:
         self.started_at = clock()
         self.t0 = time.perf_counter()
         self.champion_error: str | None = None
+        #: the report so far: a failed run reports the steps it finished
+        self.report = RetrainReport(trigger=trigger)
 
-    def run(self) -> dict[str, Any]:
-        report: dict[str, Any] = {"trigger": self.trigger, "version": None}
+    def run(self) -> RetrainReport:
         try:
-            return self._run(report)
+            return self._run()
         except RegimedError as exc:
             if isinstance(exc, RetrainFailed):
                 raise
-            report.update(promoted=False, reason=f"retrain failed: {exc}", outcome="failed")
-            report["duration_seconds"] = round(time.perf_counter() - self.t0, 3)
+            reason = f"retrain failed: {exc}"
+            report = self._add(
+                promoted=False,
+                reason=reason,
+                outcome="failed",
+                duration_seconds=round(time.perf_counter() - self.t0, 3),
+            ).to_json()
             try:
                 Registry(self.store).add_retrain_run(
                     trigger=self.trigger,
                     started_at=self.started_at,
                     finished_at=self.clock(),
                     promoted=False,
-                    reason=report["reason"],
+                    reason=reason,
                     version=None,
                     report=report,
                 )
             except StoreError as record_exc:  # e.g. the same full disk: keep the first cause
                 logger.warning("the failed retrain could not be recorded: %s", record_exc)
-            raise RetrainFailed(report["reason"], report) from exc
+            raise RetrainFailed(reason, report) from exc
+
+    def _add(self, **sections: Any) -> RetrainReport:
+        """The report with `sections` filled in (kept, for a failure in a later step)."""
+        self.report = replace(self.report, **sections)
+        return self.report
 
     # -- the steps --------------------------------------------------------------------------
 
-    def _run(self, report: dict[str, Any]) -> dict[str, Any]:
+    def _run(self) -> RetrainReport:
         from daemon.training.split import split_samples
 
         cfg = self.config
@@ -160,24 +185,26 @@ class _Retrain:
             self.config.label.horizon_bars,
             self.config.training.ensemble_holdout_fraction,
         )
-        report["split"] = {
-            "cutoff": _day(split.cutoff),
-            "train_end": _day(split.train_end),
-            "train_rows": len(train),
-            "fit_rows": len(fit_rows),
-            "ensemble_holdout_rows": len(hold_rows),
-            "validation_rows": len(val),
-            "purged_rows": int(split.purged),
-            "held_out_events": list(split.held_out_events),
-        }
-        report["data_window"] = {
-            "first": _day(data.days[train].min()) if len(train) else None,
-            "last": _day(data.days[val].max()) if len(val) else None,
-        }
-        report["samples"] = {
-            "live": int((data.meta["source"] == "live").sum()),
-            "archive": int((data.meta["source"] == "archive").sum()),
-        }
+        self._add(
+            split=Split(
+                cutoff=_day(split.cutoff),
+                train_end=_day(split.train_end),
+                train_rows=len(train),
+                fit_rows=len(fit_rows),
+                ensemble_holdout_rows=len(hold_rows),
+                validation_rows=len(val),
+                purged_rows=int(split.purged),
+                held_out_events=tuple(split.held_out_events),
+            ),
+            data_window=DataWindow(
+                first=_day(data.days[train].min()) if len(train) else None,
+                last=_day(data.days[val].max()) if len(val) else None,
+            ),
+            samples={
+                "live": int((data.meta["source"] == "live").sum()),
+                "archive": int((data.meta["source"] == "archive").sum()),
+            },
+        )
 
         self._stage("sample")
         fit_regimes = data.meta["regime"].to_numpy()[fit_rows].astype(str)
@@ -193,51 +220,53 @@ class _Retrain:
             list(data.meta["regime"].to_numpy()[rows].astype(str)), regime_weights
         )
         shares = weight_report(mix.counts_after, regime_weights)
-        report["training"] = {
-            "regime_counts_before": _ordered(mix.counts_before),
-            "regime_counts_after": _ordered(mix.counts_after),
-            "weight_share": {r: round(v, 6) for r, v in _ordered(shares.weight_share).items()},
-            "effective_size_ratio": round(shares.effective_size_ratio, 6),
-            "absent_regimes": list(mix.absent),
-        }
+        self._add(
+            training=TrainingMix(
+                regime_counts_before=_ordered(mix.counts_before),
+                regime_counts_after=_ordered(mix.counts_after),
+                weight_share={r: round(v, 6) for r, v in _ordered(shares.weight_share).items()},
+                effective_size_ratio=round(shares.effective_size_ratio, 6),
+                absent_regimes=tuple(mix.absent),
+            )
+        )
 
         self._stage("fit")
         models, fit_seconds, failed = self._fit_all(data.X[rows], data.y[rows], weights)
-        report["failed_models"] = failed
+        self._add(failed_models=failed)
         self._stage("validate")
         ensemble, holdout_scores = self._vote(models, data, hold_rows)
-        report["ensemble"] = {
-            **ensemble.vote.as_dict(),
-            "holdout_balanced_accuracy": holdout_scores,
-        }
+        self._add(
+            ensemble=EnsembleVote(
+                dict(ensemble.vote.weights), ensemble.vote.threshold, holdout_scores
+            )
+        )
         validation, preds, references = self._validate(ensemble, data, train, val, fit_seconds)
-        report["validation"] = validation
-        report["importances"] = _importances(models)
-        report["confusion"] = {
-            name: _confusion(data.y[val], p).tolist() for name, p in preds.items()
-        }
+        self._add(
+            validation=validation,
+            importances=_importances(models),
+            confusion={name: _confusion(data.y[val], p) for name, p in preds.items()},
+        )
 
         self._stage("gate")
         decision, champion_scores = self._gate(data, val, preds["ensemble"], references)
-        report["champion"] = champion_scores
-        if self.champion_error:
-            report["champion_error"] = self.champion_error
-        report["gate"] = {
-            "metric": cfg.gate.metric,
-            "rule": decision.rule,
-            "interval": list(decision.interval) if decision.interval else None,
-        }
-        report["promoted"] = bool(decision.promoted)
-        report["reason"] = decision.reason
-        report["outcome"] = "promoted" if decision.promoted else "rejected"
+        self._add(
+            champion=None if champion_scores is None else ScoreTable.of(champion_scores),
+            champion_error=self.champion_error or None,
+            gate=Gate(cfg.gate.metric, decision.rule, decision.interval or None),
+            promoted=bool(decision.promoted),
+            reason=decision.reason,
+            outcome="promoted" if decision.promoted else "rejected",
+        )
 
         self._stage("save")
         version = new_version(self.started_at, {m.version for m in Registry(self.store).models()})
-        report["version"] = version
-        report["feature_version"] = FEATURE_VERSION
-        report["duration_seconds"] = round(time.perf_counter() - self.t0, 3)
+        self._add(
+            version=version,
+            feature_version=FEATURE_VERSION,
+            duration_seconds=round(time.perf_counter() - self.t0, 3),
+        )
         reference = self._drift_reference(data, train)
-        self._save(version, ensemble, report, reference)
+        report = self._save(version, ensemble, self.report, reference)
         self._stage("done")
         return report
 
@@ -308,7 +337,7 @@ class _Retrain:
         train: npt.NDArray[np.int64],
         val: npt.NDArray[np.int64],
         fit_seconds: Mapping[str, float],
-    ) -> tuple[dict[str, Any], dict[str, npt.NDArray[np.int8]], dict[str, Scores]]:
+    ) -> tuple[Validation, dict[str, npt.NDArray[np.int8]], dict[str, Scores]]:
         """Scores of every model, the ensemble and the naive references on the validation
         rows: (the report's `validation`, predictions by model, the references' Scores)."""
         from daemon.training.scoring import baseline_predictions, score
@@ -320,34 +349,17 @@ class _Retrain:
         probas = ensemble.model_probas(X)
         preds = {name: (p > 0.5).astype(np.int8) for name, p in probas.items()}
         preds["ensemble"] = ensemble.vote.predict(probas)
-        models: dict[str, Any] = {}
-        for name, p in preds.items():
-            s = score(y, p, regimes, min_n).as_dict()
-            models[name] = {
-                "accuracy": s["overall"]["accuracy"],
-                "balanced_accuracy": s["overall"]["balanced_accuracy"],
-                "fit_seconds": fit_seconds.get(name),
-                "per_regime": s["per_regime"],
-            }
+        models = {
+            name: _model_scores(score(y, p, regimes, min_n), fit_seconds.get(name))
+            for name, p in preds.items()
+        }
         naive = baseline_predictions(
             data.y[train], X, FEATURE_NAMES, self.config.label.horizon_bars
         )
         references = {name: score(y, p, regimes, min_n) for name, p in naive.items()}
-        baselines: dict[str, Any] = {}
-        for name, scores in references.items():
-            s = scores.as_dict()
-            baselines[name] = {
-                "accuracy": s["overall"]["accuracy"],
-                "balanced_accuracy": s["overall"]["balanced_accuracy"],
-                "per_regime": s["per_regime"],
-            }
-        ens = score(y, preds["ensemble"], regimes, min_n).as_dict()
-        validation = {
-            "per_regime": ens["per_regime"],
-            "overall": ens["overall"],
-            "baselines": baselines,
-            "models": models,
-        }
+        baselines = {name: _model_scores(s, None) for name, s in references.items()}
+        ens = ScoreTable.of(score(y, preds["ensemble"], regimes, min_n))
+        validation = Validation(ens.per_regime, ens.overall, baselines, models)
         return validation, preds, references
 
     def _gate(
@@ -356,7 +368,7 @@ class _Retrain:
         val: npt.NDArray[np.int64],
         candidate_pred: npt.NDArray[np.int8],
         references: Mapping[str, Scores],
-    ) -> tuple[GateDecision, dict[str, Any] | None]:
+    ) -> tuple[GateDecision, Scores | None]:
         """The gate's decision and the champion's scores on the same validation rows."""
         from daemon.training.gate import decide
         from daemon.training.scoring import bootstrap_difference, score
@@ -381,7 +393,7 @@ class _Retrain:
                 cfg.training.seed,
             )
         decision = decide(candidate, champion, references, cfg.gate, interval)
-        return decision, None if champion is None else champion.as_dict()
+        return decision, champion
 
     def _champion_predictions(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.int8] | None:
         """The champion's predictions, or None without a usable champion. A champion whose
@@ -417,10 +429,12 @@ class _Retrain:
         self,
         version: str,
         ensemble: Ensemble,
-        report: dict[str, Any],
+        typed: RetrainReport,
         reference: Mapping[str, Any],
-    ) -> None:
-        """Artifact, registry row (promoted in the same transaction) and the run record."""
+    ) -> RetrainReport:
+        """Artifact, registry row (promoted in the same transaction) and the run record; the
+        report with its artifact."""
+        report = typed.to_json()
         registry = Registry(self.store, alerts=self.config.alerts)
         meta = {
             "version": version,
@@ -444,11 +458,13 @@ class _Retrain:
             status="candidate" if promoted else "rejected",
             promote_reason=f"gate passed: {report['reason']}" if promoted else None,
         )
-        report["artifact"] = {
-            "path": str(record.path),
-            "sha256": record.sha256,
-            "root": str(artifacts_root(self.config.store.path)),
-        }
+        saved = self._add(
+            artifact=Artifact(
+                path=str(record.path),
+                sha256=record.sha256,
+                root=str(artifacts_root(self.config.store.path)),
+            )
+        )
         registry.add_retrain_run(
             trigger=self.trigger,
             started_at=self.started_at,
@@ -456,8 +472,9 @@ class _Retrain:
             promoted=promoted,
             reason=report["reason"],
             version=version,
-            report=report,
+            report=saved.to_json(),
         )
+        return saved
 
 
 def _day(value: Any) -> str | None:
@@ -470,11 +487,19 @@ def _ordered(counts: Mapping[str, float]) -> dict[str, Any]:
     return {r: counts[r] for r in REGIMES if r in counts}
 
 
-def _confusion(y: npt.NDArray[np.int8], pred: npt.NDArray[np.int8]) -> npt.NDArray[np.int64]:
+def _confusion(y: npt.NDArray[np.int8], pred: npt.NDArray[np.int8]) -> Confusion:
     """[[true down, false up], [false down, true up]]."""
     out = np.zeros((2, 2), dtype=np.int64)
     np.add.at(out, (y.astype(np.int64), pred.astype(np.int64)), 1)
-    return out
+    (tn, fp), (fn, tp) = out.tolist()
+    return (tn, fp), (fn, tp)
+
+
+def _model_scores(scores: Scores, fit_seconds: float | None) -> ModelScores:
+    """A model's (or a reference's) row of the report's validation."""
+    table = ScoreTable.of(scores)
+    overall = table.total
+    return ModelScores(overall.accuracy, overall.balanced_accuracy, fit_seconds, table.per_regime)
 
 
 def _importances(models: Mapping[str, Any]) -> dict[str, dict[str, float]]:

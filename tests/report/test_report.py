@@ -20,7 +20,9 @@ from sklearn.linear_model import LogisticRegression
 from daemon.registry.versions import Registry
 from daemon.report.retrain_html import render_html
 from daemon.store.sqlite import Store
+from daemon.training.report import RetrainReport
 
+parse = RetrainReport.from_json
 REPORT = json.loads((Path(__file__).parent / "data" / "retrain_report.json").read_text())
 FIGURES = (
     7  # per-regime scores, fit times, vote weights, mix, weight shares, confusion, importances
@@ -68,7 +70,7 @@ def decision_part(page):
 
 
 def test_a_real_report_has_one_plot_per_figure_and_the_decision_first():
-    page = render_html(REPORT)
+    page = render_html(parse(REPORT))
     assert page.count("<svg") == FIGURES
     decision = decision_part(page)
     assert "PROMOTED (no_champion)" in decision
@@ -83,7 +85,7 @@ def test_a_real_report_has_one_plot_per_figure_and_the_decision_first():
 
 
 def test_the_page_is_self_contained():
-    page = render_html(REPORT)
+    page = render_html(parse(REPORT))
     assert page.startswith("<!DOCTYPE html>")
     assert "<script" not in page
     assert not re.search(r"\b(src|href)\s*=", page)
@@ -93,12 +95,12 @@ def test_the_page_is_self_contained():
 
 
 def test_null_scores_are_n_a_gaps_never_zero():
-    page = render_html(REPORT)
+    page = render_html(parse(REPORT))
     # 89 validation rows of high_volatility: too few to score in this run
     assert "ensemble · high_volatility: balanced accuracy n/a, accuracy n/a, n 89" in page
     assert "always_up (naive) · crash: balanced accuracy n/a" in page
 
-    page = render_html(small_report())
+    page = render_html(parse(small_report()))
     assert "logistic_regression · crash: balanced accuracy n/a, accuracy n/a, n 12" in page
     # one label only: accuracy is known, balanced accuracy is not
     assert "ensemble · recovery: balanced accuracy n/a, accuracy 0.600, n 80" in page
@@ -108,7 +110,7 @@ def test_null_scores_are_n_a_gaps_never_zero():
 
 
 def test_champion_row_and_interval_are_shown():
-    page = render_html(small_report())
+    page = render_html(parse(small_report()))
     assert "PROMOTED (passed)" in page
     assert "95% bootstrap interval [-0.004, +0.031]" in decision_part(page)
     assert "champion · overall: balanced accuracy 0.510, accuracy 0.550, n 492" in page
@@ -119,7 +121,7 @@ def test_hostile_names_and_reason_are_escaped():
     model = '<img src=x onerror="alert(1)">&amp;'
     feature = "</svg><script>alert(2)</script>"
     reason = "<b>promoted</b> & 'quoted'"
-    page = render_html(small_report(model, feature, reason))
+    page = render_html(parse(small_report(model, feature, reason)))
     for raw in (model, feature, reason):
         assert raw not in page
         assert html.escape(raw) in page
@@ -130,8 +132,8 @@ def test_hostile_names_and_reason_are_escaped():
 @settings(max_examples=40, deadline=None)
 @given(st.text(max_size=40))
 def test_any_name_leaves_the_markup_as_it_is(text):
-    plain = render_html(small_report("mx", "fx", "r"))
-    page = render_html(small_report("m" + text, "f" + text, text or "r"))
+    plain = render_html(parse(small_report("mx", "fx", "r")))
+    page = render_html(parse(small_report("m" + text, "f" + text, text or "r")))
     assert (page.count("<"), page.count(">")) == (plain.count("<"), plain.count(">"))
 
 
@@ -145,7 +147,7 @@ def test_any_name_leaves_the_markup_as_it_is(text):
     ],
 )  # fmt: skip
 def test_partial_reports_still_render(report):
-    page = render_html(report)
+    page = render_html(parse(report))
     assert page.endswith("</html>\n")
     if "reason" in report:
         assert html.escape(report["reason"]) in page

@@ -166,8 +166,8 @@ def test_a_triggered_retrain_runs_in_a_child_and_observers_get_the_parsed_report
     assert result.returncode == 0
     assert result.trigger == "drift"
     assert 0 < result.duration_seconds < RUN_WAIT_S
-    report = result.report
-    assert report is not None
+    assert result.report is not None
+    report = result.report.to_json()
     for key in ("version", "trigger", "duration_seconds", "promoted", "reason", "training"):
         assert key in report
     assert set(report["validation"]) >= {"per_regime", "overall", "baselines", "models"}
@@ -192,7 +192,7 @@ def test_a_failed_retrain_is_failed_with_the_report_of_the_failed_run(tmp_path):
     assert result.outcome == "failed"
     assert result.returncode == 1
     assert result.report is not None
-    assert result.report["outcome"] == "failed"
+    assert result.report.outcome == "failed"
     assert "no live samples" in result.reason
     assert registry_state(tmp_path / "empty.db")[2].reason == result.reason
 

@@ -208,7 +208,7 @@ def test_forced_drift_fires_exactly_one_retrain_and_an_alert(daemon_config, webh
     with Running(config) as service:
         wait_for(lambda: bars_stored(config) == len(first), 120, "the first chunk")
         # A retrain from the command line's code path, while the daemon runs:
-        report = retrain(config, trigger="manual")
+        report = retrain(config, trigger="manual").to_json()
         assert report["promoted"], report["reason"]
         assert service.scorer is not None and service.retrains is not None
         wait_for(lambda: service.scorer.version == report["version"], 30, "the hot swap")

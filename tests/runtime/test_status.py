@@ -93,6 +93,7 @@ def test_status_without_a_store_says_where_it_looked(run_cli, tmp_path):
 def test_text_renderings_show_no_none_where_a_value_belongs():
     from daemon.report.retrain_text import render as render_retrain
     from daemon.runtime.status import render
+    from daemon.training.report import RetrainReport
 
     doc = {
         "bars": 2,
@@ -111,6 +112,7 @@ def test_text_renderings_show_no_none_where_a_value_belongs():
     text = render(doc)
     assert "last retrain       no model (schedule, finished" in text
     assert "None" not in text
-    text = render_retrain({"version": None, "promoted": False})  # a failed run's partial report
+    # a failed run's partial report
+    text = render_retrain(RetrainReport.from_json({"version": None, "promoted": False}))
     assert "None" not in text
     assert "decision: NOT PROMOTED (failed): no reason recorded" in text

@@ -21,6 +21,7 @@ from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 from daemon.training.archive import build_archive
 from daemon.training.lock import retrain_lock
+from daemon.training.report import RetrainReport
 from daemon.training.trainer import retrain
 
 VOLATILE = ("version", "duration_seconds", "artifact", "fit_seconds")
@@ -75,7 +76,11 @@ def _stable(report: dict) -> dict:
 
 def test_retrain_on_the_bundled_history_reports_per_regime_and_registers(db):
     config = _config(db, fast=False)  # the default configuration
-    report = retrain(config, trigger="manual")
+    typed = retrain(config, trigger="manual")
+    report = typed.to_json()
+    # the typed report and its JSON carry the same: parsing the JSON back gives it again
+    assert RetrainReport.from_json(report) == typed
+    assert json.dumps(RetrainReport.from_json(report).to_json()) == json.dumps(report)
 
     training = report["training"]
     assert training["weight_share"]["crash"] == pytest.approx(0.171, abs=5e-4)
@@ -131,8 +136,8 @@ def test_retrain_on_the_bundled_history_reports_per_regime_and_registers(db):
 
 def test_a_rerun_on_the_same_data_and_seed_gives_the_same_metrics(db):
     config = _config(db, models=("random_forest", "lightgbm", "logistic_regression"))
-    first = retrain(config)
-    second = retrain(config)
+    first = retrain(config).to_json()
+    second = retrain(config).to_json()
     a, b = _stable(first), _stable(second)
     for key in ("champion", "gate", "promoted", "reason", "outcome"):
         a.pop(key), b.pop(key)
@@ -150,7 +155,7 @@ def test_a_worse_candidate_is_not_promoted(db):
     with Store.open(config.store) as store:
         store._conn.execute("UPDATE samples SET label = 0")
     _label_by_feature(config, "ret_5")
-    first = retrain(config)
+    first = retrain(config).to_json()
     assert first["promoted"], first["reason"]
     assert first["validation"]["overall"]["balanced_accuracy"] > 0.9
     # Now train on noise: the training part's labels are shuffled, validation keeps the truth.
@@ -166,7 +171,7 @@ def test_a_worse_candidate_is_not_promoted(db):
                 "UPDATE samples SET label = ? WHERE source = ? AND symbol = ? AND ts = ?",
                 [(int(lab), *row) for lab, row in zip(labels, rows, strict=True)],
             )
-    second = retrain(config)
+    second = retrain(config).to_json()
     assert not second["promoted"]
     assert second["gate"]["rule"] in {"overall", "regime_drop"}
     assert second["validation"]["overall"]["balanced_accuracy"] < 0.6
@@ -209,6 +214,7 @@ def test_a_model_that_fails_fails_the_run_and_keeps_the_champion(db, monkeypatch
     with pytest.raises(RetrainFailed, match="lightgbm") as caught:
         retrain(config)
     assert caught.value.report["outcome"] == "failed"
+    assert RetrainReport.from_json(caught.value.report).to_json() == caught.value.report
     with Store.open(config.store) as store:
         assert Registry(store).champion() is None and Registry(store).models() == []
         run = Registry(store).last_retrain_run()
@@ -217,7 +223,7 @@ def test_a_model_that_fails_fails_the_run_and_keeps_the_champion(db, monkeypatch
     optional = _config(
         db, models=("logistic_regression", "lightgbm"), optional_models=("lightgbm",)
     )
-    report = retrain(optional)
+    report = retrain(optional).to_json()
     assert "lightgbm" in report["failed_models"]
     assert set(report["ensemble"]["weights"]) == {"logistic_regression"}
 
@@ -273,7 +279,7 @@ def test_a_retrain_removes_what_a_killed_save_left_behind(db, caplog):
     stale = models / ".tmp-20261121T210000Z-abcd"
     (stale / "partial").mkdir(parents=True)
     with caplog.at_level(logging.WARNING, logger="daemon.training.trainer"):
-        report = retrain(config)
+        report = retrain(config).to_json()
     assert not stale.exists()
     assert "killed while saving" in caplog.text
     assert Path(report["artifact"]["path"]).is_dir()  # the new bundle is untouched

@@ -1,0 +1,558 @@
+"""The retrain report as a typed value: what `retrain()` returns, `regimed retrain --json`
+prints, the registry stores (as JSON, in the report column of `models` and `retrain_runs`) and
+`regimed report` renders.
+
+`RetrainReport.from_json` is the one place that reads a stored report: every key may be
+missing or null (a failed run stops part way; older rows, hand-registered models, a report
+cut short), and a value of the wrong type counts as missing. A section that is missing, null,
+not an object or empty (`{}`) is None. Keys it does not know are kept in `extra` and written
+back after the known ones, so a report of a newer version survives a round trip.
+
+`to_json()` writes the JSON the trainer has always written, key for key and in the same order:
+`RetrainReport.from_json(doc).to_json() == doc` for every report a retrain produces, finished
+or failed at any step. Null scores stay null (too few validation rows), never 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from daemon.domain import REGIMES
+
+if TYPE_CHECKING:  # annotations only: this module of plain values loads no numeric library
+    from daemon.training.scoring import Score, Scores
+
+__all__ = [
+    "EMPTY_CELL",
+    "Artifact",
+    "Confusion",
+    "DataWindow",
+    "EnsembleVote",
+    "Gate",
+    "ModelScores",
+    "RetrainReport",
+    "ScoreCell",
+    "ScoreTable",
+    "Split",
+    "TrainingMix",
+    "Validation",
+    "regime_order",
+]
+
+Confusion = tuple[tuple[int, int], tuple[int, int]]
+
+
+# -- reading JSON values ---------------------------------------------------------------------
+
+
+def _num(value: object) -> float | None:
+    """A finite number as it is (an int stays an int), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _obj(value: object) -> Mapping[str, Any] | None:
+    """A JSON object with at least one key, else None (a missing or empty section)."""
+    return value if isinstance(value, Mapping) and value else None
+
+
+def _dict(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _numbers(value: object) -> dict[str, float | None]:
+    return {str(k): _num(v) for k, v in _dict(value).items()}
+
+
+def _texts(value: object) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
+
+
+def _count(value: object) -> float:
+    """A sample count: a number, or (older reports) a mapping of counts per regime, summed."""
+    number = _num(value)
+    if number is not None:
+        return number
+    return sum(n for n in (_num(v) for v in _dict(value).values()) if n is not None)
+
+
+def _matrix(value: object) -> Confusion | None:
+    """[[tn, fp], [fn, tp]] as counts, or None when it is not that shape."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    rows = [r for r in value if isinstance(r, list | tuple) and len(r) == 2]
+    numbers = [[_num(v) for v in r] for r in rows]
+    if len(numbers) != 2 or any(v is None or v < 0 for r in numbers for v in r):
+        return None
+    (a, b), (c, d) = ((int(v or 0) for v in r) for r in numbers)
+    return (a, b), (c, d)
+
+
+# -- scores ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoreCell:
+    """The figures of one group of validation rows; None where too few rows to score (or, for
+    balanced accuracy, one true label only), or where the report does not say."""
+
+    n: int | None = None
+    accuracy: float | None = None
+    balanced_accuracy: float | None = None
+
+    @classmethod
+    def of(cls, score: Score) -> ScoreCell:
+        return cls(score.n, score.accuracy, score.balanced_accuracy)
+
+    @classmethod
+    def from_json(cls, doc: object) -> ScoreCell:
+        d = _dict(doc)
+        return cls(_int(d.get("n")), _num(d.get("accuracy")), _num(d.get("balanced_accuracy")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": self.n, "accuracy": self.accuracy, "balanced_accuracy": self.balanced_accuracy}
+
+
+#: A group the report has no figures for.
+EMPTY_CELL = ScoreCell()
+
+
+def _cells(doc: object) -> dict[str, ScoreCell]:
+    return {str(r): ScoreCell.from_json(c) for r, c in _dict(doc).items()}
+
+
+def _cells_json(cells: Mapping[str, ScoreCell]) -> dict[str, Any]:
+    return {r: c.to_json() for r, c in cells.items()}
+
+
+def _cell_or_none(doc: object) -> ScoreCell | None:
+    found = _obj(doc)
+    return None if found is None else ScoreCell.from_json(found)
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """Scores per regime and overall (the ensemble's, a base model's, a reference's or the
+    champion's on the same validation rows)."""
+
+    per_regime: Mapping[str, ScoreCell] = field(default_factory=dict)
+    overall: ScoreCell | None = None
+
+    @classmethod
+    def of(cls, scores: Scores) -> ScoreTable:
+        return cls(
+            {r: ScoreCell.of(s) for r, s in scores.per_regime.items()},
+            ScoreCell.of(scores.overall),
+        )
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ScoreTable:
+        return cls(_cells(doc.get("per_regime")), _cell_or_none(doc.get("overall")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "per_regime": _cells_json(self.per_regime),
+            "overall": None if self.overall is None else self.overall.to_json(),
+        }
+
+    def regime(self, name: str) -> ScoreCell:
+        """The cell of regime `name`; EMPTY_CELL when the report has none."""
+        return self.per_regime.get(name, EMPTY_CELL)
+
+    @property
+    def total(self) -> ScoreCell:
+        """The overall cell; EMPTY_CELL when the report has none."""
+        return self.overall or EMPTY_CELL
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    """A base model's (or a naive reference's) validation scores; `fit_seconds` for models."""
+
+    accuracy: float | None = None
+    balanced_accuracy: float | None = None
+    fit_seconds: float | None = None
+    per_regime: Mapping[str, ScoreCell] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, doc: object) -> ModelScores:
+        d = _dict(doc)
+        return cls(
+            _num(d.get("accuracy")),
+            _num(d.get("balanced_accuracy")),
+            _num(d.get("fit_seconds")),
+            _cells(d.get("per_regime")),
+        )
+
+    def to_json(self, *, fit_seconds: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "accuracy": self.accuracy,
+            "balanced_accuracy": self.balanced_accuracy,
+        }
+        if fit_seconds:
+            out["fit_seconds"] = self.fit_seconds
+        out["per_regime"] = _cells_json(self.per_regime)
+        return out
+
+    @property
+    def table(self) -> ScoreTable:
+        """As a table; its overall cell has no `n` (the report keeps the model's overall
+        figures at its top level, beside the per-regime ones)."""
+        return ScoreTable(self.per_regime, ScoreCell(None, self.accuracy, self.balanced_accuracy))
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The candidate ensemble's validation scores, the naive references' (`baselines`) and
+    every base model's (`models`, the ensemble included)."""
+
+    per_regime: Mapping[str, ScoreCell] = field(default_factory=dict)
+    overall: ScoreCell | None = None
+    baselines: Mapping[str, ModelScores] = field(default_factory=dict)
+    models: Mapping[str, ModelScores] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Validation:
+        return cls(
+            _cells(doc.get("per_regime")),
+            _cell_or_none(doc.get("overall")),
+            {str(k): ModelScores.from_json(v) for k, v in _dict(doc.get("baselines")).items()},
+            {str(k): ModelScores.from_json(v) for k, v in _dict(doc.get("models")).items()},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "per_regime": _cells_json(self.per_regime),
+            "overall": None if self.overall is None else self.overall.to_json(),
+            "baselines": {k: v.to_json(fit_seconds=False) for k, v in self.baselines.items()},
+            "models": {k: v.to_json(fit_seconds=True) for k, v in self.models.items()},
+        }
+
+    @property
+    def ensemble(self) -> ScoreTable:
+        """The candidate ensemble's scores as a table."""
+        return ScoreTable(self.per_regime, self.overall)
+
+
+# -- the other sections ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """The time split: the validation cutoff, the end of training and the rows of each part."""
+
+    cutoff: str | None = None
+    train_end: str | None = None
+    train_rows: int | None = None
+    fit_rows: int | None = None
+    ensemble_holdout_rows: int | None = None
+    validation_rows: int | None = None
+    purged_rows: int | None = None
+    held_out_events: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Split:
+        return cls(
+            cutoff=_str(doc.get("cutoff")),
+            train_end=_str(doc.get("train_end")),
+            train_rows=_int(doc.get("train_rows")),
+            fit_rows=_int(doc.get("fit_rows")),
+            ensemble_holdout_rows=_int(doc.get("ensemble_holdout_rows")),
+            validation_rows=_int(doc.get("validation_rows")),
+            purged_rows=_int(doc.get("purged_rows")),
+            held_out_events=_texts(doc.get("held_out_events")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cutoff": self.cutoff,
+            "train_end": self.train_end,
+            "train_rows": self.train_rows,
+            "fit_rows": self.fit_rows,
+            "ensemble_holdout_rows": self.ensemble_holdout_rows,
+            "validation_rows": self.validation_rows,
+            "purged_rows": self.purged_rows,
+            "held_out_events": list(self.held_out_events),
+        }
+
+
+@dataclass(frozen=True)
+class DataWindow:
+    """The first training day and the last validation day."""
+
+    first: str | None = None
+    last: str | None = None
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> DataWindow:
+        return cls(_str(doc.get("first")), _str(doc.get("last")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"first": self.first, "last": self.last}
+
+
+@dataclass(frozen=True)
+class TrainingMix:
+    """Fitting rows per regime before and after balanced sampling, each regime's share of the
+    sample weight, the effective size ratio and the regimes with no rows."""
+
+    regime_counts_before: Mapping[str, float | None] = field(default_factory=dict)
+    regime_counts_after: Mapping[str, float | None] = field(default_factory=dict)
+    weight_share: Mapping[str, float | None] = field(default_factory=dict)
+    effective_size_ratio: float | None = None
+    absent_regimes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> TrainingMix:
+        return cls(
+            _numbers(doc.get("regime_counts_before")),
+            _numbers(doc.get("regime_counts_after")),
+            _numbers(doc.get("weight_share")),
+            _num(doc.get("effective_size_ratio")),
+            _texts(doc.get("absent_regimes")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "regime_counts_before": dict(self.regime_counts_before),
+            "regime_counts_after": dict(self.regime_counts_after),
+            "weight_share": dict(self.weight_share),
+            "effective_size_ratio": self.effective_size_ratio,
+            "absent_regimes": list(self.absent_regimes),
+        }
+
+    def regimes(self) -> list[str]:
+        """REGIMES, then any other regime the counts or shares name."""
+        return regime_order(self.regime_counts_before, self.regime_counts_after, self.weight_share)
+
+    def before(self, regime: str) -> float | None:
+        """Fitting rows of `regime` before sampling (None when the report has no figure)."""
+        return self.regime_counts_before.get(regime)
+
+    def after(self, regime: str) -> float | None:
+        """Fitting rows of `regime` after sampling (None when the report has no figure)."""
+        return self.regime_counts_after.get(regime)
+
+    def share(self, regime: str) -> float | None:
+        """`regime`'s share of the sample weight (None when the report has no figure)."""
+        return self.weight_share.get(regime)
+
+
+def regime_order(*keyed: Mapping[str, Any]) -> list[str]:
+    """REGIMES, then the other keys of `keyed` in order of appearance (a report may name a
+    regime this version does not know)."""
+    extra = [r for cells in keyed for r in cells if r not in REGIMES]
+    return [*REGIMES, *dict.fromkeys(extra)]
+
+
+@dataclass(frozen=True)
+class EnsembleVote:
+    """The soft vote: each model's weight, the threshold, and the holdout balanced accuracy
+    the weights come from."""
+
+    weights: Mapping[str, float | None] = field(default_factory=dict)
+    threshold: float | None = None
+    holdout_balanced_accuracy: Mapping[str, float | None] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> EnsembleVote:
+        return cls(
+            _numbers(doc.get("weights")),
+            _num(doc.get("threshold")),
+            _numbers(doc.get("holdout_balanced_accuracy")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "weights": dict(self.weights),
+            "threshold": self.threshold,
+            "holdout_balanced_accuracy": dict(self.holdout_balanced_accuracy),
+        }
+
+    def weight(self, model: str) -> float | None:
+        """`model`'s vote weight (None when the report has none)."""
+        return self.weights.get(model)
+
+    def holdout(self, model: str) -> float | None:
+        """`model`'s holdout balanced accuracy (None when unknown or unmeasured)."""
+        return self.holdout_balanced_accuracy.get(model)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The gate's metric, the rule that decided and the 95% bootstrap interval of candidate
+    minus champion (None when there was no champion or no interval was computed)."""
+
+    metric: str | None = None
+    rule: str | None = None
+    interval: tuple[float, float] | None = None
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Gate:
+        return cls(_str(doc.get("metric")), _str(doc.get("rule")), _interval(doc.get("interval")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "rule": self.rule,
+            "interval": None if self.interval is None else list(self.interval),
+        }
+
+
+def _interval(value: object) -> tuple[float, float] | None:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    lo, hi = (_num(v) for v in value)
+    return None if lo is None or hi is None else (lo, hi)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """Where the candidate's bundle was written and its sha256."""
+
+    path: str | None = None
+    sha256: str | None = None
+    root: str | None = None
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Artifact:
+        return cls(_str(doc.get("path")), _str(doc.get("sha256")), _str(doc.get("root")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "root": self.root}
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetrainReport:
+    """One retrain's report. A failed run has `outcome` "failed", `promoted` False, the
+    sections of the steps it finished and None for the others."""
+
+    trigger: str | None = None
+    version: str | None = None
+    split: Split | None = None
+    data_window: DataWindow | None = None
+    #: validation rows by source ("live", "archive")
+    samples: Mapping[str, float] | None = None
+    training: TrainingMix | None = None
+    #: optional models that failed to fit: name -> the error
+    failed_models: Mapping[str, str] | None = None
+    ensemble: EnsembleVote | None = None
+    validation: Validation | None = None
+    #: normalized feature importances of the tree models: model -> feature -> share
+    importances: Mapping[str, Mapping[str, float | None]] | None = None
+    #: validation confusion matrices [[tn, fp], [fn, tp]] per model and the ensemble
+    confusion: Mapping[str, Confusion] | None = None
+    #: the champion's scores on the same validation rows; None without a usable champion
+    champion: ScoreTable | None = None
+    champion_error: str | None = None
+    gate: Gate | None = None
+    promoted: bool | None = None
+    reason: str | None = None
+    outcome: str | None = None
+    feature_version: int | None = None
+    duration_seconds: float | None = None
+    artifact: Artifact | None = None
+    #: keys this version does not know, kept as they were
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> RetrainReport:
+        """The report stored or printed as JSON; tolerant of missing keys, nulls and values of
+        the wrong type (see the module's docstring)."""
+        split, window = _obj(doc.get("split")), _obj(doc.get("data_window"))
+        training = _obj(doc.get("training"))
+        ensemble, validation = _obj(doc.get("ensemble")), _obj(doc.get("validation"))
+        champion, gate, artifact = (
+            _obj(doc.get("champion")),
+            _obj(doc.get("gate")),
+            _obj(doc.get("artifact")),
+        )
+        samples = doc.get("samples")
+        failed, importances = doc.get("failed_models"), doc.get("importances")
+        confusion = doc.get("confusion")
+        promoted = doc.get("promoted")
+        return cls(
+            trigger=_str(doc.get("trigger")),
+            version=_str(doc.get("version")),
+            split=None if split is None else Split.from_json(split),
+            data_window=None if window is None else DataWindow.from_json(window),
+            samples=None
+            if not isinstance(samples, Mapping)
+            else {str(k): _count(v) for k, v in samples.items()},
+            training=None if training is None else TrainingMix.from_json(training),
+            failed_models=None
+            if not isinstance(failed, Mapping)
+            else {str(k): str(v) for k, v in failed.items()},
+            ensemble=None if ensemble is None else EnsembleVote.from_json(ensemble),
+            validation=None if validation is None else Validation.from_json(validation),
+            importances=None
+            if not isinstance(importances, Mapping)
+            else {str(k): _numbers(v) for k, v in importances.items() if _obj(v)},
+            confusion=None
+            if not isinstance(confusion, Mapping)
+            else {str(k): m for k, m in ((k, _matrix(v)) for k, v in confusion.items()) if m},
+            champion=None if champion is None else ScoreTable.from_json(champion),
+            champion_error=_str(doc.get("champion_error")) or None,
+            gate=None if gate is None else Gate.from_json(gate),
+            promoted=promoted if isinstance(promoted, bool) else None,
+            reason=_str(doc.get("reason")),
+            outcome=_str(doc.get("outcome")),
+            feature_version=_int(doc.get("feature_version")),
+            duration_seconds=_num(doc.get("duration_seconds")),
+            artifact=None if artifact is None else Artifact.from_json(artifact),
+            extra={k: v for k, v in doc.items() if k not in _KNOWN},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as the trainer writes it: absent sections left out, the champion null
+        (not left out) once the gate has run, unknown keys last."""
+        out: dict[str, Any] = {}
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if (
+                value is not None
+                or name in _ALWAYS
+                or (name == "champion" and self.gate is not None)
+            ):
+                out[name] = _json(value)
+        out.update(self.extra)
+        return out
+
+    def importance(self, model: str, feature: str) -> float | None:
+        """`model`'s importance of `feature`; None when the report does not rank it."""
+        ranked = (self.importances or {}).get(model)
+        return None if ranked is None else ranked.get(feature)
+
+
+#: The report's keys in the order the trainer writes them (the order of the fields).
+_FIELDS = tuple(f.name for f in fields(RetrainReport) if f.name != "extra")
+_KNOWN = frozenset(_FIELDS)
+#: Keys written even when null: every report has them from its first step.
+_ALWAYS = frozenset({"trigger", "version"})
+
+
+def _json(value: Any) -> Any:
+    """A section as JSON: a typed section by its `to_json`, a mapping of plain values (or of
+    confusion matrices) as lists and dicts."""
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if isinstance(value, Mapping):
+        return {k: _json(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_json(v) for v in value]
+    return value

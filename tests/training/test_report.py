@@ -1,0 +1,158 @@
+"""The typed retrain report: parsing a stored report (today's, an older or partial one, one with
+nulls, wrong types or keys this version does not know) and writing it back as the same JSON."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.report.retrain_html import render_html
+from daemon.report.retrain_text import render
+from daemon.training.report import EMPTY_CELL, RetrainReport, ScoreCell
+
+#: A report of a retrain on the bundled history, as `regimed retrain --json` printed it.
+REPORT = json.loads(
+    (Path(__file__).parents[1] / "report" / "data" / "retrain_report.json").read_text()
+)
+SECTIONS = [k for k in REPORT if k not in ("trigger", "version")]
+
+
+def test_a_real_report_round_trips_key_for_key_and_in_order():
+    report = RetrainReport.from_json(REPORT)
+    assert report.to_json() == REPORT
+    assert json.dumps(report.to_json()) == json.dumps(REPORT)  # the same order too
+    assert report.extra == {}
+    assert report.validation is not None and report.validation.overall is not None
+    assert report.validation.overall.n == REPORT["validation"]["overall"]["n"]
+    assert report.champion is None  # null in the report: there was no champion
+    assert "champion" in report.to_json()  # and still written as null once the gate ran
+
+
+def test_a_failed_runs_report_keeps_only_the_steps_it_finished():
+    failed = {
+        "trigger": "schedule",
+        "version": None,
+        "split": REPORT["split"],
+        "data_window": REPORT["data_window"],
+        "samples": REPORT["samples"],
+        "training": REPORT["training"],
+        "promoted": False,
+        "reason": "retrain failed: no model could be fitted",
+        "outcome": "failed",
+        "duration_seconds": 3.2,
+    }
+    report = RetrainReport.from_json(failed)
+    assert json.dumps(report.to_json()) == json.dumps(failed)
+    assert report.validation is None and report.gate is None and report.champion is None
+
+
+def test_an_old_or_partial_report_reads_with_missing_sections_as_none():
+    report = RetrainReport.from_json({"trigger": "drift", "promoted": False})
+    assert (report.trigger, report.version, report.promoted) == ("drift", None, False)
+    assert report.validation is None and report.training is None and report.split is None
+    assert report.to_json() == {"trigger": "drift", "version": None, "promoted": False}
+    text = render(report)
+    assert "decision: NOT PROMOTED (failed): no reason recorded" in text
+    assert "None" not in text
+    assert "not in this report" in render_html(report)
+
+
+def test_nulls_stay_null_and_are_never_read_as_zero():
+    doc = copy.deepcopy(REPORT)
+    doc["validation"]["per_regime"]["crash"] = {"n": 4, "accuracy": None, "balanced_accuracy": None}
+    for key in ("split", "training", "gate", "artifact", "duration_seconds", "feature_version"):
+        doc[key] = None
+    report = RetrainReport.from_json(doc)
+    assert report.validation is not None
+    assert report.validation.ensemble.regime("crash") == ScoreCell(4, None, None)
+    assert report.split is None and report.gate is None and report.duration_seconds is None
+    out = report.to_json()
+    assert out["validation"]["per_regime"]["crash"]["balanced_accuracy"] is None
+    for key in ("split", "training", "gate", "artifact", "duration_seconds", "feature_version"):
+        assert key not in out  # a null section is an absent one
+    assert "NO DECISION" not in render_html(report)
+
+
+def test_a_regime_or_group_the_report_lacks_is_the_empty_cell():
+    doc = copy.deepcopy(REPORT)
+    del doc["validation"]["per_regime"]["recovery"]
+    del doc["validation"]["overall"]
+    report = RetrainReport.from_json(doc)
+    assert report.validation is not None
+    assert report.validation.ensemble.regime("recovery") is EMPTY_CELL
+    assert report.validation.ensemble.total is EMPTY_CELL
+    assert report.validation.overall is None
+
+
+def test_unknown_top_level_keys_are_kept_and_written_back_last():
+    doc = {**REPORT, "calibration": {"brier": 0.24}, "note": "from a newer regimed"}
+    report = RetrainReport.from_json(doc)
+    assert report.extra == {"calibration": {"brier": 0.24}, "note": "from a newer regimed"}
+    assert report.to_json() == doc
+    assert list(report.to_json())[-2:] == ["calibration", "note"]
+
+
+def test_unknown_keys_inside_a_known_section_are_dropped():
+    doc = copy.deepcopy(REPORT)
+    doc["gate"]["comment"] = "hand-edited"
+    out = RetrainReport.from_json(doc).to_json()
+    assert "comment" not in out["gate"]
+    assert out["gate"] == REPORT["gate"]
+
+
+def test_values_of_the_wrong_type_count_as_missing():
+    doc = {
+        "trigger": 7,
+        "split": "2015-02-25",
+        "promoted": "yes",
+        "duration_seconds": float("nan"),
+        "gate": {"metric": "balanced_accuracy", "rule": "passed", "interval": [0.1]},
+        "confusion": {"ensemble": [[1, 2]], "lightgbm": [[1, 2], [3, 4]]},
+        "importances": None,
+        "samples": {"live": {"crash": 3, "normal": 40}, "archive": 9},  # per regime: summed
+    }
+    report = RetrainReport.from_json(doc)
+    assert report.trigger is None and report.split is None and report.promoted is None
+    assert report.duration_seconds is None
+    assert report.gate is not None and report.gate.interval is None
+    assert report.confusion == {"lightgbm": ((1, 2), (3, 4))}
+    assert report.importances is None
+    assert report.samples == {"live": 43, "archive": 9}
+    page = render_html(report)
+    assert "NO DECISION RECORDED" in page
+    assert "No interval: there was no champion to compare with." in page
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.sampled_from([*REPORT, "other"]), JSON, max_size=8))
+def test_any_json_object_parses_renders_and_parses_again_to_the_same_value(doc):
+    report = RetrainReport.from_json(doc)
+    assert RetrainReport.from_json(report.to_json()) == report
+    assert render_html(report).endswith("</html>\n")
+    assert render(report).endswith("\n")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sets(st.sampled_from(SECTIONS)), st.sets(st.sampled_from(SECTIONS)))
+def test_a_real_report_with_sections_removed_or_null_still_renders(removed, nulled):
+    doc = {
+        k: (None if k in nulled else v)
+        for k, v in copy.deepcopy(REPORT).items()
+        if k not in removed
+    }
+    report = RetrainReport.from_json(doc)
+    assert render_html(report).endswith("</html>\n")
+    assert render(report).endswith("\n")
