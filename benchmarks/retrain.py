@@ -235,8 +235,11 @@ def busy(store: Path, work: Path, rounds: int, timeout_s: float) -> None:
         result, seconds, rate = timed_retrain(variant, store, work, ingest, timeout_s)
         if result.outcome not in ("promoted", "rejected"):
             raise RuntimeError(f"retrain {result.outcome}: {result.reason}")
-        fits = ((result.report or {}).get("validation") or {}).get("models") or {}
-        cells = " | ".join(f"{fits.get(m, {}).get('fit_seconds', 0):.1f}" for m in OPENMP_MODELS)
+        validation = result.report.validation if result.report is not None else None
+        fits = validation.models if validation is not None else {}
+        cells = " | ".join(
+            f"{(fits[m].fit_seconds if m in fits else None) or 0:.1f}" for m in OPENMP_MODELS
+        )
         meanwhile = "-" if rate is None else f"{rate:,.0f}"
         load_now = f"{load}, load {os.getloadavg()[0]:.1f}"
         print(
@@ -289,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
 
         for run in range(args.runs):
             t = time.perf_counter()
-            report = retrain(config, trigger="manual", progress=progress)
+            report = retrain(config, trigger="manual", progress=progress).to_json()
             elapsed = time.perf_counter() - t
             models = report["validation"]["models"]
             print(
