@@ -1,14 +1,48 @@
-"""`regimed status`: what is stored, which model serves, when the next retrain runs."""
+"""`regimed status`: what is stored, which model serves, when the next retrain runs.
+
+The status document is a contract (`regimed status --json`, docs/operations.md): its keys and
+their types are the TypedDicts below, so mypy checks every reader against them.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TypedDict
 
 from daemon.config import Config, ScheduleConfig
 from daemon.domain import REGIMES
 from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
+
+__all__ = ["ChampionStatus", "LastRetrain", "StatusDocument", "next_retrain", "render", "status"]
+
+
+class ChampionStatus(TypedDict):
+    """The model that scores live rows."""
+
+    version: str
+    trained_at: str  # ISO 8601 with UTC offset
+    sha256: str
+
+
+class LastRetrain(TypedDict):
+    """The last retrain run, promoted or not; `version` None when it produced no model."""
+
+    version: str | None
+    trigger: str
+    finished_at: str  # ISO 8601 with UTC offset
+    promoted: bool
+
+
+class StatusDocument(TypedDict):
+    """`regimed status --json`: `samples` counts per source ("live", "archive") and regime."""
+
+    bars: int
+    samples: dict[str, dict[str, int]]
+    rejected_events: int
+    champion: ChampionStatus | None
+    last_retrain: LastRetrain | None
+    next_retrain: str  # ISO 8601 with the schedule's UTC offset
 
 
 def next_retrain(schedule: ScheduleConfig, now: dt.datetime | None = None) -> dt.datetime:
@@ -18,7 +52,7 @@ def next_retrain(schedule: ScheduleConfig, now: dt.datetime | None = None) -> dt
     return next_fire_time(schedule, now)
 
 
-def status(config: Config, store: Store, now: dt.datetime | None = None) -> dict[str, Any]:
+def status(config: Config, store: Store, now: dt.datetime | None = None) -> StatusDocument:
     """The status document (`regimed status --json`); keys per docs/operations.md."""
     registry = Registry(store)
     champion = registry.champion()
@@ -46,7 +80,7 @@ def status(config: Config, store: Store, now: dt.datetime | None = None) -> dict
     }
 
 
-def render(doc: dict[str, Any]) -> str:
+def render(doc: StatusDocument) -> str:
     """The status as a readable table."""
     lines = [f"bars stored        {doc['bars']:>10,}"]
     lines.append(f"rejected events    {doc['rejected_events']:>10,}")
