@@ -6,12 +6,12 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from daemon.config import Config
 from daemon.config.evaluate import EvaluateConfig
 from daemon.errors import UsageError
 from daemon.evaluation.data import build_dataset, folds, load_default
+from daemon.evaluation.results import EvaluationDocument, Timeline
 from daemon.evaluation.walk import NAIVE, VARIANTS, Progress, run_folds, summarize, timeline
 from daemon.training.archive import Histories
 
@@ -25,8 +25,8 @@ class Evaluation:
     """The results document (`regimed evaluate --json`) and the per-day series the report's
     cumulative-accuracy plot draws."""
 
-    doc: dict[str, Any]
-    timeline: dict[str, Any]
+    doc: EvaluationDocument
+    timeline: Timeline
 
 
 def evaluate(
@@ -61,7 +61,7 @@ def evaluate(
     )
     predictions = run_folds(data, plan, config, settings, progress)
     results = summarize(data, predictions, config, settings)
-    doc: dict[str, Any] = {
+    doc: EvaluationDocument = {
         "data": {
             "source": data.where,
             "symbols": sorted({str(s) for s in data.symbols}),
@@ -84,7 +84,9 @@ def evaluate(
         },
         "variant_names": [v.name for v in VARIANTS],
         "naive_names": list(NAIVE),
-        **results,
+        "variants": results["variants"],
+        "differences": results["differences"],
+        "controls": results["controls"],
         "folds": predictions.folds,
         "duration_seconds": round(time.perf_counter() - started, 1),
     }

@@ -30,6 +30,15 @@ from daemon.config.evaluate import EvaluateConfig
 from daemon.domain import REGIMES
 from daemon.errors import RegimedError
 from daemon.evaluation.data import Dataset, Fold, Index
+from daemon.evaluation.results import (
+    ControlResult,
+    Difference,
+    FoldSummary,
+    GroupResult,
+    Summary,
+    Timeline,
+    VariantResult,
+)
 from daemon.pipeline.features.defs import FEATURE_NAMES
 from daemon.training.ensemble import SoftVote, holdout_scores, inner_holdout, vote_weights
 from daemon.training.sampling import balance, row_weights
@@ -80,7 +89,7 @@ class Predictions:
     preds: dict[str, Labels]
     control_rows: Index
     control: Labels
-    folds: list[dict[str, Any]]
+    folds: list[FoldSummary]
 
 
 def run_folds(
@@ -97,7 +106,7 @@ def run_folds(
     preds: dict[str, list[Labels]] = {name: [] for name in (*(v.name for v in VARIANTS), *NAIVE)}
     control: list[Labels] = []
     control_rows: list[Index] = []
-    summary: list[dict[str, Any]] = []
+    summary: list[FoldSummary] = []
     offset = 0
     h = config.label.horizon_bars
     for k, fold in enumerate(folds):
@@ -221,7 +230,7 @@ def _group(
     days: npt.NDArray[np.datetime64],
     min_n: int,
     settings: EvaluateConfig,
-) -> dict[str, Any]:
+) -> GroupResult:
     s = score(y, pred, ["all"] * len(y), min_n).overall
     ok = s.accuracy is not None
     return {
@@ -241,14 +250,14 @@ def _round(value: float | None) -> float | None:
 
 def summarize(
     data: Dataset, predictions: Predictions, config: Config, settings: EvaluateConfig
-) -> dict[str, Any]:
+) -> Summary:
     """The JSON document's `variants`, `differences` (each variant minus the baseline) and
     `controls`."""
     rows = predictions.rows
     y, days, regimes = data.y[rows], data.days[rows], data.regimes[rows]
     min_n = config.training.min_score_samples
     groups: dict[str, npt.NDArray[np.bool_]] = {r: regimes == r for r in REGIMES}
-    variants: dict[str, Any] = {}
+    variants: dict[str, VariantResult] = {}
     for name, pred in predictions.preds.items():
         variants[name] = {
             "per_regime": {
@@ -257,15 +266,12 @@ def summarize(
             "overall": _group(y, pred, days, min_n, settings),
         }
     base = predictions.preds["baseline"]
-    differences: dict[str, Any] = {}
+    differences: dict[str, dict[str, Difference]] = {}
     for variant in VARIANTS[1:]:
         pred = predictions.preds[variant.name]
-        out: dict[str, Any] = {}
+        out: dict[str, Difference] = {}
         for r, m in (*groups.items(), ("overall", np.ones(len(y), dtype=bool))):
-            a = variants[variant.name]["per_regime" if r != "overall" else "overall"]
-            b = variants["baseline"]["per_regime" if r != "overall" else "overall"]
-            if r != "overall":
-                a, b = a[r], b[r]
+            a, b = _in(variants[variant.name], r), _in(variants["baseline"], r)
             delta = (
                 None
                 if a["balanced_accuracy"] is None or b["balanced_accuracy"] is None
@@ -280,11 +286,17 @@ def summarize(
         differences[variant.name] = out
     c = predictions.control_rows
     control = _group(y[c], predictions.control, days[c], min_n, settings)
+    folds = _control_folds(predictions, settings)
     return {
         "variants": variants,
         "differences": differences,
-        "controls": {CONTROL: {**control, "folds": _control_folds(predictions, settings)}},
+        "controls": {CONTROL: ControlResult(**control, folds=folds)},
     }
+
+
+def _in(variant: VariantResult, group: str) -> GroupResult:
+    """A variant's result for a regime or "overall"."""
+    return variant["overall"] if group == "overall" else variant["per_regime"][group]
 
 
 def _control_folds(predictions: Predictions, settings: EvaluateConfig) -> int:
@@ -294,7 +306,7 @@ def _control_folds(predictions: Predictions, settings: EvaluateConfig) -> int:
 
 def timeline(
     data: Dataset, predictions: Predictions, names: Mapping[str, Labels] | None = None
-) -> dict[str, Any]:
+) -> Timeline:
     """Per test day: the cumulative accuracy of each variant and reference up to that day, and
     the regime of the first symbol that day (for the shaded bands of the report's plot)."""
     rows = predictions.rows

@@ -12,11 +12,11 @@ import html
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from daemon import __version__
 from daemon.domain import REGIMES
 from daemon.errors import RegimedError
+from daemon.evaluation.results import Difference, EvaluationDocument, GroupResult, Timeline
 from daemon.evaluation.run import Evaluation
 from daemon.report.svg import CSS, SERIES, Svg
 
@@ -27,29 +27,24 @@ _SHADE = {"crash": "#fed7d7", "high_volatility": "#feebc8", "recovery": "#c6f6d5
 _COLOURS = (*SERIES, "#e45756", "#72b7b2", "#9d755d", "#bab0ac")
 
 
-def _names(doc: Mapping[str, Any]) -> list[str]:
+def _names(doc: EvaluationDocument) -> list[str]:
     return [*doc["variant_names"], *doc["naive_names"]]
 
 
-def _cell(group: Mapping[str, Any], key: str = "balanced_accuracy") -> Any:
-    return group.get(key)
+def _group(doc: EvaluationDocument, name: str, group: str) -> GroupResult:
+    v = doc["variants"][name]
+    return v["overall"] if group == "overall" else v["per_regime"][group]
 
 
-def _group(doc: Mapping[str, Any], name: str, group: str) -> Mapping[str, Any]:
-    v: Mapping[str, Any] = doc["variants"][name]
-    found: Mapping[str, Any] = v["overall"] if group == "overall" else v["per_regime"][group]
-    return found
-
-
-def _f(value: Any, spec: str = ".3f") -> str:
+def _f(value: float | None, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _ci(value: Any) -> str:
+def _ci(value: Sequence[float] | None) -> str:
     return "" if not value else f"[{value[0]:.3f}, {value[1]:.3f}]"
 
 
-def _settings_line(doc: Mapping[str, Any]) -> str:
+def _settings_line(doc: EvaluationDocument) -> str:
     s, d = doc["settings"], doc["data"]
     return (
         f"{d['source']} ({', '.join(d['symbols'])}, labelled bars "
@@ -61,20 +56,20 @@ def _settings_line(doc: Mapping[str, Any]) -> str:
     )
 
 
-def render_text(doc: Mapping[str, Any]) -> str:
+def render_text(doc: EvaluationDocument) -> str:
     """Balanced accuracy per regime and overall of every variant, then accuracy, the
     differences to the baseline and the control: the table `regimed evaluate` prints."""
     lines = [f"walk-forward evaluation: {_settings_line(doc)}", ""]
     head = ["balanced accuracy", *(g for g in _GROUPS)]
     rows = [head]
     for name in _names(doc):
-        rows.append([name, *(_f(_cell(_group(doc, name, g))) for g in _GROUPS)])
+        rows.append([name, *(_f(_group(doc, name, g)["balanced_accuracy"]) for g in _GROUPS)])
     rows.append(["n (test bars)", *(str(_group(doc, "baseline", g)["n"]) for g in _GROUPS)])
     lines += _table(rows)
     lines.append("")
     rows = [["accuracy", *_GROUPS]]
     for name in _names(doc):
-        rows.append([name, *(_f(_cell(_group(doc, name, g), "accuracy")) for g in _GROUPS)])
+        rows.append([name, *(_f(_group(doc, name, g)["accuracy"]) for g in _GROUPS)])
     lines += _table(rows)
     lines.append("")
     lines.append("95% interval of overall and crash balanced accuracy:")
@@ -97,7 +92,7 @@ def render_text(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _delta(cell: Mapping[str, Any]) -> str:
+def _delta(cell: Difference) -> str:
     if cell["delta"] is None:
         return "n/a"
     ci = cell["ci95"]
@@ -124,7 +119,7 @@ def _md_table(rows: Sequence[Sequence[str]]) -> list[str]:
     return out
 
 
-def render_markdown(doc: Mapping[str, Any], figures: Mapping[str, str] | None = None) -> str:
+def render_markdown(doc: EvaluationDocument, figures: Mapping[str, str] | None = None) -> str:
     """`evaluation.md`: the settings, the tables (balanced accuracy with its interval first),
     the differences to the baseline, the control, the folds; `figures` names the SVG files to
     link (file name -> caption)."""
@@ -208,7 +203,7 @@ class _Plot(Svg):
             self._grow(max(x for x, _ in points), max(y for _, y in points))
 
 
-def scores_plot(doc: Mapping[str, Any]) -> str:
+def scores_plot(doc: EvaluationDocument) -> str:
     """Balanced accuracy with its 95% interval: one panel row per regime, one dot and whisker
     per variant; the dashed line is a coin flip (0.5)."""
     names = _names(doc)
@@ -250,7 +245,7 @@ def scores_plot(doc: Mapping[str, Any]) -> str:
     return svg.render()
 
 
-def cumulative_plot(timeline: Mapping[str, Any]) -> str:
+def cumulative_plot(timeline: Timeline) -> str:
     """Cumulative accuracy of the baseline, the `all` variant and "always up" over the test
     days; crash (red), high-volatility (orange) and recovery (green) days of the first symbol
     shaded."""
