@@ -30,6 +30,7 @@ from daemon.registry.artifacts import ArtifactError, artifacts_root, sweep_tempo
 from daemon.registry.serving import load_champion
 from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
+from daemon.training.drift_reference import build_reference
 from daemon.training.ensemble import (
     Ensemble,
     SoftVote,
@@ -401,8 +402,6 @@ class _Retrain:
     def _drift_reference(self, data: _Data, train: npt.NDArray[np.int64]) -> dict[str, Any]:
         """The training rows' feature distributions per regime, stored with the model, which
         the daemon's drift monitor compares live rows with (daemon/monitor/drift/)."""
-        from daemon.monitor.drift import build_reference
-
         drift = self.config.drift
         reference = build_reference(
             data.X[train],
