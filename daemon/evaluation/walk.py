@@ -11,7 +11,8 @@ Variants (the same folds, the same test rows):
 - `all`: the three together, as `regimed retrain` trains.
 
 Each fits `evaluate.models` with `daemon.training.models.fit_model` and combines them in the
-soft vote weighted on an inner holdout (`daemon.training.ensemble`), as the trainer does.
+soft vote weighted on an inner holdout (`daemon.training.ensemble`, `daemon.registry.ensemble`),
+as the trainer does.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from daemon.domain import REGIMES
 from daemon.errors import RegimedError
 from daemon.evaluation.data import Dataset, Fold, Index
 from daemon.pipeline.features.defs import FEATURE_NAMES
-from daemon.training.ensemble import SoftVote, holdout_scores, inner_holdout, vote_weights
+from daemon.registry.ensemble import SoftVote, positive_proba
+from daemon.training.ensemble import holdout_scores, inner_holdout, vote_weights
 from daemon.training.sampling import balance, row_weights
 from daemon.training.scoring import (
     BASELINE_NAMES,
@@ -146,7 +148,7 @@ def _fit_predict(
     settings: EvaluateConfig,
 ) -> Labels:
     """Train one variant as `regimed retrain` would on this fold's rows; predict its test rows."""
-    from daemon.training.models import fit_model, positive_proba
+    from daemon.training.models import fit_model
 
     train = np.concatenate([fold.train, fold.archive]) if variant.archive else fold.train
     fit_rows, hold_rows = inner_holdout(

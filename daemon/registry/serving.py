@@ -11,9 +11,9 @@ from typing import Any
 from daemon.config import Config
 from daemon.errors import RegimedError
 from daemon.pipeline.features.defs import FEATURE_VERSION
+from daemon.registry.ensemble import Ensemble, SoftVote
 from daemon.registry.versions import ModelRecord, Registry
 from daemon.store.sqlite import Store
-from daemon.training.ensemble import Ensemble, SoftVote
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,14 @@ loss weights, read as the probability of an up move.
 Every model is a scikit-learn-style classifier, so the trainer, the scorer and the artifact code
 treat them alike: `build_model` makes one unfitted, `fit_model` fits it (sample weights routed to
 whichever step learns from them, warnings that a library gives on expected use logged, failures
-raised as `ModelFitError`), `positive_proba` reads P(label = 1) from any of them. A model fitted
-twice on the same data with the same seed gives the same probabilities bit for bit, on one
-thread or two (tests/training/test_models.py; checked once on 100,000 rows too).
+raised as `ModelFitError`), `positive_proba` (daemon.registry.ensemble) reads P(label = 1) from
+any of them. A model fitted twice on the same data with the same seed gives the same
+probabilities bit for bit, on one thread or two (tests/training/test_models.py; checked once on
+100,000 rows too).
 docs/benchmarks.md, "Retrain: base models", has the fit times at the default configuration.
 
-Inputs are the stored float32 feature rows. The feature engine emits a row only when every
-feature is defined, so the rows hold no NaN; the float32 packing of the store can still turn a
-value beyond float32's range into an infinity (only absurd prices do that). Rather than let one
-such row fail a retrain, or let the tree models read it while the scaled models crash on it,
-both `fit_model` and `positive_proba` replace NaN with 0 and clip every value to
-+-`FEATURE_LIMIT`, and log how many values they changed (none, for real data: the largest
-feature magnitude in the bundled histories is the VIX level, about 100).
+`fit_model`, like scoring, replaces NaN in its rows with 0 and clips every value to
++-`FEATURE_LIMIT` (`finite_features`; daemon.registry.ensemble says why).
 """
 
 from __future__ import annotations
@@ -27,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -49,15 +45,9 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from daemon.config.training import MODEL_NAMES, ModelsConfig
 from daemon.errors import ConfigError, ModelFitError
+from daemon.registry.ensemble import FloatArray, Model, finite_features
 
 logger = logging.getLogger(__name__)
-
-#: A fitted or unfitted model: a scikit-learn-style classifier (the libraries are untyped).
-Model: TypeAlias = Any
-FloatArray: TypeAlias = npt.NDArray[np.floating[Any]]
-
-#: Feature values are clipped to +-this before a fit or a prediction (see the module docstring).
-FEATURE_LIMIT = 1e6
 
 #: Folds of the Platt scaling that gives the SVMs their probabilities.
 SVM_CALIBRATION_FOLDS = 3
@@ -114,47 +104,6 @@ def fit_model(
         model.set_params(n_jobs=1)
     logger.debug("model %s: fitted %d rows in %.2f s", name, len(labels), _since(started))
     return model
-
-
-def positive_proba(model: Model, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """P(label = 1) for each row of `X` under a fitted base model, as float64.
-
-    The one place that reads probabilities: every base model is a scikit-learn-style classifier
-    whose `predict_proba` columns follow `classes_`; XGBoost answers in float32.
-    """
-    classes = [int(c) for c in model.classes_]
-    if 1 not in classes:
-        raise ValueError(f"{type(model).__name__} was fitted without class 1 (classes {classes})")
-    x = finite_features(X, what=f"{type(model).__name__}: scored rows")
-    proba = np.asarray(model.predict_proba(x))
-    return np.ascontiguousarray(proba[:, classes.index(1)], dtype=np.float64)
-
-
-def finite_features(X: npt.ArrayLike, *, what: str = "features") -> FloatArray:
-    """`X` as a 2-D float array with NaN replaced by 0 and values clipped to +-`FEATURE_LIMIT`.
-
-    Returns `X` itself (no copy) when nothing needs replacing, which is the case for every row
-    the feature engine emits; otherwise logs a warning naming `what` and the first bad column.
-    """
-    x: FloatArray = np.asarray(X)
-    if x.dtype.kind != "f":
-        x = x.astype(np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"{what}: expected a 2-D feature matrix, got shape {x.shape}")
-    bad = ~(np.abs(x) <= FEATURE_LIMIT)  # NaN compares false
-    if not bad.any():
-        return x
-    n_nan = int(np.isnan(x).sum())
-    column = int(np.flatnonzero(bad.any(axis=0))[0])
-    logger.warning(
-        "%s: %d NaN replaced by 0 and %d values beyond +-%g clipped (first in column %d)",
-        what,
-        n_nan,
-        int(bad.sum()) - n_nan,
-        FEATURE_LIMIT,
-        column,
-    )
-    return np.clip(np.nan_to_num(x, nan=0.0), -FEATURE_LIMIT, FEATURE_LIMIT)
 
 
 def weight_kwargs(model: Model, weights: FloatArray | None) -> dict[str, FloatArray]:

@@ -27,17 +27,12 @@ from daemon.domain import REGIMES
 from daemon.errors import ModelFitError, RegimedError, RetrainFailed, StoreError
 from daemon.pipeline.features.defs import FEATURE_NAMES, FEATURE_VERSION
 from daemon.registry.artifacts import ArtifactError, artifacts_root, sweep_temporary
+from daemon.registry.ensemble import Ensemble, SoftVote
 from daemon.registry.serving import load_champion
 from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 from daemon.training.drift_reference import build_reference
-from daemon.training.ensemble import (
-    Ensemble,
-    SoftVote,
-    holdout_scores,
-    inner_holdout,
-    vote_weights,
-)
+from daemon.training.ensemble import holdout_scores, inner_holdout, vote_weights
 from daemon.training.lock import retrain_lock
 from daemon.training.sampling import balance, row_weights, weight_report
 
