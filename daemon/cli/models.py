@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from daemon.cli.main import EXIT_FAILURE, EXIT_OK, _stored_config
@@ -80,9 +81,10 @@ def _open(args: argparse.Namespace, *, read_only: bool) -> tuple[Config, Store]:
 
 
 def _registry(config: Config, store: Store) -> Registry:
+    from daemon.monitor.alerts import send_alert
     from daemon.registry.versions import Registry
 
-    return Registry(store, alerts=config.alerts)
+    return Registry(store, alert=partial(send_alert, config.alerts))
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,11 +46,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     # (LightGBM and XGBoost load during the fits: the limits hold for the whole run.)
     with thread_limits(resolve_n_jobs(config.training.n_jobs)):
         from daemon.errors import RetrainFailed
+        from daemon.monitor.alerts import send_alert
         from daemon.report.retrain_text import render
         from daemon.training.trainer import retrain
 
+        alert = partial(send_alert, config.alerts)
         try:
-            report = retrain(config, trigger=args.trigger, progress=progress)
+            report = retrain(config, trigger=args.trigger, progress=progress, alert=alert)
         except RetrainFailed as exc:
             if args.json:
                 print(json.dumps(exc.report, indent=2))

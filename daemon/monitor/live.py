@@ -23,13 +23,15 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from daemon.config import AlertsConfig, Config
+from daemon.config import Config
 from daemon.domain import REGIMES, PredictionRow, SampleRow
 from daemon.errors import RegimedError
+from daemon.monitor.alerts import send_alert
 from daemon.monitor.drift import DriftCheck, DriftMonitor, DriftTrigger, ErrorStream, Reference
 from daemon.registry.serving import LoadedModel, load_champion
 from daemon.registry.versions import Registry
@@ -172,10 +174,8 @@ class LiveScorer:
         if self._load is not None:
             return self._load(self.config, self.store)
         # With `on_refused` the caller alerts (deduplicated), not the registry at every try.
-        config = self.config
-        if self.on_refused is not None:
-            config = config.replace(alerts=AlertsConfig())
-        return load_champion(config, self.store)
+        alert = None if self.on_refused is not None else partial(send_alert, self.config.alerts)
+        return load_champion(self.config, self.store, alert=alert)
 
     def _swap(self, loaded: LoadedModel) -> None:
         previous = self.version

@@ -3,6 +3,13 @@ package hands on the public names of the registry."""
 
 from __future__ import annotations
 
-from daemon.registry.versions import ModelRecord, ModelStatus, Promotion, Registry, RetrainRun
+from daemon.registry.versions import (
+    AlertSink,
+    ModelRecord,
+    ModelStatus,
+    Promotion,
+    Registry,
+    RetrainRun,
+)
 
-__all__ = ["ModelRecord", "ModelStatus", "Promotion", "Registry", "RetrainRun"]
+__all__ = ["AlertSink", "ModelRecord", "ModelStatus", "Promotion", "Registry", "RetrainRun"]

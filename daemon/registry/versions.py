@@ -10,7 +10,9 @@ artifacts; `ModelRecord.path` is that directory resolved), the sha256 that pins 
 say which version was serving at any time.
 
 The registry lives in the store's SQLite file and uses the store's connection and lock;
-`Registry(store)` is cheap, so callers make one where they need it.
+`Registry(store)` is cheap, so callers make one where they need it. The registry sends its
+alerts through the `alert` callback its caller hands it (`AlertSink`): the webhooks are the
+daemon's business (daemon.monitor.alerts), not the registry's.
 """
 
 from __future__ import annotations
@@ -22,14 +24,12 @@ import logging
 import os
 import shutil
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeAlias
 
-from daemon.config import AlertsConfig
 from daemon.errors import ArtifactError, ModelNotFoundError, StoreError
-from daemon.monitor.alerts import send_alert
 from daemon.registry.artifacts import (
     LoadedBundle,
     artifacts_root,
@@ -44,12 +44,16 @@ from daemon.registry.artifacts import (
 if TYPE_CHECKING:
     from daemon.store.sqlite import Store
 
-__all__ = ["ModelRecord", "ModelStatus", "Promotion", "Registry", "RetrainRun"]
+__all__ = ["AlertSink", "ModelRecord", "ModelStatus", "Promotion", "Registry", "RetrainRun"]
 
 logger = logging.getLogger(__name__)
 
 ModelStatus = Literal["candidate", "champion", "retired", "rejected"]
 MODEL_STATUSES: tuple[ModelStatus, ...] = ("candidate", "champion", "retired", "rejected")
+
+#: Where the registry sends an alert: alert(event, summary, details), `details` JSON values.
+#: The commands and the daemon hand it `send_alert` bound to the `[alerts]` section.
+AlertSink: TypeAlias = Callable[[str, str, Mapping[str, Any]], object]
 
 #: The alert events the registry sends.
 ARTIFACT_REFUSED = "artifact_refused"
@@ -112,8 +116,8 @@ class Promotion:
 class Registry:
     """Register, promote, load and verify model versions of one store.
 
-    `alerts` (the `[alerts]` section) receives an alert whenever an artifact is refused on
-    promotion or loading, or fails verification; without it those are only logged and raised.
+    `alert` receives an alert whenever an artifact is refused on promotion or loading, or fails
+    verification; without it those are only logged and raised.
     `root` is where new bundles are written (default: `models/` beside the store file).
     """
 
@@ -121,11 +125,11 @@ class Registry:
         self,
         store: Store,
         *,
-        alerts: AlertsConfig | None = None,
+        alert: AlertSink | None = None,
         root: str | os.PathLike[str] | None = None,
     ) -> None:
         self.store = store
-        self.alerts = alerts
+        self.alert = alert
         self.root = Path(root) if root is not None else artifacts_root(store.path)
         #: The directory that relative artifact paths in the registry are relative to.
         self.base = store_dir(store.path)
@@ -363,8 +367,8 @@ class Registry:
         raise ArtifactError(message)
 
     def _alert(self, event: str, summary: str, details: Mapping[str, Any]) -> None:
-        if self.alerts is not None:
-            send_alert(self.alerts, event, summary, details)
+        if self.alert is not None:
+            self.alert(event, summary, details)
 
     # -- retrain runs ----------------------------------------------------------------------
 

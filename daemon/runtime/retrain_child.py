@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from types import FrameType
 from typing import IO, Any
 
@@ -166,10 +167,12 @@ def _child() -> int:
 
 
 def _train(document: Mapping[str, Any], trigger: str, report_stream: IO[str]) -> int:
+    from daemon.monitor.alerts import send_alert
     from daemon.training.trainer import retrain
 
     try:
-        report = retrain(config_from_document(document), trigger=trigger)
+        config = config_from_document(document)
+        report = retrain(config, trigger=trigger, alert=partial(send_alert, config.alerts))
     except RetrainBusy as exc:
         logger.warning("%s", exc)  # expected now and then: the daemon counts it as skipped
         return EXIT_BUSY

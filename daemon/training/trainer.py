@@ -29,7 +29,7 @@ from daemon.pipeline.features.defs import FEATURE_NAMES, FEATURE_VERSION
 from daemon.registry.artifacts import ArtifactError, artifacts_root, sweep_temporary
 from daemon.registry.ensemble import Ensemble, SoftVote
 from daemon.registry.serving import load_champion
-from daemon.registry.versions import Registry
+from daemon.registry.versions import AlertSink, Registry
 from daemon.store.sqlite import Store
 from daemon.training.drift_reference import build_reference
 from daemon.training.ensemble import holdout_scores, inner_holdout, vote_weights
@@ -71,8 +71,12 @@ def retrain(
     trigger: str = "manual",
     progress: Progress | None = None,
     now: Callable[[], dt.datetime] | None = None,
+    alert: AlertSink | None = None,
 ) -> dict[str, Any]:
     """Train a candidate under the store's retrain lock, gate it, register it; the report.
+
+    `alert` receives the registry's alerts (a refused champion artifact); the commands and the
+    retrain process hand it `send_alert` bound to the `[alerts]` section.
 
     Raises RetrainBusy when another retrain runs, RetrainFailed (after recording the failed
     run) when no candidate could be made.
@@ -90,7 +94,7 @@ def retrain(
                 "it, or another store's bundle); `regimed models verify` lists it",
                 stray,
             )
-        return _Retrain(config, store, trigger, progress or _quiet, clock).run()
+        return _Retrain(config, store, trigger, progress or _quiet, clock, alert).run()
 
 
 def _quiet(event: str, details: Mapping[str, Any]) -> None:
@@ -105,8 +109,10 @@ class _Retrain:
         trigger: str,
         progress: Progress,
         clock: Callable[[], dt.datetime],
+        alert: AlertSink | None = None,
     ) -> None:
         self.config = config
+        self.alert = alert
         self.store = store
         self.trigger = trigger
         self.progress = progress
@@ -385,7 +391,7 @@ class _Retrain:
         candidate is then judged against the naive references alone, so the service can
         recover with a verified model instead of failing every retrain."""
         try:
-            loaded = load_champion(self.config, self.store)
+            loaded = load_champion(self.config, self.store, alert=self.alert)
         except ArtifactError as exc:
             logger.error("the champion cannot be loaded, judging without it: %s", exc)
             self.champion_error = str(exc)
@@ -415,7 +421,7 @@ class _Retrain:
         reference: Mapping[str, Any],
     ) -> None:
         """Artifact, registry row (promoted in the same transaction) and the run record."""
-        registry = Registry(self.store, alerts=self.config.alerts)
+        registry = Registry(self.store, alert=self.alert)
         meta = {
             "version": version,
             "feature_version": FEATURE_VERSION,
