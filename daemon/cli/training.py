@@ -11,7 +11,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from daemon.cli.common import EXIT_FAILURE, EXIT_OK, out_path, stored_config
 from daemon.errors import ModelNotFoundError, RegimedError, UsageError
+from daemon.monitor.alerts import send_alert
 from daemon.report.progress import Progress
 
 if TYPE_CHECKING:
@@ -36,17 +38,15 @@ def _progress(meter: Progress) -> Any:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Train a candidate now, gate it against the champion, print the report."""
-    from daemon.cli.main import EXIT_FAILURE, EXIT_OK, _stored_config
     from daemon.training.threads import resolve_n_jobs, thread_limits
 
-    config = _stored_config(args)
+    config = stored_config(args)
     progress = None if args.json else _progress(Progress(sys.stderr))
     # No consumer to leave cores to: "auto" is every core; the threads still sleep when they
     # wait, for a daemon that may run beside. Set before the libraries load.
     # (LightGBM and XGBoost load during the fits: the limits hold for the whole run.)
     with thread_limits(resolve_n_jobs(config.training.n_jobs)):
         from daemon.errors import RetrainFailed
-        from daemon.monitor.alerts import send_alert
         from daemon.report.retrain_text import render
         from daemon.training.trainer import retrain
 
@@ -67,13 +67,12 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a model's retrain report as one self-contained HTML page and print its path."""
-    from daemon.cli.main import EXIT_OK, _out_path, _stored_config
     from daemon.registry.versions import Registry
     from daemon.report.retrain_html import render_html
     from daemon.store.sqlite import Store
 
-    config = _stored_config(args)
-    given = None if args.out is None else _out_path(args.out)
+    config = stored_config(args)
+    given = None if args.out is None else out_path(args.out)
     with Store.open(config.store, read_only=True) as store:
         record = _report_model(Registry(store), args.version, config.store.path)
     out = given or Path(config.store.path).resolve().parent / "reports" / f"{record.version}.html"

@@ -34,6 +34,7 @@ from daemon.evaluation.data import Dataset, Fold, Index
 from daemon.pipeline.features.defs import FEATURE_NAMES
 from daemon.registry.ensemble import SoftVote, positive_proba
 from daemon.training.ensemble import holdout_scores, inner_holdout, vote_weights
+from daemon.training.models import fit_model
 from daemon.training.sampling import balance, row_weights
 from daemon.training.scoring import (
     BASELINE_NAMES,
@@ -148,8 +149,6 @@ def _fit_predict(
     settings: EvaluateConfig,
 ) -> Labels:
     """Train one variant as `regimed retrain` would on this fold's rows; predict its test rows."""
-    from daemon.training.models import fit_model
-
     train = np.concatenate([fold.train, fold.archive]) if variant.archive else fold.train
     fit_rows, hold_rows = inner_holdout(
         data.days,

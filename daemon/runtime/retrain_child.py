@@ -26,6 +26,7 @@ from typing import IO, Any
 from daemon.config import Config
 from daemon.config.settings import Secret, build
 from daemon.errors import RegimedError, RetrainBusy, RetrainFailed
+from daemon.monitor.alerts import send_alert
 
 __all__ = [
     "CHILD_LOG_FORMAT",
@@ -167,7 +168,6 @@ def _child() -> int:
 
 
 def _train(document: Mapping[str, Any], trigger: str, report_stream: IO[str]) -> int:
-    from daemon.monitor.alerts import send_alert
     from daemon.training.trainer import retrain
 
     try:

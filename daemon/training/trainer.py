@@ -35,6 +35,8 @@ from daemon.training.drift_reference import build_reference
 from daemon.training.ensemble import holdout_scores, inner_holdout, vote_weights
 from daemon.training.lock import retrain_lock
 from daemon.training.sampling import balance, row_weights, weight_report
+from daemon.training.split import split_samples
+from daemon.training.threads import resolve_n_jobs
 
 if TYPE_CHECKING:
     from daemon.training.gate import GateDecision
@@ -147,8 +149,6 @@ class _Retrain:
     # -- the steps --------------------------------------------------------------------------
 
     def _run(self, report: dict[str, Any]) -> dict[str, Any]:
-        from daemon.training.split import split_samples
-
         cfg = self.config
         self._stage("load")
         data = self._load()
@@ -265,7 +265,6 @@ class _Retrain:
         w: npt.NDArray[np.float64],
     ) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
         from daemon.training.models import fit_model
-        from daemon.training.threads import resolve_n_jobs
 
         cfg = self.config.training
         n_jobs = resolve_n_jobs(cfg.n_jobs)  # the daemon's retrain process gets a number
