@@ -49,7 +49,8 @@ from daemon.pipeline.features import FEATURE_NAMES, features_from_labels
 from daemon.pipeline.labels import future_labels
 from daemon.pipeline.regime import label_history
 from daemon.registry.ensemble import positive_proba
-from daemon.training.models import build_model, fit_model
+from daemon.training.fitting import fit_model
+from daemon.training.models import build_model
 from daemon.training.sampling import balance, row_weights
 
 HOLDOUT = 0.2

@@ -10,7 +10,7 @@ Variants (the same folds, the same test rows):
 - `archive`: + the rare-event archive known at the cutoff;
 - `all`: the three together, as `regimed retrain` trains.
 
-Each fits `evaluate.models` with `daemon.training.models.fit_model` and combines them in the
+Each fits `evaluate.models` with `daemon.training.fitting.fit_model` and combines them in the
 soft vote weighted on an inner holdout (`daemon.training.ensemble`, `daemon.registry.ensemble`),
 as the trainer does.
 """
@@ -34,7 +34,7 @@ from daemon.evaluation.data import Dataset, Fold, Index
 from daemon.pipeline.features.defs import FEATURE_NAMES
 from daemon.registry.ensemble import SoftVote, positive_proba
 from daemon.training.ensemble import holdout_scores, inner_holdout, vote_weights
-from daemon.training.models import fit_model
+from daemon.training.fitting import fit_model
 from daemon.training.sampling import balance, row_weights
 from daemon.training.scoring import (
     BASELINE_NAMES,

@@ -8,7 +8,7 @@ Inputs are the stored float32 feature rows. The feature engine emits a row only 
 feature is defined, so the rows hold no NaN; the float32 packing of the store can still turn a
 value beyond float32's range into an infinity (only absurd prices do that). Rather than let one
 such row fail a retrain, or let the tree models read it while the scaled models crash on it,
-both fitting (daemon.training.models.fit_model) and `positive_proba` replace NaN with 0 and clip
+both fitting (daemon.training.fitting.fit_model) and `positive_proba` replace NaN with 0 and clip
 every value to +-`FEATURE_LIMIT` (`finite_features`), and log how many values they changed
 (none, for real data: the largest feature magnitude in the bundled histories is the VIX level,
 about 100).

@@ -264,7 +264,7 @@ class _Retrain:
         y: npt.NDArray[np.int8],
         w: npt.NDArray[np.float64],
     ) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
-        from daemon.training.models import fit_model
+        from daemon.training.fitting import fit_model
 
         cfg = self.config.training
         n_jobs = resolve_n_jobs(cfg.n_jobs)  # the daemon's retrain process gets a number

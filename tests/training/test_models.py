@@ -25,7 +25,8 @@ from daemon.pipeline.features import FEATURE_NAMES, features_from_labels
 from daemon.pipeline.labels import future_labels
 from daemon.pipeline.regime import label_history
 from daemon.registry.ensemble import FEATURE_LIMIT, finite_features, positive_proba
-from daemon.training.models import SubsampledClassifier, build_model, fit_model
+from daemon.training.fitting import fit_model
+from daemon.training.models import SubsampledClassifier, build_model
 from daemon.training.sampling import row_weights
 from tests.factories import SMALL_MODELS as SMALL
 
@@ -215,7 +216,7 @@ def test_unusable_weights_fail_the_fit(change, message, data):
 
 def test_the_mlp_at_its_epoch_budget_logs_once_and_does_not_warn(data, caplog):
     # pytest turns warnings into errors here: a ConvergenceWarning escaping the fit would fail.
-    with caplog.at_level(logging.INFO, logger="daemon.training.models"):
+    with caplog.at_level(logging.INFO, logger="daemon.training.fitting"):
         fit("mlp", SMALL, data)
     lines = [r for r in caplog.records if "iteration budget" in r.getMessage()]
     assert len(lines) == 1
