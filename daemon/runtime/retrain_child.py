@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from daemon.config import Config
 from daemon.config.settings import Secret, build
-from daemon.errors import RegimedError, RetrainBusy, RetrainFailed
+from daemon.errors import RegimedError, RetrainBusy, RetrainFailed, RetrainTerminated
 from daemon.monitor.alerts import send_alert
 
 __all__ = [
@@ -80,12 +80,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class _Terminated(BaseException):
-    """SIGTERM arrived: unwind the retrain (BaseException, so no `except Exception` eats it)."""
-
-
 def _sigterm_handler(grace_seconds: float) -> Callable[[int, FrameType | None], None]:
-    """The child's SIGTERM handler: unwind the retrain by raising `_Terminated`, once.
+    """The child's SIGTERM handler: unwind the retrain by raising `RetrainTerminated`, once.
 
     An exception raised from a signal handler can be swallowed: when it lands while a
     finalizer (`__del__`, a weakref callback) or a library's catch-all runs, Python reports it
@@ -99,7 +95,7 @@ def _sigterm_handler(grace_seconds: float) -> Callable[[int, FrameType | None], 
         threading.Thread(
             target=_exit_after, args=(grace_seconds,), name="sigterm-backstop", daemon=True
         ).start()
-        raise _Terminated
+        raise RetrainTerminated
 
     return handler
 
@@ -162,7 +158,7 @@ def _child() -> int:
             target=_watch_parent, args=(stdin, grace), name="parent-watch", daemon=True
         ).start()
         return _train(request["config"], trigger, report_stream)
-    except _Terminated:
+    except RetrainTerminated:
         logger.warning("terminated: the retrain is abandoned, the champion is kept")
         return EXIT_TERMINATED
 
