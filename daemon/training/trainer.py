@@ -35,7 +35,6 @@ from daemon.training.drift_reference import build_reference
 from daemon.training.ensemble import holdout_scores, inner_holdout, vote_weights
 from daemon.training.lock import retrain_lock
 from daemon.training.sampling import balance, row_weights, weight_report
-from daemon.training.split import split_samples
 from daemon.training.threads import resolve_n_jobs
 
 if TYPE_CHECKING:
@@ -149,6 +148,8 @@ class _Retrain:
     # -- the steps --------------------------------------------------------------------------
 
     def _run(self, report: dict[str, Any]) -> dict[str, Any]:
+        from daemon.training.split import split_samples
+
         cfg = self.config
         self._stage("load")
         data = self._load()
