@@ -48,7 +48,9 @@ from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
 from daemon.pipeline.features import FEATURE_NAMES, features_from_labels
 from daemon.pipeline.labels import future_labels
 from daemon.pipeline.regime import label_history
-from daemon.training.models import build_model, fit_model, positive_proba
+from daemon.registry.ensemble import positive_proba
+from daemon.training.fitting import fit_model
+from daemon.training.models import build_model
 from daemon.training.sampling import balance, row_weights
 
 HOLDOUT = 0.2

@@ -7,6 +7,6 @@ package does not load the Kafka client.
 
 from __future__ import annotations
 
-from consumers._client import Backoff, BrokerWatch, client_options, probe
+from consumers._client import BrokerWatch, client_options, probe
 
-__all__ = ["Backoff", "BrokerWatch", "client_options", "probe"]
+__all__ = ["BrokerWatch", "client_options", "probe"]

@@ -1,6 +1,6 @@
 """Options shared by every Kafka client regimed opens (consumer, producers, admin), and the
-connection helpers of the consumer: a probe of the bootstrap servers, a capped backoff for
-retried starts and a watch on the broker's heartbeats."""
+connection helpers of the consumer: a probe of the bootstrap servers and a watch on the broker's
+heartbeats (the pause between retried starts is daemon.retry.Backoff)."""
 
 from __future__ import annotations
 
@@ -101,25 +101,6 @@ def open_consumer(options: Mapping[str, Any]) -> Any:
                 raise
 
     return _Consumer(**options)
-
-
-class Backoff:
-    """Capped exponential backoff: `initial_s`, doubled at every `next()`, at most `cap_s`;
-    `reset()` after a success."""
-
-    def __init__(self, initial_s: float = 1.0, cap_s: float = 30.0) -> None:
-        self.initial_s = initial_s
-        self.cap_s = cap_s
-        self.attempts = 0
-
-    def next(self) -> float:
-        """The pause before the next attempt (counts this one)."""
-        delay = min(self.cap_s, self.initial_s * 2.0 ** min(self.attempts, 32))
-        self.attempts += 1
-        return delay
-
-    def reset(self) -> None:
-        self.attempts = 0
 
 
 class BrokerWatch:

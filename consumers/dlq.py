@@ -31,10 +31,11 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from consumers._client import Backoff, client_options
+from consumers._client import client_options
 from daemon.config import EventsConfig, KafkaConfig
 from daemon.domain import DeadLetterRow
 from daemon.errors import DeadLetterError, EventRejected
+from daemon.retry import Backoff
 
 logger = logging.getLogger(__name__)
 

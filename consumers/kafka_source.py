@@ -34,17 +34,13 @@ from consumers.dlq import DeadLetters, parked_at
 from consumers.events import DecodedBatch, decode_batch
 from daemon.config import Config
 from daemon.domain import DeadLetterRow
-from daemon.errors import RegimedError
+from daemon.errors import ConsumerError
 
 if TYPE_CHECKING:
     from prometheus_client import Counter as CounterMetric
     from prometheus_client import Gauge
 
 logger = logging.getLogger(__name__)
-
-
-class ConsumerError(RegimedError):
-    """The consumer cannot reach Kafka or cannot go on safely."""
 
 
 @dataclass

@@ -114,6 +114,10 @@ class DeadLetterError(RegimedError, RuntimeError):
     """A rejected record could not be written to the dead-letter topic."""
 
 
+class ConsumerError(RegimedError):
+    """The consumer cannot reach Kafka or cannot go on safely."""
+
+
 class EventRejected(RegimedError, ValueError):
     """An event that does not fit the schema; `reason` is one of `consumers.events.REASONS`
     (a bounded set: it labels the `events_rejected_total` metric)."""
@@ -122,3 +126,9 @@ class EventRejected(RegimedError, ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class RetrainTerminated(BaseException):
+    """SIGTERM arrived in the retrain process: unwind the retrain. A BaseException and no
+    RegimedError, so that no `except Exception` (nor the trainer's `except RegimedError`)
+    takes it for a failure of the run."""

@@ -9,6 +9,7 @@ import json
 import sys
 from typing import Any
 
+from daemon.cli.common import EXIT_OK, command_config, out_path
 from daemon.errors import UsageError
 from daemon.report.progress import Progress
 
@@ -41,12 +42,11 @@ def _day(flag: str, text: str | None) -> dt.date | None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Walk forward over the history, print the results, write the report."""
-    from daemon.cli.main import EXIT_OK, _config, _out_path
     from daemon.config.evaluate import EvaluateConfig
     from daemon.training.threads import resolve_n_jobs, thread_limits
 
-    config = _config(args)
-    out = _out_path(args.out)  # a folder, created if its parent exists
+    config = command_config(args)
+    out = out_path(args.out)  # a folder, created if its parent exists
     settings: EvaluateConfig = config.evaluate
     changes: dict[str, Any] = {}
     if args.models is not None:

@@ -16,48 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from daemon import __version__
-from daemon.config import Config, load_config
+from daemon.cli import evaluate as cli_evaluate
+from daemon.cli import models as cli_models
+from daemon.cli import training as cli_training
+from daemon.cli.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    command_config,
+    out_path,
+    stored_config,
+)
+from daemon.cli.demo import run_demo, sigterm_as_interrupt
+from daemon.config import load_config
 from daemon.errors import ConfigError, DataError, RegimedError, UsageError
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 logger = logging.getLogger("regimed")
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _config(args: argparse.Namespace) -> Config:
-    config, source = load_config(args.config)
-    logger.debug("configuration from %s", source or "built-in defaults")
-    return config
-
-
-def _stored_config(args: argparse.Namespace) -> Config:
-    """The configuration of a command that reads an existing store: UsageError when there is
-    no database at `store.path` yet (such a command never creates one)."""
-    from pathlib import Path
-
-    config = _config(args)
-    if not Path(config.store.path).exists():
-        raise UsageError(
-            f"store.path = {config.store.path!r}: no database there yet (start `regimed run` "
-            "or `regimed demo` first, or point --config at the daemon's configuration)"
-        )
-    return config
-
-
-def _out_path(text: str | os.PathLike[str]) -> Path:
-    """An `--out` path, checked before any work is done: its folder must exist and be
-    writable (UsageError naming the folder), so a long command never fails at its last step."""
-    out = Path(text)
-    folder = out.absolute().parent
-    if not folder.is_dir():
-        raise UsageError(f"--out {text}: no directory {str(folder)!r} to write into")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {text}: the directory {str(folder)!r} is not writable")
-    return out
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -81,8 +57,8 @@ def cmd_regimes(args: argparse.Namespace) -> int:
     """Label a daily price history offline and summarise days per regime."""
     from daemon.pipeline.offline import label_csv, summary, write_labels
 
-    config = _config(args)
-    out = None if args.out is None else _out_path(args.out)
+    config = command_config(args)
+    out = None if args.out is None else out_path(args.out)
     frame = label_csv(config.regime, args.bars, args.vix)
     if out is not None:
         try:
@@ -106,7 +82,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from daemon.runtime.status import render, status
     from daemon.store.sqlite import Store
 
-    config = _stored_config(args)
+    config = stored_config(args)
     with Store.open(config.store, read_only=True) as store:
         doc = status(config, store)
     print(json.dumps(doc, indent=2) if args.json else render(doc), end="\n" if args.json else "")
@@ -119,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     from daemon.runtime.service import Service
 
-    config = _config(args)
+    config = command_config(args)
     service = Service(config, reload=lambda: load_config(args.config)[0], stop_event=stop)
     # Everything loaded so far (modules, configuration) lives as long as the daemon: keep it
     # out of the collector's generations, which then walk only what consuming allocates.
@@ -143,9 +119,8 @@ def _stop_on_signals() -> Any:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole loop on the bundled history: broker, replay, daemon, archive, one retrain."""
-    from daemon.cli.demo import run_demo, sigterm_as_interrupt
 
-    config = _config(args)
+    config = command_config(args)
     try:
         with sigterm_as_interrupt():
             run_demo(
@@ -163,7 +138,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Publish bars to the market-data topic."""
     from consumers import replay
 
-    config = _config(args)
+    config = command_config(args)
     topic = args.topic or config.kafka.topic
     vix_symbol = config.regime.vix_symbol
     total: int | None
@@ -199,7 +174,7 @@ def cmd_archive_build(args: argparse.Namespace) -> int:
     from daemon.store.sqlite import Store
     from daemon.training.archive import build_archive, render
 
-    config = _config(args)
+    config = command_config(args)
     with Store.open(config.store) as store:
         report = build_archive(config, store, args.source)
     print(render(report), end="")
@@ -388,17 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_demo)
 
-    from daemon.cli import training as _cli_training
-
-    _cli_training.register(sub, common)
-
-    from daemon.cli import evaluate as _cli_evaluate
-
-    _cli_evaluate.register(sub, common)
-
-    from daemon.cli import models as _cli_models
-
-    _cli_models.register(sub, common)
+    cli_training.register(sub, common)
+    cli_evaluate.register(sub, common)
+    cli_models.register(sub, common)
     return parser
 
 

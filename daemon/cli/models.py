@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from daemon.cli.main import EXIT_FAILURE, EXIT_OK, _stored_config
+from daemon.cli.common import EXIT_FAILURE, EXIT_OK, stored_config
 from daemon.config import Config
 from daemon.errors import ModelNotFoundError, UsageError
+from daemon.monitor.alerts import send_alert
 
 if TYPE_CHECKING:
     from daemon.registry.versions import ModelRecord, Promotion, Registry
@@ -75,14 +77,14 @@ def _usage(args: argparse.Namespace) -> int:
 def _open(args: argparse.Namespace, *, read_only: bool) -> tuple[Config, Store]:
     from daemon.store.sqlite import Store
 
-    config = _stored_config(args)
+    config = stored_config(args)
     return config, Store.open(config.store, read_only=read_only)
 
 
 def _registry(config: Config, store: Store) -> Registry:
     from daemon.registry.versions import Registry
 
-    return Registry(store, alerts=config.alerts)
+    return Registry(store, alert=partial(send_alert, config.alerts))
 
 
 def cmd_list(args: argparse.Namespace) -> int:

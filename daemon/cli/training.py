@@ -7,10 +7,13 @@ import json
 import os
 import sys
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from daemon.cli.common import EXIT_FAILURE, EXIT_OK, out_path, stored_config
 from daemon.errors import ModelNotFoundError, RegimedError, UsageError
+from daemon.monitor.alerts import send_alert
 from daemon.report.progress import Progress
 
 if TYPE_CHECKING:
@@ -35,10 +38,9 @@ def _progress(meter: Progress) -> Any:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Train a candidate now, gate it against the champion, print the report."""
-    from daemon.cli.main import EXIT_FAILURE, EXIT_OK, _stored_config
     from daemon.training.threads import resolve_n_jobs, thread_limits
 
-    config = _stored_config(args)
+    config = stored_config(args)
     progress = None if args.json else _progress(Progress(sys.stderr))
     # No consumer to leave cores to: "auto" is every core; the threads still sleep when they
     # wait, for a daemon that may run beside. Set before the libraries load.
@@ -48,8 +50,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         from daemon.report.retrain_text import render
         from daemon.training.trainer import retrain
 
+        alert = partial(send_alert, config.alerts)
         try:
-            report = retrain(config, trigger=args.trigger, progress=progress)
+            report = retrain(config, trigger=args.trigger, progress=progress, alert=alert)
         except RetrainFailed as exc:
             if args.json:
                 print(json.dumps(exc.report, indent=2))
@@ -64,14 +67,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write a model's retrain report as one self-contained HTML page and print its path."""
-    from daemon.cli.main import EXIT_OK, _out_path, _stored_config
     from daemon.registry.versions import Registry
     from daemon.report.retrain_html import render_html
     from daemon.store.sqlite import Store
     from daemon.training.report import RetrainReport
 
-    config = _stored_config(args)
-    given = None if args.out is None else _out_path(args.out)
+    config = stored_config(args)
+    given = None if args.out is None else out_path(args.out)
     with Store.open(config.store, read_only=True) as store:
         record = _report_model(Registry(store), args.version, config.store.path)
     out = given or Path(config.store.path).resolve().parent / "reports" / f"{record.version}.html"

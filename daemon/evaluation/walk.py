@@ -10,8 +10,9 @@ Variants (the same folds, the same test rows):
 - `archive`: + the rare-event archive known at the cutoff;
 - `all`: the three together, as `regimed retrain` trains.
 
-Each fits `evaluate.models` with `daemon.training.models.fit_model` and combines them in the
-soft vote weighted on an inner holdout (`daemon.training.ensemble`), as the trainer does.
+Each fits `evaluate.models` with `daemon.training.fitting.fit_model` and combines them in the
+soft vote weighted on an inner holdout (`daemon.training.ensemble`, `daemon.registry.ensemble`),
+as the trainer does.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from daemon.evaluation.results import (
     VariantResult,
 )
 from daemon.pipeline.features.defs import FEATURE_NAMES
-from daemon.training.ensemble import SoftVote, holdout_scores, inner_holdout, vote_weights
+from daemon.registry.ensemble import SoftVote, positive_proba
+from daemon.training.ensemble import holdout_scores, inner_holdout, vote_weights
+from daemon.training.fitting import fit_model
 from daemon.training.sampling import balance, row_weights
 from daemon.training.scoring import (
     BASELINE_NAMES,
@@ -155,8 +158,6 @@ def _fit_predict(
     settings: EvaluateConfig,
 ) -> Labels:
     """Train one variant as `regimed retrain` would on this fold's rows; predict its test rows."""
-    from daemon.training.models import fit_model, positive_proba
-
     train = np.concatenate([fold.train, fold.archive]) if variant.archive else fold.train
     fit_rows, hold_rows = inner_holdout(
         data.days,

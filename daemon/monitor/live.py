@@ -7,8 +7,9 @@ into prediction rows that are written in the same SQLite transaction as the samp
 balanced accuracy per regime cover the last `drift.live_window` scored rows of that regime.
 
 A champion whose artifact is refused (tampered, wrong permissions) is retried with a capped
-exponential backoff, and reported through `on_refused` (the daemon's deduplicated alerts)
-instead of the registry's own alert at every try.
+exponential backoff (daemon.retry.Backoff, as every retry of the daemon), and reported through
+`on_refused` (the daemon's deduplicated alerts) instead of the registry's own alert at every
+try.
 
 The champion is looked up in the registry every `CHAMPION_POLL_S` seconds, so a model promoted
 by the daemon's own retrain, by `regimed retrain` from the command line or by
@@ -23,16 +24,19 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from daemon.config import AlertsConfig, Config
+from daemon.config import Config
 from daemon.domain import REGIMES, PredictionRow, SampleRow
 from daemon.errors import RegimedError
+from daemon.monitor.alerts import send_alert
 from daemon.monitor.drift import DriftCheck, DriftMonitor, DriftTrigger, ErrorStream, Reference
 from daemon.registry.serving import LoadedModel, load_champion
 from daemon.registry.versions import Registry
+from daemon.retry import Backoff
 from daemon.store.sqlite import Store
 
 if TYPE_CHECKING:
@@ -115,8 +119,10 @@ class LiveScorer:
         self.trigger = DriftTrigger(config.drift)
         self.last_check: DriftCheck | None = None
         self.load_failures = 0
-        #: The version last refused, its refusals in a row, and when to try it again.
-        self._refused: tuple[str, int, float] | None = None
+        #: The version last refused and when to try it again; the pause doubles at every
+        #: refusal of the same version in a row.
+        self._refused: tuple[str, float] | None = None
+        self._retry = Backoff(CHAMPION_POLL_S, CHAMPION_RETRY_CAP_S)
 
     # -- the champion ------------------------------------------------------------------------
 
@@ -131,7 +137,7 @@ class LiveScorer:
         version = None if record is None else record.version
         if version == self.version:
             return False
-        if self._refused is not None and self._refused[0] == version and now < self._refused[2]:
+        if self._refused is not None and self._refused[0] == version and now < self._refused[1]:
             return False
         if record is None:
             self.model, self.version = None, None
@@ -142,11 +148,10 @@ class LiveScorer:
             # Keep scoring with the model we have; try this one again after a backoff.
             self.load_failures += 1
             assert version is not None
-            refusals = 1 if self._refused is None or self._refused[0] != version else (
-                self._refused[1] + 1
-            )
-            delay = min(CHAMPION_RETRY_CAP_S, CHAMPION_POLL_S * 2.0 ** (refusals - 1))
-            self._refused = (version, refusals, now + delay)
+            if self._refused is None or self._refused[0] != version:
+                self._retry.reset()
+            delay = self._retry.next()
+            self._refused = (version, now + delay)
             logger.error(
                 "cannot load champion %s, keeping %s (next try in %.0f s): %s",
                 version,
@@ -172,10 +177,8 @@ class LiveScorer:
         if self._load is not None:
             return self._load(self.config, self.store)
         # With `on_refused` the caller alerts (deduplicated), not the registry at every try.
-        config = self.config
-        if self.on_refused is not None:
-            config = config.replace(alerts=AlertsConfig())
-        return load_champion(config, self.store)
+        alert = None if self.on_refused is not None else partial(send_alert, self.config.alerts)
+        return load_champion(self.config, self.store, alert=alert)
 
     def _swap(self, loaded: LoadedModel) -> None:
         previous = self.version

@@ -1,5 +1,5 @@
 """The bank path of `Pipeline.process_batch`: a poll that spans many symbols runs through the
-`FeatureBank`, a step of symbols per numpy pass (`_BankBatch`), with the same rows as the
+`FeatureBank`, a step of symbols per numpy pass (`BankBatch`), with the same rows as the
 per-event path."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import numpy as np
 from daemon.domain import BAR_FIELDS, REGIMES, Bar, BarRow
 from daemon.pipeline.features import FEATURE_NAMES, FEATURE_VERSION
 from daemon.pipeline.features.batch import log_each
-from daemon.pipeline.output import Output, _bar_row
+from daemon.pipeline.output import Output, bar_row
 from daemon.pipeline.regime import RegimeLabel, VixSource, decide_many, proxy_vix
 
 if TYPE_CHECKING:
-    from daemon.pipeline.engine import Pipeline, _Symbol
+    from daemon.pipeline.engine import Pipeline, SymbolState
 
-__all__ = ["Columns"]
+__all__ = ["BankBatch", "Columns", "bar_at"]
 
 _VIX_SOURCES = ("vix", "proxy", "none")
 
@@ -42,7 +42,8 @@ class Columns(Protocol):
 #: A poll runs in the bank when its bars average at least this many symbols per step (a step
 
 
-def _bar_at(bars: Columns, k: int) -> Bar:
+def bar_at(bars: Columns, k: int) -> Bar:
+    """The `k`-th bar of the columns as a `Bar`."""
     return Bar(
         bars.symbols[k],
         bars.days[k],
@@ -54,7 +55,7 @@ def _bar_at(bars: Columns, k: int) -> Bar:
     )
 
 
-class _BankBatch:
+class BankBatch:
     """One poll through the bank: bars in arrival order are sorted into per-symbol steps,
     each step runs as one numpy pass, and the rows come out in arrival order."""
 
@@ -78,19 +79,19 @@ class _BankBatch:
         order: list[tuple[int, Any]] = []  # (0, queue index) or (1, BarRow) or (2, queue index)
         seen: dict[str, int] = {}
         waitings: list[deque[str]] = []  # the symbol's waiting days, per queued bar
-        touched: dict[str, _Symbol] = {}
+        touched: dict[str, SymbolState] = {}
         nan = math.nan
         vix_symbol, states = p._vix_symbol, p.symbols
         for k, symbol in enumerate(symbols):
             if symbol == vix_symbol:
-                p._vix(_bar_at(bars, k), bars.ts[k], out)
+                p._vix(bar_at(bars, k), bars.ts[k], out)
                 continue
             state = states.get(symbol)
             if state is None and p.history is not None:
                 p.restore(symbol, p.history(symbol))
                 state = states.get(symbol)
             if state is None or state.slot is None:
-                p.process(_bar_at(bars, k), out)
+                p.process(bar_at(bars, k), out)
                 continue
             day = days[k]
             if day <= state.last_day:
@@ -124,7 +125,9 @@ class _BankBatch:
             if symbol == market:
                 out.market = RegimeLabel(row[7], row[8], cast(VixSource, row[9]))
 
-    def _late(self, k: int, state: _Symbol, pending: int | None, out: Output) -> tuple[int, Any]:
+    def _late(
+        self, k: int, state: SymbolState, pending: int | None, out: Output
+    ) -> tuple[int, Any]:
         """A bar at or before the symbol's last day: a repeat of the last bar (idempotent) or
         an out-of-order bar stored without a regime, as `Pipeline._late`."""
         bars = self.bars
@@ -140,7 +143,7 @@ class _BankBatch:
                 if values == (row.open, row.high, row.low, row.close, row.volume):
                     return (1, row)
         out.out_of_order += 1
-        return (1, _bar_row(_bar_at(bars, k), bars.ts[k], None, None, "none"))
+        return (1, bar_row(bar_at(bars, k), bars.ts[k], None, None, "none"))
 
     def _compute(
         self, queued: list[int], step: list[int], slot: list[int], vix: list[float]

@@ -22,7 +22,7 @@ import pandas as pd
 
 from daemon.config import Config
 from daemon.domain import Bar, BarRow, LabelUpdate, SampleRow, Source
-from daemon.pipeline.bank_batch import Columns, _BankBatch, _bar_at
+from daemon.pipeline.bank_batch import BankBatch, Columns, bar_at
 from daemon.pipeline.features import (
     FEATURE_VERSION,
     SymbolFeatures,
@@ -32,7 +32,7 @@ from daemon.pipeline.features import (
 from daemon.pipeline.features.bank import FeatureBank, ready
 from daemon.pipeline.features.defs import RING
 from daemon.pipeline.labels import SymbolLabels, future_labels
-from daemon.pipeline.output import Output, _bar_row, _float32, _settle
+from daemon.pipeline.output import Output, bar_row, float32_row, settle
 from daemon.pipeline.regime import (
     Episodes,
     RegimeLabeler,
@@ -40,11 +40,19 @@ from daemon.pipeline.regime import (
     label_history,
 )
 
-__all__ = ["BANK_MIN_SYMBOLS", "Columns", "History", "Output", "Pipeline", "history_rows"]
+__all__ = [
+    "BANK_MIN_SYMBOLS",
+    "Columns",
+    "History",
+    "Output",
+    "Pipeline",
+    "SymbolState",
+    "history_rows",
+]
 
 
 @dataclass
-class _Symbol:
+class SymbolState:
     """One symbol's state: in the per-event objects, or (`slot` set) in the pipeline's
     `FeatureBank` plus `waiting` (the days whose label is still to come)."""
 
@@ -82,7 +90,7 @@ class Pipeline:
         self.history = history
         self.regimes = RegimeLabeler(config.regime)
         self.weights = {r: w + 0.0 for r, w in config.weights.regime.as_dict().items()}
-        self.symbols: dict[str, _Symbol] = {}
+        self.symbols: dict[str, SymbolState] = {}
         self.vix_last: dt.date | None = None
         self.restored = 0
         self._vix_symbol = config.regime.vix_symbol
@@ -144,7 +152,7 @@ class Pipeline:
             None if math.isnan(vix[-1]) else float(vix[-1]),
             str(sources[-1]),
         )
-        self.symbols[symbol] = _Symbol(features, labels, days[-1].date(), row)
+        self.symbols[symbol] = SymbolState(features, labels, days[-1].date(), row)
         self.restored += 1
         # A restored symbol joins the bank at the end of its first poll (`process_batch`),
         # like any other: a restart pays only for the state itself.
@@ -199,16 +207,16 @@ class Pipeline:
         )
         if not use_bank:
             for k in range(len(symbols)):
-                self.process(_bar_at(bars, k), out)
-            _settle(out)
+                self.process(bar_at(bars, k), out)
+            settle(out)
             return
-        _BankBatch(self, bars).run(out)
+        BankBatch(self, bars).run(out)
         # Symbols that finished their warm-up bar by bar take the bank from the next poll.
         for symbol in counts:
             state = self.symbols.get(symbol)
             if state is not None and state.slot is None and ready(state.features):
                 self._promote(symbol)
-        _settle(out)
+        settle(out)
 
     def process(self, bar: Bar, out: Output) -> None:
         """Turn one bar into rows in `out`. Bars must come in time order per symbol; an older
@@ -232,10 +240,10 @@ class Pipeline:
             return
         label = self.regimes.label(symbol, day, close)
         regime, vix = label.regime, label.vix
-        row = _bar_row(bar, ts, regime, vix, label.vix_source)
+        row = bar_row(bar, ts, regime, vix, label.vix_source)
         out.bars.append(row)
         if state is None:
-            state = _Symbol(SymbolFeatures(), SymbolLabels(self.config.label), day, row)
+            state = SymbolState(SymbolFeatures(), SymbolLabels(self.config.label), day, row)
             self.symbols[symbol] = state
         else:
             state.last_day, state.last_row = day, row
@@ -264,7 +272,7 @@ class Pipeline:
                     regime,
                     self.weights[regime],
                     None,
-                    _float32(features),
+                    float32_row(features),
                     FEATURE_VERSION,
                 )
             )
@@ -278,9 +286,9 @@ class Pipeline:
         else:
             self.vix_last = bar.day
         self.regimes.add_vix(bar.day, bar.close)
-        out.bars.append(_bar_row(bar, ts, None, bar.close, "vix"))
+        out.bars.append(bar_row(bar, ts, None, bar.close, "vix"))
 
-    def _late(self, bar: Bar, ts: str, state: _Symbol, out: Output) -> None:
+    def _late(self, bar: Bar, ts: str, state: SymbolState, out: Output) -> None:
         last = state.last_row
         same = (bar.open, bar.high, bar.low, bar.close, bar.volume) == (
             last.open,
@@ -293,7 +301,7 @@ class Pipeline:
             out.bars.append(last)  # a repeat of the last bar: idempotent
             return
         out.out_of_order += 1
-        out.bars.append(_bar_row(bar, ts, None, None, "none"))
+        out.bars.append(bar_row(bar, ts, None, None, "none"))
 
 
 def _names(column: pd.Series[Any]) -> list[str | None]:

@@ -14,7 +14,7 @@ from daemon.domain import Bar, BarRow, LabelUpdate, RowBlock, SampleRow
 from daemon.pipeline.features import FEATURE_NAMES
 from daemon.pipeline.regime import RegimeLabel
 
-__all__ = ["Output"]
+__all__ = ["Output", "bar_row", "float32_row", "settle"]
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Output:
         return [*self.labels, *self.block.label_updates()]
 
 
-def _settle(out: Output) -> None:
+def settle(out: Output) -> None:
     """Set the labels that matured for samples of this same batch on those samples, so the
     store inserts them labelled instead of updating them afterwards (`Output.settled`)."""
     if not out.labels or not out.samples:
@@ -73,7 +73,9 @@ def _settle(out: Output) -> None:
     out.labels = later
 
 
-def _bar_row(bar: Bar, ts: str, regime: str | None, vix: float | None, source: str) -> BarRow:
+def bar_row(bar: Bar, ts: str, regime: str | None, vix: float | None, source: str) -> BarRow:
+    """The stored row of `bar` on day `ts` with its regime, VIX and source (no checks: the
+    bar was validated when it was decoded)."""
     return BarRow.unchecked(
         bar.symbol, ts, bar.open, bar.high, bar.low, bar.close, bar.volume, regime, vix, source
     )
@@ -82,7 +84,7 @@ def _bar_row(bar: Bar, ts: str, regime: str | None, vix: float | None, source: s
 _pack_float32 = struct.Struct(f"<{len(FEATURE_NAMES)}f").pack
 
 
-def _float32(row: list[float]) -> npt.NDArray[np.float32]:
+def float32_row(row: list[float]) -> npt.NDArray[np.float32]:
     """A feature row as the read-only float32 vector a `SampleRow` holds, rounded exactly as
     `SampleRow` rounds (a C cast to float)."""
     try:

@@ -3,6 +3,7 @@ package hands on the public names of the registry."""
 
 from __future__ import annotations
 
-from daemon.registry.versions import ModelRecord, ModelStatus, Promotion, Registry, RetrainRun
+from daemon.registry.records import ModelRecord, ModelStatus, Promotion, RetrainRun
+from daemon.registry.versions import AlertSink, Registry
 
-__all__ = ["ModelRecord", "ModelStatus", "Promotion", "Registry", "RetrainRun"]
+__all__ = ["AlertSink", "ModelRecord", "ModelStatus", "Promotion", "Registry", "RetrainRun"]

@@ -1,6 +1,7 @@
 """Loading a registered model back into an `Ensemble`: the champion that scores live rows and
 that every candidate is compared with. The artifact's hashes and permissions are checked on
-every load (daemon.registry.artifacts); a refused artifact raises and sends an alert."""
+every load (daemon.registry.artifacts); a refused artifact raises and sends an alert to the
+`alert` callback, when the caller hands one."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from typing import Any
 from daemon.config import Config
 from daemon.errors import RegimedError
 from daemon.pipeline.features.defs import FEATURE_VERSION
-from daemon.registry.versions import ModelRecord, Registry
+from daemon.registry.ensemble import Ensemble, SoftVote
+from daemon.registry.versions import AlertSink, ModelRecord, Registry
 from daemon.store.sqlite import Store
-from daemon.training.ensemble import Ensemble, SoftVote
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,12 @@ class LoadedModel:
     meta: Mapping[str, Any]
 
 
-def load_model(config: Config, store: Store, version: str | None = None) -> LoadedModel:
+def load_model(
+    config: Config, store: Store, version: str | None = None, *, alert: AlertSink | None = None
+) -> LoadedModel:
     """Load `version` (default: the champion), verified against the registry's sha256; a
-    refused artifact raises ArtifactError and sends an alert."""
-    record, bundle = Registry(store, alerts=config.alerts).load(version)
+    refused artifact raises ArtifactError and sends an alert to `alert`."""
+    record, bundle = Registry(store, alert=alert).load(version)
     meta = bundle.meta
     try:
         vote = SoftVote.from_dict(meta["vote"])
@@ -41,13 +44,15 @@ def load_model(config: Config, store: Store, version: str | None = None) -> Load
     return LoadedModel(record, Ensemble(bundle.models, vote), feature_version, meta)
 
 
-def load_champion(config: Config, store: Store) -> LoadedModel | None:
+def load_champion(
+    config: Config, store: Store, *, alert: AlertSink | None = None
+) -> LoadedModel | None:
     """The champion, or None before the first promotion or when it was trained on another
     feature layout (it cannot score these rows; the gate then falls back to the naive
     references and says so)."""
     if Registry(store).champion() is None:
         return None
-    loaded = load_model(config, store)
+    loaded = load_model(config, store, alert=alert)
     if loaded.feature_version != FEATURE_VERSION:
         return None
     return loaded

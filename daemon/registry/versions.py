@@ -7,29 +7,28 @@ artifacts; `ModelRecord.path` is that directory resolved), the sha256 that pins 
 `trigger`, `data_window` {`first`, `last`} (the first and last sample day) and `samples`
 (counts). Every change of champion, by the gate or by `regimed models promote`, is a row of
 `promotions` written in the same transaction as the status change, so `champion_at(when)` can
-say which version was serving at any time.
+say which version was serving at any time. The rows as values, and their columns, are in
+daemon.registry.records.
 
 The registry lives in the store's SQLite file and uses the store's connection and lock;
-`Registry(store)` is cheap, so callers make one where they need it.
+`Registry(store)` is cheap, so callers make one where they need it. The registry sends its
+alerts through the `alert` callback its caller hands it (`AlertSink`): the webhooks are the
+daemon's business (daemon.monitor.alerts), not the registry's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import os
 import shutil
 import sqlite3
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeAlias
 
-from daemon.config import AlertsConfig
 from daemon.errors import ArtifactError, ModelNotFoundError, StoreError
-from daemon.monitor.alerts import send_alert
 from daemon.registry.artifacts import (
     LoadedBundle,
     artifacts_root,
@@ -40,80 +39,42 @@ from daemon.registry.artifacts import (
     unregistered,
     verify_bundle,
 )
+from daemon.registry.records import (
+    MODEL_STATUSES,
+    ModelRecord,
+    ModelStatus,
+    Promotion,
+    RetrainRun,
+    aware_text,
+    check_text,
+    model_record,
+    relative_path,
+    report_json,
+    retrain_run,
+)
 
 if TYPE_CHECKING:
     from daemon.store.sqlite import Store
 
-__all__ = ["ModelRecord", "ModelStatus", "Promotion", "Registry", "RetrainRun"]
+__all__ = ["AlertSink", "ModelRecord", "ModelStatus", "Promotion", "Registry", "RetrainRun"]
 
 logger = logging.getLogger(__name__)
 
-ModelStatus = Literal["candidate", "champion", "retired", "rejected"]
-MODEL_STATUSES: tuple[ModelStatus, ...] = ("candidate", "champion", "retired", "rejected")
+
+#: Where the registry sends an alert: alert(event, summary, details), `details` JSON values.
+#: The commands and the daemon hand it `send_alert` bound to the `[alerts]` section.
+AlertSink: TypeAlias = Callable[[str, str, Mapping[str, Any]], object]
 
 #: The alert events the registry sends.
 ARTIFACT_REFUSED = "artifact_refused"
 ARTIFACT_VERIFICATION_FAILED = "artifact_verification_failed"
 
 
-@dataclass(frozen=True)
-class ModelRecord:
-    """A registered model artifact."""
-
-    version: str
-    trained_at: dt.datetime
-    sha256: str
-    path: str
-    status: ModelStatus
-    report: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def trigger(self) -> str | None:
-        """What started the retrain that made it (schedule, drift, manual, ...)."""
-        value = self.report.get("trigger")
-        return value if isinstance(value, str) else None
-
-    @property
-    def balanced_accuracy(self) -> float | None:
-        """Overall validation balanced accuracy from the report, if it has one."""
-        return _number(self.report, "validation", "overall", "balanced_accuracy")
-
-    @property
-    def accuracy(self) -> float | None:
-        """Overall validation accuracy from the report, if it has one."""
-        return _number(self.report, "validation", "overall", "accuracy")
-
-
-@dataclass(frozen=True)
-class RetrainRun:
-    """One retrain attempt, promoted or not."""
-
-    id: int
-    version: str | None
-    trigger: str
-    started_at: dt.datetime
-    finished_at: dt.datetime
-    promoted: bool
-    reason: str
-    report: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Promotion:
-    """One change of champion: `version` replaced `previous_version` at `promoted_at`."""
-
-    id: int
-    version: str
-    promoted_at: dt.datetime
-    previous_version: str | None
-    reason: str
-
-
 class Registry:
     """Register, promote, load and verify model versions of one store.
 
-    `alerts` (the `[alerts]` section) receives an alert whenever an artifact is refused on
-    promotion or loading, or fails verification; without it those are only logged and raised.
+    `alert` receives an alert whenever an artifact is refused on promotion or loading, or fails
+    verification; without it those are only logged and raised.
     `root` is where new bundles are written (default: `models/` beside the store file).
     """
 
@@ -121,11 +82,11 @@ class Registry:
         self,
         store: Store,
         *,
-        alerts: AlertsConfig | None = None,
+        alert: AlertSink | None = None,
         root: str | os.PathLike[str] | None = None,
     ) -> None:
         self.store = store
-        self.alerts = alerts
+        self.alert = alert
         self.root = Path(root) if root is not None else artifacts_root(store.path)
         #: The directory that relative artifact paths in the registry are relative to.
         self.base = store_dir(store.path)
@@ -162,7 +123,7 @@ class Registry:
             "data_window": {"first": first, "last": last},
             "samples": dict(sample_counts),
         }
-        _text(row_report)
+        report_json(row_report)
         with self.store.transaction(f"check model {version!r}", write=False) as conn:
             _refuse_known(conn, self.store.path, version)
         saved = save_bundle(self.root, version, models, dict(meta or {}))
@@ -198,16 +159,16 @@ class Registry:
         With status "champion" the previous champion is retired and a promotion is recorded
         (with `reason`, default "registered as champion").
         """
-        _check_text("add_model", "version", version)
+        check_text("add_model", "version", version)
         if status not in MODEL_STATUSES:
             raise StoreError(f"add_model.status = {status!r}: expected one of {MODEL_STATUSES}")
         row = {
             "version": version,
-            "trained_at": _aware("add_model(trained_at)", trained_at),
+            "trained_at": aware_text("add_model(trained_at)", trained_at),
             "sha256": sha256,
-            "path": _relative(path, self.base),
+            "path": relative_path(path, self.base),
             "status": status,
-            "report": _text(report),
+            "report": report_json(report),
         }
         with self.store.transaction(f"add model {version!r}", write=True) as conn:
             _refuse_known(conn, self.store.path, version)
@@ -221,7 +182,7 @@ class Registry:
             )
             if status == "champion":
                 _record_promotion(conn, version, previous, reason or "registered as champion")
-        return _model(row, self.base)
+        return model_record(row, self.base)
 
     def set_status(self, version: str, status: Literal["candidate", "rejected"]) -> ModelRecord:
         """Mark a non-champion version as candidate or rejected (e.g. after the gate)."""
@@ -251,13 +212,13 @@ class Registry:
         (and sends an alert) and the champion stays as it was. An unknown version raises
         ModelNotFoundError.
         """
-        _check_text("promote", "reason", reason)
+        check_text("promote", "reason", reason)
         record = self.model(version)
         if check_artifact:
             problems = verify_bundle(record.path, record.sha256)
             if problems:
                 self._refused(record, "promotion", problems)
-        when = _aware("promote(now)", now or dt.datetime.now(dt.UTC))
+        when = aware_text("promote(now)", now or dt.datetime.now(dt.UTC))
         with self.store.transaction(f"promote model {version!r}", write=True) as conn:
             _model_row(conn, self.store.path, version, self.base)
             previous = _champion_version(conn)
@@ -274,7 +235,7 @@ class Registry:
         """Every registered model, oldest first."""
         with self.store.transaction("list models", write=False) as conn:
             rows = conn.execute(f"{_SELECT_MODELS} ORDER BY trained_at, version").fetchall()
-        return [_model(_as_dict(r), self.base) for r in rows]
+        return [model_record(_as_dict(r), self.base) for r in rows]
 
     def model(self, version: str) -> ModelRecord:
         """One registered model; ModelNotFoundError if the version is unknown."""
@@ -285,7 +246,7 @@ class Registry:
         """The model that scores live data, or None before the first promotion."""
         with self.store.transaction("read the champion", write=False) as conn:
             row = conn.execute(f"{_SELECT_MODELS} WHERE status = 'champion'").fetchone()
-        return None if row is None else _model(_as_dict(row), self.base)
+        return None if row is None else model_record(_as_dict(row), self.base)
 
     def promotions(self) -> list[Promotion]:
         """The promotion history, oldest first."""
@@ -301,7 +262,7 @@ class Registry:
 
     def champion_at(self, when: dt.datetime) -> str | None:
         """The version that was champion at `when` (aware), or None if there was none yet."""
-        moment = dt.datetime.fromisoformat(_aware("champion_at(when)", when))
+        moment = dt.datetime.fromisoformat(aware_text("champion_at(when)", when))
         current: Promotion | None = None
         for promotion in self.promotions():  # a few rows a year: compare as datetimes
             if promotion.promoted_at <= moment and (
@@ -363,8 +324,8 @@ class Registry:
         raise ArtifactError(message)
 
     def _alert(self, event: str, summary: str, details: Mapping[str, Any]) -> None:
-        if self.alerts is not None:
-            send_alert(self.alerts, event, summary, details)
+        if self.alert is not None:
+            self.alert(event, summary, details)
 
     # -- retrain runs ----------------------------------------------------------------------
 
@@ -380,15 +341,15 @@ class Registry:
         report: Mapping[str, Any] | None = None,
     ) -> RetrainRun:
         """Record one retrain attempt (successful or not) and return it with its id."""
-        _check_text("add_retrain_run", "trigger", trigger)
+        check_text("add_retrain_run", "trigger", trigger)
         row = {
             "version": version,
             "trigger": trigger,
-            "started_at": _aware("add_retrain_run(started_at)", started_at),
-            "finished_at": _aware("add_retrain_run(finished_at)", finished_at),
+            "started_at": aware_text("add_retrain_run(started_at)", started_at),
+            "finished_at": aware_text("add_retrain_run(finished_at)", finished_at),
             "promoted": int(bool(promoted)),
             "reason": reason,
-            "report": _text(report),
+            "report": report_json(report),
         }
         with self.store.transaction("record a retrain run", write=True) as conn:
             run_id = conn.execute(
@@ -397,7 +358,7 @@ class Registry:
                 ":promoted, :reason, :report)",
                 row,
             ).lastrowid
-        return _run({"id": run_id, **row})
+        return retrain_run({"id": run_id, **row})
 
     def last_retrain_run(self) -> RetrainRun | None:
         """The most recently recorded retrain run, or None."""
@@ -409,7 +370,7 @@ class Registry:
         if row is None:
             return None
         names = ("id", "version", "trigger", "started_at", "finished_at", "promoted", "reason")
-        return _run(dict(zip((*names, "report"), row, strict=True)))
+        return retrain_run(dict(zip((*names, "report"), row, strict=True)))
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -428,7 +389,7 @@ def _model_row(conn: sqlite3.Connection, path: str, version: str, base: Path) ->
         raise ModelNotFoundError(
             f"{path}: model version {version!r} is not registered (see `regimed models list`)"
         )
-    return _model(_as_dict(row), base)
+    return model_record(_as_dict(row), base)
 
 
 def _refuse_known(conn: sqlite3.Connection, path: str, version: str) -> None:
@@ -455,71 +416,3 @@ def _record_promotion(
         (version, when, previous, reason),
     )
     return int(cursor.lastrowid or 0)
-
-
-def _check_text(owner: str, name: str, value: object) -> None:
-    if not isinstance(value, str) or not value or not value.isprintable():
-        raise StoreError(f"{owner}.{name} = {value!r}: expected a non-empty printable string")
-
-
-def _aware(name: str, value: dt.datetime) -> str:
-    if not isinstance(value, dt.datetime) or value.utcoffset() is None:
-        raise StoreError(f"{name} = {value!r}: expected a time zone-aware datetime")
-    return value.isoformat()
-
-
-def _text(report: Mapping[str, Any] | None) -> str:
-    try:
-        return json.dumps(dict(report or {}))
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"report: not JSON-serialisable: {exc}") from None
-
-
-def _loads(text: str | None) -> dict[str, Any]:
-    value = json.loads(text) if text else {}
-    return value if isinstance(value, dict) else {"value": value}
-
-
-def _number(doc: Mapping[str, Any], *keys: str) -> float | None:
-    value: Any = doc
-    for key in keys:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _relative(path: str | os.PathLike[str], base: Path) -> str:
-    """An artifact path in the registry's form: relative to `base` (the store's directory)
-    when it lies inside it, else absolute. A relative `path` is already relative to `base`."""
-    if not os.path.isabs(path):
-        return os.path.normpath(path)
-    try:
-        return Path(os.path.normpath(path)).relative_to(base).as_posix()
-    except ValueError:
-        return os.path.normpath(path)
-
-
-def _model(row: Mapping[str, Any], base: Path) -> ModelRecord:
-    """A record from a registry row; a relative artifact path is resolved against `base`."""
-    return ModelRecord(
-        version=str(row["version"]),
-        trained_at=dt.datetime.fromisoformat(row["trained_at"]),
-        sha256=str(row["sha256"]),
-        path=os.path.normpath(os.path.join(base, row["path"])),
-        status=row["status"],
-        report=_loads(row["report"]),
-    )
-
-
-def _run(row: Mapping[str, Any]) -> RetrainRun:
-    return RetrainRun(
-        id=int(row["id"]),
-        version=row["version"],
-        trigger=str(row["trigger"]),
-        started_at=dt.datetime.fromisoformat(row["started_at"]),
-        finished_at=dt.datetime.fromisoformat(row["finished_at"]),
-        promoted=bool(row["promoted"]),
-        reason=str(row["reason"]),
-        report=_loads(row["report"]),
-    )

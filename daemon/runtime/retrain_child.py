@@ -19,12 +19,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from types import FrameType
 from typing import IO, Any
 
 from daemon.config import Config
 from daemon.config.settings import Secret, build
-from daemon.errors import RegimedError, RetrainBusy, RetrainFailed
+from daemon.errors import RegimedError, RetrainBusy, RetrainFailed, RetrainTerminated
+from daemon.monitor.alerts import send_alert
 
 __all__ = [
     "CHILD_LOG_FORMAT",
@@ -78,12 +80,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class _Terminated(BaseException):
-    """SIGTERM arrived: unwind the retrain (BaseException, so no `except Exception` eats it)."""
-
-
 def _sigterm_handler(grace_seconds: float) -> Callable[[int, FrameType | None], None]:
-    """The child's SIGTERM handler: unwind the retrain by raising `_Terminated`, once.
+    """The child's SIGTERM handler: unwind the retrain by raising `RetrainTerminated`, once.
 
     An exception raised from a signal handler can be swallowed: when it lands while a
     finalizer (`__del__`, a weakref callback) or a library's catch-all runs, Python reports it
@@ -97,7 +95,7 @@ def _sigterm_handler(grace_seconds: float) -> Callable[[int, FrameType | None], 
         threading.Thread(
             target=_exit_after, args=(grace_seconds,), name="sigterm-backstop", daemon=True
         ).start()
-        raise _Terminated
+        raise RetrainTerminated
 
     return handler
 
@@ -160,7 +158,7 @@ def _child() -> int:
             target=_watch_parent, args=(stdin, grace), name="parent-watch", daemon=True
         ).start()
         return _train(request["config"], trigger, report_stream)
-    except _Terminated:
+    except RetrainTerminated:
         logger.warning("terminated: the retrain is abandoned, the champion is kept")
         return EXIT_TERMINATED
 
@@ -169,7 +167,8 @@ def _train(document: Mapping[str, Any], trigger: str, report_stream: IO[str]) ->
     from daemon.training.trainer import retrain
 
     try:
-        report = retrain(config_from_document(document), trigger=trigger)
+        config = config_from_document(document)
+        report = retrain(config, trigger=trigger, alert=partial(send_alert, config.alerts))
     except RetrainBusy as exc:
         logger.warning("%s", exc)  # expected now and then: the daemon counts it as skipped
         return EXIT_BUSY

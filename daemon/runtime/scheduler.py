@@ -42,6 +42,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from daemon.config import ScheduleConfig
+from daemon.registry.versions import Registry
 from daemon.runtime.retrain_runner import RunResult
 
 if TYPE_CHECKING:
@@ -166,15 +167,11 @@ def _aware(moment: dt.datetime, name: str) -> dt.datetime:
 
 def last_success(store: Store) -> dt.datetime | None:
     """When the latest retrain that registered a candidate (promoted or not) started."""
-    from daemon.registry.versions import Registry
-
     return max((m.trained_at for m in Registry(store).models()), default=None)
 
 
 def champion_version(store: Store) -> str | None:
     """The version of the current champion in `store`'s registry, or None."""
-    from daemon.registry.versions import Registry
-
     record = Registry(store).champion()
     return None if record is None else record.version
 

@@ -25,11 +25,12 @@ from contextlib import ExitStack
 from types import FrameType
 from typing import Any
 
-from consumers.kafka_source import ConsumerError, MarketDataConsumer
+from consumers.kafka_source import MarketDataConsumer
 from daemon.config import Config
-from daemon.errors import RegimedError
+from daemon.errors import ConsumerError, DeadLetterError, RegimedError
 from daemon.monitor.live import LiveScorer
 from daemon.monitor.metrics import Metrics, serve
+from daemon.retry import Backoff
 from daemon.runtime.ingest import Ingest
 from daemon.runtime.retrains import Retrains
 from daemon.runtime.sdnotify import Notifier
@@ -182,9 +183,6 @@ class Service:
     def _connect(self, consumer: MarketDataConsumer, deadline: float | None) -> bool:
         """Open the consumer, retrying with capped exponential backoff while no broker
         answers; False when stopped (or past `deadline`) before Kafka could be reached."""
-        from consumers import Backoff
-        from daemon.errors import DeadLetterError
-
         servers = ",".join(self.config.kafka.bootstrap_servers)
         backoff = Backoff(CONNECT_BACKOFF_S, CONNECT_BACKOFF_CAP_S)
         while not self.stop_event.is_set():

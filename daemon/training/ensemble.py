@@ -7,57 +7,19 @@ fitted on those probabilities mostly learns noise. The vote's weights are measur
 most recent part of the training data (`training.ensemble_holdout_fraction`, never the gate's
 validation set): each model weighs by how far its balanced accuracy there exceeds 0.5, so a
 model no better than a coin toss has no vote. When no model beats chance the vote is equal.
-docs/training.md has the whole argument.
+docs/training.md has the whole argument. This module measures the weights; the vote itself and the
+`Ensemble` that scores rows with it are in daemon.registry.ensemble, which serving uses too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from daemon.errors import RegimedError
-
-
-@dataclass(frozen=True)
-class SoftVote:
-    """Model name -> weight (summing to 1); a row is "up" when the weighted probability of up
-    exceeds `threshold`."""
-
-    weights: dict[str, float]
-    threshold: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not self.weights:
-            raise RegimedError("an ensemble needs at least one model")
-        total = sum(self.weights.values())
-        if any(w < 0 for w in self.weights.values()) or abs(total - 1.0) > 1e-9:
-            raise RegimedError(f"ensemble weights {self.weights}: expected >= 0, summing to 1")
-
-    def proba(self, probas: Mapping[str, npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
-        """The weighted probability of up, from each model's probability of up."""
-        missing = sorted(set(self.weights) - set(probas))
-        if missing:
-            raise RegimedError(f"ensemble: no probabilities for {', '.join(missing)}")
-        out = np.zeros_like(next(iter(probas.values())), dtype=np.float64)
-        for name, weight in self.weights.items():
-            if weight:
-                out += weight * np.asarray(probas[name], dtype=np.float64)
-        return out
-
-    def predict(self, probas: Mapping[str, npt.NDArray[np.float64]]) -> npt.NDArray[np.int8]:
-        """0/1 predictions of the vote."""
-        return (self.proba(probas) > self.threshold).astype(np.int8)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"weights": dict(self.weights), "threshold": self.threshold}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SoftVote:
-        return cls({str(k): float(v) for k, v in data["weights"].items()}, float(data["threshold"]))
 
 
 def vote_weights(holdout_balanced_accuracy: Mapping[str, float | None]) -> dict[str, float]:
@@ -110,24 +72,3 @@ def holdout_scores(
         name: float(balanced_accuracy_score(y, (p > 0.5).astype(np.int8)))
         for name, p in probas.items()
     }
-
-
-class Ensemble:
-    """Fitted base models and their vote: what scores live rows and validation sets."""
-
-    def __init__(self, models: Mapping[str, Any], vote: SoftVote) -> None:
-        missing = sorted(set(vote.weights) - set(models))
-        if missing:
-            raise RegimedError(f"ensemble: the vote names models that are absent: {missing}")
-        self.models = dict(models)
-        self.vote = vote
-
-    def model_probas(self, X: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[np.float64]]:
-        """Each base model's probability of up."""
-        from daemon.training.models import positive_proba
-
-        return {name: positive_proba(model, X) for name, model in self.models.items()}
-
-    def proba(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-        """The ensemble's probability of up for each row of X."""
-        return self.vote.proba(self.model_probas(X))

@@ -1,33 +1,20 @@
-"""The eight base models of the ensemble: built from `ModelsConfig`, fitted with the regime
-loss weights, read as the probability of an up move.
+"""The eight base models of the ensemble, built from `ModelsConfig` (`build_model`), and the
+estimators of regimed's own that some of them are made of (`SubsampledClassifier`, `LinearSVM`,
+`QuantileBinner`; their class paths are recorded in the skops files of registered models, see
+`daemon.registry.bundle.SKOPS_TRUSTED_TYPES`).
 
 Every model is a scikit-learn-style classifier, so the trainer, the scorer and the artifact code
-treat them alike: `build_model` makes one unfitted, `fit_model` fits it (sample weights routed to
-whichever step learns from them, warnings that a library gives on expected use logged, failures
-raised as `ModelFitError`), `positive_proba` reads P(label = 1) from any of them. A model fitted
-twice on the same data with the same seed gives the same probabilities bit for bit, on one
-thread or two (tests/training/test_models.py; checked once on 100,000 rows too).
+treat them alike: `build_model` makes one unfitted, `fit_model` (daemon.training.fitting) fits
+it, `positive_proba` (daemon.registry.ensemble) reads P(label = 1) from any of them.
 docs/benchmarks.md, "Retrain: base models", has the fit times at the default configuration.
-
-Inputs are the stored float32 feature rows. The feature engine emits a row only when every
-feature is defined, so the rows hold no NaN; the float32 packing of the store can still turn a
-value beyond float32's range into an infinity (only absurd prices do that). Rather than let one
-such row fail a retrain, or let the tree models read it while the scaled models crash on it,
-both `fit_model` and `positive_proba` replace NaN with 0 and clip every value to
-+-`FEATURE_LIMIT`, and log how many values they changed (none, for real data: the largest
-feature magnitude in the bundled histories is the VIX level, about 100).
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
-import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -38,26 +25,16 @@ from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     RandomForestClassifier,
 )
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.kernel_approximation import Nystroem
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from daemon.config.training import MODEL_NAMES, ModelsConfig
-from daemon.errors import ConfigError, ModelFitError
-
-logger = logging.getLogger(__name__)
-
-#: A fitted or unfitted model: a scikit-learn-style classifier (the libraries are untyped).
-Model: TypeAlias = Any
-FloatArray: TypeAlias = npt.NDArray[np.floating[Any]]
-
-#: Feature values are clipped to +-this before a fit or a prediction (see the module docstring).
-FEATURE_LIMIT = 1e6
+from daemon.errors import ConfigError
+from daemon.registry.ensemble import FloatArray, Model
 
 #: Folds of the Platt scaling that gives the SVMs their probabilities.
 SVM_CALIBRATION_FOLDS = 3
@@ -78,83 +55,6 @@ def build_model(name: str, config: ModelsConfig, *, n_jobs: int, seed: int) -> M
             f"model {name!r}: unknown base model; expected one of {', '.join(MODEL_NAMES)}"
         ) from None
     return spec.make(name, config, n_jobs, seed)
-
-
-def fit_model(
-    name: str,
-    X: npt.ArrayLike,
-    y: npt.ArrayLike,
-    sample_weight: npt.ArrayLike | None,
-    config: ModelsConfig,
-    *,
-    n_jobs: int,
-    seed: int,
-) -> Model:
-    """`build_model(name, ...)` fitted on the rows `X` (n x features), 0/1 labels `y` and loss
-    weights `sample_weight` (None: every row counts once).
-
-    The weights reach the step that learns from them in every model (the classifier after a
-    scaler; the SVM and its Platt scaling). Deterministic: the same data and seed give the same
-    model. Raises `ModelFitError` naming the model when the labels hold one class only, the
-    weights are unusable or the library fails (its message is kept).
-    """
-    model = build_model(name, config, n_jobs=n_jobs, seed=seed)
-    x = finite_features(X, what=f"model {name}: training rows")
-    labels, weights = _checked_targets(name, y, sample_weight)
-    _fit_to_size(model, len(labels))
-    started = time.perf_counter()
-    try:
-        with _threads(n_jobs), _convergence_logged(name):
-            model.fit(x, labels, **weight_kwargs(model, weights))
-    except Exception as exc:  # any library failure: the trainer decides what a failure means
-        raise ModelFitError(name, f"{type(exc).__name__}: {exc}") from exc
-    if isinstance(model, RandomForestClassifier | ExtraTreesClassifier):
-        # A forest predicting on several threads adds up its trees' probabilities in the order
-        # the threads finish, which changes the last bit; scoring runs on one thread anyway.
-        model.set_params(n_jobs=1)
-    logger.debug("model %s: fitted %d rows in %.2f s", name, len(labels), _since(started))
-    return model
-
-
-def positive_proba(model: Model, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """P(label = 1) for each row of `X` under a fitted base model, as float64.
-
-    The one place that reads probabilities: every base model is a scikit-learn-style classifier
-    whose `predict_proba` columns follow `classes_`; XGBoost answers in float32.
-    """
-    classes = [int(c) for c in model.classes_]
-    if 1 not in classes:
-        raise ValueError(f"{type(model).__name__} was fitted without class 1 (classes {classes})")
-    x = finite_features(X, what=f"{type(model).__name__}: scored rows")
-    proba = np.asarray(model.predict_proba(x))
-    return np.ascontiguousarray(proba[:, classes.index(1)], dtype=np.float64)
-
-
-def finite_features(X: npt.ArrayLike, *, what: str = "features") -> FloatArray:
-    """`X` as a 2-D float array with NaN replaced by 0 and values clipped to +-`FEATURE_LIMIT`.
-
-    Returns `X` itself (no copy) when nothing needs replacing, which is the case for every row
-    the feature engine emits; otherwise logs a warning naming `what` and the first bad column.
-    """
-    x: FloatArray = np.asarray(X)
-    if x.dtype.kind != "f":
-        x = x.astype(np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"{what}: expected a 2-D feature matrix, got shape {x.shape}")
-    bad = ~(np.abs(x) <= FEATURE_LIMIT)  # NaN compares false
-    if not bad.any():
-        return x
-    n_nan = int(np.isnan(x).sum())
-    column = int(np.flatnonzero(bad.any(axis=0))[0])
-    logger.warning(
-        "%s: %d NaN replaced by 0 and %d values beyond +-%g clipped (first in column %d)",
-        what,
-        n_nan,
-        int(bad.sum()) - n_nan,
-        FEATURE_LIMIT,
-        column,
-    )
-    return np.clip(np.nan_to_num(x, nan=0.0), -FEATURE_LIMIT, FEATURE_LIMIT)
 
 
 def weight_kwargs(model: Model, weights: FloatArray | None) -> dict[str, FloatArray]:
@@ -441,87 +341,3 @@ _SPECS: dict[str, _Spec] = {
     ),
     "svm": _Spec(SVC, build=_svm),
 }
-
-
-# -- fitting helpers -------------------------------------------------------------------------
-
-
-def _checked_targets(
-    name: str, y: npt.ArrayLike, sample_weight: npt.ArrayLike | None
-) -> tuple[npt.NDArray[np.int8], FloatArray | None]:
-    """Labels as int8 and weights as float64, or `ModelFitError` saying what is wrong with them.
-
-    Checked here rather than left to the libraries because they disagree: a forest fits one
-    class without complaint and then has no probability of class 1 to give.
-    """
-    labels = np.asarray(y).reshape(-1)
-    classes = set(np.unique(labels).tolist())
-    if not classes <= {0, 1}:
-        raise ModelFitError(name, f"labels must be 0 or 1, got {sorted(classes)[:5]}")
-    if classes != {0, 1}:
-        raise ModelFitError(
-            name,
-            f"the {len(labels)} training labels are all {sorted(classes) or 'absent'}; "
-            "a classifier needs both 0 and 1",
-        )
-    if sample_weight is None:
-        return labels.astype(np.int8), None
-    weights = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-    if len(weights) != len(labels):
-        raise ModelFitError(name, f"{len(weights)} sample weights for {len(labels)} labels")
-    if not (np.isfinite(weights).all() and (weights >= 0).all() and weights.sum() > 0):
-        raise ModelFitError(name, "sample weights must be finite and >= 0 with a positive sum")
-    return labels.astype(np.int8), weights
-
-
-def _fit_to_size(model: Model, n_rows: int) -> None:
-    """Shrink sizes that cannot exceed the row count (MLP minibatch, Nystroem components), so a
-    small training set gets no warning about them."""
-    steps = dict(model.steps) if isinstance(model, Pipeline) else {}
-    mlp, kernel = steps.get("mlp"), steps.get("kernel")
-    if isinstance(mlp, MLPClassifier) and mlp.batch_size > n_rows:
-        mlp.set_params(batch_size=n_rows)
-    if isinstance(kernel, Nystroem) and kernel.n_components > n_rows:
-        kernel.set_params(n_components=n_rows)
-
-
-@contextmanager
-def _threads(n_jobs: int) -> Iterator[None]:
-    """At most `n_jobs` OpenMP threads (the histogram boosting has no `n_jobs` of its own) and
-    one BLAS thread.
-
-    BLAS works on small matrices here (a 1,024-row minibatch times 64 units in the MLP): a
-    second thread bought nothing on a quiet machine (MLP 8.3 s with two, 7.0 s with one) and,
-    spin-waiting for a core that the consumer or another process held, made the MLP ten times
-    slower on a busy one (docs/benchmarks.md). One thread also keeps the MLP's sums in one
-    order whatever `n_jobs` is, so its result does not depend on it.
-    """
-    with threadpool_limits(limits=n_jobs, user_api="openmp"), threadpool_limits(1, "blas"):
-        yield
-
-
-@contextmanager
-def _convergence_logged(name: str) -> Iterator[None]:
-    """Turn the `ConvergenceWarning`s of one fit into one info line; pass other warnings on.
-
-    A model that stops at its iteration budget (the MLP at `max_iter` epochs) is expected use,
-    not a fault. `catch_warnings` is process-wide: a warning that another thread raises
-    meanwhile is passed on after the fit.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        yield
-    converge = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
-    if converge:
-        logger.info(
-            "model %s: stopped at its iteration budget before converging (%s)",
-            name,
-            str(converge[0].message).splitlines()[0],
-        )
-    for w in caught:
-        if not issubclass(w.category, ConvergenceWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-
-
-def _since(started: float) -> float:
-    return time.perf_counter() - started

@@ -28,16 +28,12 @@ from daemon.domain import REGIMES
 from daemon.errors import ModelFitError, RegimedError, RetrainFailed, StoreError
 from daemon.pipeline.features.defs import FEATURE_NAMES, FEATURE_VERSION
 from daemon.registry.artifacts import ArtifactError, artifacts_root, sweep_temporary
+from daemon.registry.ensemble import Ensemble, SoftVote
 from daemon.registry.serving import load_champion
-from daemon.registry.versions import Registry
+from daemon.registry.versions import AlertSink, Registry
 from daemon.store.sqlite import Store
-from daemon.training.ensemble import (
-    Ensemble,
-    SoftVote,
-    holdout_scores,
-    inner_holdout,
-    vote_weights,
-)
+from daemon.training.drift_reference import build_reference
+from daemon.training.ensemble import holdout_scores, inner_holdout, vote_weights
 from daemon.training.lock import retrain_lock
 from daemon.training.report import (
     Artifact,
@@ -53,6 +49,7 @@ from daemon.training.report import (
     Validation,
 )
 from daemon.training.sampling import balance, row_weights, weight_report
+from daemon.training.threads import resolve_n_jobs
 
 if TYPE_CHECKING:
     from daemon.training.gate import GateDecision
@@ -89,8 +86,12 @@ def retrain(
     trigger: str = "manual",
     progress: Progress | None = None,
     now: Callable[[], dt.datetime] | None = None,
+    alert: AlertSink | None = None,
 ) -> RetrainReport:
     """Train a candidate under the store's retrain lock, gate it, register it; the report.
+
+    `alert` receives the registry's alerts (a refused champion artifact); the commands and the
+    retrain process hand it `send_alert` bound to the `[alerts]` section.
 
     Raises RetrainBusy when another retrain runs, RetrainFailed (after recording the failed
     run, its report as JSON) when no candidate could be made.
@@ -108,7 +109,7 @@ def retrain(
                 "it, or another store's bundle); `regimed models verify` lists it",
                 stray,
             )
-        return _Retrain(config, store, trigger, progress or _quiet, clock).run()
+        return _Retrain(config, store, trigger, progress or _quiet, clock, alert).run()
 
 
 def _quiet(event: str, details: Mapping[str, Any]) -> None:
@@ -123,8 +124,10 @@ class _Retrain:
         trigger: str,
         progress: Progress,
         clock: Callable[[], dt.datetime],
+        alert: AlertSink | None = None,
     ) -> None:
         self.config = config
+        self.alert = alert
         self.store = store
         self.trigger = trigger
         self.progress = progress
@@ -291,8 +294,7 @@ class _Retrain:
         y: npt.NDArray[np.int8],
         w: npt.NDArray[np.float64],
     ) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
-        from daemon.training.models import fit_model
-        from daemon.training.threads import resolve_n_jobs
+        from daemon.training.fitting import fit_model
 
         cfg = self.config.training
         n_jobs = resolve_n_jobs(cfg.n_jobs)  # the daemon's retrain process gets a number
@@ -401,7 +403,7 @@ class _Retrain:
         candidate is then judged against the naive references alone, so the service can
         recover with a verified model instead of failing every retrain."""
         try:
-            loaded = load_champion(self.config, self.store)
+            loaded = load_champion(self.config, self.store, alert=self.alert)
         except ArtifactError as exc:
             logger.error("the champion cannot be loaded, judging without it: %s", exc)
             self.champion_error = str(exc)
@@ -413,8 +415,6 @@ class _Retrain:
     def _drift_reference(self, data: _Data, train: npt.NDArray[np.int64]) -> dict[str, Any]:
         """The training rows' feature distributions per regime, stored with the model, which
         the daemon's drift monitor compares live rows with (daemon/monitor/drift/)."""
-        from daemon.monitor.drift import build_reference
-
         drift = self.config.drift
         reference = build_reference(
             data.X[train],
@@ -435,7 +435,7 @@ class _Retrain:
         """Artifact, registry row (promoted in the same transaction) and the run record; the
         report with its artifact."""
         report = typed.to_json()
-        registry = Registry(self.store, alerts=self.config.alerts)
+        registry = Registry(self.store, alert=self.alert)
         meta = {
             "version": version,
             "feature_version": FEATURE_VERSION,

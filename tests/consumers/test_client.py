@@ -1,19 +1,11 @@
-"""The consumer's connection helpers: the bootstrap probe and the capped backoff."""
+"""The consumer's connection helpers: the bootstrap probe."""
 
 from __future__ import annotations
 
 import socket
 
-from consumers._client import Backoff, probe
+from consumers._client import probe
 from consumers.broker import free_port
-
-
-def test_the_backoff_doubles_up_to_its_cap_and_starts_over_after_a_reset():
-    backoff = Backoff(1.0, 30.0)
-    assert [backoff.next() for _ in range(8)] == [1, 2, 4, 8, 16, 30, 30, 30]
-    assert backoff.attempts == 8
-    backoff.reset()
-    assert backoff.next() == 1
 
 
 def test_the_probe_names_the_server_that_refused_and_passes_one_that_listens():

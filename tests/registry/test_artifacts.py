@@ -381,3 +381,15 @@ def test_ordinary_version_strings_are_accepted(version):
 
 def test_artifacts_live_in_models_beside_the_store(tmp_path):
     assert artifacts_root(tmp_path / "regimed.db") == tmp_path.resolve() / "models"
+
+
+def test_regimeds_own_estimators_keep_the_class_paths_that_stored_bundles_record():
+    """A skops file names each object's class by module path; moving one of these classes
+    would make every registered bundle that holds it unloadable."""
+    from daemon.registry.bundle import SKOPS_TRUSTED_TYPES
+    from daemon.training.models import LinearSVM, QuantileBinner, SubsampledClassifier
+
+    for cls in (SubsampledClassifier, LinearSVM, QuantileBinner):
+        path = f"{cls.__module__}.{cls.__qualname__}"
+        assert path == f"daemon.training.models.{cls.__name__}"
+        assert path in SKOPS_TRUSTED_TYPES

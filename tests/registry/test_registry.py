@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import stat
+from functools import partial
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from xgboost import XGBClassifier
 
 from daemon.config import AlertsConfig, Secret
 from daemon.errors import ArtifactError, ModelNotFoundError, StoreError
+from daemon.monitor.alerts import send_alert
 from daemon.registry.artifacts import artifacts_root, load_bundle, save_bundle
 from daemon.registry.versions import Registry
 from daemon.store.migrations import migrate
@@ -61,7 +63,7 @@ def store(tmp_path):
 @pytest.fixture
 def registry(store, webhook):
     alerts = AlertsConfig(webhooks=(Secret(webhook.url("/ok")),), timeout_seconds=2.0)
-    return Registry(store, alerts=alerts)
+    return Registry(store, alert=partial(send_alert, alerts))
 
 
 def register(registry, version, models, trained_at=T0, **kwargs):
@@ -254,6 +256,21 @@ def test_verify_reports_every_artifact_and_alerts_once(registry, models, webhook
     assert len(results["v2"]) == 1
     assert "xgboost.ubj: sha256" in results["v2"][0]
     assert webhook.events() == ["artifact_verification_failed"]
+
+
+def test_the_registry_alerts_only_through_the_callback_it_is_handed(store, models):
+    sent = []
+    alerting = Registry(store, alert=lambda *alert: sent.append(alert))
+    record = register(alerting, "v1", models, promote_reason="gate passed")
+    tamper(record)
+    with pytest.raises(ArtifactError, match=r"artifact refused \(loading\)"):
+        Registry(store).load()  # no callback: logged and raised only
+    assert sent == []
+    with pytest.raises(ArtifactError, match=r"artifact refused \(loading\)"):
+        alerting.load()
+    ((event, summary, details),) = sent
+    assert (event, summary) == ("artifact_refused", "model v1: artifact refused during loading")
+    assert details["version"] == "v1" and details["problems"]
 
 
 # -- promotions and the migration -----------------------------------------------------------

@@ -20,7 +20,8 @@ import pytest
 
 from daemon.config.training import MODEL_NAMES, SVMConfig
 from daemon.registry.artifacts import load_bundle, save_bundle
-from daemon.training.models import fit_model, positive_proba
+from daemon.registry.ensemble import positive_proba
+from daemon.training.fitting import fit_model
 from tests.factories import SMALL_MODELS
 
 #: Every model, the SVM in both of its forms (a kernel approximation, or the exact SVM on a

@@ -24,14 +24,9 @@ from daemon.errors import ConfigError, ModelFitError
 from daemon.pipeline.features import FEATURE_NAMES, features_from_labels
 from daemon.pipeline.labels import future_labels
 from daemon.pipeline.regime import label_history
-from daemon.training.models import (
-    FEATURE_LIMIT,
-    SubsampledClassifier,
-    build_model,
-    finite_features,
-    fit_model,
-    positive_proba,
-)
+from daemon.registry.ensemble import FEATURE_LIMIT, finite_features, positive_proba
+from daemon.training.fitting import fit_model
+from daemon.training.models import SubsampledClassifier, build_model
 from daemon.training.sampling import row_weights
 from tests.factories import SMALL_MODELS as SMALL
 
@@ -221,7 +216,7 @@ def test_unusable_weights_fail_the_fit(change, message, data):
 
 def test_the_mlp_at_its_epoch_budget_logs_once_and_does_not_warn(data, caplog):
     # pytest turns warnings into errors here: a ConvergenceWarning escaping the fit would fail.
-    with caplog.at_level(logging.INFO, logger="daemon.training.models"):
+    with caplog.at_level(logging.INFO, logger="daemon.training.fitting"):
         fit("mlp", SMALL, data)
     lines = [r for r in caplog.records if "iteration budget" in r.getMessage()]
     assert len(lines) == 1
@@ -238,7 +233,7 @@ def test_non_finite_features_are_replaced_the_same_way_in_fit_and_scoring(data, 
     dirty[12, 5] = -3e38
     clean = finite_features(dirty)
     assert clean[10, 3] == 0 and clean[11, 4] == FEATURE_LIMIT and clean[12, 5] == -FEATURE_LIMIT
-    with caplog.at_level(logging.WARNING, logger="daemon.training.models"):
+    with caplog.at_level(logging.WARNING, logger="daemon.registry.ensemble"):
         model = fit_model("logistic_regression", dirty, y, w, SMALL, n_jobs=1, seed=0)
     assert "1 NaN replaced by 0 and 2 values beyond +-1e+06 clipped" in caplog.text
     assert np.isfinite(positive_proba(model, dirty)).all()

@@ -7,12 +7,13 @@ training calm rows. Entering a crash moves every volatility feature far from the
 rows, but the model was trained on crash rows too (the rare-event archive sees to that), so a
 regime change alone is not drift; a crash that looks unlike every training crash is.
 
-`Reference` (reference.py) holds, per regime, quantile bin edges of each feature in the
-training rows and the training counts per bin; it is small and JSON-serialisable, and is stored
-in the model's manifest. `DriftMonitor` (feature.py) keeps the newest `drift.live_window`
-feature rows per regime and turns them into a `DriftCheck`. `ErrorStream` (concept.py) runs
-River's ADWIN on the 0/1 errors of matured predictions (concept drift). `DriftTrigger`
-(trigger.py) decides when a retrain fires. One module each, of the same small shape.
+`Reference` (daemon/training/drift_reference.py: the trainer builds it) holds, per regime,
+quantile bin edges of each feature in the training rows and the training counts per bin; it is
+small and JSON-serialisable, and is stored in the model's manifest. `DriftMonitor`
+(feature.py) keeps the newest `drift.live_window` feature rows per regime and turns them into a
+`DriftCheck`. `ErrorStream` (concept.py) runs River's ADWIN on the 0/1 errors of matured
+predictions (concept drift). `DriftTrigger` (trigger.py) decides when a retrain fires. One
+module each, of the same small shape.
 
 The drift score is the mean over features of the per-feature PSI, each capped at
 `drift.psi_cap`. The mean uses every feature, so one noisy feature moves it by a 47th of its
@@ -38,13 +39,13 @@ from __future__ import annotations
 
 from daemon.monitor.drift.concept import ErrorStream
 from daemon.monitor.drift.feature import DriftCheck, DriftMonitor, psi
-from daemon.monitor.drift.reference import (
+from daemon.monitor.drift.trigger import DriftTrigger
+from daemon.training.drift_reference import (
     REFERENCE_FORMAT,
     Reference,
     RegimeReference,
     build_reference,
 )
-from daemon.monitor.drift.trigger import DriftTrigger
 
 __all__ = [
     "REFERENCE_FORMAT",

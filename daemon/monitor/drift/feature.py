@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.config.drift import DriftConfig
-from daemon.monitor.drift.reference import F32, Reference, _as_labels, _as_matrix, _bin_codes
+from daemon.training.drift_reference import F32, Reference, as_labels, as_matrix, bin_codes
 
 __all__ = ["PSI_EPSILON", "DriftCheck", "DriftMonitor", "psi"]
 
@@ -131,8 +131,8 @@ class DriftMonitor:
 
     def observe(self, x_rows: npt.ArrayLike, regimes: Sequence[str] | npt.ArrayLike) -> None:
         """Add live feature rows (one per scored bar) with the regime of each row."""
-        matrix = _as_matrix(x_rows, "drift: observed rows", self._n_features)
-        labels = _as_labels(regimes, matrix.shape[0], "drift: observed regimes")
+        matrix = as_matrix(x_rows, "drift: observed rows", self._n_features)
+        labels = as_labels(regimes, matrix.shape[0], "drift: observed regimes")
         self._n_features = matrix.shape[1]
         for name in dict.fromkeys(labels.tolist()):
             window = self._windows.get(name)
@@ -160,7 +160,7 @@ class DriftMonitor:
                 live = self._windows[name].rows()
                 per_regime[name] = np.array(
                     [
-                        psi(counts, np.bincount(_bin_codes(column, edges), minlength=counts.size))
+                        psi(counts, np.bincount(bin_codes(column, edges), minlength=counts.size))
                         for column, edges, counts in zip(
                             live.T, binned.edges, binned.counts, strict=True
                         )

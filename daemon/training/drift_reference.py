@@ -1,6 +1,8 @@
 """The training reference of drift: per regime, quantile bin edges of each feature in the
 training rows and the training counts per bin (`Reference`, `build_reference`); small and
-JSON-serialisable, stored in the model's manifest."""
+JSON-serialisable, stored in the model's manifest. The trainer builds it; the daemon's drift
+monitor (daemon.monitor.drift) reads it back and bins live rows with the same helpers
+(`as_matrix`, `as_labels`, `bin_codes`)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,16 @@ import numpy.typing as npt
 
 from daemon.errors import DataError
 
-__all__ = ["F32", "REFERENCE_FORMAT", "Reference", "RegimeReference", "build_reference"]
+__all__ = [
+    "F32",
+    "REFERENCE_FORMAT",
+    "Reference",
+    "RegimeReference",
+    "as_labels",
+    "as_matrix",
+    "bin_codes",
+    "build_reference",
+]
 
 #: Version of the `Reference.as_dict()` layout; bump when it changes.
 REFERENCE_FORMAT: Final = 1
@@ -128,7 +139,9 @@ def _regime_from_dict(where: str, body: Any, n_features: int) -> RegimeReference
     return RegimeReference(rows, tuple(out_edges), tuple(out_counts))
 
 
-def _as_matrix(x: npt.ArrayLike, where: str, n_features: int | None = None) -> F32:
+def as_matrix(x: npt.ArrayLike, where: str, n_features: int | None = None) -> F32:
+    """Feature rows as a 2-D float32 array; `DataError` naming `where` when the shape is not
+    that of rows of `n_features` columns."""
     matrix = np.asarray(x, dtype=np.float32)
     if matrix.ndim != 2:
         raise DataError(f"{where}: expected a 2-D array of feature rows, got {matrix.ndim}-D")
@@ -139,14 +152,16 @@ def _as_matrix(x: npt.ArrayLike, where: str, n_features: int | None = None) -> F
     return matrix
 
 
-def _as_labels(regimes: Sequence[str] | npt.ArrayLike, n: int, where: str) -> npt.NDArray[Any]:
+def as_labels(regimes: Sequence[str] | npt.ArrayLike, n: int, where: str) -> npt.NDArray[Any]:
+    """The regime of each of `n` rows as strings; `DataError` naming `where` on a mismatch."""
     labels = np.asarray(regimes, dtype=object).astype(str)
     if labels.shape != (n,):
         raise DataError(f"{where}: {labels.size} regime labels for {n} feature rows")
     return labels
 
 
-def _bin_codes(values: F32, edges: F32) -> npt.NDArray[np.intp]:
+def bin_codes(values: F32, edges: F32) -> npt.NDArray[np.intp]:
+    """The bin of each value under `edges` (see `RegimeReference`; NaN: the last bin)."""
     codes = np.searchsorted(edges, values, side="left")
     codes[np.isnan(values)] = len(edges) + 1
     return codes
@@ -182,8 +197,8 @@ def build_reference(
     label for every row gives the pooled, regime-unconditional reference.
     """
     features = tuple(feature_names)
-    matrix = _as_matrix(x_train, "build_reference: x_train", len(features))
-    labels = _as_labels(regimes, matrix.shape[0], "build_reference: regimes")
+    matrix = as_matrix(x_train, "build_reference: x_train", len(features))
+    labels = as_labels(regimes, matrix.shape[0], "build_reference: regimes")
     out: dict[str, RegimeReference] = {}
     for name in sorted(set(labels.tolist())):
         rows = matrix[labels == name]
@@ -193,7 +208,7 @@ def build_reference(
         counts: list[tuple[int, ...]] = []
         for column in rows.T:
             e = _edges(column, bins)
-            c = np.bincount(_bin_codes(column, e), minlength=e.size + 2)
+            c = np.bincount(bin_codes(column, e), minlength=e.size + 2)
             # str() of a float32 is its shortest exact spelling: a short manifest, exact reload.
             edges.append(tuple(float(str(v)) for v in e))
             counts.append(tuple(int(v) for v in c))
