@@ -1,6 +1,6 @@
 """Options shared by every Kafka client regimed opens (consumer, producers, admin), and the
 connection helpers of the consumer: a probe of the bootstrap servers and a watch on the broker's
-heartbeats (the pause between retried starts is daemon.retry.Backoff)."""
+heartbeats (the pause between retried starts is daemon.domain.Backoff)."""
 
 from __future__ import annotations
 

@@ -33,9 +33,8 @@ from typing import Any
 
 from consumers._client import client_options
 from daemon.config import EventsConfig, KafkaConfig
-from daemon.domain import DeadLetterRow
+from daemon.domain import Backoff, DeadLetterRow
 from daemon.errors import DeadLetterError, EventRejected
-from daemon.retry import Backoff
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""The nouns every layer shares: the regime names, the daily `Bar`, and the rows the pipeline
-builds and the store keeps.
+"""The nouns every layer shares: the regime names, the daily `Bar`, the rows the pipeline
+builds and the store keeps, and the `Backoff` every retry of the daemon waits by.
 
 A `Bar` is the unit that flows from Kafka through the pipeline into the store. The rows check
 their values when built (a bad value raises `StoreError` naming the row type and field), except
@@ -30,6 +30,7 @@ __all__ = [
     "REJECTION_REASONS",
     "SOURCES",
     "VIX_SOURCES",
+    "Backoff",
     "Bar",
     "BarRow",
     "Batch",
@@ -413,3 +414,24 @@ class Batch:
     predictions: list[PredictionRow] = field(default_factory=list)
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+
+
+class Backoff:
+    """Capped exponential backoff, the pause before the next attempt of something that failed
+    (a broker that does not answer, a dead-letter topic that refuses, a champion artifact that
+    is refused): `initial_s`, doubled at every `next()`, at most `cap_s`;
+    `reset()` after a success."""
+
+    def __init__(self, initial_s: float = 1.0, cap_s: float = 30.0) -> None:
+        self.initial_s = initial_s
+        self.cap_s = cap_s
+        self.attempts = 0
+
+    def next(self) -> float:
+        """The pause before the next attempt (counts this one)."""
+        delay = min(self.cap_s, self.initial_s * 2.0 ** min(self.attempts, 32))
+        self.attempts += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempts = 0

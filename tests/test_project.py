@@ -42,7 +42,7 @@ def _tool(name: str) -> list[str]:
         "mypy",
         # The import-linter contract in pyproject.toml: no module imports a layer above it
         # (cli -> runtime -> consumers | monitor -> report -> evaluation -> training ->
-        # registry -> store -> pipeline -> data -> config -> domain | retry -> errors).
+        # registry -> store -> pipeline -> data -> config -> domain -> errors).
         "lint-imports",
     ],
 )

@@ -7,7 +7,7 @@ into prediction rows that are written in the same SQLite transaction as the samp
 balanced accuracy per regime cover the last `drift.live_window` scored rows of that regime.
 
 A champion whose artifact is refused (tampered, wrong permissions) is retried with a capped
-exponential backoff (daemon.retry.Backoff, as every retry of the daemon), and reported through
+exponential backoff (daemon.domain.Backoff, as every retry of the daemon), and reported through
 `on_refused` (the daemon's deduplicated alerts) instead of the registry's own alert at every
 try.
 
@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from daemon.config import Config
-from daemon.domain import REGIMES, PredictionRow, SampleRow
+from daemon.domain import REGIMES, Backoff, PredictionRow, SampleRow
 from daemon.errors import RegimedError
 from daemon.monitor.alerts import send_alert
 from daemon.monitor.drift import DriftCheck, DriftMonitor, DriftTrigger, ErrorStream, Reference
 from daemon.registry.serving import LoadedModel, load_champion
 from daemon.registry.versions import Registry
-from daemon.retry import Backoff
 from daemon.store.sqlite import Store
 
 if TYPE_CHECKING:

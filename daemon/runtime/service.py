@@ -27,10 +27,10 @@ from typing import Any
 
 from consumers.kafka_source import MarketDataConsumer
 from daemon.config import Config
+from daemon.domain import Backoff
 from daemon.errors import ConsumerError, DeadLetterError, RegimedError
 from daemon.monitor.live import LiveScorer
 from daemon.monitor.metrics import Metrics, serve
-from daemon.retry import Backoff
 from daemon.runtime.ingest import Ingest
 from daemon.runtime.retrains import Retrains
 from daemon.runtime.sdnotify import Notifier

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.retry import Backoff
+from daemon.domain import Backoff
 
 
 def test_the_backoff_doubles_up_to_its_cap_and_starts_over_after_a_reset():
