@@ -11,16 +11,35 @@ back after the known ones, so a report of a newer version survives a round trip.
 `to_json()` writes the JSON the trainer has always written, key for key and in the same order:
 `RetrainReport.from_json(doc).to_json() == doc` for every report a retrain produces, finished
 or failed at any step. Null scores stay null (too few validation rows), never 0.
+
+This module holds the scores, the gate and the report itself; the sections that describe the
+data and the fit, and the readers of JSON values, are in `daemon.training.report_sections`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from daemon.domain import REGIMES
+from daemon.training.report_sections import (
+    Artifact,
+    Confusion,
+    DataWindow,
+    EnsembleVote,
+    Split,
+    TrainingMix,
+    regime_order,
+)
+from daemon.training.report_sections import as_count as _count
+from daemon.training.report_sections import as_int as _int
+from daemon.training.report_sections import as_interval as _interval
+from daemon.training.report_sections import as_mapping as _dict
+from daemon.training.report_sections import as_matrix as _matrix
+from daemon.training.report_sections import as_number as _num
+from daemon.training.report_sections import as_numbers as _numbers
+from daemon.training.report_sections import as_section as _obj
+from daemon.training.report_sections import as_text as _str
 
 if TYPE_CHECKING:  # annotations only: this module of plain values loads no numeric library
     from daemon.training.scoring import Score, Scores
@@ -41,64 +60,6 @@ __all__ = [
     "Validation",
     "regime_order",
 ]
-
-Confusion = tuple[tuple[int, int], tuple[int, int]]
-
-
-# -- reading JSON values ---------------------------------------------------------------------
-
-
-def _num(value: object) -> float | None:
-    """A finite number as it is (an int stays an int), else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _obj(value: object) -> Mapping[str, Any] | None:
-    """A JSON object with at least one key, else None (a missing or empty section)."""
-    return value if isinstance(value, Mapping) and value else None
-
-
-def _dict(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _numbers(value: object) -> dict[str, float | None]:
-    return {str(k): _num(v) for k, v in _dict(value).items()}
-
-
-def _texts(value: object) -> tuple[str, ...]:
-    return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
-
-
-def _count(value: object) -> float:
-    """A sample count: a number, or (older reports) a mapping of counts per regime, summed."""
-    number = _num(value)
-    if number is not None:
-        return number
-    return sum(n for n in (_num(v) for v in _dict(value).values()) if n is not None)
-
-
-def _matrix(value: object) -> Confusion | None:
-    """[[tn, fp], [fn, tp]] as counts, or None when it is not that shape."""
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        return None
-    rows = [r for r in value if isinstance(r, list | tuple) and len(r) == 2]
-    numbers = [[_num(v) for v in r] for r in rows]
-    if len(numbers) != 2 or any(v is None or v < 0 for r in numbers for v in r):
-        return None
-    (a, b), (c, d) = ((int(v or 0) for v in r) for r in numbers)
-    return (a, b), (c, d)
-
 
 # -- scores ------------------------------------------------------------------------------------
 
@@ -246,150 +207,6 @@ class Validation:
         return ScoreTable(self.per_regime, self.overall)
 
 
-# -- the other sections ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Split:
-    """The time split: the validation cutoff, the end of training and the rows of each part."""
-
-    cutoff: str | None = None
-    train_end: str | None = None
-    train_rows: int | None = None
-    fit_rows: int | None = None
-    ensemble_holdout_rows: int | None = None
-    validation_rows: int | None = None
-    purged_rows: int | None = None
-    held_out_events: tuple[str, ...] = ()
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> Split:
-        return cls(
-            cutoff=_str(doc.get("cutoff")),
-            train_end=_str(doc.get("train_end")),
-            train_rows=_int(doc.get("train_rows")),
-            fit_rows=_int(doc.get("fit_rows")),
-            ensemble_holdout_rows=_int(doc.get("ensemble_holdout_rows")),
-            validation_rows=_int(doc.get("validation_rows")),
-            purged_rows=_int(doc.get("purged_rows")),
-            held_out_events=_texts(doc.get("held_out_events")),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "cutoff": self.cutoff,
-            "train_end": self.train_end,
-            "train_rows": self.train_rows,
-            "fit_rows": self.fit_rows,
-            "ensemble_holdout_rows": self.ensemble_holdout_rows,
-            "validation_rows": self.validation_rows,
-            "purged_rows": self.purged_rows,
-            "held_out_events": list(self.held_out_events),
-        }
-
-
-@dataclass(frozen=True)
-class DataWindow:
-    """The first training day and the last validation day."""
-
-    first: str | None = None
-    last: str | None = None
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> DataWindow:
-        return cls(_str(doc.get("first")), _str(doc.get("last")))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"first": self.first, "last": self.last}
-
-
-@dataclass(frozen=True)
-class TrainingMix:
-    """Fitting rows per regime before and after balanced sampling, each regime's share of the
-    sample weight, the effective size ratio and the regimes with no rows."""
-
-    regime_counts_before: Mapping[str, float | None] = field(default_factory=dict)
-    regime_counts_after: Mapping[str, float | None] = field(default_factory=dict)
-    weight_share: Mapping[str, float | None] = field(default_factory=dict)
-    effective_size_ratio: float | None = None
-    absent_regimes: tuple[str, ...] = ()
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> TrainingMix:
-        return cls(
-            _numbers(doc.get("regime_counts_before")),
-            _numbers(doc.get("regime_counts_after")),
-            _numbers(doc.get("weight_share")),
-            _num(doc.get("effective_size_ratio")),
-            _texts(doc.get("absent_regimes")),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "regime_counts_before": dict(self.regime_counts_before),
-            "regime_counts_after": dict(self.regime_counts_after),
-            "weight_share": dict(self.weight_share),
-            "effective_size_ratio": self.effective_size_ratio,
-            "absent_regimes": list(self.absent_regimes),
-        }
-
-    def regimes(self) -> list[str]:
-        """REGIMES, then any other regime the counts or shares name."""
-        return regime_order(self.regime_counts_before, self.regime_counts_after, self.weight_share)
-
-    def before(self, regime: str) -> float | None:
-        """Fitting rows of `regime` before sampling (None when the report has no figure)."""
-        return self.regime_counts_before.get(regime)
-
-    def after(self, regime: str) -> float | None:
-        """Fitting rows of `regime` after sampling (None when the report has no figure)."""
-        return self.regime_counts_after.get(regime)
-
-    def share(self, regime: str) -> float | None:
-        """`regime`'s share of the sample weight (None when the report has no figure)."""
-        return self.weight_share.get(regime)
-
-
-def regime_order(*keyed: Mapping[str, Any]) -> list[str]:
-    """REGIMES, then the other keys of `keyed` in order of appearance (a report may name a
-    regime this version does not know)."""
-    extra = [r for cells in keyed for r in cells if r not in REGIMES]
-    return [*REGIMES, *dict.fromkeys(extra)]
-
-
-@dataclass(frozen=True)
-class EnsembleVote:
-    """The soft vote: each model's weight, the threshold, and the holdout balanced accuracy
-    the weights come from."""
-
-    weights: Mapping[str, float | None] = field(default_factory=dict)
-    threshold: float | None = None
-    holdout_balanced_accuracy: Mapping[str, float | None] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> EnsembleVote:
-        return cls(
-            _numbers(doc.get("weights")),
-            _num(doc.get("threshold")),
-            _numbers(doc.get("holdout_balanced_accuracy")),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "weights": dict(self.weights),
-            "threshold": self.threshold,
-            "holdout_balanced_accuracy": dict(self.holdout_balanced_accuracy),
-        }
-
-    def weight(self, model: str) -> float | None:
-        """`model`'s vote weight (None when the report has none)."""
-        return self.weights.get(model)
-
-    def holdout(self, model: str) -> float | None:
-        """`model`'s holdout balanced accuracy (None when unknown or unmeasured)."""
-        return self.holdout_balanced_accuracy.get(model)
-
-
 @dataclass(frozen=True)
 class Gate:
     """The gate's metric, the rule that decided and the 95% bootstrap interval of candidate
@@ -409,29 +226,6 @@ class Gate:
             "rule": self.rule,
             "interval": None if self.interval is None else list(self.interval),
         }
-
-
-def _interval(value: object) -> tuple[float, float] | None:
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        return None
-    lo, hi = (_num(v) for v in value)
-    return None if lo is None or hi is None else (lo, hi)
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """Where the candidate's bundle was written and its sha256."""
-
-    path: str | None = None
-    sha256: str | None = None
-    root: str | None = None
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> Artifact:
-        return cls(_str(doc.get("path")), _str(doc.get("sha256")), _str(doc.get("root")))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "root": self.root}
 
 
 # -- the report --------------------------------------------------------------------------------

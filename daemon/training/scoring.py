@@ -25,6 +25,8 @@ from sklearn.metrics import balanced_accuracy_score
 
 from daemon.config.training import GateMetric
 from daemon.domain import REGIMES
+from daemon.pipeline.features.defs import FEATURE_NAMES
+from daemon.training.report_sections import Confusion
 
 __all__ = [
     "BASELINE_NAMES",
@@ -32,6 +34,8 @@ __all__ = [
     "Scores",
     "baseline_predictions",
     "bootstrap_difference",
+    "confusion",
+    "importances",
     "score",
 ]
 
@@ -222,4 +226,27 @@ def _labels(values: npt.ArrayLike) -> Labels:
     out = array.astype(np.int8).ravel()
     if ((out != 0) & (out != 1)).any():
         raise ValueError(f"labels must be 0 or 1; got {sorted(set(out.tolist()) - {0, 1})}")
+    return out
+
+
+def confusion(y: npt.NDArray[np.int8], pred: npt.NDArray[np.int8]) -> Confusion:
+    """[[true down, false up], [false down, true up]]."""
+    out = np.zeros((2, 2), dtype=np.int64)
+    np.add.at(out, (y.astype(np.int64), pred.astype(np.int64)), 1)
+    (tn, fp), (fn, tp) = out.tolist()
+    return (tn, fp), (fn, tp)
+
+
+def importances(models: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Normalized feature importances of the models that have them (the tree ensembles)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, model in models.items():
+        values = getattr(model, "feature_importances_", None)
+        if values is None:
+            continue
+        arr = np.asarray(values, dtype=np.float64)
+        total = arr.sum()
+        if len(arr) != len(FEATURE_NAMES) or total <= 0:
+            continue
+        out[name] = {f: round(float(v / total), 6) for f, v in zip(FEATURE_NAMES, arr, strict=True)}
     return out

@@ -37,7 +37,6 @@ from daemon.training.ensemble import holdout_scores, inner_holdout, vote_weights
 from daemon.training.lock import retrain_lock
 from daemon.training.report import (
     Artifact,
-    Confusion,
     DataWindow,
     EnsembleVote,
     Gate,
@@ -173,6 +172,7 @@ class _Retrain:
     # -- the steps --------------------------------------------------------------------------
 
     def _run(self) -> RetrainReport:
+        from daemon.training.scoring import confusion, importances
         from daemon.training.split import split_samples
 
         cfg = self.config
@@ -246,8 +246,8 @@ class _Retrain:
         validation, preds, references = self._validate(ensemble, data, train, val, fit_seconds)
         self._add(
             validation=validation,
-            importances=_importances(models),
-            confusion={name: _confusion(data.y[val], p) for name, p in preds.items()},
+            importances=importances(models),
+            confusion={name: confusion(data.y[val], p) for name, p in preds.items()},
         )
 
         self._stage("gate")
@@ -487,31 +487,8 @@ def _ordered(counts: Mapping[str, float]) -> dict[str, Any]:
     return {r: counts[r] for r in REGIMES if r in counts}
 
 
-def _confusion(y: npt.NDArray[np.int8], pred: npt.NDArray[np.int8]) -> Confusion:
-    """[[true down, false up], [false down, true up]]."""
-    out = np.zeros((2, 2), dtype=np.int64)
-    np.add.at(out, (y.astype(np.int64), pred.astype(np.int64)), 1)
-    (tn, fp), (fn, tp) = out.tolist()
-    return (tn, fp), (fn, tp)
-
-
 def _model_scores(scores: Scores, fit_seconds: float | None) -> ModelScores:
     """A model's (or a reference's) row of the report's validation."""
     table = ScoreTable.of(scores)
     overall = table.total
     return ModelScores(overall.accuracy, overall.balanced_accuracy, fit_seconds, table.per_regime)
-
-
-def _importances(models: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """Normalized feature importances of the models that have them (the tree ensembles)."""
-    out: dict[str, dict[str, float]] = {}
-    for name, model in models.items():
-        values = getattr(model, "feature_importances_", None)
-        if values is None:
-            continue
-        arr = np.asarray(values, dtype=np.float64)
-        total = arr.sum()
-        if len(arr) != len(FEATURE_NAMES) or total <= 0:
-            continue
-        out[name] = {f: round(float(v / total), 6) for f, v in zip(FEATURE_NAMES, arr, strict=True)}
-    return out
