@@ -406,9 +406,12 @@ def test_a_retrain_that_swallows_the_sigterm_exception_still_exits_after_the_gra
             "import signal, sys, time\n"
             "from daemon.runtime.retrain_child import _sigterm_handler\n"
             "signal.signal(signal.SIGTERM, _sigterm_handler(1.0))\n"
-            "print('ready', flush=True)\n"
+            "ready = False\n"
             "while True:\n"
-            "    try:\n"
+            "    try:\n"  # 'ready' inside the try: a signal landing in its print is swallowed too
+            "        if not ready:\n"
+            "            ready = True\n"
+            "            print('ready', flush=True)\n"
             "        time.sleep(0.05)\n"
             "    except BaseException:\n"
             "        print('swallowed', flush=True)\n",
