@@ -122,3 +122,8 @@ class EventRejected(RegimedError, ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class OutputError(RegimedError, RuntimeError):
+    """Records for the output topics could not be published (the broker did not acknowledge
+    them in time); they stay in the store's outbox and are sent again."""

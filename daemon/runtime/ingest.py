@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from consumers.kafka_source import MarketDataConsumer, Poll, Stored
 from daemon.config import Config
-from daemon.domain import Batch
+from daemon.domain import Batch, OutboxRow, PredictionRow
 from daemon.monitor.live import LiveScorer, labels_of
 from daemon.monitor.metrics import Metrics
 from daemon.pipeline.engine import Output, Pipeline
+from daemon.pipeline.records import prediction_records, regime_records
 from daemon.store.sqlite import BatchResult, Store
 from daemon.store.writer import StoreWriter, write
 
@@ -51,8 +53,11 @@ class Ingest:
         metrics: Metrics,
         pipeline: Pipeline | None = None,
         scorer: LiveScorer | None = None,
+        on_outbox: Callable[[int], None] | None = None,
     ) -> None:
         self.config = config
+        #: Told how many output records each committed batch put in the outbox.
+        self.on_outbox = on_outbox
         self.store = store
         self.metrics = metrics
         self.scorer = scorer
@@ -116,6 +121,7 @@ class Ingest:
             predictions=predictions,
             dead_letters=poll.dead_letters,
             counters=counters,
+            outbox=self._records(out, predictions),
         )
         pending = _Pending(poll, out, len(predictions), scored)
         stored = self.settle()  # the previous batch: stored, then acted on
@@ -124,6 +130,17 @@ class Ingest:
         self.writer.submit(batch)
         self._in_flight = pending
         return stored
+
+    def _records(self, out: Output, predictions: list[PredictionRow]) -> list[OutboxRow]:
+        """The batch's records for the output topics that are on (docs/outputs.md)."""
+        o = self.config.outputs
+        records = []
+        if o.regimes_topic:
+            records = regime_records(o.regimes_topic, out.bars, out.block.bars)
+        if o.predictions_topic and predictions:
+            horizon = self.config.label.horizon_bars
+            records += prediction_records(o.predictions_topic, predictions, horizon)
+        return records
 
     def settle(self) -> Stored | None:
         pending, self._in_flight = self._in_flight, None
@@ -142,6 +159,8 @@ class Ingest:
         m.bars_corrected.inc(result.bars_corrected)
         m.rows_withheld.inc(out.withheld)
         m.batches_committed.inc()
+        if self.on_outbox is not None:
+            self.on_outbox(result.outbox_written)
         if out.market is not None:
             self.market_seen = True
             m.set_market_regime(out.market.regime)

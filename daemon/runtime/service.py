@@ -31,6 +31,7 @@ from daemon.errors import RegimedError
 from daemon.monitor.live import LiveScorer
 from daemon.monitor.metrics import Metrics, serve
 from daemon.runtime.ingest import Ingest
+from daemon.runtime.publisher import Publisher
 from daemon.runtime.retrains import Retrains
 from daemon.runtime.sdnotify import Notifier
 from daemon.store.locks import daemon_lock
@@ -129,8 +130,16 @@ class Service:
             self.scorer = LiveScorer(
                 self.config, store, on_drift=self.retrains.drift, on_refused=self.retrains.refused
             )
-            ingest = Ingest(self.config, store, self.metrics, scorer=self.scorer)
+            publisher = self._start_publisher(stack)
+            ingest = Ingest(
+                self.config,
+                store,
+                self.metrics,
+                scorer=self.scorer,
+                on_outbox=None if publisher is None else publisher.stored,
+            )
             consumer = MarketDataConsumer(self.config, ingest, self.metrics, self.stop_event)
+            consumer.hold = None if publisher is None else publisher.hold_reason
             self._serve_metrics(stack, consumer)
             self._update_sample_gauge(store)
             self.scorer.refresh(force=True)
@@ -178,6 +187,16 @@ class Service:
                 consumer.close(commit=clean)
         self.state = State.STOPPED
         logger.info("regimed stopped")
+
+    def _start_publisher(self, stack: ExitStack) -> Publisher | None:
+        """The thread that publishes the output topics (docs/outputs.md), when one is on;
+        stopped after the consumer."""
+        if not self.config.outputs.enabled:
+            return None
+        publisher = Publisher(self.config, self.metrics)
+        publisher.start()
+        stack.callback(publisher.stop)
+        return publisher
 
     def _connect(self, consumer: MarketDataConsumer, deadline: float | None) -> bool:
         """Open the consumer, retrying with capped exponential backoff while no broker
@@ -295,6 +314,8 @@ class Service:
                 return False, self._waiting
             if self.state is not State.RUNNING:
                 return False, f"state {self.state.value}"
+            if consumer.held is not None:
+                return False, f"polling paused: {consumer.held}"
             if idle > m.healthz_stall_seconds:
                 return False, f"consume loop stalled: no poll for {idle:.0f} s"
             if consumer.broker.away:
