@@ -399,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     from daemon.cli import models as _cli_models
 
     _cli_models.register(sub, common)
+
+    from daemon.cli import predictions as _cli_predictions
+
+    _cli_predictions.register(sub, common)
     return parser
 
 
