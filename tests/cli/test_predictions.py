@@ -117,4 +117,3 @@ def test_json_and_csv_together_is_a_usage_error(run_cli, config_path):
     result = run_cli("predictions", "--config", config_path, "--json", "--csv")
     assert result.code == 2
     assert "not allowed with argument" in result.err
-
