@@ -188,6 +188,8 @@ class AlertsConfig:
     #: The same alert (event and cause) goes out at most once per this long: a duration in
     #: Alertmanager's notation ("1h", "30m", "1h30m", "90s"; "0s" sends every one).
     repeat_interval: str = "1h"
+    #: One alert when the market symbol enters one of these regimes (once per episode).
+    regime_change: tuple[RegimeName, ...] = ("crash", "recovery")
 
     @property
     def repeat_interval_seconds(self) -> float:

@@ -21,6 +21,7 @@ from daemon.config import Config
 from daemon.domain import Batch, OutboxRow, PredictionRow
 from daemon.monitor.live import LiveScorer, labels_of
 from daemon.monitor.metrics import Metrics
+from daemon.monitor.regime_alerts import RegimeChangeAlerts, market_bars
 from daemon.pipeline.engine import Output, Pipeline
 from daemon.pipeline.records import prediction_records, regime_records
 from daemon.store.sqlite import BatchResult, Store
@@ -54,10 +55,13 @@ class Ingest:
         pipeline: Pipeline | None = None,
         scorer: LiveScorer | None = None,
         on_outbox: Callable[[int], None] | None = None,
+        regime_alerts: RegimeChangeAlerts | None = None,
     ) -> None:
         self.config = config
         #: Told how many output records each committed batch put in the outbox.
         self.on_outbox = on_outbox
+        #: Told the market symbol's stored bars, to alert on entering a watched regime.
+        self.regime_alerts = regime_alerts
         self.store = store
         self.metrics = metrics
         self.scorer = scorer
@@ -84,6 +88,8 @@ class Ingest:
 
     def resume(self) -> dict[int, int]:
         self.pipeline.load_vix(self.store.bars(symbol=self.config.regime.vix_symbol))
+        if self.regime_alerts is not None:
+            self.regime_alerts.restore(self.store)
         return self.store.offsets(self.config.kafka.topic)
 
     def forget(self, symbols: list[str]) -> None:
@@ -165,6 +171,8 @@ class Ingest:
             self.market_seen = True
             m.set_market_regime(out.market.regime)
             m.vix_proxy_in_use.set(1 if out.market.vix_source == "proxy" else 0)
+            if self.regime_alerts is not None:
+                self.regime_alerts.observe(market_bars(out, self.config.regime.market_symbol))
         m.dead_letters_parked.inc(len(pending.poll.dead_letters))
         if self.scorer is not None:
             m.predictions_made.inc(pending.predictions)

@@ -30,6 +30,7 @@ from daemon.config import Config
 from daemon.errors import RegimedError
 from daemon.monitor.live import LiveScorer
 from daemon.monitor.metrics import Metrics, serve
+from daemon.monitor.regime_alerts import RegimeChangeAlerts
 from daemon.runtime.ingest import Ingest
 from daemon.runtime.publisher import Publisher
 from daemon.runtime.retrains import Retrains
@@ -79,6 +80,7 @@ class Service:
         self.metrics_port: int | None = None
         self.retrains: Retrains | None = None
         self.scorer: LiveScorer | None = None
+        self.regime_alerts: RegimeChangeAlerts | None = None
         self._sigints = 0
         #: Why the service is not consuming yet (for /healthz while it waits for Kafka).
         self._waiting = "starting"
@@ -131,12 +133,14 @@ class Service:
                 self.config, store, on_drift=self.retrains.drift, on_refused=self.retrains.refused
             )
             publisher = self._start_publisher(stack)
+            self.regime_alerts = RegimeChangeAlerts(self.config, self.retrains.alert)
             ingest = Ingest(
                 self.config,
                 store,
                 self.metrics,
                 scorer=self.scorer,
                 on_outbox=None if publisher is None else publisher.stored,
+                regime_alerts=self.regime_alerts,
             )
             consumer = MarketDataConsumer(self.config, ingest, self.metrics, self.stop_event)
             consumer.hold = None if publisher is None else publisher.hold_reason
@@ -288,6 +292,8 @@ class Service:
         ]
         self.config = dataclasses.replace(old, **{s: getattr(new, s) for s in applied})
         self.retrains.reconfigure(self.config)
+        if self.regime_alerts is not None:
+            self.regime_alerts.watched = frozenset(self.config.alerts.regime_change)
         logger.info("SIGHUP: reloaded %s", ", ".join(applied) or "nothing (no change)")
         if ignored:
             logger.warning("SIGHUP: changes to %s need a restart", ", ".join(ignored))
