@@ -79,11 +79,15 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="regimed-outputs")
         self._thread.start()
 
-    def stop(self, timeout_s: float = JOIN_TIMEOUT_S) -> None:
-        """Ask the thread to stop after the send in hand and wait for it (bounded); records not
-        yet acknowledged stay in the outbox for the next start."""
+    def request_stop(self) -> None:
+        """Ask the thread to stop after the send in hand (returns at once)."""
         self._stop.set()
         self._wake.set()
+
+    def stop(self, timeout_s: float = JOIN_TIMEOUT_S) -> None:
+        """Stop the thread after the send in hand and wait for it (bounded); records not yet
+        acknowledged stay in the outbox for the next start."""
+        self.request_stop()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout_s)
@@ -127,10 +131,13 @@ class Publisher:
                 while not self._stop.is_set():
                     try:
                         sent = self._publish_once(outbox, producer)
-                    except RegimedError as exc:
-                        self.error = str(exc)
+                    except Exception as exc:  # the records stay; tried again after a pause
+                        self.error = str(exc) or type(exc).__name__
                         delay = backoff.next()
-                        logger.warning(
+                        # A Kafka or store failure is expected now and then; anything else is a
+                        # bug, logged with its traceback.
+                        log = logger.warning if isinstance(exc, RegimedError) else logger.exception
+                        log(
                             "output records not published (attempt %d, next in %.0f s, %d "
                             "waiting): %s",
                             backoff.attempts,
@@ -149,8 +156,8 @@ class Publisher:
                         self._wake.wait(IDLE_WAIT_S)
                         self._wake.clear()
         except Exception:
+            self.error = "the output publisher stopped (see the log)"
             logger.exception("the output publisher stopped")
-            raise
         finally:
             producer.close()
 

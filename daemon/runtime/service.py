@@ -188,6 +188,8 @@ class Service:
             finally:
                 self.state = State.STOPPING
                 self.notifier.stopping()
+                if publisher is not None:
+                    publisher.request_stop()  # its send in hand ends while the consumer closes
                 consumer.close(commit=clean)
         self.state = State.STOPPED
         logger.info("regimed stopped")
