@@ -23,13 +23,14 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from consumers.broker import EmbeddedBroker
+from consumers.outputs import OutputProducer
 from consumers.replay import bundled_events, ensure_topic, publish
 from daemon.config import Config, OutputsConfig
 from daemon.errors import StoreError
 from daemon.pipeline.features import FEATURE_NAMES
 from daemon.pipeline.features.defs import FEATURE_VERSION
 from daemon.registry.versions import Registry
-from daemon.store.outbox import Outbox
+from daemon.store.outbox import Outbox, OutboxRecord
 from daemon.store.sqlite import Store
 from daemon.training.ensemble import SoftVote
 from tests.consumers.test_ingest import numbered
@@ -73,13 +74,15 @@ def output_config(kafka_config: Config, tag: str) -> Config:
     return kafka_config.replace(outputs=outputs)
 
 
-def read_all(bootstrap: str, topic: str, timeout_s: float = 60) -> list[tuple[bytes, bytes]]:
-    """Every record of a one-partition topic, (key, value), up to its end offset now."""
+def read_all(
+    bootstrap: str, topic: str, timeout_s: float = 60, partition: int = 0
+) -> list[tuple[bytes, bytes]]:
+    """Every record of a topic's partition, (key, value), up to its end offset now."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False)
     try:
-        tp = TopicPartition(topic, 0)
+        tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         consumer.seek_to_beginning(tp)
         end = consumer.end_offsets([tp])[tp]
@@ -250,3 +253,31 @@ def test_a_full_outbox_pauses_polling_until_the_output_broker_is_back(
     log = [r.getMessage() for r in caplog.records if r.name == "consumers.kafka_source"]
     pauses = [m for m in log if m.startswith("polling paused: outbox full")]
     assert 1 <= len(pauses) == log.count("polling resumed")
+
+
+def test_records_land_on_the_partition_the_default_partitioner_chooses(kafka_config, broker):
+    """The producer computes each key's partition once (murmur2, as Kafka's default
+    partitioner does): a plain keyed producer puts the same keys on the same partitions."""
+    from kafka import KafkaProducer
+
+    topic = f"{kafka_config.kafka.topic}.keyed"
+    ensure_topic(kafka_config.kafka, topic, 3)
+    keys = [f"SYM{k}".encode() for k in range(40)]
+    producer = OutputProducer(kafka_config.kafka)
+    try:
+        producer.send([OutboxRecord(k, topic, key, b"{}") for k, key in enumerate(keys)])
+    finally:
+        producer.close()
+    plain = KafkaProducer(bootstrap_servers=[broker.bootstrap])
+    try:
+        expected = {key: plain.send(topic, key=key, value=b"").get(timeout=10).partition
+                    for key in keys}  # fmt: skip
+    finally:
+        plain.close(timeout=10)
+    assert len(set(expected.values())) == 3  # the keys spread over every partition
+    got = {}
+    for partition in range(3):
+        for key, value in read_all(broker.bootstrap, topic, partition=partition):
+            if value == b"{}":
+                got[key] = partition
+    assert got == expected
