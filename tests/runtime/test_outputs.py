@@ -178,7 +178,14 @@ def test_sigkills_lose_no_output_record_and_resend_only_identical_copies(
     assert len(bars) == len(events)
     assert len(predictions) > 500  # the champion scored most of the stream
 
-    sent = by_row(read_all(broker.bootstrap, config.outputs.predictions_topic))
+    records = read_all(broker.bootstrap, config.outputs.predictions_topic)
+    sent = by_row(records)
+    logging.getLogger(__name__).info(
+        "predictions topic: %d records for %d rows (copies sent again after a kill: %d)",
+        len(records),
+        len(sent),
+        len(records) - len(sent),
+    )
     assert {k: len(v) for k, v in sent.items() if len(v) > 1} == {}  # copies are identical
     assert set(sent) == {(s, t) for s, t, *_ in predictions}  # none lost, none extra
     for symbol, ts, version, proba, prediction, regime in predictions:
