@@ -57,7 +57,7 @@ from consumers.broker import EmbeddedBroker
 from consumers.events import decode_batch
 from consumers.kafka_source import Poll, tune_gc
 from consumers.replay import ensure_topic, publish, synthetic_events
-from daemon.config import Config, KafkaConfig, MetricsConfig, StoreConfig
+from daemon.config import Config, KafkaConfig, MetricsConfig, OutputsConfig, StoreConfig
 from daemon.domain import BAR_FIELDS
 from daemon.monitor.metrics import Metrics
 from daemon.pipeline.engine import Output, Pipeline
@@ -461,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
             kafka=kafka,
             store=StoreConfig(path=str(work / "e2e.db")),
             metrics=MetricsConfig(port=0),
+            # Ingest alone; benchmarks/outputs.py measures it with the output topics on.
+            outputs=OutputsConfig(predictions_topic="", regimes_topic=""),
         )
         seconds, cpu = in_process(records, batch, work / "in-process.db", config)
         report(

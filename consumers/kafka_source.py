@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -206,6 +207,10 @@ class MarketDataConsumer:
         #: When the first record arrived (monotonic).
         self.first_record_at: float | None = None
         self.rejections = RejectionLog()
+        #: Asked before every poll: why no record is to be taken now (the outbox of the output
+        #: topics is full), or None. `held` is the reason polling is paused, None while not.
+        self.hold: Callable[[], str | None] | None = None
+        self.held: str | None = None
 
     def open(self) -> None:
         """Connect, join the group (static membership) and subscribe; ConsumerError when no
@@ -357,6 +362,8 @@ class MarketDataConsumer:
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if self.hold is not None:
+                self._hold(self.hold())
             polled = self._consumer.poll(timeout_ms=200)
             self.last_progress = time.monotonic()
             self.broker.sample(self._consumer)
@@ -369,6 +376,19 @@ class MarketDataConsumer:
             self._lag()
         self.settle()
         return summary
+
+    def _hold(self, reason: str | None) -> None:
+        """Pause every assigned partition while there is a `reason`, resume them after; the
+        polls go on (the group membership stays) and bring no record meanwhile."""
+        consumer = self._consumer
+        if reason is not None:
+            if self.held is None:
+                logger.warning("polling paused: %s", reason)
+            consumer.pause(*consumer.assignment())  # again after a rebalance
+        elif self.held is not None:
+            consumer.resume(*consumer.paused())
+            logger.info("polling resumed")
+        self.held = reason
 
     def _batch(self, polled: dict[Any, list[Any]], summary: RunSummary) -> None:
         offsets: dict[tuple[str, int], int] = {}

@@ -36,6 +36,7 @@ __all__ = [
     "Batch",
     "DeadLetterRow",
     "LabelUpdate",
+    "OutboxRow",
     "PredictionRow",
     "RegimeName",
     "RowBlock",
@@ -53,6 +54,9 @@ Source = Literal["live", "archive"]
 #: partition and offset, reason, key, value (perhaps a bounded copy), headers (a JSON array of
 #: [name, value] pairs) and when it was parked (ISO 8601).
 DeadLetterRow = tuple[str, int, int, str, bytes | None, bytes, str, str]
+#: A record for an output topic, serialised once (`daemon.pipeline.records`): topic, key and
+#: value bytes. Written to the store's outbox in the batch's transaction, published as stored.
+OutboxRow = tuple[str, bytes, bytes]
 SOURCES: tuple[Source, ...] = ("live", "archive")
 #: Every reason a market-data event can be rejected for: a bounded set, so it can label a
 #: metric (`regimed_events_rejected_total{reason}`).
@@ -403,8 +407,8 @@ class Batch:
     of its bars (`bars`, `samples`, `labels` as row objects, `block` as statement
     parameters), the champion's `predictions`, the poll's Kafka `offsets` ((topic, partition)
     -> the next offset to consume), the `dead_letters` the dead-letter topic did not take, and
-    the increments of the store's named `counters`. The offsets are committed to Kafka only
-    once the store holds the batch."""
+    the increments of the store's named `counters`, and the `outbox` records for the output
+    topics. The offsets are committed to Kafka only once the store holds the batch."""
 
     offsets: dict[tuple[str, int], int]
     bars: list[BarRow] = field(default_factory=list)
@@ -414,6 +418,7 @@ class Batch:
     predictions: list[PredictionRow] = field(default_factory=list)
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    outbox: list[OutboxRow] = field(default_factory=list)
 
 
 class Backoff:

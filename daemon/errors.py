@@ -132,3 +132,8 @@ class RetrainTerminated(BaseException):
     """SIGTERM arrived in the retrain process: unwind the retrain. A BaseException and no
     RegimedError, so that no `except Exception` (nor the trainer's `except RegimedError`)
     takes it for a failure of the run."""
+
+
+class OutputError(RegimedError, RuntimeError):
+    """Records for the output topics could not be published (the broker did not acknowledge
+    them in time); they stay in the store's outbox and are sent again."""

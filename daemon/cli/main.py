@@ -18,6 +18,7 @@ from typing import Any
 from daemon import __version__
 from daemon.cli import evaluate as cli_evaluate
 from daemon.cli import models as cli_models
+from daemon.cli import predictions as cli_predictions
 from daemon.cli import training as cli_training
 from daemon.cli.common import (
     EXIT_FAILURE,
@@ -366,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_training.register(sub, common)
     cli_evaluate.register(sub, common)
     cli_models.register(sub, common)
+    cli_predictions.register(sub, common)
     return parser
 
 

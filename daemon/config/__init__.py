@@ -23,6 +23,7 @@ from daemon.config.loader import (
     parse_duration,
     resolve_config_path,
 )
+from daemon.config.outputs import OutputsConfig
 from daemon.config.settings import Secret
 from daemon.config.training import GateConfig, ModelsConfig, TrainingConfig
 
@@ -38,6 +39,7 @@ __all__ = [
     "LabelConfig",
     "MetricsConfig",
     "ModelsConfig",
+    "OutputsConfig",
     "RegimeConfig",
     "RegimeShares",
     "SamplingConfig",

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from daemon.config.drift import DriftConfig
 from daemon.config.evaluate import EvaluateConfig
 from daemon.config.events import EventsConfig
+from daemon.config.outputs import OutputsConfig
 from daemon.config.runtime import RetrainProcessConfig
 from daemon.config.settings import ENV_CONFIG_PATH, Secret, bounded, build, show, to_toml
 from daemon.config.training import GateConfig, ModelsConfig, TrainingConfig
@@ -187,6 +188,8 @@ class AlertsConfig:
     #: The same alert (event and cause) goes out at most once per this long: a duration in
     #: Alertmanager's notation ("1h", "30m", "1h30m", "90s"; "0s" sends every one).
     repeat_interval: str = "1h"
+    #: One alert when the market symbol enters one of these regimes (once per episode).
+    regime_change: tuple[RegimeName, ...] = ("crash", "recovery")
 
     @property
     def repeat_interval_seconds(self) -> float:
@@ -393,6 +396,7 @@ class Config:
     retrain: RetrainProcessConfig = field(default_factory=RetrainProcessConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
 
     def to_toml(self, *, changed_only: bool = False) -> str:
         """The effective configuration as TOML, with secrets masked; `changed_only`: only the

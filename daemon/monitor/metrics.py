@@ -50,6 +50,8 @@ class Metrics:
     market_symbol_missing: Gauge
     batches_committed: Counter
     rows_withheld: Counter
+    outbox_pending: Gauge
+    output_records_published: Counter
     live_accuracy: Gauge
     live_balanced_accuracy: Gauge
     live_scored: Counter
@@ -148,6 +150,18 @@ class Metrics:
             rows_withheld=Counter(
                 "regimed_feature_rows_withheld",
                 "Bars that gave no feature row (not enough history, no regime or no VIX)",
+                registry=reg,
+            ),
+            outbox_pending=Gauge(
+                "regimed_outbox_pending_records",
+                "Records for the output topics stored but not yet acknowledged by Kafka",
+                registry=reg,
+            ),
+            output_records_published=Counter(
+                "regimed_output_records_published",
+                "Records of the output topics acknowledged by Kafka (copies sent again after "
+                "a restart count again)",
+                ["topic"],
                 registry=reg,
             ),
             **_model_metrics(reg),

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from consumers.kafka_source import MarketDataConsumer, Poll, Stored
 from daemon.config import Config
-from daemon.domain import Batch
+from daemon.domain import Batch, OutboxRow, PredictionRow
 from daemon.monitor.live import LiveScorer, labels_of
 from daemon.monitor.metrics import Metrics
+from daemon.monitor.regime_alerts import RegimeChangeAlerts, market_bars
 from daemon.pipeline.engine import Output, Pipeline
+from daemon.pipeline.records import prediction_records, regime_records
 from daemon.store.sqlite import BatchResult, Store
 from daemon.store.writer import StoreWriter, write
 
@@ -51,8 +54,14 @@ class Ingest:
         metrics: Metrics,
         pipeline: Pipeline | None = None,
         scorer: LiveScorer | None = None,
+        on_outbox: Callable[[int], None] | None = None,
+        regime_alerts: RegimeChangeAlerts | None = None,
     ) -> None:
         self.config = config
+        #: Told how many output records each committed batch put in the outbox.
+        self.on_outbox = on_outbox
+        #: Told the market symbol's stored bars, to alert on entering a watched regime.
+        self.regime_alerts = regime_alerts
         self.store = store
         self.metrics = metrics
         self.scorer = scorer
@@ -79,6 +88,8 @@ class Ingest:
 
     def resume(self) -> dict[int, int]:
         self.pipeline.load_vix(self.store.bars(symbol=self.config.regime.vix_symbol))
+        if self.regime_alerts is not None:
+            self.regime_alerts.restore(self.store)
         return self.store.offsets(self.config.kafka.topic)
 
     def forget(self, symbols: list[str]) -> None:
@@ -116,6 +127,7 @@ class Ingest:
             predictions=predictions,
             dead_letters=poll.dead_letters,
             counters=counters,
+            outbox=self._records(out, predictions),
         )
         pending = _Pending(poll, out, len(predictions), scored)
         stored = self.settle()  # the previous batch: stored, then acted on
@@ -124,6 +136,17 @@ class Ingest:
         self.writer.submit(batch)
         self._in_flight = pending
         return stored
+
+    def _records(self, out: Output, predictions: list[PredictionRow]) -> list[OutboxRow]:
+        """The batch's records for the output topics that are on (docs/outputs.md)."""
+        o = self.config.outputs
+        records = []
+        if o.regimes_topic:
+            records = regime_records(o.regimes_topic, out.bars, out.block.bars)
+        if o.predictions_topic and predictions:
+            horizon = self.config.label.horizon_bars
+            records += prediction_records(o.predictions_topic, predictions, horizon)
+        return records
 
     def settle(self) -> Stored | None:
         pending, self._in_flight = self._in_flight, None
@@ -142,10 +165,14 @@ class Ingest:
         m.bars_corrected.inc(result.bars_corrected)
         m.rows_withheld.inc(out.withheld)
         m.batches_committed.inc()
+        if self.on_outbox is not None:
+            self.on_outbox(result.outbox_written)
         if out.market is not None:
             self.market_seen = True
             m.set_market_regime(out.market.regime)
             m.vix_proxy_in_use.set(1 if out.market.vix_source == "proxy" else 0)
+            if self.regime_alerts is not None:
+                self.regime_alerts.observe(market_bars(out, self.config.regime.market_symbol))
         m.dead_letters_parked.inc(len(pending.poll.dead_letters))
         if self.scorer is not None:
             m.predictions_made.inc(pending.predictions)

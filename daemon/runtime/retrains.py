@@ -86,6 +86,11 @@ class Retrains:
             f"{version} {problem}",
         )
 
+    def alert(self, event: str, summary: str, details: dict[str, Any], cause: str) -> None:
+        """Queue an alert for the webhooks (sent on the alerts thread; repeats of the same
+        event and cause within `alerts.repeat_interval` are suppressed)."""
+        self._alert(event, summary, details, cause)
+
     def close(self, timeout: float = 25.0) -> None:
         """Stop the schedule; a running retrain is terminated (the champion stays)."""
         self.runner.stop()

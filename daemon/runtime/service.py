@@ -31,7 +31,9 @@ from daemon.domain import Backoff
 from daemon.errors import ConsumerError, DeadLetterError, RegimedError
 from daemon.monitor.live import LiveScorer
 from daemon.monitor.metrics import Metrics, serve
+from daemon.monitor.regime_alerts import RegimeChangeAlerts
 from daemon.runtime.ingest import Ingest
+from daemon.runtime.publisher import Publisher
 from daemon.runtime.retrains import Retrains
 from daemon.runtime.sdnotify import Notifier
 from daemon.store.locks import daemon_lock
@@ -79,6 +81,7 @@ class Service:
         self.metrics_port: int | None = None
         self.retrains: Retrains | None = None
         self.scorer: LiveScorer | None = None
+        self.regime_alerts: RegimeChangeAlerts | None = None
         self._sigints = 0
         #: Why the service is not consuming yet (for /healthz while it waits for Kafka).
         self._waiting = "starting"
@@ -130,8 +133,18 @@ class Service:
             self.scorer = LiveScorer(
                 self.config, store, on_drift=self.retrains.drift, on_refused=self.retrains.refused
             )
-            ingest = Ingest(self.config, store, self.metrics, scorer=self.scorer)
+            publisher = self._start_publisher(stack)
+            self.regime_alerts = RegimeChangeAlerts(self.config, self.retrains.alert)
+            ingest = Ingest(
+                self.config,
+                store,
+                self.metrics,
+                scorer=self.scorer,
+                on_outbox=None if publisher is None else publisher.stored,
+                regime_alerts=self.regime_alerts,
+            )
             consumer = MarketDataConsumer(self.config, ingest, self.metrics, self.stop_event)
+            consumer.hold = None if publisher is None else publisher.hold_reason
             self._serve_metrics(stack, consumer)
             self._update_sample_gauge(store)
             self.scorer.refresh(force=True)
@@ -176,9 +189,21 @@ class Service:
             finally:
                 self.state = State.STOPPING
                 self.notifier.stopping()
+                if publisher is not None:
+                    publisher.request_stop()  # its send in hand ends while the consumer closes
                 consumer.close(commit=clean)
         self.state = State.STOPPED
         logger.info("regimed stopped")
+
+    def _start_publisher(self, stack: ExitStack) -> Publisher | None:
+        """The thread that publishes the output topics (docs/outputs.md), when one is on;
+        stopped after the consumer."""
+        if not self.config.outputs.enabled:
+            return None
+        publisher = Publisher(self.config, self.metrics)
+        publisher.start()
+        stack.callback(publisher.stop)
+        return publisher
 
     def _connect(self, consumer: MarketDataConsumer, deadline: float | None) -> bool:
         """Open the consumer, retrying with capped exponential backoff while no broker
@@ -267,6 +292,8 @@ class Service:
         ]
         self.config = dataclasses.replace(old, **{s: getattr(new, s) for s in applied})
         self.retrains.reconfigure(self.config)
+        if self.regime_alerts is not None:
+            self.regime_alerts.watched = frozenset(self.config.alerts.regime_change)
         logger.info("SIGHUP: reloaded %s", ", ".join(applied) or "nothing (no change)")
         if ignored:
             logger.warning("SIGHUP: changes to %s need a restart", ", ".join(ignored))
@@ -293,6 +320,8 @@ class Service:
                 return False, self._waiting
             if self.state is not State.RUNNING:
                 return False, f"state {self.state.value}"
+            if consumer.held is not None:
+                return False, f"polling paused: {consumer.held}"
             if idle > m.healthz_stall_seconds:
                 return False, f"consume loop stalled: no poll for {idle:.0f} s"
             if consumer.broker.away:

@@ -16,6 +16,7 @@ from daemon.domain import (
     BarRow,
     DeadLetterRow,
     LabelUpdate,
+    OutboxRow,
     PredictionRow,
     RowBlock,
     SampleRow,
@@ -52,6 +53,7 @@ class BatchResult:
     predictions_written: int = 0
     offsets_written: int = 0
     samples_removed: int = 0
+    outbox_written: int = 0
 
 
 _BAR_INSERT = (
@@ -99,6 +101,7 @@ _DEAD_LETTER_INSERT = """
 INSERT OR IGNORE INTO dead_letters (source_topic, source_partition, source_offset, reason, key,
     value, headers, parked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
+_OUTBOX_INSERT = "INSERT INTO outbox (topic, key, value) VALUES (?, ?, ?)"
 _COUNTER_ADD = """
 INSERT INTO counters (name, value) VALUES (?, ?)
 ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
@@ -120,6 +123,7 @@ class BatchWrites(Connected):
         replace_events: Iterable[str] = (),
         block: RowBlock | None = None,
         dead_letters: Iterable[DeadLetterRow] = (),
+        outbox: Iterable[OutboxRow] = (),
     ) -> BatchResult:
         """Store one consumer batch atomically: all of it, or (on any exception) none of it.
 
@@ -134,7 +138,8 @@ class BatchWrites(Connected):
         `samples` are removed in the same transaction (`samples_removed`). `block` adds rows
         given as statement parameters (`RowBlock`), written after the row objects.
         `dead_letters` are rejected records the dead-letter topic did not take, parked here
-        with the offsets that pass them.
+        with the offsets that pass them. `outbox` rows are records for the output topics,
+        stored in this transaction and published afterwards (`daemon.store.outbox`).
         """
         bar_params = list(map(BAR_FIELDS, bars))
         sample_list = list(samples)
@@ -165,6 +170,7 @@ class BatchWrites(Connected):
         offset_params = _offset_params(offsets or {})
         counter_params = _counter_params(counters or {})
 
+        outbox_rows = outbox if isinstance(outbox, list) else list(outbox)
         rebuilt = sorted(set(replace_events))
         with self._transaction("write a batch", write=True) as conn:
             _register_feature_sets(conn, feature_sizes)
@@ -192,6 +198,8 @@ class BatchWrites(Connected):
             if offset_params:
                 conn.executemany(_OFFSET_UPSERT, offset_params)
             conn.executemany(_DEAD_LETTER_INSERT, dead_letters)
+            if outbox_rows:
+                conn.executemany(_OUTBOX_INSERT, outbox_rows)
             if bars_corrected:
                 counter_params.append(("bars_corrected", bars_corrected))
             if counter_params:
@@ -210,6 +218,7 @@ class BatchWrites(Connected):
             predictions_written=predictions_written,
             offsets_written=len(offset_params),
             samples_removed=samples_removed,
+            outbox_written=len(outbox_rows),
         )
 
 

@@ -287,6 +287,25 @@ _RELATIVE_ARTIFACT_PATHS = Migration(
     ),
 )
 
+# Records for the output topics (`outputs.predictions_topic`, `outputs.regimes_topic`), written
+# in the transaction of the batch they come from and deleted once the broker has acknowledged
+# them: the rows left are the records not yet published, in `id` order. AUTOINCREMENT: an id is
+# never given twice, even after the table was emptied.
+_OUTBOX = Migration(
+    7,
+    "outbox",
+    (
+        """
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            topic TEXT NOT NULL,
+            key BLOB NOT NULL,
+            value BLOB NOT NULL
+        )
+        """,
+    ),
+)
+
 #: Every migration, in the order it is applied; versions are 1, 2, ... without gaps.
 MIGRATIONS: tuple[Migration, ...] = (
     _CORE_TABLES,
@@ -295,6 +314,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _PROMOTIONS,
     _DEAD_LETTERS,
     _RELATIVE_ARTIFACT_PATHS,
+    _OUTBOX,
 )
 
 #: The schema version this code writes and expects.

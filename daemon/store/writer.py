@@ -57,6 +57,7 @@ def write(store: Store, batch: Batch) -> BatchResult:
         predictions=batch.predictions,
         counters=batch.counters,
         dead_letters=batch.dead_letters,
+        outbox=batch.outbox,
     )
 
 

@@ -94,6 +94,7 @@ def test_the_rules_cover_every_alert_of_the_operations_issue():
         "RegimedCrashAccuracyBelowValidation",
         "RegimedVixProxyInUse",
         "RegimedMarketSymbolMissing",
+        "RegimedMarketCrash",
     }
 
 
