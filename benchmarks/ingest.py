@@ -55,8 +55,9 @@ import pandas as pd
 
 from consumers.broker import EmbeddedBroker
 from consumers.events import decode_batch
-from consumers.kafka_source import Poll, tune_gc
+from consumers.kafka_source import tune_gc
 from consumers.replay import ensure_topic, publish, synthetic_events
+from consumers.step import Poll
 from daemon.config import Config, KafkaConfig, MetricsConfig, OutputsConfig, StoreConfig
 from daemon.domain import BAR_FIELDS
 from daemon.monitor.metrics import Metrics

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.kafka_source import MarketDataConsumer, Poll, Stored
+from consumers.kafka_source import MarketDataConsumer
+from consumers.step import Poll, Stored
 from daemon.config import Config
 from daemon.domain import Batch, OutboxRow, PredictionRow
 from daemon.monitor.live import LiveScorer, labels_of
