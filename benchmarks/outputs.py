@@ -60,8 +60,8 @@ def fit_champion(store_path: Path) -> None:
 
     from daemon.pipeline.features import FEATURE_NAMES
     from daemon.pipeline.features.defs import FEATURE_VERSION
+    from daemon.registry.ensemble import SoftVote
     from daemon.registry.versions import Registry
-    from daemon.training.ensemble import SoftVote
 
     rows = np.random.default_rng(0).normal(size=(500, len(FEATURE_NAMES)))
     labels = (rows[:, 1] > 0).astype(np.int8)

@@ -29,10 +29,10 @@ from daemon.config import Config, OutputsConfig
 from daemon.errors import StoreError
 from daemon.pipeline.features import FEATURE_NAMES
 from daemon.pipeline.features.defs import FEATURE_VERSION
+from daemon.registry.ensemble import SoftVote
 from daemon.registry.versions import Registry
 from daemon.store.outbox import Outbox, OutboxRecord
 from daemon.store.sqlite import Store
-from daemon.training.ensemble import SoftVote
 from tests.consumers.test_ingest import numbered
 from tests.runtime.test_runtime import Running, scrape
 
