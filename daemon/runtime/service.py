@@ -33,6 +33,7 @@ from daemon.monitor.metrics import Metrics, serve
 from daemon.runtime.ingest import Ingest
 from daemon.runtime.retrains import Retrains
 from daemon.runtime.sdnotify import Notifier
+from daemon.runtime.status import no_champion_cause
 from daemon.store.locks import daemon_lock
 from daemon.store.sqlite import Store
 
@@ -129,6 +130,8 @@ class Service:
             self.scorer = LiveScorer(
                 self.config, store, on_drift=self.retrains.drift, on_refused=self.retrains.refused
             )
+            scorer = self.scorer
+            self.retrains.champion_serving = lambda: scorer.model is not None
             ingest = Ingest(self.config, store, self.metrics, scorer=self.scorer)
             consumer = MarketDataConsumer(self.config, ingest, self.metrics, self.stop_event)
             self._serve_metrics(stack, consumer)
@@ -138,7 +141,8 @@ class Service:
             if self.scorer.model is None:
                 logger.warning(
                     "no champion model yet: ingesting without scoring until a retrain "
-                    "promotes one (regimed retrain, or the schedule)"
+                    "promotes one (regimed retrain, or the schedule)%s",
+                    no_champion_cause(store),
                 )
             clean = False
             deadline = None if timeout_s is None else started + timeout_s

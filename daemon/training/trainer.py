@@ -44,6 +44,7 @@ from daemon.training.report import (
     Confusion,
     DataWindow,
     EnsembleVote,
+    Figure,
     Gate,
     ModelScores,
     RetrainReport,
@@ -55,10 +56,13 @@ from daemon.training.report import (
 from daemon.training.sampling import balance, row_weights, weight_report
 
 if TYPE_CHECKING:
-    from daemon.training.gate import GateDecision
+    from daemon.training.gate import GateDecision, Predictor
     from daemon.training.scoring import Scores
 
 logger = logging.getLogger(__name__)
+
+#: The run's outcome for gate rules that are neither a promotion nor a rejection.
+_OUTCOMES: dict[str, str] = {"unchanged": "unchanged"}
 
 #: progress(event, details): "model_started" / "model_finished" per base model, "stage" for
 #: the other steps. The CLI draws a progress bar from it on a terminal.
@@ -240,7 +244,9 @@ class _Retrain:
                 dict(ensemble.vote.weights), ensemble.vote.threshold, holdout_scores
             )
         )
-        validation, preds, references = self._validate(ensemble, data, train, val, fit_seconds)
+        validation, preds, candidate, references = self._validate(
+            ensemble, data, train, val, fit_seconds
+        )
         self._add(
             validation=validation,
             importances=_importances(models),
@@ -248,15 +254,25 @@ class _Retrain:
         )
 
         self._stage("gate")
-        decision, champion_scores = self._gate(data, val, preds["ensemble"], references)
+        decision, champion_scores, skill = self._gate(data, val, candidate, references)
+        evidence = decision.evidence
         self._add(
             champion=None if champion_scores is None else ScoreTable.of(champion_scores),
             champion_error=self.champion_error or None,
-            gate=Gate(cfg.gate.metric, decision.rule, decision.interval or None),
+            gate=Gate(
+                cfg.gate.metric,
+                decision.rule,
+                decision.interval or None,
+                evidence.edge,
+                dict(evidence.regimes),
+            ),
+            skill=skill,
             promoted=bool(decision.promoted),
             reason=decision.reason,
-            outcome="promoted" if decision.promoted else "rejected",
+            outcome=_OUTCOMES.get(decision.rule, "promoted" if decision.promoted else "rejected"),
         )
+        if decision.rule == "unchanged":
+            return self._record_unchanged()
 
         self._stage("save")
         version = new_version(self.started_at, {m.version for m in Registry(self.store).models()})
@@ -337,10 +353,12 @@ class _Retrain:
         train: npt.NDArray[np.int64],
         val: npt.NDArray[np.int64],
         fit_seconds: Mapping[str, float],
-    ) -> tuple[Validation, dict[str, npt.NDArray[np.int8]], dict[str, Scores]]:
+    ) -> tuple[Validation, dict[str, npt.NDArray[np.int8]], Predictor, dict[str, Predictor]]:
         """Scores of every model, the ensemble and the naive references on the validation
-        rows: (the report's `validation`, predictions by model, the references' Scores)."""
-        from daemon.training.scoring import baseline_predictions, score
+        rows: (the report's `validation`, predictions by model, the candidate ensemble's and
+        the references' calls and probabilities)."""
+        from daemon.training.gate import Predictor
+        from daemon.training.scoring import baseline_predictions, baseline_probabilities, score
 
         min_n = self.config.training.min_score_samples
         regimes = data.meta["regime"].to_numpy()[val].astype(str)
@@ -356,50 +374,56 @@ class _Retrain:
         naive = baseline_predictions(
             data.y[train], X, FEATURE_NAMES, self.config.label.horizon_bars
         )
-        references = {name: score(y, p, regimes, min_n) for name, p in naive.items()}
-        baselines = {name: _model_scores(s, None) for name, s in references.items()}
+        naive_proba = baseline_probabilities(
+            data.y[train], data.X[train], X, FEATURE_NAMES, self.config.label.horizon_bars
+        )
+        references = {name: Predictor(p, naive_proba[name]) for name, p in naive.items()}
+        baselines = {
+            name: _model_scores(score(y, p, regimes, min_n), None) for name, p in naive.items()
+        }
         ens = ScoreTable.of(score(y, preds["ensemble"], regimes, min_n))
         validation = Validation(ens.per_regime, ens.overall, baselines, models)
-        return validation, preds, references
+        candidate = Predictor(preds["ensemble"], ensemble.vote.proba(probas))
+        return validation, preds, candidate, references
 
     def _gate(
         self,
         data: _Data,
         val: npt.NDArray[np.int64],
-        candidate_pred: npt.NDArray[np.int8],
-        references: Mapping[str, Scores],
-    ) -> tuple[GateDecision, Scores | None]:
-        """The gate's decision and the champion's scores on the same validation rows."""
-        from daemon.training.gate import decide
-        from daemon.training.scoring import bootstrap_difference, score
+        candidate: Predictor,
+        references: Mapping[str, Predictor],
+    ) -> tuple[GateDecision, Scores | None, dict[str, dict[str, Figure]]]:
+        """The gate's decision, the champion's scores on the same validation rows and the
+        overall figures with intervals of candidate, champion and references."""
+        from daemon.training.gate import decide, gather
+        from daemon.training.scoring import score
 
         cfg = self.config
         min_n = cfg.training.min_score_samples
         regimes = data.meta["regime"].to_numpy()[val].astype(str)
         y = data.y[val]
-        candidate = score(y, candidate_pred, regimes, min_n)
-        champion_pred = self._champion_predictions(data.X[val])
-        champion = None if champion_pred is None else score(y, champion_pred, regimes, min_n)
-        interval = None
-        if champion_pred is not None and cfg.gate.bootstrap_samples > 0:
-            interval = bootstrap_difference(
-                y,
-                candidate_pred,
-                champion_pred,
-                data.days[val],
-                cfg.gate.metric,
-                cfg.gate.bootstrap_samples,
-                cfg.gate.bootstrap_block_days,
-                cfg.training.seed,
-            )
-        decision = decide(candidate, champion, references, cfg.gate, interval)
-        return decision, champion
+        champion = self._champion_predictions(data.X[val])
+        evidence, figures = gather(
+            y,
+            data.days[val],
+            regimes,
+            candidate,
+            champion,
+            references,
+            cfg.gate,
+            min_n=min_n,
+            seed=cfg.training.seed,
+        )
+        scores = None if champion is None else score(y, champion.pred, regimes, min_n)
+        return decide(evidence, cfg.gate), scores, figures
 
-    def _champion_predictions(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.int8] | None:
-        """The champion's predictions, or None without a usable champion. A champion whose
-        artifact is refused (tampered, wrong permissions) has already raised an alert; the
-        candidate is then judged against the naive references alone, so the service can
-        recover with a verified model instead of failing every retrain."""
+    def _champion_predictions(self, X: npt.NDArray[np.float32]) -> Predictor | None:
+        """The champion's calls and probabilities, or None without a usable champion. A
+        champion whose artifact is refused (tampered, wrong permissions) has already raised an
+        alert; the candidate is then judged against the naive references alone, so the service
+        can recover with a verified model instead of failing every retrain."""
+        from daemon.training.gate import Predictor
+
         try:
             loaded = load_champion(self.config, self.store)
         except ArtifactError as exc:
@@ -408,7 +432,25 @@ class _Retrain:
             return None
         if loaded is None:
             return None
-        return (loaded.ensemble.proba(X) > loaded.ensemble.vote.threshold).astype(np.int8)
+        proba = loaded.ensemble.proba(X)
+        return Predictor((proba > loaded.ensemble.vote.threshold).astype(np.int8), proba)
+
+    def _record_unchanged(self) -> RetrainReport:
+        """A candidate that predicts as the champion does: the run is recorded (and
+        reported), no version, artifact or registry row of a model is added."""
+        self._stage("done")
+        report = self._add(duration_seconds=round(time.perf_counter() - self.t0, 3))
+        Registry(self.store).add_retrain_run(
+            trigger=self.trigger,
+            started_at=self.started_at,
+            finished_at=self.clock(),
+            promoted=False,
+            reason=report.reason or "",
+            version=None,
+            report=report.to_json(),
+        )
+        logger.info("retrain (%s): %s", self.trigger, report.reason)
+        return report
 
     def _drift_reference(self, data: _Data, train: npt.NDArray[np.int64]) -> dict[str, Any]:
         """The training rows' feature distributions per regime, stored with the model, which
