@@ -9,7 +9,8 @@ decides, and the decision names it:
 
 1. `no_score`: the candidate has an overall score (not null for too few validation rows).
 2. `unchanged`: its validation predictions (calls and probabilities) differ from the
-   champion's. Equal ones are recorded as `unchanged`: nothing new to serve, no version added.
+   champion's -- or, without a champion, from the last registered candidate's. Equal ones are
+   recorded as `unchanged`: nothing new to serve or to keep, no version added.
 3. `naive_edge`: skill shown. The lower bound of the interval of (candidate - best naive
    reference) must be above `gate.min_edge`; the best reference is the one with the highest
    overall score.
@@ -93,6 +94,8 @@ class Evidence:
     champion: Comparison | None = None
     regimes: Mapping[str, Comparison] = field(default_factory=dict)
     unchanged: bool = False
+    #: whose predictions the candidate's equal, in words, when `unchanged`
+    same_as: str = "the champion's"
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ def decide(evidence: Evidence, gate: GateConfig) -> GateDecision:
         return decision(
             False,
             "unchanged",
-            "unchanged: the candidate's validation predictions equal the champion's; "
+            f"unchanged: the candidate's validation predictions equal {evidence.same_as}; "
             "no version added",
         )
     if edge.low <= gate.min_edge + _EPS:
@@ -182,8 +185,12 @@ def gather(
     *,
     min_n: int,
     seed: int,
+    previous: tuple[str, Predictor] | None = None,
 ) -> tuple[Evidence, dict[str, dict[str, Figure]]]:
     """Measure everything the gate decides on, and the figures the report shows.
+
+    `previous`, without a champion: (whose, predictions) of the last registered candidate, for
+    the `unchanged` rule.
 
     Returns the evidence and, for "candidate", "champion" (when there is one) and each naive
     reference, every metric of `METRICS` overall with its 95% interval. A group with fewer
@@ -225,14 +232,13 @@ def gather(
 
     edge = compare(best, scored[best], reference_title(best))
     if champion is None:
-        return Evidence(metric, ours, edge), figures
+        same = previous is not None and _same(candidate, previous[1])
+        whose = "" if previous is None else previous[0]
+        return Evidence(metric, ours, edge, unchanged=same, same_as=whose), figures
     theirs = figures["champion"][metric].value
     if theirs is None:
         raise ValueError(f"the champion has no overall {metric} where the candidate has one")
-    unchanged = bool(
-        np.array_equal(candidate.pred, champion.pred)
-        and np.array_equal(candidate.proba, champion.proba)
-    )
+    unchanged = _same(candidate, champion)
     per_regime = {}
     for regime in REGIME_ORDER:
         rows = groups == regime
@@ -263,3 +269,8 @@ def gather(
         ),
         figures,
     )
+
+
+def _same(a: Predictor, b: Predictor) -> bool:
+    """Whether two predictors' validation calls and probabilities are identical."""
+    return bool(np.array_equal(a.pred, b.pred) and np.array_equal(a.proba, b.proba))

@@ -403,6 +403,7 @@ class _Retrain:
         regimes = data.meta["regime"].to_numpy()[val].astype(str)
         y = data.y[val]
         champion = self._champion_predictions(data.X[val])
+        previous = None if champion is not None else self._last_candidate(data.X[val])
         evidence, figures = gather(
             y,
             data.days[val],
@@ -413,6 +414,7 @@ class _Retrain:
             cfg.gate,
             min_n=min_n,
             seed=cfg.training.seed,
+            previous=previous,
         )
         scores = None if champion is None else score(y, champion.pred, regimes, min_n)
         return decide(evidence, cfg.gate), scores, figures
@@ -422,7 +424,6 @@ class _Retrain:
         champion whose artifact is refused (tampered, wrong permissions) has already raised an
         alert; the candidate is then judged against the naive references alone, so the service
         can recover with a verified model instead of failing every retrain."""
-        from daemon.training.gate import Predictor
 
         try:
             loaded = load_champion(self.config, self.store)
@@ -432,8 +433,28 @@ class _Retrain:
             return None
         if loaded is None:
             return None
-        proba = loaded.ensemble.proba(X)
-        return Predictor((proba > loaded.ensemble.vote.threshold).astype(np.int8), proba)
+        return _calls(loaded.ensemble, X)
+
+    def _last_candidate(self, X: npt.NDArray[np.float32]) -> tuple[str, Predictor] | None:
+        """Without a champion: the last registered candidate's predictions, so a retrain on
+        unchanged data does not register the same rejected model again. None when there is
+        none, or it cannot be loaded or score these rows (the rule is then skipped)."""
+        from daemon.registry.serving import load_model
+
+        models = Registry(self.store).models()
+        if not models:
+            return None
+        version = models[-1].version
+        try:
+            loaded = load_model(self.config, self.store, version)
+        except RegimedError as exc:
+            logger.warning(
+                "the last candidate %s cannot be loaded to compare with: %s", version, exc
+            )
+            return None
+        if loaded.feature_version != FEATURE_VERSION:
+            return None
+        return f"those of the last candidate {version}", _calls(loaded.ensemble, X)
 
     def _record_unchanged(self) -> RetrainReport:
         """A candidate that predicts as the champion does: the run is recorded (and
@@ -517,6 +538,14 @@ class _Retrain:
             report=saved.to_json(),
         )
         return saved
+
+
+def _calls(ensemble: Ensemble, X: npt.NDArray[np.float32]) -> Predictor:
+    """A loaded model's calls and probabilities of up on the rows X."""
+    from daemon.training.gate import Predictor
+
+    proba = ensemble.proba(X)
+    return Predictor((proba > ensemble.vote.threshold).astype(np.int8), proba)
 
 
 def _day(value: Any) -> str | None:

@@ -322,3 +322,17 @@ def test_a_retrain_removes_what_a_killed_save_left_behind(db, caplog):
     assert "killed while saving" in caplog.text
     assert Path(report["artifact"]["path"]).is_dir()  # the new bundle is untouched
     assert [p.name for p in models.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_without_a_champion_a_rerun_adds_no_second_rejected_version(db):
+    config = _config(db, models=("logistic_regression",))
+    config = config.replace(gate=dataclasses.replace(config.gate, min_edge=0.5))  # unreachable
+    first = retrain(config)
+    assert (first.promoted, first.gate.rule if first.gate else None) == (False, "naive_edge")
+    assert "no skill shown" in (first.reason or "")
+    second = retrain(config)
+    assert (second.outcome, second.version) == ("unchanged", None)
+    assert f"those of the last candidate {first.version}" in (second.reason or "")
+    with Store.open(config.store) as store:
+        assert [m.version for m in Registry(store).models()] == [first.version]
+        assert Registry(store).champion() is None
