@@ -26,7 +26,9 @@ def _pct(value: float | None) -> str:
 def render(report: RetrainReport) -> str:
     """A readable summary of a retrain report."""
     lines: list[str] = []
-    version = report.version or "(none)"
+    version = report.version or (
+        "(unchanged: no version added)" if report.outcome == "unchanged" else "(none)"
+    )
     lines.append(
         f"retrain {version}  trigger {report.trigger or '-'}  {report.duration_seconds or 0:.1f} s"
     )

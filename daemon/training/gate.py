@@ -8,9 +8,9 @@ a difference is a paired interval. The rules, checked in this order; the first t
 decides, and the decision names it:
 
 1. `no_score`: the candidate has an overall score (not null for too few validation rows).
-2. `unchanged`: its validation predictions (calls and probabilities) differ from the
-   champion's -- or, without a champion, from the last registered candidate's. Equal ones are
-   recorded as `unchanged`: nothing new to serve or to keep, no version added.
+2. `unchanged`: its validation predictions (calls, and probabilities to within 1e-6) differ
+   from the champion's -- or, without a champion, from the last registered candidate's. Equal
+   ones are recorded as `unchanged`: nothing new to serve or to keep, no version added.
 3. `naive_edge`: skill shown. The lower bound of the interval of (candidate - best naive
    reference) must be above `gate.min_edge`; the best reference is the one with the highest
    overall score.
@@ -271,6 +271,15 @@ def gather(
     )
 
 
+#: Probabilities closer than this are the same prediction: a model saved and loaded again
+#: (XGBoost's and LightGBM's native formats, a forest adding up its trees in another order)
+#: can move the last bits of a probability.
+SAME_PROBA = 1e-6
+
+
 def _same(a: Predictor, b: Predictor) -> bool:
-    """Whether two predictors' validation calls and probabilities are identical."""
-    return bool(np.array_equal(a.pred, b.pred) and np.array_equal(a.proba, b.proba))
+    """Whether two predictors make the same validation calls with the same probabilities (to
+    within `SAME_PROBA`)."""
+    if a.pred.shape != b.pred.shape or not np.array_equal(a.pred, b.pred):
+        return False
+    return bool(np.allclose(a.proba, b.proba, rtol=0.0, atol=SAME_PROBA))

@@ -460,7 +460,10 @@ class _Retrain:
         """A candidate that predicts as the champion does: the run is recorded (and
         reported), no version, artifact or registry row of a model is added."""
         self._stage("done")
-        report = self._add(duration_seconds=round(time.perf_counter() - self.t0, 3))
+        report = self._add(
+            feature_version=FEATURE_VERSION,
+            duration_seconds=round(time.perf_counter() - self.t0, 3),
+        )
         Registry(self.store).add_retrain_run(
             trigger=self.trigger,
             started_at=self.started_at,
