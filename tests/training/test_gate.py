@@ -204,3 +204,20 @@ def test_gather_needs_a_scored_reference():
     candidate = _predictor(y, 0.6, seed=3)
     with pytest.raises(ValueError, match="no naive reference"):
         gather(y, days, regimes, candidate, None, {}, GATE, min_n=5, seed=0)
+
+
+def test_unchanged_allows_only_the_last_bits_of_a_reloaded_model_to_move():
+    y, days, regimes = _data()
+    candidate = _predictor(y, 0.6, seed=3)
+    reloaded = Predictor(candidate.pred.copy(), candidate.proba + 1e-9)
+    assert _gather(y, days, regimes, candidate, champion=reloaded)[0].unchanged
+    moved = Predictor(candidate.pred.copy(), candidate.proba + 1e-4)
+    assert not _gather(y, days, regimes, candidate, champion=moved)[0].unchanged
+    # without a champion, the last registered candidate stands in
+    found, _ = gather(
+        y, days, regimes, candidate, None, _references(y), GATE, min_n=50, seed=1,
+        previous=("those of the last candidate V1", reloaded),
+    )  # fmt: skip
+    decision = decide(found, GATE)
+    assert decision.rule == "unchanged"
+    assert "equal those of the last candidate V1; no version added" in decision.reason
