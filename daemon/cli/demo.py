@@ -195,9 +195,14 @@ def run_demo(
                 daemon,
             )
             report = result.report or RetrainReport()
-            if result.outcome not in ("promoted", "rejected"):
+            if result.outcome not in ("promoted", "rejected", "unchanged"):
                 raise DemoError(f"the retrain {result.outcome}: {result.reason}")
             out.write("\n" + render(report))
+            if not retrains.champion_serving():
+                out.write(
+                    "\nno champion: the daemon keeps ingesting and labelling bars, and scores "
+                    "none until a retrain shows skill\n"
+                )
             # A temporary state directory goes away at the end: then the report goes here.
             page = _write_report(
                 Path(config.store.path).parent / "reports" if state_dir else Path.cwd(), report

@@ -66,12 +66,18 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class GateConfig:
-    """When a candidate replaces the champion (docs/training.md, "The gate")."""
+    """When a candidate shows skill and replaces the champion (docs/training.md, "The gate").
+
+    `max_regime_drop` is kept so configurations naming it load; it no longer decides alone: a
+    regime vetoes when its own bootstrap interval shows a drop, and `max_regime_drop` (0 by
+    default) is only a floor under that drop's point estimate.
+    """
 
     metric: GateMetric = "balanced_accuracy"
     tolerance: float = bounded(0.005, ge=0, le=1)
-    max_regime_drop: float = bounded(0.03, ge=0, le=1)
+    max_regime_drop: float = bounded(0.0, ge=0, le=1)
     min_edge: float = bounded(0.0, ge=-1, le=1)
+    min_regime_rows: int = bounded(200, ge=1)
     bootstrap_samples: int = bounded(1000, ge=0)
     bootstrap_block_days: int = bounded(5, ge=1)
 

@@ -29,7 +29,16 @@ from daemon.errors import UsageError
 from daemon.pipeline.engine import history_rows
 from daemon.training.archive import Candidates, Histories, choose
 
-__all__ = ["Dataset", "Fold", "build_dataset", "folds", "load_csvs", "load_default", "symbol_of"]
+__all__ = [
+    "Dataset",
+    "Fold",
+    "build_dataset",
+    "fold_at",
+    "folds",
+    "load_csvs",
+    "load_default",
+    "symbol_of",
+]
 
 Index = npt.NDArray[np.int64]
 Days = npt.NDArray[np.datetime64]
@@ -157,7 +166,7 @@ def folds(
     stop = min(end, last) if end is not None else last
     months = STEP_MONTHS[settings.step]
     start = pd.Timestamp(settings.start)
-    archive_cache: dict[tuple[str, ...], Index] = {}
+    archive_cache: dict[tuple[int, ...], Index] = {}
     out: list[Fold] = []
     k = 0
     while True:
@@ -166,21 +175,35 @@ def folds(
             break
         k += 1
         upper = min((start + pd.DateOffset(months=k * months)).date(), stop)
-        c, u = np.datetime64(cutoff, "D"), np.datetime64(upper, "D")
-        test = np.flatnonzero((data.days >= c) & (data.days < u))
-        if len(test) == 0:
-            continue
-        train = np.flatnonzero(data.label_days < c)
-        eligible = tuple(
-            i
-            for i, (pool, known) in enumerate(zip(data.events, data.event_known, strict=True))
-            if pool.samples and known is not None and known < c
-        )
-        names = tuple(data.events[i].event.name for i in eligible)
-        if names not in archive_cache:
-            archive_cache[names] = _archive_rows(data, config, eligible)
-        out.append(Fold(cutoff, upper, train, archive_cache[names], test, names))
+        fold = fold_at(data, config, cutoff, upper, archive_cache)
+        if len(fold.test):
+            out.append(fold)
     return out
+
+
+def fold_at(
+    data: Dataset,
+    config: Config,
+    cutoff: dt.date,
+    end: dt.date,
+    cache: dict[tuple[int, ...], Index] | None = None,
+) -> Fold:
+    """What a retrain at `cutoff` knows (the rows whose label day is before it, the archive of
+    the events known by then) and the rows of `cutoff <= day < end` it goes on to predict.
+    `cache` keeps the archive of each set of known events between calls."""
+    c, u = np.datetime64(cutoff, "D"), np.datetime64(end, "D")
+    test = np.flatnonzero((data.days >= c) & (data.days < u))
+    train = np.flatnonzero(data.label_days < c)
+    eligible = tuple(
+        i
+        for i, (pool, known) in enumerate(zip(data.events, data.event_known, strict=True))
+        if pool.samples and known is not None and known < c
+    )
+    names = tuple(data.events[i].event.name for i in eligible)
+    cache = {} if cache is None else cache
+    if eligible not in cache:
+        cache[eligible] = _archive_rows(data, config, eligible)
+    return Fold(cutoff, end, train, cache[eligible], test, names)
 
 
 def _archive_rows(data: Dataset, config: Config, eligible: Sequence[int]) -> Index:

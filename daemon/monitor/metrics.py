@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 #: What can start a retrain, and how a retrain can end (bounded label values).
 RETRAIN_TRIGGERS = ("schedule", "drift", "manual", "catch_up", "demo")
-RETRAIN_OUTCOMES = ("promoted", "rejected", "failed", "busy", "stopped")
+RETRAIN_OUTCOMES = ("promoted", "rejected", "unchanged", "failed", "busy", "stopped")
 #: The `model` label of the validation gauges: the base models and the ensemble.
 MODEL_LABELS = (*MODEL_NAMES, "ensemble")
 

@@ -1,6 +1,8 @@
 """A retrain report as one self-contained HTML page; `regimed report` writes it.
 
-The page opens with the promotion decision (rule, reason, bootstrap interval), then balanced
+The page opens with the promotion decision (rule, reason in words, the bootstrap intervals it
+rests on), the overall figures with their 95% intervals (balanced accuracy, accuracy, AUC and
+the Brier score of the candidate, the champion and the naive references), then balanced
 accuracy per regime of the ensemble, every base model, the naive references and the champion
 (accuracy beside it), the models' fit times and vote weights, the regime mix before and after
 sampling with the weight shares, confusion matrices and feature importances.
@@ -31,9 +33,10 @@ from daemon.report.retrain_plots import (
     _scores_figure,
     _vote_figure,
 )
+from daemon.report.retrain_text import SKILL_COLUMNS, skill_rows
 from daemon.report.svg import CSS
 from daemon.report.svg import escape as _e
-from daemon.training.report import EnsembleVote, Gate, RetrainReport
+from daemon.training.report import EnsembleVote, Figure, Gate, RetrainReport
 
 if TYPE_CHECKING:
     from daemon.registry.versions import ModelRecord
@@ -53,6 +56,7 @@ def render_html(report: RetrainReport, *, model: ModelRecord | None = None) -> s
         _meta(report, model),
         _decision(report),
         _headline(report),
+        _skill_table(report),
         "<h2>Validation per regime</h2>",
         _scores_figure(report),
         "<h2>Models</h2>",
@@ -115,12 +119,23 @@ def _decision(report: RetrainReport) -> str:
     lines = [f'<section class="decision {css}"><h2>{head}</h2>']
     lines.append(f"<p>{_e(report.reason or 'no reason recorded')}</p>")
     metric = (gate.metric or "balanced_accuracy").replace("_", " ")
+    if gate.edge is not None:
+        lines.append(
+            f"<p>Skill, {_e(metric)} of the candidate minus the best naive reference: "
+            f"{_e(gate.edge.words())} (95% bootstrap interval; its lower bound decides).</p>"
+        )
     if gate.interval is not None:
         low, high = gate.interval
         lines.append(
-            f"<p>Candidate minus champion, {_e(metric)}: 95% bootstrap interval "
-            f"[{low:+.3f}, {high:+.3f}] (it informs; the rules decide).</p>"
+            f"<p>Candidate minus champion, {_e(metric)}: 95% paired bootstrap interval "
+            f"[{low:+.3f}, {high:+.3f}] (its lower bound decides).</p>"
         )
+        if gate.regimes:
+            items = "".join(
+                f"<li>{_e(r)} ({_e(_count(c.n))} rows): {_e(c.words())}</li>"
+                for r, c in gate.regimes.items()
+            )
+            lines.append(f"<p>Regimes compared with the champion:</p><ul>{items}</ul>")
     elif report.champion is None:
         lines.append("<p>No interval: there was no champion to compare with.</p>")
     else:
@@ -152,6 +167,33 @@ def _headline(report: RetrainReport) -> str:
     if champion is not None:
         parts.append(f"champion {_fmt(champion.balanced_accuracy)}")
     return f'<p class="headline">{"; ".join(parts)}.</p>'
+
+
+def _skill_table(report: RetrainReport) -> str:
+    rows = skill_rows(report)
+    if not rows:
+        return ""
+    head = "<tr><th>overall</th>" + "".join(f"<th>{_e(t)}</th>" for _, t in SKILL_COLUMNS)
+    body = []
+    for title, figures in rows:
+        cells = "".join(_figure_html(figures.get(m, Figure())) for m, _ in SKILL_COLUMNS)
+        body.append(f"<tr><td>{_e(title)}</td>{cells}</tr>")
+    return (
+        f"<table>{head}</tr>{''.join(body)}</table>"
+        '<p class="meta">95% moving-block bootstrap intervals over trading days. AUC 0.5 is '
+        "no ranking skill; the Brier score is the mean squared error of the probability of "
+        "up (lower is better; the constant references forecast the training rate of up-days)."
+        "</p>"
+    )
+
+
+def _figure_html(figure: Figure) -> str:
+    if figure.value is None:
+        return _cell_html(None)
+    if figure.interval is None:
+        return f"<td>{figure.value:.3f}</td>"
+    low, high = figure.interval
+    return f"<td>{figure.value:.3f} <small>[{low:.3f}, {high:.3f}]</small></td>"
 
 
 def _models_table(report: RetrainReport) -> str:

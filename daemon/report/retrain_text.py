@@ -1,11 +1,12 @@
 """The retrain report as text: the per-regime validation table (balanced accuracy first, beside
-the naive references and the champion), the models, the training mix and the gate's decision.
-`regimed retrain` and `regimed demo` print it."""
+the naive references and the champion), the overall figures with their 95% intervals (balanced
+accuracy, accuracy, AUC, Brier score), the models, the training mix and the gate's decision in
+words. `regimed retrain` and `regimed demo` print it."""
 
 from __future__ import annotations
 
 from daemon.domain import REGIMES
-from daemon.training.report import Gate, RetrainReport, ScoreCell, Validation
+from daemon.training.report import Figure, Gate, RetrainReport, ScoreCell, Validation
 
 BASELINE_TITLES = {
     "always_up": "always up",
@@ -25,7 +26,9 @@ def _pct(value: float | None) -> str:
 def render(report: RetrainReport) -> str:
     """A readable summary of a retrain report."""
     lines: list[str] = []
-    version = report.version or "(none)"
+    version = report.version or (
+        "(unchanged: no version added)" if report.outcome == "unchanged" else "(none)"
+    )
     lines.append(
         f"retrain {version}  trigger {report.trigger or '-'}  {report.duration_seconds or 0:.1f} s"
     )
@@ -34,6 +37,9 @@ def render(report: RetrainReport) -> str:
         lines.append("")
         lines.append(_regime_table(report, validation))
         lines.append("")
+        if report.skill:
+            lines.append(skill_table(report))
+            lines.append("")
         lines.append(_model_table(validation))
     mix = report.training
     if mix is not None:
@@ -58,12 +64,57 @@ def render(report: RetrainReport) -> str:
     verdict = "PROMOTED" if report.promoted else "NOT PROMOTED"
     reason = report.reason or "no reason recorded"
     lines.append(f"decision: {verdict} ({gate.rule or 'failed'}): {reason}")
+    metric = (gate.metric or "balanced_accuracy").replace("_", " ")
+    if gate.edge is not None:
+        lines.append(f"  skill, {metric}: {gate.edge.words()}")
     if gate.interval is not None:
         low, high = gate.interval
-        lines.append(
-            f"  candidate - champion {gate.metric}: 95% interval [{low:+.3f}, {high:+.3f}]"
-        )
+        lines.append(f"  candidate - champion, {metric}: 95% interval [{low:+.3f}, {high:+.3f}]")
+    for regime, found in gate.regimes.items():
+        lines.append(f"  {regime} ({found.n or 0:,} rows), {metric}: {found.words()}")
     return "\n".join(lines) + "\n"
+
+
+#: The overall figures, in the order the skill tables list them; Brier: lower is better.
+SKILL_COLUMNS = (
+    ("balanced_accuracy", "bal.acc"),
+    ("accuracy", "acc"),
+    ("auc", "AUC"),
+    ("brier", "Brier"),
+)
+
+
+def skill_rows(report: RetrainReport) -> list[tuple[str, dict[str, Figure]]]:
+    """(title, figures by metric) for the candidate, the champion and each naive reference."""
+    skill = report.skill or {}
+    order = ["candidate", "champion", *BASELINE_TITLES, *skill]
+    titles = {"candidate": "candidate", "champion": "champion", **BASELINE_TITLES}
+    present = [who for who in dict.fromkeys(order) if who in skill]
+    return [(titles.get(who, who), dict(skill[who])) for who in present]
+
+
+def _interval_text(figure: Figure) -> str:
+    if figure.value is None:
+        return "-"
+    if figure.interval is None:
+        return f"{figure.value:.3f}"
+    low, high = figure.interval
+    return f"{figure.value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def skill_table(report: RetrainReport) -> str:
+    """The overall figures with 95% bootstrap intervals, one row per predictor."""
+    head = f"{'':<14}" + "".join(f" {title:>21}" for _, title in SKILL_COLUMNS)
+    lines = [
+        "overall, with 95% intervals (AUC 0.5: no ranking skill; Brier: lower is better)",
+        head,
+    ]
+    for title, figures in skill_rows(report):
+        line = f"{title:<14}"
+        for metric, _ in SKILL_COLUMNS:
+            line += f" {_interval_text(figures.get(metric, Figure())):>21}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _regime_table(report: RetrainReport, validation: Validation) -> str:

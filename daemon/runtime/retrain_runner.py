@@ -74,9 +74,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: What became of a run: a candidate promoted or rejected by the gate, no candidate (failed),
-#: not run because another retrain holds the lock (busy), or stopped by the daemon's shutdown.
-Outcome = Literal["promoted", "rejected", "failed", "busy", "stopped"]
+#: What became of a run: a candidate promoted or rejected by the gate, a candidate predicting as
+#: the champion does (unchanged: no version added), no candidate (failed), not run because
+#: another retrain holds the lock (busy), or stopped by the daemon's shutdown.
+Outcome = Literal["promoted", "rejected", "unchanged", "failed", "busy", "stopped"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 #: How long to wait for a SIGKILLed process to be reaped before giving up on it.
@@ -279,10 +280,16 @@ class RetrainRunner:
         started_at: dt.datetime,
     ) -> RunResult:
         outcome: Outcome
-        registered = report is not None and report.outcome in ("promoted", "rejected")
+        registered = report is not None and report.outcome in ("promoted", "rejected", "unchanged")
         if report is not None and (registered or returncode == EXIT_OK):
             # A run that finished just as the stop came has registered its model all the same.
-            outcome = "promoted" if report.promoted else "rejected"
+            outcome = (
+                "promoted"
+                if report.promoted
+                else "unchanged"
+                if report.outcome == "unchanged"
+                else "rejected"
+            )
             reason = report.reason or ""
         elif ended_by == "stop":
             outcome, reason = "stopped", "stopped by the daemon's shutdown; the champion is kept"
@@ -319,7 +326,7 @@ class RetrainRunner:
         )
 
     def _log(self, result: RunResult) -> None:
-        quiet = result.outcome in ("promoted", "rejected", "stopped")
+        quiet = result.outcome in ("promoted", "rejected", "unchanged", "stopped")
         level = logging.INFO if quiet else logging.WARNING
         logger.log(
             level,

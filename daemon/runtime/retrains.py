@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from daemon.config import Config
@@ -36,6 +37,8 @@ class Retrains:
         self.scheduler.on_result(self._on_result)
         self.scheduler.on_event(self._on_event)
         self.rejections = 0
+        #: Whether a champion scores live rows (the service sets it from its scorer).
+        self.champion_serving: Callable[[], bool] = lambda: True
         self.results: list[RunResult] = []
         self._lock = threading.Lock()
         # Alerts go out on their own thread: a slow webhook never holds up the consumer or
@@ -106,9 +109,9 @@ class Retrains:
             self.results.append(result)
         trigger = result.trigger if result.trigger in RETRAIN_TRIGGERS else "manual"
         self.metrics.retrain_runs.labels(trigger=trigger, outcome=result.outcome).inc()
-        if result.outcome in ("promoted", "rejected", "failed"):
+        if result.outcome in ("promoted", "rejected", "unchanged", "failed"):
             self.metrics.retrain_duration.set(result.duration_seconds)
-        if result.outcome in ("promoted", "rejected"):
+        if result.outcome in ("promoted", "rejected", "unchanged"):
             self.metrics.retrain_last_success.set(dt.datetime.now(dt.UTC).timestamp())
         if result.outcome == "promoted":
             self.rejections = 0
@@ -118,6 +121,13 @@ class Retrains:
         self._set_next()
         if result.outcome == "stopped":
             return
+        if result.outcome != "promoted" and not self.champion_serving():
+            logger.warning(
+                "no champion: live bars are stored and labelled but not scored until a retrain "
+                "shows skill; last retrain %s: %s",
+                result.outcome,
+                result.reason,
+            )
         report = {} if result.report is None else result.report.to_json()
         summary = (
             f"retrain {result.outcome} ({result.trigger}, {result.duration_seconds:.0f} s)"

@@ -166,8 +166,14 @@ def _aware(moment: dt.datetime, name: str) -> dt.datetime:
 
 
 def last_success(store: Store) -> dt.datetime | None:
-    """When the latest retrain that registered a candidate (promoted or not) started."""
-    return max((m.trained_at for m in Registry(store).models()), default=None)
+    """When the latest retrain that registered a candidate (promoted or not) started, or the
+    latest one that found its candidate unchanged (it registers nothing)."""
+    registry = Registry(store)
+    found = [m.trained_at for m in registry.models()]
+    run = registry.last_retrain_run()
+    if run is not None and run.report.get("outcome") == "unchanged":
+        found.append(run.started_at)
+    return max(found, default=None)
 
 
 def champion_version(store: Store) -> str | None:

@@ -36,6 +36,7 @@ from daemon.runtime.ingest import Ingest
 from daemon.runtime.publisher import Publisher
 from daemon.runtime.retrains import Retrains
 from daemon.runtime.sdnotify import Notifier
+from daemon.runtime.status import no_champion_cause
 from daemon.store.locks import daemon_lock
 from daemon.store.sqlite import Store
 
@@ -133,6 +134,8 @@ class Service:
             self.scorer = LiveScorer(
                 self.config, store, on_drift=self.retrains.drift, on_refused=self.retrains.refused
             )
+            scorer = self.scorer
+            self.retrains.champion_serving = lambda: scorer.model is not None
             publisher = self._start_publisher(stack)
             self.regime_alerts = RegimeChangeAlerts(self.config, self.retrains.alert)
             ingest = Ingest(
@@ -152,7 +155,8 @@ class Service:
             if self.scorer.model is None:
                 logger.warning(
                     "no champion model yet: ingesting without scoring until a retrain "
-                    "promotes one (regimed retrain, or the schedule)"
+                    "promotes one (regimed retrain, or the schedule)%s",
+                    no_champion_cause(store),
                 )
             clean = False
             deadline = None if timeout_s is None else started + timeout_s

@@ -14,7 +14,15 @@ from daemon.domain import REGIMES
 from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 
-__all__ = ["ChampionStatus", "LastRetrain", "StatusDocument", "next_retrain", "render", "status"]
+__all__ = [
+    "ChampionStatus",
+    "LastRetrain",
+    "StatusDocument",
+    "next_retrain",
+    "no_champion_cause",
+    "render",
+    "status",
+]
 
 
 class ChampionStatus(TypedDict):
@@ -26,12 +34,14 @@ class ChampionStatus(TypedDict):
 
 
 class LastRetrain(TypedDict):
-    """The last retrain run, promoted or not; `version` None when it produced no model."""
+    """The last retrain run, promoted or not; `version` None when it produced no model;
+    `reason` the gate's decision in words (or why the run failed)."""
 
     version: str | None
     trigger: str
     finished_at: str  # ISO 8601 with UTC offset
     promoted: bool
+    reason: str
 
 
 class StatusDocument(TypedDict):
@@ -75,9 +85,19 @@ def status(config: Config, store: Store, now: dt.datetime | None = None) -> Stat
             "trigger": run.trigger,
             "finished_at": run.finished_at.isoformat(),
             "promoted": run.promoted,
+            "reason": run.reason,
         },
         "next_retrain": next_retrain(config.schedule, now).isoformat(),
     }
+
+
+def no_champion_cause(store: Store) -> str:
+    """Why no model serves, for a log line: "; the last retrain (DAY): REASON", or "" when
+    no retrain has run or the last one promoted."""
+    run = Registry(store).last_retrain_run()
+    if run is None or run.promoted or not run.reason:
+        return ""
+    return f"; the last retrain ({run.finished_at.date()}): {run.reason}"
 
 
 def render(doc: StatusDocument) -> str:
@@ -95,12 +115,15 @@ def render(doc: StatusDocument) -> str:
     lines.append(f"  {'total':<16} {live_total:>10,} {archive_total:>10,}")
     lines.append("")
     champion = doc["champion"]
+    run = doc["last_retrain"]
     lines.append(
-        "champion           none yet (live rows are not scored until a retrain promotes one)"
+        "champion           none yet (live rows are stored but not scored until a retrain "
+        "shows skill and promotes one)"
         if champion is None
         else f"champion           {champion['version']} (trained {champion['trained_at']})"
     )
-    run = doc["last_retrain"]
+    if champion is None and run is not None and run.get("reason"):
+        lines.append(f"  why none          the last retrain: {run['reason']}")
     lines.append(
         "last retrain       none yet"
         if run is None

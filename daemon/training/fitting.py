@@ -1,6 +1,7 @@
-"""Fitting a base model: `fit_model` builds it (daemon.training.models), routes the sample
+"""Fitting the base models: `fit_model` builds one (daemon.training.models), routes the sample
 weights to whichever step learns from them, logs the warnings a library gives on expected use,
-and raises every failure as `ModelFitError` naming the model.
+and raises every failure as `ModelFitError` naming the model; `fit_all` fits every model of
+`training.models` in turn, leaving out an optional model that fails.
 
 A model fitted twice on the same data with the same seed gives the same probabilities bit for
 bit, on one thread or two (tests/training/test_models.py; checked once on 100,000 rows too).
@@ -13,8 +14,9 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,12 +27,14 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
+from daemon.config import Config
 from daemon.config.training import ModelsConfig
-from daemon.errors import ModelFitError
+from daemon.errors import ModelFitError, RegimedError
 from daemon.registry.ensemble import FloatArray, Model, finite_features
 from daemon.training.models import build_model, weight_kwargs
+from daemon.training.threads import resolve_n_jobs
 
-__all__ = ["fit_model"]
+__all__ = ["fit_all", "fit_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,3 +154,39 @@ def _convergence_logged(name: str) -> Iterator[None]:
 
 def _since(started: float) -> float:
     return time.perf_counter() - started
+
+
+def fit_all(
+    config: Config,
+    X: npt.NDArray[np.float32],
+    y: npt.NDArray[np.int8],
+    w: npt.NDArray[np.float64],
+    progress: Callable[[str, Mapping[str, Any]], None],
+) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
+    """Fit every model of `training.models` in turn: (the fitted models, each one's fit
+    seconds, the optional models that failed and why). `progress` hears "model_started" and
+    "model_finished" for each. A required model that fails raises its `ModelFitError`; an
+    optional one is logged and left out; none fitted at all raises `RegimedError`."""
+    cfg = config.training
+    n_jobs = resolve_n_jobs(cfg.n_jobs)  # the daemon's retrain process gets a number
+    models: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    for i, name in enumerate(cfg.models):
+        progress("model_started", {"model": name, "index": i, "total": len(cfg.models)})
+        t = time.perf_counter()
+        try:
+            models[name] = fit_model(name, X, y, w, config.models, n_jobs=n_jobs, seed=cfg.seed)
+        except ModelFitError as exc:
+            if name not in cfg.optional_models:
+                raise
+            logger.warning("optional model %s failed to fit: %s", name, exc)
+            failed[name] = str(exc)
+        seconds[name] = round(time.perf_counter() - t, 3)
+        progress(
+            "model_finished",
+            {"model": name, "index": i, "total": len(cfg.models), "seconds": seconds[name]},
+        )
+    if not models:
+        raise RegimedError("no model could be fitted")
+    return models, seconds, failed

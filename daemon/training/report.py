@@ -47,9 +47,11 @@ if TYPE_CHECKING:  # annotations only: this module of plain values loads no nume
 __all__ = [
     "EMPTY_CELL",
     "Artifact",
+    "Comparison",
     "Confusion",
     "DataWindow",
     "EnsembleVote",
+    "Figure",
     "Gate",
     "ModelScores",
     "RetrainReport",
@@ -208,24 +210,110 @@ class Validation:
 
 
 @dataclass(frozen=True)
+class Figure:
+    """One overall figure (balanced accuracy, accuracy, AUC or Brier score) and its 95%
+    bootstrap interval; None where there were too few rows or the figure is undefined."""
+
+    value: float | None = None
+    interval: tuple[float, float] | None = None
+
+    @classmethod
+    def from_json(cls, doc: object) -> Figure:
+        d = _dict(doc)
+        return cls(_num(d.get("value")), _interval(d.get("interval")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "interval": None if self.interval is None else list(self.interval),
+        }
+
+
+def _skill(doc: object) -> dict[str, dict[str, Figure]]:
+    return {
+        str(who): {str(m): Figure.from_json(f) for m, f in _dict(figures).items()}
+        for who, figures in _dict(doc).items()
+        if _obj(figures)
+    }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The candidate minus `against` on the gate metric over `n` shared validation rows: the
+    point difference and its 95% paired bootstrap interval (None: not computed, the point
+    stands in for both bounds)."""
+
+    against: str = ""
+    difference: float = 0.0
+    interval: tuple[float, float] | None = None
+    n: int | None = None
+
+    @property
+    def low(self) -> float:
+        return self.difference if self.interval is None else self.interval[0]
+
+    @property
+    def high(self) -> float:
+        return self.difference if self.interval is None else self.interval[1]
+
+    def words(self) -> str:
+        """For example "+0.024 [-0.011, +0.058] over always up"."""
+        return f"{self.difference:+.3f} [{self.low:+.3f}, {self.high:+.3f}] over {self.against}"
+
+    @classmethod
+    def from_json(cls, doc: object) -> Comparison | None:
+        d = _dict(doc)
+        difference = _num(d.get("difference"))
+        if difference is None:
+            return None
+        return cls(
+            _str(d.get("against")) or "", difference, _interval(d.get("interval")), _int(d.get("n"))
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "against": self.against,
+            "difference": self.difference,
+            "interval": None if self.interval is None else list(self.interval),
+            "n": self.n,
+        }
+
+
+@dataclass(frozen=True)
 class Gate:
     """The gate's metric, the rule that decided and the 95% bootstrap interval of candidate
-    minus champion (None when there was no champion or no interval was computed)."""
+    minus champion (None when there was no champion or no interval was computed); `edge`, the
+    comparison with the best naive reference, and `regimes`, per regime compared with the
+    champion (reports written before these existed have neither)."""
 
     metric: str | None = None
     rule: str | None = None
     interval: tuple[float, float] | None = None
+    edge: Comparison | None = None
+    regimes: Mapping[str, Comparison] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Gate:
-        return cls(_str(doc.get("metric")), _str(doc.get("rule")), _interval(doc.get("interval")))
+        regimes = {str(r): Comparison.from_json(c) for r, c in _dict(doc.get("regimes")).items()}
+        return cls(
+            _str(doc.get("metric")),
+            _str(doc.get("rule")),
+            _interval(doc.get("interval")),
+            Comparison.from_json(doc.get("edge")),
+            {r: c for r, c in regimes.items() if c is not None},
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "metric": self.metric,
             "rule": self.rule,
             "interval": None if self.interval is None else list(self.interval),
         }
+        if self.edge is not None:
+            out["edge"] = self.edge.to_json()
+        if self.regimes:
+            out["regimes"] = {r: c.to_json() for r, c in self.regimes.items()}
+        return out
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -255,6 +343,9 @@ class RetrainReport:
     champion: ScoreTable | None = None
     champion_error: str | None = None
     gate: Gate | None = None
+    #: overall figures with 95% intervals: "candidate", "champion", each naive reference ->
+    #: metric (balanced_accuracy, accuracy, auc, brier) -> Figure
+    skill: Mapping[str, Mapping[str, Figure]] | None = None
     promoted: bool | None = None
     reason: str | None = None
     outcome: str | None = None
@@ -303,6 +394,7 @@ class RetrainReport:
             champion=None if champion is None else ScoreTable.from_json(champion),
             champion_error=_str(doc.get("champion_error")) or None,
             gate=None if gate is None else Gate.from_json(gate),
+            skill=_skill(doc.get("skill")) or None,
             promoted=promoted if isinstance(promoted, bool) else None,
             reason=_str(doc.get("reason")),
             outcome=_str(doc.get("outcome")),

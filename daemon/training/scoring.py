@@ -30,14 +30,22 @@ from daemon.training.report_sections import Confusion
 
 __all__ = [
     "BASELINE_NAMES",
+    "METRICS",
+    "Resampler",
     "Score",
     "Scores",
     "baseline_predictions",
+    "baseline_probabilities",
     "bootstrap_difference",
     "confusion",
     "importances",
+    "point",
     "score",
 ]
+
+#: The figures a retrain reports per predictor: the two of `gate.metric` and the two that
+#: judge the probability of up (AUC: does it rank up-days above down-days; Brier: is it right).
+METRICS: tuple[str, ...] = ("balanced_accuracy", "accuracy", "auc", "brier")
 
 Labels = npt.NDArray[np.int8]
 
@@ -140,6 +148,37 @@ def baseline_predictions(
     }
 
 
+def baseline_probabilities(
+    train_labels: npt.ArrayLike,
+    X_train: npt.ArrayLike,
+    X_val: npt.ArrayLike,
+    feature_names: Sequence[str],
+    horizon_bars: int,
+) -> dict[str, npt.NDArray[np.float64]]:
+    """The naive references as probabilities of up, for AUC and the Brier score.
+
+    `always_up` and `training_majority` forecast the training rate of up-days everywhere
+    (a constant: AUC 0.5, the Brier score of climatology); `previous_return` forecasts the
+    training rate of up-days after a rising past return, or after a falling one.
+    """
+    labels = _labels(train_labels)
+    if len(labels) == 0:
+        raise ValueError("the naive references need training labels; got none")
+    names = list(feature_names)
+    column = f"ret_{horizon_bars}" if f"ret_{horizon_bars}" in names else "ret_1"
+    train = np.asarray(X_train)[:, names.index(column)] > 0
+    val = np.asarray(X_val)[:, names.index(column)] > 0
+    rate = float(labels.mean())
+    after_up = float(labels[train].mean()) if train.any() else rate
+    after_down = float(labels[~train].mean()) if (~train).any() else rate
+    n = len(val)
+    return {
+        "always_up": np.full(n, rate),
+        "training_majority": np.full(n, rate),
+        "previous_return": np.where(val, after_up, after_down),
+    }
+
+
 def bootstrap_difference(
     y_true: npt.ArrayLike,
     pred_a: npt.ArrayLike,
@@ -151,9 +190,7 @@ def bootstrap_difference(
     seed: int,
 ) -> tuple[float, float] | None:
     """95% percentile interval of metric(a) - metric(b) under a moving-block bootstrap over
-    trading days: rows are grouped by day and each resample strings together blocks of
-    `block_days` consecutive days (so serially correlated days stay together), as many days
-    as the data has. Deterministic in `seed`.
+    trading days (`Resampler`). Deterministic in `seed`.
 
     Returns None when there is nothing to resample (no rows, `n_resamples` 0) or the metric is
     undefined on the data (balanced accuracy with one true class). Resamples in which balanced
@@ -166,51 +203,150 @@ def bootstrap_difference(
             f"y_true, pred_a, pred_b and days differ in length ({len(truth)}, {len(a)}, "
             f"{len(b)}, {len(day)})"
         )
-    if block_days < 1:
-        raise ValueError(f"block_days = {block_days}: expected at least 1")
-    one_class = np.unique(truth).size < 2
-    if n_resamples <= 0 or len(truth) == 0 or (metric == "balanced_accuracy" and one_class):
+    resampler = Resampler(truth, day, n_resamples, block_days, seed)
+    return resampler.interval(resampler.labels(metric, a) - resampler.labels(metric, b))
+
+
+class Resampler:
+    """The moving-block bootstrap over trading days of one set of scored rows.
+
+    Rows are grouped by day and each resample strings together blocks of `block_days`
+    consecutive days (so serially correlated days stay together), as many days as the data
+    has. Every predictor scored through one Resampler sees the same resamples, so a
+    difference of two figures is a paired difference. Deterministic in `seed`.
+
+    A figure is an array with one value per resample (NaN where it is undefined in that
+    resample: balanced accuracy or AUC with one true class); `interval` turns it into the 95%
+    percentile interval.
+    """
+
+    def __init__(
+        self,
+        y_true: npt.ArrayLike,
+        days: npt.ArrayLike,
+        n_resamples: int,
+        block_days: int,
+        seed: int,
+    ) -> None:
+        if block_days < 1:
+            raise ValueError(f"block_days = {block_days}: expected at least 1")
+        self.y = _labels(y_true)
+        day = np.asarray(days)
+        if len(day) != len(self.y):
+            raise ValueError(f"y_true and days differ in length ({len(self.y)}, {len(day)})")
+        n = 0 if len(self.y) == 0 else max(0, n_resamples)
+        _, group = np.unique(day, return_inverse=True)
+        self.group = group.ravel().astype(np.intp)
+        m = int(self.group.max()) + 1 if len(self.group) else 0
+        self.counts = np.zeros((n, m))
+        if n and m:
+            length = min(block_days, m)
+            blocks = -(-m // length)
+            rng = np.random.default_rng(seed)
+            starts = rng.integers(0, m - length + 1, size=(n, blocks))
+            offsets = np.arange(length)
+            # Chunks keep the index matrix small (chunk x days).
+            chunk = max(1, 2_000_000 // m)
+            for lo in range(0, n, chunk):
+                picked = (starts[lo : lo + chunk, :, None] + offsets).reshape(-1, blocks * length)
+                picked = picked[:, :m]
+                rows = picked.shape[0]
+                flat = (picked + m * np.arange(rows)[:, None]).ravel()
+                counts = np.bincount(flat, minlength=rows * m).reshape(rows, m)
+                self.counts[lo : lo + rows] = counts
+
+    @property
+    def n_resamples(self) -> int:
+        return int(self.counts.shape[0])
+
+    def _per_day(self, values: npt.NDArray[np.float64]) -> Any:
+        return np.bincount(self.group, weights=values, minlength=self.counts.shape[1])
+
+    def labels(self, metric: str, pred: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """`metric` ("accuracy" or "balanced_accuracy") of 0/1 predictions, per resample."""
+        p = _labels(pred)
+        up, down = self.y == 1, self.y == 0
+        if metric == "accuracy":
+            hits = self.counts @ self._per_day((p == self.y).astype(np.float64))
+            total = self.counts @ self._per_day(np.ones(len(p)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.asarray(hits / total, dtype=np.float64)
+        pos = self.counts @ self._per_day(up.astype(np.float64))
+        neg = self.counts @ self._per_day(down.astype(np.float64))
+        tp = self.counts @ self._per_day((up & (p == 1)).astype(np.float64))
+        tn = self.counts @ self._per_day((down & (p == 0)).astype(np.float64))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = 0.5 * (tp / pos + tn / neg)
+        return np.asarray(np.where((pos > 0) & (neg > 0), out, np.nan), dtype=np.float64)
+
+    def brier(self, proba: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """The Brier score (mean squared error of the probability of up), per resample."""
+        p = np.asarray(proba, dtype=np.float64)
+        sse = self.counts @ self._per_day((p - self.y) ** 2)
+        total = self.counts @ self._per_day(np.ones(len(p)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.asarray(sse / total, dtype=np.float64)
+
+    def auc(self, proba: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """The area under the ROC curve of the probability of up, per resample."""
+        p = np.asarray(proba, dtype=np.float64)
+        out = np.full(self.n_resamples, np.nan)
+        if not len(p) or not self.n_resamples:
+            return out
+        order = np.argsort(p, kind="stable")
+        values, starts = np.unique(p[order], return_index=True)
+        del values
+        y = self.y[order].astype(np.float64)
+        group = self.group[order]
+        chunk = max(1, 2_000_000 // len(p))
+        for lo in range(0, self.n_resamples, chunk):
+            weights = self.counts[lo : lo + chunk][:, group]
+            pos = np.add.reduceat(weights * y, starts, axis=1)
+            neg = np.add.reduceat(weights * (1 - y), starts, axis=1)
+            below = np.cumsum(neg, axis=1) - neg
+            total_pos, total_neg = pos.sum(axis=1), neg.sum(axis=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                auc = (pos * (below + 0.5 * neg)).sum(axis=1) / (total_pos * total_neg)
+            out[lo : lo + chunk] = np.where((total_pos > 0) & (total_neg > 0), auc, np.nan)
+        return out
+
+    @staticmethod
+    def interval(values: npt.NDArray[np.float64]) -> tuple[float, float] | None:
+        """The 95% percentile interval of a figure's resampled values (NaN left out); None
+        when no resample has a value."""
+        finite = values[np.isfinite(values)]
+        if len(finite) == 0:
+            return None
+        low, high = np.percentile(finite, [2.5, 97.5])
+        return float(low), float(high)
+
+
+    def figure(
+        self, metric: str, pred: npt.ArrayLike, proba: npt.ArrayLike
+    ) -> npt.NDArray[np.float64]:
+        """`metric` (one of `METRICS`) of a predictor's 0/1 calls `pred` and probabilities of
+        up `proba`, per resample."""
+        if metric in ("accuracy", "balanced_accuracy"):
+            return self.labels(metric, pred)
+        if metric == "brier":
+            return self.brier(proba)
+        if metric == "auc":
+            return self.auc(proba)
+        raise ValueError(f"unknown metric {metric!r}: expected one of {', '.join(METRICS)}")
+
+
+def point(
+    metric: str, y_true: npt.ArrayLike, pred: npt.ArrayLike, proba: npt.ArrayLike
+) -> float | None:
+    """`metric` (one of `METRICS`) on all rows once; None where it is undefined (no rows; one
+    true class for balanced accuracy and AUC)."""
+    truth = _labels(y_true)
+    if len(truth) == 0:
         return None
-    _, group = np.unique(day, return_inverse=True)
-    stats = _day_stats(truth, a, b, group.ravel())
-    m = stats.shape[0]
-    length = min(block_days, m)
-    blocks = -(-m // length)
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, m - length + 1, size=(n_resamples, blocks))
-    diffs = np.empty(n_resamples)
-    offsets = np.arange(length)
-    # Chunks keep the resample-by-day count matrix small (chunk x days).
-    chunk = max(1, 2_000_000 // m)
-    for lo in range(0, n_resamples, chunk):
-        picked = (starts[lo : lo + chunk, :, None] + offsets).reshape(-1, blocks * length)[:, :m]
-        rows = picked.shape[0]
-        flat = (picked + m * np.arange(rows)[:, None]).ravel()
-        weights = np.bincount(flat, minlength=rows * m).reshape(rows, m)
-        diffs[lo : lo + rows] = _difference(weights @ stats, metric)
-    diffs = diffs[np.isfinite(diffs)]
-    if len(diffs) == 0:
-        return None
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def _day_stats(truth: Labels, a: Labels, b: Labels, group: npt.NDArray[np.intp]) -> Any:
-    """Per day: positives, negatives, and the true positives and negatives of a and of b."""
-    up, down = truth == 1, truth == 0
-    columns = (up, down, up & (a == 1), down & (a == 0), up & (b == 1), down & (b == 0))
-    return np.stack([np.bincount(group, weights=c) for c in columns], axis=1)
-
-
-def _difference(totals: Any, metric: GateMetric) -> Any:
-    """metric(a) - metric(b) from summed day statistics (one row per resample)."""
-    pos, neg, tp_a, tn_a, tp_b, tn_b = totals.T
-    if metric == "accuracy":
-        return (tp_a + tn_a - tp_b - tn_b) / (pos + neg)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ba_a = 0.5 * (tp_a / pos + tn_a / neg)
-        ba_b = 0.5 * (tp_b / pos + tn_b / neg)
-    return np.where((pos > 0) & (neg > 0), ba_a - ba_b, np.nan)
+    whole = Resampler(truth, np.zeros(len(truth)), 0, 1, 0)
+    whole.counts = np.ones((1, 1))  # one "resample": every row once
+    value = whole.figure(metric, pred, proba)[0]
+    return float(value) if np.isfinite(value) else None
 
 
 def _labels(values: npt.ArrayLike) -> Labels:

@@ -25,11 +25,10 @@ import pandas as pd
 
 from daemon.config import Config
 from daemon.domain import REGIMES
-from daemon.errors import ModelFitError, RegimedError, RetrainFailed, StoreError
+from daemon.errors import RegimedError, RetrainFailed, StoreError
 from daemon.pipeline.features.defs import FEATURE_NAMES, FEATURE_VERSION
-from daemon.registry.artifacts import ArtifactError, artifacts_root, sweep_temporary
+from daemon.registry.artifacts import artifacts_root, sweep_temporary
 from daemon.registry.ensemble import Ensemble, SoftVote
-from daemon.registry.serving import load_champion
 from daemon.registry.versions import AlertSink, Registry
 from daemon.store.sqlite import Store
 from daemon.training.drift_reference import build_reference
@@ -39,6 +38,7 @@ from daemon.training.report import (
     Artifact,
     DataWindow,
     EnsembleVote,
+    Figure,
     Gate,
     ModelScores,
     RetrainReport,
@@ -47,14 +47,17 @@ from daemon.training.report import (
     TrainingMix,
     Validation,
 )
+from daemon.training.rivals import champion_calls, last_candidate_calls
 from daemon.training.sampling import balance, row_weights, weight_report
-from daemon.training.threads import resolve_n_jobs
 
 if TYPE_CHECKING:
-    from daemon.training.gate import GateDecision
+    from daemon.training.gate import GateDecision, Predictor
     from daemon.training.scoring import Scores
 
 logger = logging.getLogger(__name__)
+
+#: The run's outcome for gate rules that are neither a promotion nor a rejection.
+_OUTCOMES: dict[str, str] = {"unchanged": "unchanged"}
 
 #: progress(event, details): "model_started" / "model_finished" per base model, "stage" for
 #: the other steps. The CLI draws a progress bar from it on a terminal.
@@ -172,6 +175,7 @@ class _Retrain:
     # -- the steps --------------------------------------------------------------------------
 
     def _run(self) -> RetrainReport:
+        from daemon.training.fitting import fit_all
         from daemon.training.scoring import confusion, importances
         from daemon.training.split import split_samples
 
@@ -234,7 +238,9 @@ class _Retrain:
         )
 
         self._stage("fit")
-        models, fit_seconds, failed = self._fit_all(data.X[rows], data.y[rows], weights)
+        models, fit_seconds, failed = fit_all(
+            self.config, data.X[rows], data.y[rows], weights, self.progress
+        )
         self._add(failed_models=failed)
         self._stage("validate")
         ensemble, holdout_scores = self._vote(models, data, hold_rows)
@@ -243,7 +249,9 @@ class _Retrain:
                 dict(ensemble.vote.weights), ensemble.vote.threshold, holdout_scores
             )
         )
-        validation, preds, references = self._validate(ensemble, data, train, val, fit_seconds)
+        validation, preds, candidate, references = self._validate(
+            ensemble, data, train, val, fit_seconds
+        )
         self._add(
             validation=validation,
             importances=importances(models),
@@ -251,15 +259,25 @@ class _Retrain:
         )
 
         self._stage("gate")
-        decision, champion_scores = self._gate(data, val, preds["ensemble"], references)
+        decision, champion_scores, skill = self._gate(data, val, candidate, references)
+        evidence = decision.evidence
         self._add(
             champion=None if champion_scores is None else ScoreTable.of(champion_scores),
             champion_error=self.champion_error or None,
-            gate=Gate(cfg.gate.metric, decision.rule, decision.interval or None),
+            gate=Gate(
+                cfg.gate.metric,
+                decision.rule,
+                decision.interval or None,
+                evidence.edge,
+                dict(evidence.regimes),
+            ),
+            skill=skill,
             promoted=bool(decision.promoted),
             reason=decision.reason,
-            outcome="promoted" if decision.promoted else "rejected",
+            outcome=_OUTCOMES.get(decision.rule, "promoted" if decision.promoted else "rejected"),
         )
+        if decision.rule == "unchanged":
+            return self._record_unchanged()
 
         self._stage("save")
         version = new_version(self.started_at, {m.version for m in Registry(self.store).models()})
@@ -288,40 +306,6 @@ class _Retrain:
             days=meta["ts"].to_numpy(dtype="datetime64[D]"),
         )
 
-    def _fit_all(
-        self,
-        X: npt.NDArray[np.float32],
-        y: npt.NDArray[np.int8],
-        w: npt.NDArray[np.float64],
-    ) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
-        from daemon.training.fitting import fit_model
-
-        cfg = self.config.training
-        n_jobs = resolve_n_jobs(cfg.n_jobs)  # the daemon's retrain process gets a number
-        models: dict[str, Any] = {}
-        seconds: dict[str, float] = {}
-        failed: dict[str, str] = {}
-        for i, name in enumerate(cfg.models):
-            self.progress("model_started", {"model": name, "index": i, "total": len(cfg.models)})
-            t = time.perf_counter()
-            try:
-                models[name] = fit_model(
-                    name, X, y, w, self.config.models, n_jobs=n_jobs, seed=cfg.seed
-                )
-            except ModelFitError as exc:
-                if name not in cfg.optional_models:
-                    raise
-                logger.warning("optional model %s failed to fit: %s", name, exc)
-                failed[name] = str(exc)
-            seconds[name] = round(time.perf_counter() - t, 3)
-            self.progress(
-                "model_finished",
-                {"model": name, "index": i, "total": len(cfg.models), "seconds": seconds[name]},
-            )
-        if not models:
-            raise RegimedError("no model could be fitted")
-        return models, seconds, failed
-
     def _vote(
         self, models: Mapping[str, Any], data: _Data, hold: npt.NDArray[np.int64]
     ) -> tuple[Ensemble, dict[str, float | None]]:
@@ -339,10 +323,12 @@ class _Retrain:
         train: npt.NDArray[np.int64],
         val: npt.NDArray[np.int64],
         fit_seconds: Mapping[str, float],
-    ) -> tuple[Validation, dict[str, npt.NDArray[np.int8]], dict[str, Scores]]:
+    ) -> tuple[Validation, dict[str, npt.NDArray[np.int8]], Predictor, dict[str, Predictor]]:
         """Scores of every model, the ensemble and the naive references on the validation
-        rows: (the report's `validation`, predictions by model, the references' Scores)."""
-        from daemon.training.scoring import baseline_predictions, score
+        rows: (the report's `validation`, predictions by model, the candidate ensemble's and
+        the references' calls and probabilities)."""
+        from daemon.training.gate import Predictor
+        from daemon.training.scoring import baseline_predictions, baseline_probabilities, score
 
         min_n = self.config.training.min_score_samples
         regimes = data.meta["regime"].to_numpy()[val].astype(str)
@@ -358,59 +344,74 @@ class _Retrain:
         naive = baseline_predictions(
             data.y[train], X, FEATURE_NAMES, self.config.label.horizon_bars
         )
-        references = {name: score(y, p, regimes, min_n) for name, p in naive.items()}
-        baselines = {name: _model_scores(s, None) for name, s in references.items()}
+        naive_proba = baseline_probabilities(
+            data.y[train], data.X[train], X, FEATURE_NAMES, self.config.label.horizon_bars
+        )
+        references = {name: Predictor(p, naive_proba[name]) for name, p in naive.items()}
+        baselines = {
+            name: _model_scores(score(y, p, regimes, min_n), None) for name, p in naive.items()
+        }
         ens = ScoreTable.of(score(y, preds["ensemble"], regimes, min_n))
         validation = Validation(ens.per_regime, ens.overall, baselines, models)
-        return validation, preds, references
+        candidate = Predictor(preds["ensemble"], ensemble.vote.proba(probas))
+        return validation, preds, candidate, references
 
     def _gate(
         self,
         data: _Data,
         val: npt.NDArray[np.int64],
-        candidate_pred: npt.NDArray[np.int8],
-        references: Mapping[str, Scores],
-    ) -> tuple[GateDecision, Scores | None]:
-        """The gate's decision and the champion's scores on the same validation rows."""
-        from daemon.training.gate import decide
-        from daemon.training.scoring import bootstrap_difference, score
+        candidate: Predictor,
+        references: Mapping[str, Predictor],
+    ) -> tuple[GateDecision, Scores | None, dict[str, dict[str, Figure]]]:
+        """The gate's decision, the champion's scores on the same validation rows and the
+        overall figures with intervals of candidate, champion and references."""
+        from daemon.training.gate import decide, gather
+        from daemon.training.scoring import score
 
         cfg = self.config
         min_n = cfg.training.min_score_samples
         regimes = data.meta["regime"].to_numpy()[val].astype(str)
         y = data.y[val]
-        candidate = score(y, candidate_pred, regimes, min_n)
-        champion_pred = self._champion_predictions(data.X[val])
-        champion = None if champion_pred is None else score(y, champion_pred, regimes, min_n)
-        interval = None
-        if champion_pred is not None and cfg.gate.bootstrap_samples > 0:
-            interval = bootstrap_difference(
-                y,
-                candidate_pred,
-                champion_pred,
-                data.days[val],
-                cfg.gate.metric,
-                cfg.gate.bootstrap_samples,
-                cfg.gate.bootstrap_block_days,
-                cfg.training.seed,
-            )
-        decision = decide(candidate, champion, references, cfg.gate, interval)
-        return decision, champion
+        champion, self.champion_error = champion_calls(
+            self.config, self.store, data.X[val], self.alert
+        )
+        previous = None if champion is not None else last_candidate_calls(
+            self.config, self.store, data.X[val]
+        )
+        evidence, figures = gather(
+            y,
+            data.days[val],
+            regimes,
+            candidate,
+            champion,
+            references,
+            cfg.gate,
+            min_n=min_n,
+            seed=cfg.training.seed,
+            previous=previous,
+        )
+        scores = None if champion is None else score(y, champion.pred, regimes, min_n)
+        return decide(evidence, cfg.gate), scores, figures
 
-    def _champion_predictions(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.int8] | None:
-        """The champion's predictions, or None without a usable champion. A champion whose
-        artifact is refused (tampered, wrong permissions) has already raised an alert; the
-        candidate is then judged against the naive references alone, so the service can
-        recover with a verified model instead of failing every retrain."""
-        try:
-            loaded = load_champion(self.config, self.store, alert=self.alert)
-        except ArtifactError as exc:
-            logger.error("the champion cannot be loaded, judging without it: %s", exc)
-            self.champion_error = str(exc)
-            return None
-        if loaded is None:
-            return None
-        return (loaded.ensemble.proba(X) > loaded.ensemble.vote.threshold).astype(np.int8)
+    def _record_unchanged(self) -> RetrainReport:
+        """A candidate that predicts as the champion does: the run is recorded (and
+        reported), no version, artifact or registry row of a model is added."""
+        self._stage("done")
+        report = self._add(
+            feature_version=FEATURE_VERSION,
+            duration_seconds=round(time.perf_counter() - self.t0, 3),
+        )
+        Registry(self.store).add_retrain_run(
+            trigger=self.trigger,
+            started_at=self.started_at,
+            finished_at=self.clock(),
+            promoted=False,
+            reason=report.reason or "",
+            version=None,
+            report=report.to_json(),
+        )
+        logger.info("retrain (%s): %s", self.trigger, report.reason)
+        return report
 
     def _drift_reference(self, data: _Data, train: npt.NDArray[np.int64]) -> dict[str, Any]:
         """The training rows' feature distributions per regime, stored with the model, which

@@ -66,14 +66,16 @@ def test_demo_shows_the_whole_loop_on_the_bundled_history(tmp_path):
     )
 
     # The same state directory a second time: a fresh broker replays the same history, the
-    # stored offsets skip it, and one more retrain is gated against the first one's champion.
+    # stored offsets skip it, and one more retrain on the same data predicts exactly as the
+    # first one's model (the champion, or the last candidate): unchanged, no second version.
     again = demo_once(state, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Traceback" not in again.stderr
-    assert re.search(r"^decision: (PROMOTED|NOT PROMOTED) ", again.stdout, flags=re.M)
+    assert re.search(r"^decision: NOT PROMOTED \(unchanged\): ", again.stdout, flags=re.M)
     with Store.open(store_config(state), read_only=True) as store:
         assert store.bar_count() == 11_321  # nothing stored twice
-        assert len(Registry(store).models()) == 2
+        assert len(Registry(store).models()) == 1
+        assert Registry(store).last_retrain_run().version is None
 
 
 def broker_pid(err: str) -> int:

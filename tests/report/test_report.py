@@ -112,7 +112,7 @@ def test_null_scores_are_n_a_gaps_never_zero():
 def test_champion_row_and_interval_are_shown():
     page = render_html(parse(small_report()))
     assert "PROMOTED (passed)" in page
-    assert "95% bootstrap interval [-0.004, +0.031]" in decision_part(page)
+    assert "95% paired bootstrap interval [-0.004, +0.031]" in decision_part(page)
     assert "champion · overall: balanced accuracy 0.510, accuracy 0.550, n 492" in page
     assert "champion 0.510" in page
 

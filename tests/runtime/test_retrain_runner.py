@@ -184,6 +184,20 @@ def test_a_triggered_retrain_runs_in_a_child_and_observers_get_the_parsed_report
     assert scheduler.outcomes == {("drift", "promoted"): 1}
 
 
+def test_a_second_run_on_unchanged_data_is_unchanged_and_adds_no_version(db):
+    runner = RetrainRunner(make_config(db))
+    first = runner.run("schedule")
+    assert first.outcome == "promoted", first.reason
+    second = runner.run("schedule")
+    assert second.outcome == "unchanged", second.reason
+    assert second.version is None and "no version added" in second.reason
+    champion, versions, run = registry_state(db)
+    assert (champion, versions) == (first.version, 1)
+    assert run.version is None and not run.promoted
+    with Store.open(StoreConfig(path=str(db))) as store:
+        assert last_success(store) == run.started_at  # no catch-up of a run that was served
+
+
 def test_a_failed_retrain_is_failed_with_the_report_of_the_failed_run(tmp_path):
     config = make_config(tmp_path / "empty.db")
     with Store.open(config.store):

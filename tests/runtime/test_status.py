@@ -106,6 +106,7 @@ def test_text_renderings_show_no_none_where_a_value_belongs():
             "trigger": "schedule",
             "finished_at": "2026-11-28T21:03:00+00:00",
             "promoted": False,
+            "reason": "retrain failed: no model could be fitted",
         },
         "next_retrain": "2026-12-05T21:00:00-05:00",
     }
@@ -116,3 +117,36 @@ def test_text_renderings_show_no_none_where_a_value_belongs():
     text = render_retrain(RetrainReport.from_json({"version": None, "promoted": False}))
     assert "None" not in text
     assert "decision: NOT PROMOTED (failed): no reason recorded" in text
+
+
+def test_without_a_champion_status_says_why_no_model_serves(run_cli, tmp_path):
+    from daemon.registry.versions import Registry
+    from daemon.runtime.status import no_champion_cause
+
+    db = tmp_path / "s.db"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[store]\npath = "{db}"\n')
+    reason = (
+        "no skill shown: balanced accuracy +0.024 [-0.011, +0.058] over always up (the lower "
+        "bound must be above min_edge 0)"
+    )
+    with Store(db) as store:
+        write_some(store)
+        assert no_champion_cause(store) == ""
+        finished = dt.datetime(2026, 11, 28, 21, 3, tzinfo=dt.UTC)
+        Registry(store).add_retrain_run(
+            trigger="schedule",
+            started_at=finished - dt.timedelta(minutes=3),
+            finished_at=finished,
+            promoted=False,
+            reason=reason,
+            version="20261128T210000Z",
+            report={"outcome": "rejected"},
+        )
+        assert no_champion_cause(store) == f"; the last retrain (2026-11-28): {reason}"
+    doc = json.loads(run_cli("status", "--json", "--config", str(config)).out)
+    assert doc["champion"] is None
+    assert doc["last_retrain"]["reason"] == reason
+    table = run_cli("status", "--config", str(config)).out
+    assert "live rows are stored but not scored until a retrain shows skill" in table
+    assert f"why none          the last retrain: {reason}" in table

@@ -156,3 +156,62 @@ def test_a_real_report_with_sections_removed_or_null_still_renders(removed, null
     report = RetrainReport.from_json(doc)
     assert render_html(report).endswith("</html>\n")
     assert render(report).endswith("\n")
+
+
+def _with_gate_figures() -> dict:
+    """The real report with the sections the honest gate adds: the edge over the best naive
+    reference, regimes compared with a champion, and the overall figures with intervals."""
+    doc = copy.deepcopy(REPORT)
+    doc["gate"] = {
+        "metric": "balanced_accuracy",
+        "rule": "naive_edge",
+        "interval": [-0.02, 0.01],
+        "edge": {"against": "always up", "difference": 0.024, "interval": [-0.011, 0.058],
+                 "n": 3000},
+        "regimes": {"normal": {"against": "the champion", "difference": -0.01,
+                               "interval": [-0.03, 0.012], "n": 1200}},
+    }  # fmt: skip
+    figure = {"value": 0.52, "interval": [0.5, 0.54]}
+    doc["skill"] = {
+        who: {m: dict(figure) for m in ("balanced_accuracy", "accuracy", "auc", "brier")}
+        for who in ("candidate", "champion", "always_up", "previous_return")
+    }
+    doc["skill"]["candidate"]["auc"] = {"value": 0.531, "interval": [0.512, 0.549]}
+    doc["skill"]["always_up"]["brier"] = {"value": 0.2437, "interval": None}
+    doc["reason"] = (
+        "no skill shown: balanced accuracy +0.024 [-0.011, +0.058] over always up (the lower "
+        "bound must be above min_edge 0)"
+    )
+    ordered = {k: v for k, v in doc.items() if k not in ("skill", "promoted")}
+    keys = list(ordered)
+    at = keys.index("gate") + 1
+    return {**dict(list(ordered.items())[:at]), "skill": doc["skill"],
+            "promoted": False, **dict(list(ordered.items())[at:])}  # fmt: skip
+
+
+def test_the_gate_figures_round_trip_and_render_in_words():
+    doc = _with_gate_figures()
+    report = RetrainReport.from_json(doc)
+    assert json.dumps(report.to_json()) == json.dumps(doc)
+    assert report.gate is not None and report.gate.edge is not None
+    assert report.gate.edge.words() == "+0.024 [-0.011, +0.058] over always up"
+    assert report.skill is not None
+    assert report.skill["candidate"]["auc"].interval == (0.512, 0.549)
+    text = render(report)
+    assert "no skill shown: balanced accuracy +0.024 [-0.011, +0.058] over always up" in text
+    assert "skill, balanced accuracy: +0.024 [-0.011, +0.058] over always up" in text
+    assert "0.531 [0.512, 0.549]" in text  # AUC with its interval
+    assert "0.244" in text  # the Brier score of always up, no interval
+    assert "normal (1,200 rows)" in text
+    page = render_html(report)
+    assert "AUC" in page and "Brier" in page
+    assert "0.531 <small>[0.512, 0.549]</small>" in page
+    assert "+0.024 [-0.011, +0.058] over always up" in page
+
+
+def test_a_stored_report_without_the_gate_figures_reads_and_renders():
+    report = RetrainReport.from_json(REPORT)
+    assert report.skill is None
+    assert report.gate is not None and report.gate.edge is None and report.gate.regimes == {}
+    assert "AUC" not in render(report)
+    assert render_html(report).endswith("</html>\n")

@@ -242,3 +242,36 @@ def test_always_up_on_the_bundled_history():
     assert preds["training_majority"].tolist() == preds["always_up"].tolist()
     momentum = score(y_val, preds["previous_return"], regimes, 200).overall
     assert momentum.balanced_accuracy == pytest.approx(0.5, abs=0.05)
+
+
+def test_point_figures_match_sklearn():
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
+    from daemon.training.scoring import point
+
+    rng = np.random.default_rng(5)
+    y = (rng.random(500) < 0.6).astype(np.int8)
+    proba = np.round(rng.random(500), 2)  # ties, as a constant reference has
+    pred = (proba > 0.5).astype(np.int8)
+    assert point("auc", y, pred, proba) == pytest.approx(roc_auc_score(y, proba))
+    assert point("brier", y, pred, proba) == pytest.approx(brier_score_loss(y, proba))
+    assert point("balanced_accuracy", y, pred, proba) == pytest.approx(
+        balanced_accuracy_score(y, pred)
+    )
+    assert point("auc", np.ones(5), np.ones(5), np.ones(5)) is None
+
+
+def test_resampled_figures_are_paired_and_deterministic():
+    from daemon.training.scoring import Resampler
+
+    rng = np.random.default_rng(6)
+    y = (rng.random(400) < 0.6).astype(np.int8)
+    days = np.repeat(np.arange(200), 2)
+    proba = rng.random(400)
+    boot = Resampler(y, days, 200, 5, seed=1)
+    auc = boot.auc(proba)
+    assert auc.shape == (200,)
+    assert np.array_equal(auc, Resampler(y, days, 200, 5, seed=1).auc(proba))
+    assert Resampler.interval(boot.auc(proba) - auc) == (0.0, 0.0)
+    low, high = Resampler.interval(boot.brier(proba))
+    assert low < np.mean((proba - y) ** 2) < high

@@ -109,9 +109,23 @@ def test_retrain_on_the_bundled_history_reports_per_regime_and_registers(db):
     assert 0.5 < validation["baselines"]["always_up"]["accuracy"] < 0.7
     assert sum(report["ensemble"]["weights"].values()) == pytest.approx(1.0)
 
-    # no champion yet: the naive references decide
+    # no champion yet: the naive references decide, in words
     assert report["gate"]["rule"] in {"no_champion", "naive_edge"}
     assert isinstance(report["promoted"], bool) and report["reason"]
+    edge = report["gate"]["edge"]
+    low, high = edge["interval"]
+    assert low <= edge["difference"] <= high
+    assert f"{edge['difference']:+.3f} [{low:+.3f}, {high:+.3f}] over" in report["reason"]
+    assert ("no skill shown" in report["reason"]) == (not report["promoted"])
+    # AUC and the Brier score beside balanced accuracy, each with its interval
+    skill = report["skill"]
+    assert set(skill) == {"candidate", "always_up", "training_majority", "previous_return"}
+    for who in skill.values():
+        assert set(who) == {"balanced_accuracy", "accuracy", "auc", "brier"}
+    assert skill["always_up"]["auc"]["value"] == pytest.approx(0.5)
+    auc = skill["candidate"]["auc"]
+    assert auc["interval"][0] <= auc["value"] <= auc["interval"][1]
+    assert 0.0 < skill["candidate"]["brier"]["value"] < 0.5
 
     with Store.open(config.store) as store:
         (model,) = Registry(store).models()
@@ -142,19 +156,43 @@ def test_a_rerun_on_the_same_data_and_seed_gives_the_same_metrics(db):
     for key in ("champion", "gate", "promoted", "reason", "outcome"):
         a.pop(key), b.pop(key)
     assert a == b
+    # the same model as the champion (or, rejected, as the last candidate): nothing new
+    assert second["gate"]["rule"] == "unchanged"
     if first["promoted"]:
-        # the same model against itself: identical scores, so it passes the gate
         assert second["champion"]["overall"] == second["validation"]["overall"]
-        assert second["gate"]["interval"] == [0.0, 0.0]
+
+
+def test_a_retrain_on_unchanged_data_adds_no_version(db):
+    config = _config(db, models=("lightgbm", "logistic_regression"))
+    _label_by_feature(config, "macd_hist")  # learnable: the first candidate shows skill
+    first = retrain(config, trigger="manual")
+    assert first.promoted, first.reason
+    second = retrain(config, trigger="schedule")
+    assert (second.promoted, second.outcome, second.version) == (False, "unchanged", None)
+    assert second.gate is not None and second.gate.rule == "unchanged"
+    assert second.artifact is None
+    assert "no version added" in (second.reason or "")
+    assert RetrainReport.from_json(second.to_json()) == second
+    with Store.open(config.store) as store:
+        registry = Registry(store)
+        assert [m.version for m in registry.models()] == [first.version]
+        champion = registry.champion()
+        run = registry.last_retrain_run()
+    assert champion is not None and champion.version == first.version
+    assert run is not None and run.trigger == "schedule" and run.version is None
+    assert run.report["outcome"] == "unchanged" and not run.promoted
+    bundles = [p for p in (db.parent / "models").iterdir() if not p.name.startswith(".")]
+    assert len(bundles) == 1
 
 
 def test_a_worse_candidate_is_not_promoted(db):
     config = _config(db, models=("random_forest", "lightgbm", "logistic_regression"))
     # Labels 1 exactly when the 5-day return feature... is not known yet; make the task
-    # learnable instead: the label is the sign of the previous 5-bar return.
+    # learnable instead: the label is the sign of the MACD histogram (not the sign of the past
+    # return: that is the previous_return reference, which a candidate must beat).
     with Store.open(config.store) as store:
         store._conn.execute("UPDATE samples SET label = 0")
-    _label_by_feature(config, "ret_5")
+    _label_by_feature(config, "macd_hist")
     first = retrain(config).to_json()
     assert first["promoted"], first["reason"]
     assert first["validation"]["overall"]["balanced_accuracy"] > 0.9
@@ -173,7 +211,7 @@ def test_a_worse_candidate_is_not_promoted(db):
             )
     second = retrain(config).to_json()
     assert not second["promoted"]
-    assert second["gate"]["rule"] in {"overall", "regime_drop"}
+    assert second["gate"]["rule"] in {"naive_edge", "overall", "regime_drop"}
     assert second["validation"]["overall"]["balanced_accuracy"] < 0.6
     with Store.open(config.store) as store:
         champion = Registry(store).champion()
@@ -284,3 +322,17 @@ def test_a_retrain_removes_what_a_killed_save_left_behind(db, caplog):
     assert "killed while saving" in caplog.text
     assert Path(report["artifact"]["path"]).is_dir()  # the new bundle is untouched
     assert [p.name for p in models.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_without_a_champion_a_rerun_adds_no_second_rejected_version(db):
+    config = _config(db, models=("logistic_regression",))
+    config = config.replace(gate=dataclasses.replace(config.gate, min_edge=0.5))  # unreachable
+    first = retrain(config)
+    assert (first.promoted, first.gate.rule if first.gate else None) == (False, "naive_edge")
+    assert "no skill shown" in (first.reason or "")
+    second = retrain(config)
+    assert (second.outcome, second.version) == ("unchanged", None)
+    assert f"those of the last candidate {first.version}" in (second.reason or "")
+    with Store.open(config.store) as store:
+        assert [m.version for m in Registry(store).models()] == [first.version]
+        assert Registry(store).champion() is None

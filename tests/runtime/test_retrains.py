@@ -1,0 +1,61 @@
+"""What the daemon says after a retrain: the metrics by outcome, the alert in words, and the
+warning when no champion serves."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from daemon.config import Config
+from daemon.monitor.metrics import Metrics
+from daemon.runtime.retrain_runner import RunResult
+from daemon.runtime.retrains import Retrains
+from daemon.training.report import RetrainReport
+
+REASON = (
+    "no skill shown: balanced accuracy +0.024 [-0.011, +0.058] over always up (the lower "
+    "bound must be above min_edge 0)"
+)
+
+
+@pytest.fixture
+def retrains():
+    metrics = Metrics.create()
+    made = Retrains(Config(), metrics, threading.Event())
+    sent: list[tuple[str, str]] = []
+    made._alert = lambda event, summary, details, cause: sent.append((event, summary))  # type: ignore[method-assign]
+    made.sent = sent  # type: ignore[attr-defined]
+    yield made
+    made.close(timeout=5)
+
+
+def _result(outcome: str, reason: str) -> RunResult:
+    report = RetrainReport(trigger="schedule", promoted=False, reason=reason, outcome=outcome)
+    return RunResult("schedule", outcome, 12.0, report=report, reason=reason)  # type: ignore[arg-type]
+
+
+def test_without_a_champion_a_rejected_retrain_says_why_nothing_serves(retrains, caplog):
+    retrains.champion_serving = lambda: False
+    with caplog.at_level(logging.WARNING, logger="daemon.runtime.retrains"):
+        retrains._on_result(_result("rejected", REASON))
+    assert "no champion: live bars are stored and labelled but not scored" in caplog.text
+    assert REASON in caplog.text
+    ((event, summary),) = retrains.sent
+    assert event == "retrain_rejected"
+    assert summary == f"retrain rejected (schedule, 12 s): {REASON}"
+
+
+def test_an_unchanged_retrain_is_counted_as_such_and_not_as_a_rejection(retrains, caplog):
+    with caplog.at_level(logging.WARNING, logger="daemon.runtime.retrains"):
+        retrains._on_result(_result("unchanged", "unchanged: ...; no version added"))
+    assert caplog.text == ""  # a champion serves (the default): nothing to warn about
+    registry = retrains.metrics.registry
+    runs = registry.get_sample_value(
+        "regimed_retrain_runs_total", {"trigger": "schedule", "outcome": "unchanged"}
+    )
+    assert runs == 1.0
+    assert retrains.rejections == 0
+    assert registry.get_sample_value("regimed_retrain_last_success_timestamp_seconds") > 0
+    assert retrains.sent[0][0] == "retrain_unchanged"
