@@ -386,18 +386,27 @@ def serve(
     health: Callable[[], tuple[bool, str]] | None = None,
 ) -> tuple[WSGIServer, threading.Thread]:
     """Start the HTTP endpoint: /metrics (Prometheus text) and /healthz (200 while `health()`
-    says the consumer loop is alive, else 503, with its one-line reason). HTTPS when
-    `certfile`/`keyfile` are set, client certificates required with `client_cafile`.
-    Returns (server, thread) so the caller can shut both down."""
+    says the consumer loop is alive, else 503, with its one-line reason); / names the two, and
+    any other path is 404 naming them (a mistyped scrape path fails instead of looking fine).
+    HTTPS when `certfile`/`keyfile` are set, client certificates required with
+    `client_cafile`. Returns (server, thread) so the caller can shut both down."""
     exporter = make_wsgi_app(metrics.registry)
 
+    def text(start_response: Any, status: str, body: str) -> list[bytes]:
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [body.encode()]
+
     def app(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") == "/healthz":
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/metrics":
+            return exporter(environ, start_response)
+        if path == "/healthz":
             ok, reason = (True, "ok") if health is None else health()
             status = "200 OK" if ok else "503 Service Unavailable"
-            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
-            return [f"{reason}\n".encode()]
-        return exporter(environ, start_response)
+            return text(start_response, status, f"{reason}\n")
+        if path == "/":
+            return text(start_response, "200 OK", f"regimed: {_PATHS}\n")
+        return text(start_response, "404 Not Found", f"not found: {path}; {_PATHS}\n")
 
     class Server(ThreadingWSGIServer):
         daemon_threads = True
@@ -421,6 +430,10 @@ def serve(
     thread = threading.Thread(target=server.serve_forever, name="metrics-http")
     thread.start()
     return server, thread
+
+
+#: What the endpoint serves, as its index page and its 404 say.
+_PATHS = "/metrics (Prometheus text), /healthz (the consume loop's health)"
 
 
 class _QuietHandler(WSGIRequestHandler):

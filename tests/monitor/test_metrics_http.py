@@ -54,6 +54,18 @@ def test_metrics_and_healthz(endpoint):
     assert get(f"http://127.0.0.1:{port}/healthz") == (503, "consume loop stalled\n")
 
 
+def test_an_unknown_path_is_404_naming_the_paths_served_and_the_root_lists_them(endpoint):
+    _, port = endpoint(MetricsConfig(port=0))
+    code, text = get(f"http://127.0.0.1:{port}/metric")
+    assert code == 404
+    assert "not found: /metric" in text and "/metrics" in text and "/healthz" in text
+    assert "regimed_" not in text
+    code, text = get(f"http://127.0.0.1:{port}/")
+    assert code == 200 and "/metrics" in text and "/healthz" in text
+    code, text = get(f"http://127.0.0.1:{port}/metrics?name[]=regimed_drift_score")
+    assert code == 200 and "regimed_drift_score" in text
+
+
 def make_cert(directory: Path, name: str, ca: tuple[Path, Path] | None = None) -> tuple[Path, Path]:
     key, cert = directory / f"{name}.key", directory / f"{name}.pem"
     if ca is None:
