@@ -38,9 +38,14 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Print the effective configuration, secrets masked; exit 2 on any bad value."""
+    """Print the effective configuration, secrets masked; exit 2 on any bad value or on a
+    custom model whose factory or estimator is refused."""
     path = args.path if args.path is not None else args.config
     config, source = load_config(path)
+    if config.models.custom:  # imports the factories: only when there are any (no numpy else)
+        from daemon.training.custom import check_custom_models
+
+        check_custom_models(config)
     overrides = sorted(k for k in os.environ if k.startswith("REGIMED_") and k != "REGIMED_CONFIG")
     origin = source or "built-in defaults"
     if args.changed:

@@ -27,7 +27,13 @@ from daemon.config.events import EventsConfig
 from daemon.config.outputs import OutputsConfig
 from daemon.config.runtime import RetrainProcessConfig
 from daemon.config.settings import ENV_CONFIG_PATH, Secret, bounded, build, show, to_toml
-from daemon.config.training import GateConfig, ModelsConfig, TrainingConfig
+from daemon.config.training import (
+    GateConfig,
+    ModelsConfig,
+    TrainingConfig,
+    check_model_names,
+    split_custom_models,
+)
 from daemon.domain import REGIMES, RegimeName
 from daemon.errors import ConfigError
 
@@ -440,7 +446,13 @@ def parse_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    custom: tuple[Any, ...] = ()
+    if isinstance(data.get("models"), dict):
+        data["models"], custom = split_custom_models(data["models"])
     result: Config = build(Config, data, os.environ if env is None else env)
+    if custom:
+        result = result.replace(models=dataclasses.replace(result.models, custom=custom))
+    check_model_names(result.training, result.models)
     return result
 
 

@@ -347,7 +347,9 @@ def to_toml(obj: Any, path: str = "", base: Any = None) -> str:
         if base is not None and value == other:
             continue
         key = f"{path}.{f.name}" if path else f.name
-        if dataclasses.is_dataclass(value):
+        if f.metadata.get("named_tables"):  # e.g. the custom models, each as [models.NAME]
+            tables.extend(item.toml(path) for item in value)
+        elif dataclasses.is_dataclass(value):
             tables.append(f"[{key}]\n" + to_toml(value, key, other))
         elif isinstance(value, tuple) and value and all(dataclasses.is_dataclass(v) for v in value):
             tables.extend(f"[[{key}]]\n" + to_toml(item, key) for item in value)

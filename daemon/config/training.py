@@ -8,8 +8,10 @@ a small learning rate, the scale-sensitive models get standardized inputs.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from daemon.config.settings import bounded, show
 from daemon.errors import ConfigError
@@ -25,6 +27,14 @@ MODEL_NAMES: tuple[str, ...] = (
     "logistic_regression",
     "svm",
 )
+
+#: A custom model's name: it becomes a file name in the model bundle and a report key.
+_CUSTOM_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+#: "package.module:callable" (the callable may be an attribute path, e.g. "mod:Class.create").
+_FACTORY = re.compile(f"{_DOTTED}:{_DOTTED}")
+#: "module.Type", as skops names the types a file holds.
+_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 GateMetric = Literal["balanced_accuracy", "accuracy"]
 
@@ -48,10 +58,12 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         for key, names in (("models", self.models), ("optional_models", self.optional_models)):
             for i, name in enumerate(names):
-                if name not in MODEL_NAMES:
+                # A name outside MODEL_NAMES must be a [models.NAME] table with a factory; the
+                # loader checks that once both sections are built (`check_model_names`).
+                if name not in MODEL_NAMES and not _CUSTOM_NAME.fullmatch(name):
                     raise ConfigError(
                         f"training.{key}[{i}] = {show(name)}: expected one of "
-                        f"{', '.join(MODEL_NAMES)}"
+                        f"{', '.join(MODEL_NAMES)} or the name of a [models.NAME] table"
                     )
                 if name in names[:i]:
                     raise ConfigError(f"training.{key}[{i}] = {show(name)}: listed twice")
@@ -164,8 +176,84 @@ class SVMConfig:
 
 
 @dataclass(frozen=True)
+class CustomModelConfig:
+    """A model of the user's own (docs/models.md): a `[models.NAME]` table whose `factory`
+    ("package.module:callable") is called with the table's other keys (`params`) and returns
+    an unfitted estimator with `fit(X, y, sample_weight=...)` and `predict_proba`; `trusted`
+    lists the types ("module.Type") its skops artifact may hold beyond the project's own set.
+
+    Checked here for shape only; importing the factory and checking the estimator it builds is
+    `daemon.training.custom.check_custom_models`, run by `regimed check-config` and by every
+    retrain before it fits anything.
+    """
+
+    name: str
+    factory: str
+    trusted: tuple[str, ...] = ()
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        where = f"models.{self.name}"
+        if not _CUSTOM_NAME.fullmatch(self.name) or self.name in MODEL_NAMES:
+            raise ConfigError(
+                f"[{where}]: a custom model's name must be 1-63 lowercase letters, digits or "
+                "'_', starting with a letter, and not a built-in model's"
+            )
+        if not _FACTORY.fullmatch(self.factory):
+            raise ConfigError(
+                f"{where}.factory = {show(self.factory)}: expected \"package.module:callable\""
+            )
+        for i, name in enumerate(self.trusted):
+            if not _TYPE.fullmatch(name):
+                raise ConfigError(
+                    f"{where}.trusted[{i}] = {show(name)}: expected a dotted type name such as "
+                    '"mypackage.models.MyClassifier"'
+                )
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments the factory is called with."""
+        return dict(self.params)
+
+    def toml(self, path: str) -> str:
+        """This model as the `[models.NAME]` table it came from."""
+        lines = [f"[{path}.{self.name}]", f"factory = {show(self.factory)}"]
+        lines.append(f"trusted = {show(self.trusted)}")
+        lines.extend(f"{key} = {show(value)}" for key, value in self.params)
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_table(cls, name: str, table: Mapping[str, Any]) -> CustomModelConfig:
+        """The model of the TOML table `[models.<name>]`."""
+        factory = table.get("factory")
+        if not isinstance(factory, str):
+            raise ConfigError(
+                f"models.{name}.factory = {show(factory)}: expected \"package.module:callable\""
+            )
+        trusted = table.get("trusted", [])
+        if not isinstance(trusted, list) or not all(isinstance(t, str) for t in trusted):
+            raise ConfigError(
+                f"models.{name}.trusted = {show(trusted)}: expected a list of type names"
+            )
+        params = tuple(
+            (key, _frozen(value))
+            for key, value in table.items()
+            if key not in ("factory", "trusted")
+        )
+        return cls(name, factory, tuple(trusted), params)
+
+
+def _frozen(value: Any) -> Any:
+    """A TOML value with its arrays as tuples, so the configuration stays immutable."""
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
 class ModelsConfig:
-    """Hyper-parameters of each base model (`svm.gamma` 0 means 1 / n_features)."""
+    """Hyper-parameters of each base model (`svm.gamma` 0 means 1 / n_features), and the
+    custom models (`[models.NAME]` tables with a `factory`, in file order)."""
 
     random_forest: RandomForestConfig = field(default_factory=RandomForestConfig)
     xgboost: XGBoostConfig = field(default_factory=XGBoostConfig)
@@ -175,3 +263,47 @@ class ModelsConfig:
     mlp: MLPConfig = field(default_factory=MLPConfig)
     logistic_regression: LogisticRegressionConfig = field(default_factory=LogisticRegressionConfig)
     svm: SVMConfig = field(default_factory=SVMConfig)
+    custom: tuple[CustomModelConfig, ...] = field(default=(), metadata={"named_tables": True})
+
+    def custom_model(self, name: str) -> CustomModelConfig | None:
+        """The custom model called `name`, or None."""
+        return next((m for m in self.custom if m.name == name), None)
+
+    def trusted_types(self) -> dict[str, tuple[str, ...]]:
+        """Each custom model's `trusted` list by model name."""
+        return {m.name: m.trusted for m in self.custom}
+
+
+def split_custom_models(
+    data: Mapping[str, Any],
+) -> tuple[dict[str, Any], tuple[CustomModelConfig, ...]]:
+    """The `[models]` table of a configuration file without its custom models, and those
+    models: every sub-table that is not a built-in model's and has a `factory` key. A table
+    without `factory` is left in place, so the loader reports it as an unknown key."""
+    builtin = {f for f in ModelsConfig.__dataclass_fields__ if f != "custom"}
+    rest: dict[str, Any] = {}
+    custom: list[CustomModelConfig] = []
+    for key, value in data.items():
+        if key == "custom":
+            raise ConfigError(
+                "models.custom: reserved; define a custom model as [models.NAME] with factory"
+            )
+        if key not in builtin and isinstance(value, Mapping) and "factory" in value:
+            custom.append(CustomModelConfig.from_table(key, value))
+        else:
+            rest[key] = value
+    return rest, tuple(custom)
+
+
+def check_model_names(training: TrainingConfig, models: ModelsConfig) -> None:
+    """Every name in `training.models` and `training.optional_models` is a built-in model or
+    a custom model of `models`; ConfigError naming the first that is neither."""
+    known = {m.name for m in models.custom}
+    for key, names in (("models", training.models), ("optional_models", training.optional_models)):
+        for i, name in enumerate(names):
+            if name not in MODEL_NAMES and name not in known:
+                raise ConfigError(
+                    f"training.{key}[{i}] = {show(name)}: expected one of "
+                    f"{', '.join(MODEL_NAMES)} or a custom model (a [models.{name}] table "
+                    "with factory = \"package.module:callable\")"
+                )

@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +140,11 @@ def unregistered(root: Path, versions: Iterable[str]) -> list[Path]:
 
 
 def save_bundle(
-    root: Path, version: str, models: Mapping[str, Any], meta: Mapping[str, Any]
+    root: Path,
+    version: str,
+    models: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    trusted: Mapping[str, Sequence[str]] | None = None,
 ) -> SavedArtifact:
     """Write `models` and `meta` as `<root>/<version>/` atomically and return its sha256.
 
@@ -149,9 +153,13 @@ def save_bundle(
     partial version directory is ever visible. An existing version directory is never replaced.
     A write the system refuses (a full disk, a file size limit, permissions) raises
     ArtifactError naming the file.
+
+    `trusted` gives a custom model's types beyond `SKOPS_TRUSTED_TYPES` (its `trusted` list,
+    by model name); the manifest records each such list beside the model's file, so the hash
+    the registry keeps pins it too (daemon.registry.loading says how loading uses it).
     """
     try:
-        return _save_bundle(Path(root), version, models, meta)
+        return _save_bundle(Path(root), version, models, meta, trusted or {})
     except OSError as exc:
         raise ArtifactError(
             f"model version {version!r}: cannot write {exc.filename or root}: "
@@ -160,7 +168,11 @@ def save_bundle(
 
 
 def _save_bundle(
-    root: Path, version: str, models: Mapping[str, Any], meta: Mapping[str, Any]
+    root: Path,
+    version: str,
+    models: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    trusted: Mapping[str, Sequence[str]],
 ) -> SavedArtifact:
     check_version(version)
     if not models:
@@ -178,7 +190,10 @@ def _save_bundle(
 
     temp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{version}-{os.getpid()}-", dir=root))
     try:
-        entries = [_save_model(temp, name, model) for name, model in models.items()]
+        entries = [
+            _save_model(temp, name, model, tuple(trusted.get(name, ())))
+            for name, model in models.items()
+        ]
         manifest = {
             "format": MANIFEST_FORMAT,
             "version": version,
@@ -198,8 +213,11 @@ def _save_bundle(
     return SavedArtifact(final, _sha256(data))
 
 
-def _save_model(directory: Path, name: str, model: Any) -> dict[str, Any]:
-    """Write one model into `directory` in its format; its manifest entry."""
+def _save_model(
+    directory: Path, name: str, model: Any, trusted: tuple[str, ...]
+) -> dict[str, Any]:
+    """Write one model into `directory` in its format; its manifest entry (with `trusted`, the
+    model's own trusted types, when it has any)."""
     import lightgbm
     import xgboost
 
@@ -222,16 +240,23 @@ def _save_model(directory: Path, name: str, model: Any) -> dict[str, Any]:
     import skops.io  # type: ignore[import-untyped]
 
     data = skops.io.dumps(model)
-    untrusted = sorted(_skops_types(data) - set(SKOPS_TRUSTED_TYPES))
+    untrusted = sorted(_skops_types(data) - set(SKOPS_TRUSTED_TYPES) - set(trusted))
     if untrusted:
+        where = (
+            f"daemon.registry.artifacts.SKOPS_TRUSTED_TYPES or models.{name}.trusted"
+            if trusted
+            else "daemon.registry.artifacts.SKOPS_TRUSTED_TYPES"
+        )
         raise ArtifactError(
-            f"model {name!r}: {type(model).__name__} holds types outside "
-            f"daemon.registry.artifacts.SKOPS_TRUSTED_TYPES: {', '.join(untrusted)}; a bundle "
-            "must be loadable, so it is not written (add the types there if they are safe)"
+            f"model {name!r}: {type(model).__name__} holds types outside {where}: "
+            f"{', '.join(untrusted)}; a bundle must be loadable, so it is not written (a "
+            f"custom model lists the types it may hold in models.{name}.trusted)"
         )
     file = directory / f"{name}.skops"
     _write_file(file, data)
     entry.update(file=file.name, format="skops", sha256=_sha256(data))
+    if trusted:
+        entry["trusted"] = sorted(set(trusted))
     return entry
 
 

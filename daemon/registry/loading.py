@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,24 +37,42 @@ def verify_bundle(path: str | os.PathLike[str], sha256: str) -> list[str]:
         return bundle.problems
 
 
-def load_bundle(path: str | os.PathLike[str], sha256: str) -> LoadedBundle:
+def load_bundle(
+    path: str | os.PathLike[str],
+    sha256: str,
+    trusted: Mapping[str, Sequence[str]] | None = None,
+) -> LoadedBundle:
     """The models of the bundle at `path`, after every check; ArtifactError on any problem.
 
     `sha256` is the hash the registry recorded; the message names the file and what is wrong.
+    `trusted` is the current configuration's `trusted` list of each custom model, by name.
+
+    A skops file may hold the project's `SKOPS_TRUSTED_TYPES`, and a type beyond them only when
+    both the manifest (the model's `trusted` list when the bundle was saved) and `trusted` list
+    it. Neither alone suffices: the manifest is pinned by the registry's hash, but the registry
+    and the bundles live in the same store directory, so whoever can write one can write the
+    other; the configuration is the operator's. And the manifest's list keeps a type the
+    configuration trusts only now out of a bundle saved before.
     """
+    current = trusted or {}
     with _Bundle(Path(path), sha256) as bundle:
         if bundle.problems:
             raise ArtifactError("; ".join(bundle.problems))
         models = {
             entry["model"]: _load_model(
-                bundle.path / entry["file"], entry, bundle.data[entry["file"]]
+                bundle.path / entry["file"],
+                entry,
+                bundle.data[entry["file"]],
+                tuple(current.get(entry["model"], ())),
             )
             for entry in bundle.manifest["files"]
         }
         return LoadedBundle(models, dict(bundle.manifest.get("meta", {})), bundle.manifest)
 
 
-def _load_model(path: Path, entry: Mapping[str, Any], data: bytes) -> Any:
+def _load_model(
+    path: Path, entry: Mapping[str, Any], data: bytes, configured: tuple[str, ...]
+) -> Any:
     kind = entry["format"]
     try:
         if kind == "xgboost-ubj":
@@ -70,17 +88,37 @@ def _load_model(path: Path, entry: Mapping[str, Any], data: bytes) -> Any:
             return LightGBMBooster(booster, entry.get("classes", [0, 1]))
         import skops.io  # type: ignore[import-untyped]
 
-        untrusted = sorted(_skops_types(data) - set(SKOPS_TRUSTED_TYPES))
+        recorded = set(entry.get("trusted", ()))
+        allowed = set(SKOPS_TRUSTED_TYPES) | (recorded & set(configured))
+        untrusted = sorted(_skops_types(data) - allowed)
         if untrusted:
             raise ArtifactError(
-                f"{path}: holds types outside daemon.registry.artifacts.SKOPS_TRUSTED_TYPES: "
-                f"{', '.join(untrusted)}; refused"
+                f"{path}: holds types outside daemon.registry.artifacts.SKOPS_TRUSTED_TYPES"
+                f"{_why_untrusted(entry['model'], untrusted, recorded, set(configured))}; refused"
             )
-        return skops.io.loads(data, trusted=list(SKOPS_TRUSTED_TYPES))
+        return skops.io.loads(data, trusted=sorted(allowed))
     except ArtifactError:
         raise
     except Exception as exc:
         raise ArtifactError(f"{path}: cannot be read as {kind}: {exc}") from exc
+
+
+def _why_untrusted(
+    model: str, untrusted: list[str], recorded: set[str], configured: set[str]
+) -> str:
+    """Each refused type and which of the two lists lacks it."""
+    parts = []
+    for name in untrusted:
+        lacks = [
+            where
+            for where, listed in (
+                (f"models.{model}.trusted of the configuration", configured),
+                ("the trusted list the manifest recorded when the bundle was saved", recorded),
+            )
+            if name not in listed
+        ]
+        parts.append(f"{name} (not in {' nor in '.join(lacks)})")
+    return ": " + ", ".join(parts)
 
 
 class _Bundle:
@@ -209,6 +247,9 @@ def _parse_manifest(raw: bytes) -> dict[str, Any] | str:
             or not _HEX64.fullmatch(digest)
         ):
             return f"files[{i}] = {entry!r}: expected model, file, format and sha256"
+        listed = entry.get("trusted", [])
+        if not isinstance(listed, list) or not all(isinstance(t, str) for t in listed):
+            return f"files[{i}].trusted = {listed!r}: expected a list of type names"
         if file in seen:
             return f"files[{i}]: {file} is listed twice"
         seen.add(file)

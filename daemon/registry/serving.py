@@ -32,7 +32,7 @@ def load_model(
 ) -> LoadedModel:
     """Load `version` (default: the champion), verified against the registry's sha256; a
     refused artifact raises ArtifactError and sends an alert to `alert`."""
-    record, bundle = Registry(store, alert=alert).load(version)
+    record, bundle = Registry(store, alert=alert).load(version, config.models.trusted_types())
     meta = bundle.meta
     try:
         vote = SoftVote.from_dict(meta["vote"])

@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeAlias
 
@@ -106,6 +106,7 @@ class Registry:
         meta: Mapping[str, Any] | None = None,
         status: Literal["candidate", "rejected"] = "candidate",
         promote_reason: str | None = None,
+        trusted: Mapping[str, Sequence[str]] | None = None,
     ) -> ModelRecord:
         """Write the bundle of a new version and its registry row; promote it if
         `promote_reason` is given (e.g. "gate passed: ..."), in the same transaction.
@@ -126,7 +127,7 @@ class Registry:
         report_json(row_report)
         with self.store.transaction(f"check model {version!r}", write=False) as conn:
             _refuse_known(conn, self.store.path, version)
-        saved = save_bundle(self.root, version, models, dict(meta or {}))
+        saved = save_bundle(self.root, version, models, dict(meta or {}), trusted)
         try:
             return self.add_model(
                 version,
@@ -273,8 +274,11 @@ class Registry:
 
     # -- artifacts -------------------------------------------------------------------------
 
-    def load(self, version: str | None = None) -> tuple[ModelRecord, LoadedBundle]:
-        """The record and the loaded, verified models of `version` (default: the champion).
+    def load(
+        self, version: str | None = None, trusted: Mapping[str, Sequence[str]] | None = None
+    ) -> tuple[ModelRecord, LoadedBundle]:
+        """The record and the loaded, verified models of `version` (default: the champion);
+        `trusted`: the configuration's custom models' trusted types (daemon.registry.loading).
 
         A refused artifact raises ArtifactError and sends an alert.
         """
@@ -285,7 +289,7 @@ class Registry:
         else:
             record = self.model(version)
         try:
-            return record, load_bundle(record.path, record.sha256)
+            return record, load_bundle(record.path, record.sha256, trusted)
         except ArtifactError as exc:
             self._refused(record, "loading", [str(exc)])
 

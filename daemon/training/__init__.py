@@ -7,6 +7,6 @@ Its public names are its modules. The package imports none of them, so the daemo
 from __future__ import annotations
 
 __all__ = [
-    "archive", "drift_reference", "ensemble", "fitting", "gate", "lock", "models", "report",
-    "sampling", "scoring", "split", "threads", "trainer",
+    "archive", "custom", "drift_reference", "ensemble", "fitting", "gate", "lock", "models",
+    "report", "sampling", "scoring", "split", "threads", "trainer",
 ]  # fmt: skip

@@ -35,6 +35,7 @@ from sklearn.svm import SVC
 from daemon.config.training import MODEL_NAMES, ModelsConfig
 from daemon.errors import ConfigError
 from daemon.registry.ensemble import FloatArray, Model
+from daemon.training.custom import build_custom
 
 #: Folds of the Platt scaling that gives the SVMs their probabilities.
 SVM_CALIBRATION_FOLDS = 3
@@ -46,15 +47,23 @@ def build_model(name: str, config: ModelsConfig, *, n_jobs: int, seed: int) -> M
     """An unfitted estimator for `name` (one of `MODEL_NAMES`) with the hyper-parameters of
     `config`, using at most `n_jobs` threads and seeded with `seed`.
 
-    Raises `ConfigError` naming the model when `name` is not one of `MODEL_NAMES`.
+    A custom model (`config.custom`, docs/models.md) is whatever its factory returns, called
+    with its table's keys only (`n_jobs` and `seed` are the factory's own business).
+
+    Raises `ConfigError` naming the model when `name` is neither one of `MODEL_NAMES` nor a
+    custom model, or its factory or estimator is refused (daemon.training.custom).
     """
-    try:
-        spec = _SPECS[name]
-    except KeyError:
+    spec = _SPECS.get(name)
+    if spec is not None:
+        return spec.make(name, config, n_jobs, seed)
+    custom = config.custom_model(name)
+    if custom is None:
         raise ConfigError(
-            f"model {name!r}: unknown base model; expected one of {', '.join(MODEL_NAMES)}"
-        ) from None
-    return spec.make(name, config, n_jobs, seed)
+            f"model {name!r}: unknown base model; expected one of {', '.join(MODEL_NAMES)} "
+            "or a custom model ([models.NAME] with a factory)"
+        )
+    model: Model = build_custom(custom)
+    return model
 
 
 def weight_kwargs(model: Model, weights: FloatArray | None) -> dict[str, FloatArray]:

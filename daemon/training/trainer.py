@@ -31,6 +31,7 @@ from daemon.registry.artifacts import artifacts_root, sweep_temporary
 from daemon.registry.ensemble import Ensemble, SoftVote
 from daemon.registry.versions import AlertSink, Registry
 from daemon.store.sqlite import Store
+from daemon.training.custom import check_custom_models
 from daemon.training.drift_reference import build_reference
 from daemon.training.ensemble import holdout_scores, inner_holdout, vote_weights
 from daemon.training.lock import retrain_lock
@@ -99,6 +100,7 @@ def retrain(
     run, its report as JSON) when no candidate could be made.
     """
     clock = now or (lambda: dt.datetime.now(dt.UTC))
+    check_custom_models(config)  # a custom model that cannot work is refused before any fit
     with (
         retrain_lock(config.store.path, config.training.lock_timeout_seconds),
         Store.open(config.store) as store,
@@ -458,6 +460,7 @@ class _Retrain:
             meta=meta,
             status="candidate" if promoted else "rejected",
             promote_reason=f"gate passed: {report['reason']}" if promoted else None,
+            trusted=self.config.models.trusted_types(),
         )
         saved = self._add(
             artifact=Artifact(
