@@ -446,10 +446,18 @@ def parse_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return build_config(data, os.environ if env is None else env)
+
+
+def build_config(data: Mapping[str, Any], env: Mapping[str, str]) -> Config:
+    """A `Config` from parsed TOML (or the same as plain JSON values) plus `REGIMED_` overrides
+    in `env`: the custom models' `[models.NAME]` tables taken out first (their keys are the
+    user's), then every section built and the model names of `training` checked against them."""
+    data = dict(data)
     custom: tuple[Any, ...] = ()
-    if isinstance(data.get("models"), dict):
+    if isinstance(data.get("models"), Mapping):
         data["models"], custom = split_custom_models(data["models"])
-    result: Config = build(Config, data, os.environ if env is None else env)
+    result: Config = build(Config, data, env)
     if custom:
         result = result.replace(models=dataclasses.replace(result.models, custom=custom))
     check_model_names(result.training, result.models)

@@ -219,8 +219,12 @@ class CustomModelConfig:
         """This model as the `[models.NAME]` table it came from."""
         lines = [f"[{path}.{self.name}]", f"factory = {show(self.factory)}"]
         lines.append(f"trusted = {show(self.trusted)}")
-        lines.extend(f"{key} = {show(value)}" for key, value in self.params)
+        lines.extend(f"{key} = {_exact(value)}" for key, value in self.params)
         return "\n".join(lines) + "\n"
+
+    def table(self) -> dict[str, Any]:
+        """This model as the TOML table `from_table` reads (arrays as tuples)."""
+        return {"factory": self.factory, "trusted": self.trusted, **self.kwargs}
 
     @classmethod
     def from_table(cls, name: str, table: Mapping[str, Any]) -> CustomModelConfig:
@@ -241,6 +245,15 @@ class CustomModelConfig:
             if key not in ("factory", "trusted")
         )
         return cls(name, factory, tuple(trusted), params)
+
+
+def _exact(value: Any) -> str:
+    """A factory argument as TOML that reads back as the same type (2.0 stays a float)."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_exact(v) for v in value) + "]"
+    return show(value)
 
 
 def _frozen(value: Any) -> Any:

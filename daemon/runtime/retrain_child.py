@@ -23,8 +23,8 @@ from functools import partial
 from types import FrameType
 from typing import IO, Any
 
-from daemon.config import Config
-from daemon.config.settings import Secret, build
+from daemon.config import Config, build_config
+from daemon.config.settings import Secret
 from daemon.errors import RegimedError, RetrainBusy, RetrainFailed, RetrainTerminated
 from daemon.monitor.alerts import send_alert
 
@@ -58,14 +58,17 @@ def config_document(config: Config) -> dict[str, Any]:
     Only for handing the configuration to a child process through a pipe; never log it.
     """
     document: dict[str, Any] = _plain(config)
+    # the custom models as the [models.NAME] tables of a configuration file
+    document["models"].pop("custom")
+    for model in config.models.custom:
+        document["models"][model.name] = _plain(model.table())
     return document
 
 
 def config_from_document(document: Mapping[str, Any]) -> Config:
     """The `Config` that `config_document` described, validated like a configuration file
     (environment overrides are not applied again: they are already in the values)."""
-    config: Config = build(Config, document, {})
-    return config
+    return build_config(document, {})
 
 
 def _plain(value: Any) -> Any:
@@ -75,6 +78,8 @@ def _plain(value: Any) -> Any:
         return value.get_secret_value()
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, dt.date):
         return value.isoformat()
     return value

@@ -29,6 +29,7 @@ from daemon.pipeline.engine import history_rows
 from daemon.registry.artifacts import load_bundle, save_bundle
 from daemon.registry.serving import load_champion
 from daemon.registry.versions import Registry
+from daemon.runtime.retrain_child import config_document, config_from_document
 from daemon.store.sqlite import Store
 from daemon.training.custom import check_custom_models
 from daemon.training.trainer import retrain
@@ -115,8 +116,13 @@ def test_a_custom_model_table_is_parsed_and_written_back():
     assert config.models.trusted_types() == {"sk_logistic": (), "centroid": (CENTROID,)}
     text = config.to_toml()
     assert "[models.centroid]\n" in text
-    assert parse_config(text, env={}) == config
+    again = parse_config(text, env={})
+    assert again == config
+    assert type(again.models.custom[1].kwargs["scale"]) is float  # 2.0 is written as 2.0
     check_custom_models(config)  # both import and pass
+    # as the daemon hands it to its retrain process, through JSON
+    document = json.loads(json.dumps(config_document(config)))
+    assert config_from_document(document) == config
 
 
 @pytest.mark.parametrize(
