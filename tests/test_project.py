@@ -60,6 +60,8 @@ def config_keys(obj, prefix=""):
 
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
+        if f.metadata.get("named_tables"):  # [models.NAME] tables, documented as such
+            continue
         if dataclasses.is_dataclass(value):
             yield from config_keys(value, f"{prefix}{f.name}.")
         else:

@@ -60,7 +60,7 @@ def build_custom(spec: CustomModelConfig) -> Any:
     if not _takes_sample_weight(fit):
         raise ConfigError(
             f"{what}: its fit takes no sample_weight; regimed weighs every training row "
-            "(recency, regime and class weights), so fit(X, y, sample_weight=...) is required"
+            "by its regime (weights.regime), so fit(X, y, sample_weight=...) is required"
         )
     return estimator
 
