@@ -198,7 +198,7 @@ def run_demo(
             if result.outcome not in ("promoted", "rejected", "unchanged"):
                 raise DemoError(f"the retrain {result.outcome}: {result.reason}")
             out.write("\n" + render(report))
-            if not retrains.champion_serving():
+            if result.outcome != "promoted" and not retrains.champion_serving():
                 out.write(
                     "\nno champion: the daemon keeps ingesting and labelling bars, and scores "
                     "none until a retrain shows skill\n"
