@@ -1,8 +1,10 @@
-"""Shared fixtures: the bundled real histories and a way to run the command line."""
+"""Shared fixtures: the bundled real histories, a way to run the command line, the embedded
+broker with a fresh topic per test, the daemon subprocesses of a test and two fitted models."""
 
 from __future__ import annotations
 
 import io
+import subprocess
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ import pytest
 from daemon.cli.main import main
 from daemon.config import RegimeConfig
 from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
-from tests.factories import broker_config
+from tests.factories import broker_config, make_data
 
 
 @dataclass(frozen=True)
@@ -98,3 +100,33 @@ def kafka_config(broker, tmp_path, request):
     ensure_topic(config.kafka, kafka.topic, partitions)
     ensure_topic(config.kafka, kafka.effective_dlq_topic, 1)
     return dataclasses.replace(config)
+
+
+@pytest.fixture
+def processes():
+    """Daemon subprocesses of a test: killed at the end whatever happens."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture(scope="module")
+def models():
+    """A scaled logistic regression and a small XGBoost model fitted on `make_data()`."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from xgboost import XGBClassifier
+
+    X, y = make_data()
+    logistic = Pipeline([("scale", StandardScaler()), ("logistic", LogisticRegression())])
+    return {
+        "logistic_regression": logistic.fit(X, y),
+        "xgboost": XGBClassifier(n_estimators=3, max_depth=2, n_jobs=1).fit(X, y),
+    }

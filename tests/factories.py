@@ -1,15 +1,32 @@
-"""Shared test factories: a daemon configuration on a test broker, the child processes of a
-process (read from /proc), slices of the bundled history with their regimes, and base models
-small enough to fit in a test."""
+"""The helpers several test modules share (a test module imports none from another, see
+tests/test_layout.py): a daemon configuration on a test broker, numbered bars and what the store
+holds of them, the child processes of a process (read from /proc), slices of the bundled history
+with their regimes, base models small enough to fit in a test and registered model versions, a
+bounded wait, the service on a thread with its /metrics, a webhook receiver and a hand-moved
+clock."""
 
 from __future__ import annotations
 
+import datetime as dt
+import http.server
+import json
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from consumers.events import BarEvent
+from consumers.replay import bundled_events
 from daemon.config import Config, KafkaConfig, MetricsConfig, RegimeConfig, StoreConfig
 from daemon.config.training import (
     ExtraTreesConfig,
@@ -22,8 +39,13 @@ from daemon.config.training import (
     XGBoostConfig,
 )
 from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.errors import StoreError
 from daemon.pipeline.features import FEATURE_NAMES
 from daemon.pipeline.regime import label_history
+from daemon.store.sqlite import Store
+
+if TYPE_CHECKING:
+    from daemon.runtime.service import Service
 
 #: The eight base models with few trees, iterations and kernel components: every fit on a
 #: few thousand rows takes well under a second.
@@ -99,3 +121,227 @@ def assert_same_rows(
             f"{what}: {FEATURE_NAMES[col]} at {got.index[row]}: {g[row, col]!r}, "
             f"expected {e[row, col]!r}"
         )
+
+
+# --- bars, events and what the store holds of them -------------------------------------------
+
+
+def numbered(n: int, symbols: int = 5) -> list[BarEvent]:
+    """n valid bars: symbol k gets consecutive business days, prices encode the number."""
+    events = []
+    day0 = dt.date(2001, 1, 1)
+    for i in range(n):
+        symbol = f"N{i % symbols}"
+        day = day0 + dt.timedelta(days=i // symbols)
+        price = 100.0 + (i % 97)
+        events.append(BarEvent(symbol, day, price, price * 1.01, price * 0.99, price, float(i)))
+    return events
+
+
+def chunk(first: str, last: str) -> list[Any]:
+    """Bundled ^GSPC, ^IXIC and ^VIX bars from `first` to `last` (ISO days), in time order."""
+    return [e for e in bundled_events() if first <= str(e.ts) <= last]
+
+
+def stored_numbers(store: Store) -> list[int]:
+    bars = store.bars()
+    return sorted(int(v) for v in bars["volume"])
+
+
+def events_stored(config: Config) -> int:
+    """The store's events_stored counter, 0 while the daemon has not created or migrated it."""
+    if not Path(config.store.path).exists():
+        return 0
+    try:
+        with Store.open(config.store, read_only=True) as store:
+            return store.counter("events_stored")
+    except StoreError:
+        return 0
+
+
+def bars_stored(config: Config) -> int:
+    with Store.open(config.store, read_only=True) as store:
+        return store.bar_count()
+
+
+def write_config(config: Config, path: Path) -> Path:
+    path.write_text(config.to_toml())
+    return path
+
+
+def read_topic(bootstrap: str, topic: str, at_least: int, timeout_s: float = 30) -> list:
+    """The records of a topic, from the start (at least `at_least` of them, bounded)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=[bootstrap],
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+    )
+    records: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(records) < at_least and time.monotonic() < deadline:
+            records.extend(consumer)
+    finally:
+        consumer.close()
+    return records
+
+
+# --- models in the registry --------------------------------------------------------------------
+
+#: When `register` says a model was trained, unless told otherwise.
+T0 = dt.datetime(2024, 1, 6, 21, tzinfo=dt.UTC)
+
+
+def make_data(n: int = 200, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4)).astype(np.float32)
+    y = (X[:, 0] + rng.normal(size=n) > 0).astype(np.int8)
+    return X, y
+
+
+def register(registry, version, models, trained_at=T0, **kwargs):
+    return registry.register(
+        version,
+        models,
+        trained_at=trained_at,
+        trigger=kwargs.pop("trigger", "schedule"),
+        data_window=(dt.date(2020, 1, 2), "2023-12-29"),
+        sample_counts={"live": {"crash": 3, "normal": 40}, "archive": {"crash": 9}},
+        report={"validation": {"overall": {"n": 50, "accuracy": 0.6, "balanced_accuracy": 0.55}}},
+        meta={"feature_version": 1},
+        **kwargs,
+    )
+
+
+def tamper(record, name="logistic_regression.skops"):
+    target = Path(record.path) / name
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    return target
+
+
+# --- waiting, processes, tools and the running service ----------------------------------------
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """The first true value of `condition()`, asked every 0.1 s; fails after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for a reaper does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(
+            f"{name} not found: install the Debian package `{package}` "
+            f"(apt-get install -y {package}); .ci/run does this in CI"
+        )
+    return path
+
+
+class Running:
+    """A Service on a thread, stopped and joined on exit."""
+
+    def __init__(self, config: Config) -> None:
+        from daemon.runtime.service import Service  # river and the models load only when used
+
+        self.service = Service(config)
+        self.thread = threading.Thread(target=self.service.run, kwargs={"timeout_s": 600})
+
+    def __enter__(self) -> Service:
+        self.thread.start()
+        wait_for(lambda: self.service.metrics_port, 60, "the metrics endpoint")
+        return self.service
+
+    def __exit__(self, *exc: object) -> None:
+        self.service.request_stop()
+        self.thread.join(timeout=40)
+        assert not self.thread.is_alive(), "the service did not stop within 40 s"
+
+
+def scrape(service: Service, path: str = "/metrics") -> tuple[int, str]:
+    url = f"http://127.0.0.1:{service.metrics_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+# --- webhooks and clocks -------------------------------------------------------------------------
+
+
+@dataclass
+class WebhookServer:
+    """A webhook receiver on 127.0.0.1: POSTs to /ok answer 204, to /fail 500, to /slow after
+    `slow_seconds`. `received` holds (path, headers, JSON body) of every request."""
+
+    base: str = ""
+    received: list[tuple[str, dict[str, str], Any]] = field(default_factory=list)
+    slow_seconds: float = 0.5
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+    def events(self) -> list[str]:
+        return [body["event"] for _, _, body in self.received]
+
+
+@contextmanager
+def serve_webhooks() -> Iterator[WebhookServer]:
+    """Run a `WebhookServer` in a thread; shut down and joined (bounded) on exit."""
+    state = WebhookServer()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.received.append((self.path, dict(self.headers), json.loads(body)))
+            if self.path.startswith("/slow"):
+                time.sleep(state.slow_seconds)
+            self.send_response(500 if self.path.startswith("/fail") else 204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = False  # server_close() joins the handler threads
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

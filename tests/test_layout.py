@@ -107,3 +107,23 @@ def test_an_underscore_module_is_imported_only_inside_its_own_package():
             if not (inside or own_tests):
                 offenders.append(f"{importer} imports {imported}")
     assert offenders == []
+
+
+def test_no_test_module_imports_another():
+    """A helper or fixture two test modules share lives in tests/factories.py or a conftest.py,
+    so that tests/<package>/test_<x>.py stands on its own: importing a test module couples one
+    module's tests to another's helpers and hides fixtures behind `noqa` imports."""
+    tests = ROOT / "tests"
+    offenders = []
+    for path in sorted(tests.rglob("*.py")):
+        importer = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for imported in _imports(path):
+            parts = imported.split(".")
+            if parts[0] != "tests":
+                continue
+            for depth in range(2, len(parts) + 1):
+                target = ROOT.joinpath(*parts[:depth]).with_suffix(".py")
+                if target.name.startswith("test_") and target.is_file():
+                    offenders.append(f"{importer} imports {'.'.join(parts[:depth])}")
+                    break
+    assert sorted(set(offenders)) == []

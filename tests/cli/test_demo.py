@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from daemon.domain import REGIMES
 from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
+from tests.factories import alive, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -80,22 +80,6 @@ def test_demo_shows_the_whole_loop_on_the_bundled_history(tmp_path):
 
 def broker_pid(err: str) -> int:
     return int(re.search(r"embedded broker pid (\d+)", err).group(1))
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie waiting for a reaper does not count)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_sigterm_stops_the_demo_its_broker_and_removes_its_temporary_state(tmp_path):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.cli.test_demo import alive, wait_for
+from tests.factories import alive, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -23,9 +23,7 @@ from consumers.replay import ensure_topic
 from daemon.config import Config
 from daemon.errors import StoreError
 from daemon.store.sqlite import Store
-from tests.consumers.test_dlq import read_topic
-from tests.consumers.test_ingest import numbered, stored_numbers
-from tests.factories import broker_config
+from tests.factories import broker_config, numbered, read_topic, stored_numbers
 
 pytestmark = pytest.mark.integration
 

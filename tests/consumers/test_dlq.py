@@ -21,7 +21,7 @@ from daemon.errors import EventRejected
 from daemon.monitor.metrics import Metrics
 from daemon.runtime.ingest import ingest_consumer
 from daemon.store.sqlite import Store
-from tests.consumers.test_ingest import numbered, stored_numbers
+from tests.factories import numbered, read_topic, stored_numbers
 
 MiB = 1 << 20
 #: The record sizes of the issue: just over Kafka's default limit, twice it, ten times it.
@@ -132,27 +132,6 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]
         producer.flush(timeout=60)
     finally:
         producer.close(timeout=10)
-
-
-def read_topic(bootstrap: str, topic: str, at_least: int, timeout_s: float = 30) -> list:
-    """The records of a topic, from the start (at least `at_least` of them, bounded)."""
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=[bootstrap],
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=3000,
-    )
-    records: list = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(records) < at_least and time.monotonic() < deadline:
-            records.extend(consumer)
-    finally:
-        consumer.close()
-    return records
 
 
 def interleaved(n_valid: int, bad: list[bytes]) -> list[tuple[bytes | None, bytes]]:

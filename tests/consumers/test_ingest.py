@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
@@ -12,36 +11,24 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import strategies as st
 
-from consumers.events import REASONS, BarEvent, decode_event
+from consumers.events import REASONS, decode_event
 from consumers.replay import bundled_events, publish
 from daemon.config import Config
 from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.errors import EventRejected, StoreError
+from daemon.errors import EventRejected
 from daemon.monitor.metrics import Metrics
 from daemon.pipeline.engine import history_rows
 from daemon.runtime.ingest import ingest_consumer
 from daemon.store.sqlite import Store
+from tests.factories import events_stored, numbered, stored_numbers, write_config
 
 pytestmark = pytest.mark.integration
-
-
-def numbered(n: int, symbols: int = 5) -> list[BarEvent]:
-    """n valid bars: symbol k gets consecutive business days, prices encode the number."""
-    events = []
-    day0 = dt.date(2001, 1, 1)
-    for i in range(n):
-        symbol = f"N{i % symbols}"
-        day = day0 + dt.timedelta(days=i // symbols)
-        price = 100.0 + (i % 97)
-        events.append(BarEvent(symbol, day, price, price * 1.01, price * 0.99, price, float(i)))
-    return events
 
 
 def consume(config: Config, until: int, timeout_s: float = 90) -> tuple[int, Metrics]:
@@ -59,41 +46,6 @@ def consume(config: Config, until: int, timeout_s: float = 90) -> tuple[int, Met
         finally:
             consumer.close(commit=True)
     return total, metrics
-
-
-def stored_numbers(store: Store) -> list[int]:
-    bars = store.bars()
-    return sorted(int(v) for v in bars["volume"])
-
-
-def events_stored(config: Config) -> int:
-    """The store's events_stored counter, 0 while the daemon has not created or migrated it."""
-    if not Path(config.store.path).exists():
-        return 0
-    try:
-        with Store.open(config.store, read_only=True) as store:
-            return store.counter("events_stored")
-    except StoreError:
-        return 0
-
-
-@pytest.fixture
-def processes():
-    """Daemon subprocesses of a test: killed at the end whatever happens."""
-    started: list[subprocess.Popen] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def write_config(config: Config, path: Path) -> Path:
-    path.write_text(config.to_toml())
-    return path
 
 
 def test_bundled_history_through_kafka_equals_the_batch_path(kafka_config):

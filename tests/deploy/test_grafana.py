@@ -24,8 +24,7 @@ from daemon.config import Config, RegimeConfig
 from daemon.config.drift import DriftConfig
 from daemon.domain import REGIMES
 from daemon.monitor.metrics import MODEL_LABELS, RETRAIN_OUTCOMES, RETRAIN_TRIGGERS, Metrics
-from tests.deploy.test_prometheus import tool
-from tests.runtime.test_runtime import Running, bars_stored, chunk, scrape, wait_for
+from tests.factories import Running, bars_stored, chunk, scrape, tool, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "regimed.json"

@@ -11,6 +11,7 @@ import pytest
 
 from daemon.config import MetricsConfig
 from daemon.monitor.metrics import Metrics
+from tests.factories import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -23,16 +24,6 @@ RUNBOOK = "https://github.com/regimed/regimed/blob/main/docs/alerts.md"
 # drift bring them). When one is exported, test_rules_use_only_exported_or_pending_metrics
 # fails until it is removed from here.
 PENDING_METRICS: set[str] = set()
-
-
-def tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"{name} not found: install the Debian package `{package}` "
-            f"(apt-get install -y {package}); .ci/run does this in CI"
-        )
-    return path
 
 
 def run(*command: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str]:

@@ -3,68 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import http.server
-import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
 from daemon.config import AlertsConfig, Secret
 from daemon.monitor.alerts import ATTEMPTS, RETRY_PAUSE_S, send_alert, webhook_host
-
-
-@dataclass
-class WebhookServer:
-    """A webhook receiver on 127.0.0.1: POSTs to /ok answer 204, to /fail 500, to /slow after
-    `slow_seconds`. `received` holds (path, headers, JSON body) of every request."""
-
-    base: str = ""
-    received: list[tuple[str, dict[str, str], Any]] = field(default_factory=list)
-    slow_seconds: float = 0.5
-
-    def url(self, path: str) -> str:
-        return f"{self.base}{path}"
-
-    def events(self) -> list[str]:
-        return [body["event"] for _, _, body in self.received]
-
-
-@contextmanager
-def serve_webhooks() -> Iterator[WebhookServer]:
-    """Run a `WebhookServer` in a thread; shut down and joined (bounded) on exit."""
-    state = WebhookServer()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            state.received.append((self.path, dict(self.headers), json.loads(body)))
-            if self.path.startswith("/slow"):
-                time.sleep(state.slow_seconds)
-            self.send_response(500 if self.path.startswith("/fail") else 204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = False  # server_close() joins the handler threads
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    state.base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        assert not thread.is_alive()
+from tests.factories import Clock, WebhookServer, serve_webhooks
 
 
 @pytest.fixture
@@ -152,16 +100,6 @@ def test_details_that_are_not_json_are_sent_as_text(webhook):
 )
 def test_only_the_host_of_a_webhook_is_shown(url, host):
     assert webhook_host(url) == host
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_the_same_alert_goes_out_once_per_repeat_interval(webhook):

@@ -11,13 +11,12 @@ from daemon.monitor.alerts import Alerter
 from daemon.monitor.live import CHAMPION_POLL_S, CHAMPION_RETRY_CAP_S, LiveScorer
 from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
-from tests.monitor.test_alerts import Clock, serve_webhooks
-from tests.registry.test_registry import models, register, tamper  # noqa: F401 (fixture)
+from tests.factories import Clock, register, serve_webhooks, tamper
 
 
 def test_a_refused_champion_is_retried_with_backoff_and_alerted_once_per_interval(
     tmp_path,
-    models,  # noqa: F811
+    models,
 ):
     clock = Clock()
     with serve_webhooks() as webhook, Store(tmp_path / "regimed.db") as store:
@@ -58,7 +57,7 @@ def test_a_refused_champion_is_retried_with_backoff_and_alerted_once_per_interva
         assert webhook.events() == ["artifact_refused"] * 2
 
 
-def test_without_a_refusal_callback_the_registry_alerts_as_before(tmp_path, models):  # noqa: F811
+def test_without_a_refusal_callback_the_registry_alerts_as_before(tmp_path, models):
     with serve_webhooks() as webhook, Store(tmp_path / "regimed.db") as store:
         record = register(Registry(store), "v1", models, promote_reason="gate passed")
         tamper(record)

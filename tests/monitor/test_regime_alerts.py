@@ -14,7 +14,7 @@ from daemon.monitor.regime_alerts import REGIME_CHANGE, RegimeChangeAlerts, mark
 from daemon.pipeline.engine import history_rows
 from daemon.pipeline.output import Output
 from daemon.store.sqlite import Store
-from tests.monitor.test_alerts import serve_webhooks
+from tests.factories import serve_webhooks
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,7 @@ from functools import partial
 
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 from sqlite_utils import Database
-from xgboost import XGBClassifier
 
 from daemon.config import AlertsConfig, Secret
 from daemon.errors import ArtifactError, ModelNotFoundError, StoreError
@@ -23,29 +19,11 @@ from daemon.registry.artifacts import artifacts_root, load_bundle, save_bundle
 from daemon.registry.versions import Registry
 from daemon.store.migrations import migrate
 from daemon.store.sqlite import Store
-from tests.monitor.test_alerts import serve_webhooks
+from tests.factories import T0, make_data, register, serve_webhooks, tamper
 from tests.size_limit import MODELS, run_python
 
 UTC = dt.UTC
-T0 = dt.datetime(2024, 1, 6, 21, tzinfo=UTC)
 WEEK = dt.timedelta(days=7)
-
-
-def make_data(n: int = 200, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 4)).astype(np.float32)
-    y = (X[:, 0] + rng.normal(size=n) > 0).astype(np.int8)
-    return X, y
-
-
-@pytest.fixture(scope="module")
-def models():
-    X, y = make_data()
-    logistic = Pipeline([("scale", StandardScaler()), ("logistic", LogisticRegression())])
-    return {
-        "logistic_regression": logistic.fit(X, y),
-        "xgboost": XGBClassifier(n_estimators=3, max_depth=2, n_jobs=1).fit(X, y),
-    }
 
 
 @pytest.fixture
@@ -64,30 +42,6 @@ def store(tmp_path):
 def registry(store, webhook):
     alerts = AlertsConfig(webhooks=(Secret(webhook.url("/ok")),), timeout_seconds=2.0)
     return Registry(store, alert=partial(send_alert, alerts))
-
-
-def register(registry, version, models, trained_at=T0, **kwargs):
-    return registry.register(
-        version,
-        models,
-        trained_at=trained_at,
-        trigger=kwargs.pop("trigger", "schedule"),
-        data_window=(dt.date(2020, 1, 2), "2023-12-29"),
-        sample_counts={"live": {"crash": 3, "normal": 40}, "archive": {"crash": 9}},
-        report={"validation": {"overall": {"n": 50, "accuracy": 0.6, "balanced_accuracy": 0.55}}},
-        meta={"feature_version": 1},
-        **kwargs,
-    )
-
-
-def tamper(record, name="logistic_regression.skops"):
-    from pathlib import Path
-
-    target = Path(record.path) / name
-    data = bytearray(target.read_bytes())
-    data[-1] ^= 0xFF
-    target.write_bytes(bytes(data))
-    return target
 
 
 # -- registering ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from daemon.registry.artifacts import save_bundle
 from daemon.registry.versions import Registry
 from daemon.store.migrations import migrate
 from daemon.store.sqlite import Store
-from tests.registry.test_registry import make_data, register
+from tests.factories import make_data, register
 
 T0 = dt.datetime(2024, 1, 6, 21, tzinfo=dt.UTC)
 

@@ -25,9 +25,7 @@ from daemon.config import Config, MetricsConfig
 from daemon.runtime.sdnotify import Notifier
 from daemon.runtime.service import Service
 from daemon.store.sqlite import Store
-from tests.consumers.test_ingest import events_stored, numbered
-from tests.factories import children
-from tests.runtime.test_runtime import scrape, wait_for
+from tests.factories import children, events_stored, numbered, scrape, wait_for
 
 pytestmark = pytest.mark.integration
 

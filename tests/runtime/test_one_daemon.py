@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,9 @@ from consumers.replay import publish
 from daemon.registry.versions import Registry
 from daemon.store.locks import daemon_lock, daemon_lock_path
 from daemon.store.sqlite import Store
-from tests.consumers.test_ingest import events_stored, numbered, processes, write_config
-from tests.factories import children
-from tests.registry.test_registry import make_data
+from tests.factories import children, events_stored, make_data, numbered, wait_for, write_config
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["processes"]  # the fixture, imported for the tests below
 
 
 def open_files(pid: int) -> set[str]:
@@ -37,15 +32,6 @@ def open_files(pid: int) -> set[str]:
         except OSError:
             continue  # closed meanwhile
     return names
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def test_a_second_daemon_on_a_held_store_exits_at_once_and_the_first_keeps_running(

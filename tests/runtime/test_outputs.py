@@ -33,8 +33,7 @@ from daemon.registry.ensemble import SoftVote
 from daemon.registry.versions import Registry
 from daemon.store.outbox import Outbox, OutboxRecord
 from daemon.store.sqlite import Store
-from tests.consumers.test_ingest import numbered
-from tests.runtime.test_runtime import Running, scrape
+from tests.factories import Running, numbered, scrape
 
 pytestmark = pytest.mark.integration
 

@@ -12,13 +12,12 @@ import json
 import subprocess
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from consumers.replay import bundled_events, publish
+from consumers.replay import publish
 from daemon.config import AlertsConfig, Config, RegimeConfig
 from daemon.config.drift import DriftConfig
 from daemon.config.settings import Secret
@@ -26,6 +25,7 @@ from daemon.registry.versions import Registry
 from daemon.runtime.service import Service
 from daemon.store.sqlite import Store
 from daemon.training.trainer import retrain
+from tests.factories import Running, bars_stored, chunk, scrape, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,15 +52,6 @@ CONTRACT = (
     "vix_proxy_in_use",
 )
 
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 class Webhook:
@@ -109,43 +100,6 @@ def daemon_config(kafka_config, webhook) -> Config:
         training=dataclasses.replace(kafka_config.training, models=("logistic_regression",)),
         alerts=AlertsConfig(webhooks=(Secret(webhook.url),), timeout_seconds=5.0),
     )
-
-
-def chunk(first: str, last: str) -> list[Any]:
-    """Bundled ^GSPC, ^IXIC and ^VIX bars from `first` to `last` (ISO days), in time order."""
-    return [e for e in bundled_events() if first <= str(e.ts) <= last]
-
-
-class Running:
-    """A Service on a thread, stopped and joined on exit."""
-
-    def __init__(self, config: Config) -> None:
-        self.service = Service(config)
-        self.thread = threading.Thread(target=self.service.run, kwargs={"timeout_s": 600})
-
-    def __enter__(self) -> Service:
-        self.thread.start()
-        wait_for(lambda: self.service.metrics_port, 60, "the metrics endpoint")
-        return self.service
-
-    def __exit__(self, *exc: object) -> None:
-        self.service.request_stop()
-        self.thread.join(timeout=40)
-        assert not self.thread.is_alive(), "the service did not stop within 40 s"
-
-
-def bars_stored(config: Config) -> int:
-    with Store.open(config.store, read_only=True) as store:
-        return store.bar_count()
-
-
-def scrape(service: Service, path: str = "/metrics") -> tuple[int, str]:
-    url = f"http://127.0.0.1:{service.metrics_port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_the_daemon_keeps_consuming_through_a_retrain_and_scores_with_the_new_champion(
