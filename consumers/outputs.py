@@ -1,11 +1,17 @@
 """The producer of the output topics: records from the store's outbox, sent as stored.
 
-An idempotent producer (`enable_idempotence=True`, `acks="all"`): the broker writes each
-record once however often the client retries it within a session. `send` returns only once the
-broker has acknowledged every record it was given, and raises `OutputError` otherwise; the
-caller then marks them published in the outbox, or keeps them and sends them again. A producer
-that failed is closed and opened anew, so a new session re-sends identical copies (the bytes
-the outbox holds) and never a record with different content.
+An idempotent producer (confluent-kafka, librdkafka's: `enable.idempotence`, `acks=all`): the
+broker writes each record once however often the client retries it within a session. `send`
+returns only once every record's delivery report said the broker acknowledged it, and raises
+`OutputError` otherwise; the caller then marks them published in the outbox, or keeps them and
+sends them again. A producer that failed is closed and opened anew, so a new session re-sends
+identical copies (the bytes the outbox holds) and never a record with different content.
+
+librdkafka rather than kafka-python: it costs about a tenth of the CPU per record in the
+daemon's process (docs/benchmarks.md, "Outputs"), which the consumer thread needs. Keyed records
+go where Kafka's default (Java) partitioner puts them: `murmur2_random` is murmur2 of the key
+over the topic's partitions, as kafka-python's and Java's default is (librdkafka's own default,
+`consistent_random`, is CRC32 and would not match).
 
 Kafka transactions are not used: the embedded Tansu broker accepts them but shows the records
 of an aborted transaction to `read_committed` consumers too (docs/outputs.md).
@@ -14,10 +20,12 @@ of an aborted transaction to `read_committed` consumers too (docs/outputs.md).
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from consumers._client import client_options, probe, quiet_client_logs
+from consumers._client import librdkafka_options, probe
 from daemon.config import KafkaConfig
 from daemon.errors import OutputError
 from daemon.store.outbox import OutboxRecord
@@ -26,102 +34,168 @@ __all__ = ["OutputProducer"]
 
 logger = logging.getLogger(__name__)
 
-#: Largest request the producer sends (records are a few hundred bytes), and the size of the
-#: batches it fills per partition: few, large batches cost the least CPU per record.
-MAX_REQUEST_BYTES = 1_048_576
-BATCH_BYTES = MAX_REQUEST_BYTES // 2
+#: How long the producer waits for more records before it sends a partition's batch.
+LINGER_MS = 5
+#: Records librdkafka may hold unsent (outputs.publish_batch_records is at most 100,000).
+QUEUE_RECORDS = 200_000
+#: The slices in which `send` waits for acknowledgements, looking at the stop flag in between.
+WAIT_SLICE_S = 0.25
+#: librdkafka's log facilities of a broker connection that failed or timed out: what the
+#: publisher reports itself, once per failed send, with the delivery error (kept at DEBUG).
+CONNECTION_FACILITIES = frozenset({"FAIL", "ERROR", "REQTMOUT", "TIMEOUT", "BROKERFAIL"})
+
+
+class LibrdkafkaLog:
+    """librdkafka's log lines, to the `consumers.outputs.librdkafka` logger (given to the
+    producer as its `logger`, so nothing is printed raw to stderr). confluent-kafka has mapped
+    syslog's levels to logging's; connection failures go to DEBUG (see CONNECTION_FACILITIES),
+    the rest keeps its level."""
+
+    def __init__(self, name: str = f"{__name__}.librdkafka") -> None:
+        self.logger = logging.getLogger(name)
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        facility = str(args[0]) if args else ""
+        if level > logging.DEBUG and facility in CONNECTION_FACILITIES:
+            level = logging.DEBUG
+        self.logger.log(level, msg, *args)
+
+
+class _Reports:
+    """The delivery reports of one `send`: how many were acknowledged, the first failure."""
+
+    def __init__(self) -> None:
+        self.acknowledged = 0
+        self.failure: str | None = None
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self.acknowledged += 1
+        elif self.failure is None:
+            self.failure = f"{msg.topic()}: {err.str()}"
 
 
 class OutputProducer:
-    """Sends outbox records and waits for the broker's acknowledgements."""
+    """Sends outbox records and waits for the broker's acknowledgements (at most `timeout_s`
+    per `send`, less when `stop` is set)."""
 
-    def __init__(self, config: KafkaConfig, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        config: KafkaConfig,
+        timeout_s: float = 30.0,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.config = config
         self.timeout_s = timeout_s
+        self.stop = stop or threading.Event()
         self._producer: Any = None
-        #: The partition of each (topic, key), and each topic's partitions, for this session.
-        self._partition_of: dict[tuple[str, bytes], int] = {}
-        self._partitions: dict[str, list[int]] = {}
+        #: The last error librdkafka reported outside a delivery report (a broker away...).
+        self.broker_error: str | None = None
 
     @property
     def servers(self) -> str:
         return ",".join(self.config.bootstrap_servers)
 
+    def options(self) -> dict[str, Any]:
+        """The producer's librdkafka configuration."""
+        timeout_ms = int(self.timeout_s * 1000)
+        return librdkafka_options(self.config) | {
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "linger.ms": LINGER_MS,
+            "queue.buffering.max.messages": QUEUE_RECORDS,
+            "message.timeout.ms": timeout_ms,
+            "request.timeout.ms": max(1000, timeout_ms // 2),
+            "socket.connection.setup.timeout.ms": max(1000, timeout_ms // 2),
+            "log.connection.close": False,
+            "logger": LibrdkafkaLog(),
+            "error_cb": self._on_error,
+        }
+
+    def _on_error(self, err: Any) -> None:
+        self.broker_error = err.str()
+        logger.debug("output producer: %s", self.broker_error)
+
     def open(self) -> None:
-        """Connect (once); `OutputError` when no broker answers."""
-        from kafka import KafkaProducer
-        from kafka.errors import KafkaError
+        """Build the producer (once); `OutputError` when no broker answers or a setting is
+        refused."""
+        from confluent_kafka import KafkaException, Producer
 
         if self._producer is not None:
             return
-        quiet_client_logs()
         unreachable = probe(self.config.bootstrap_servers)
         if unreachable is not None:
             raise OutputError(f"no bootstrap server answers ({unreachable})")
-        timeout_ms = int(self.timeout_s * 1000)
         try:
-            self._producer = KafkaProducer(
-                **client_options(self.config),
-                enable_idempotence=True,
-                acks="all",
-                linger_ms=5,
-                batch_size=BATCH_BYTES,
-                max_request_size=MAX_REQUEST_BYTES,
-                max_block_ms=timeout_ms // 2,
-                request_timeout_ms=timeout_ms // 2,
-                delivery_timeout_ms=timeout_ms,
-            )
-        except KafkaError as exc:
-            raise OutputError(f"cannot reach Kafka at {self.servers}: {exc}") from None
+            self._producer = Producer(self.options())
+        except KafkaException as exc:
+            raise OutputError(
+                f"cannot make a producer for Kafka at {self.servers}: {exc}"
+            ) from None
 
     def send(self, records: Sequence[OutboxRecord]) -> None:
         """Send `records` in order and wait until the broker acknowledged all of them;
-        `OutputError` (and a closed producer) when it did not."""
-        from kafka.errors import KafkaError
+        `OutputError` (and a closed producer) when it did not within `timeout_s`, or when
+        `stop` was set first."""
+        from confluent_kafka import KafkaException
 
         self.open()
         producer = self._producer
+        reports = _Reports()
+        deadline = time.monotonic() + self.timeout_s
         try:
-            futures = [
-                producer.send(
-                    r.topic, key=r.key, value=r.value, partition=self._partition(r.topic, r.key)
-                )
-                for r in records
-            ]
-            producer.flush(timeout=self.timeout_s)
-            for future in futures:
-                future.get(timeout=0)
-        except KafkaError as exc:
-            self.close()
+            for r in records:
+                while True:
+                    try:
+                        producer.produce(r.topic, value=r.value, key=r.key, on_delivery=reports)
+                        break
+                    except BufferError:  # librdkafka's queue is full: let it send some
+                        self._check_time(deadline, reports, len(records))
+                        producer.poll(WAIT_SLICE_S)
+            while producer.flush(WAIT_SLICE_S):
+                self._check_time(deadline, reports, len(records))
+        except KafkaException as exc:
+            reports.failure = reports.failure or str(exc)
+        except OutputError:
+            self.close(timeout_s=0)
+            raise
+        if reports.failure is not None or reports.acknowledged != len(records):
+            self.close(timeout_s=0)
             raise OutputError(
-                f"the output records were not acknowledged by Kafka at {self.servers}: {exc}"
-            ) from None
+                f"the output records were not acknowledged by Kafka at {self.servers}: "
+                f"{reports.failure or 'no delivery report'}{self._last_error()}"
+            )
 
-    def _partition(self, topic: str, key: bytes) -> int:
-        """The partition of `key`, as Kafka's default partitioner chooses it (murmur2 of the
-        key over the topic's partitions), computed once per key and session: it is most of
-        the CPU a keyed send costs in kafka-python. A topic's partitions are read when the
-        session first sends to it; partitions added later are used after a reconnect."""
-        from kafka.partitioner.default import murmur2
+    def _check_time(self, deadline: float, reports: _Reports, n: int) -> None:
+        """`OutputError` once past `deadline` or asked to stop."""
+        if self.stop.is_set():
+            why = "stopped"
+        elif time.monotonic() >= deadline:
+            why = f"no acknowledgement within {self.timeout_s:.0f} s"
+        else:
+            return
+        raise OutputError(
+            f"the output records were not acknowledged by Kafka at {self.servers}: {why} "
+            f"({reports.acknowledged} of {n} acknowledged){self._last_error()}"
+        )
 
-        known = self._partition_of.get((topic, key))
-        if known is None:
-            partitions = self._partitions.get(topic)
-            if partitions is None:
-                partitions = self._partitions[topic] = sorted(self._producer.partitions_for(topic))
-            known = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-            self._partition_of[(topic, key)] = known
-        return known
+    def _last_error(self) -> str:
+        return f" (last broker error: {self.broker_error})" if self.broker_error else ""
 
     def close(self, timeout_s: float = 5.0) -> None:
-        from kafka.errors import KafkaError
+        """Wait up to `timeout_s` for the records in hand, then drop the rest and the
+        producer (they stay in the outbox)."""
+        from confluent_kafka import KafkaException
 
         producer, self._producer = self._producer, None
-        self._partition_of.clear()
-        self._partitions.clear()
         if producer is None:
             return
         try:
-            producer.close(timeout=timeout_s)
-        except KafkaError as exc:  # closing after a failure: nothing left to lose
+            if producer.flush(timeout_s):
+                producer.purge()
+                producer.flush(0)
+            if hasattr(producer, "close"):  # older releases close the producer when dropped
+                producer.close()
+        except (KafkaException, RuntimeError) as exc:  # nothing left to lose
             logger.debug("output producer close: %s", exc)

@@ -36,7 +36,7 @@ class OutputsConfig:
     predictions_topic: str = "regimed.predictions"
     regimes_topic: str = "regimed.regimes"
     max_pending: int = bounded(200_000, ge=1)
-    publish_batch_records: int = bounded(5_000, ge=1, le=100_000)
+    publish_batch_records: int = bounded(20_000, ge=1, le=100_000)
 
     def __post_init__(self) -> None:
         for i, server in enumerate(self.bootstrap_servers):

@@ -57,8 +57,10 @@ class Publisher:
         if config.outputs.bootstrap_servers:
             kafka = dataclasses.replace(kafka, bootstrap_servers=config.outputs.bootstrap_servers)
         self.servers = ",".join(kafka.bootstrap_servers)
-        self._producer = producer or (lambda: OutputProducer(kafka, timeout_s=10.0))
         self._stop = threading.Event()
+        self._producer = producer or (
+            lambda: OutputProducer(kafka, timeout_s=10.0, stop=self._stop)
+        )
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -132,6 +134,8 @@ class Publisher:
                     try:
                         sent = self._publish_once(outbox, producer)
                     except Exception as exc:  # the records stay; tried again after a pause
+                        if self._stop.is_set():  # the send was cut short by the stop
+                            break
                         self.error = str(exc) or type(exc).__name__
                         delay = backoff.next()
                         # A Kafka or store failure is expected now and then; anything else is a

@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -26,7 +27,7 @@ from consumers.broker import EmbeddedBroker
 from consumers.outputs import OutputProducer
 from consumers.replay import bundled_events, ensure_topic, publish
 from daemon.config import Config, OutputsConfig
-from daemon.errors import StoreError
+from daemon.errors import OutputError, StoreError
 from daemon.pipeline.features import FEATURE_NAMES
 from daemon.pipeline.features.defs import FEATURE_VERSION
 from daemon.registry.ensemble import SoftVote
@@ -287,3 +288,48 @@ def test_records_land_on_the_partition_the_default_partitioner_chooses(kafka_con
             if value == b"{}":
                 got[key] = partition
     assert got == expected
+
+
+def test_records_not_acknowledged_by_a_frozen_broker_raise_and_go_out_once_it_is_back(
+    kafka_config, tmp_path
+):
+    """The producer against a second broker frozen with SIGSTOP: `send` raises OutputError
+    naming the broker within its timeout (sooner when asked to stop); after SIGCONT the same
+    records are sent again and every copy on the topic is identical."""
+    with EmbeddedBroker(log_path=tmp_path / "out-broker.log") as out_broker:
+        assert out_broker.process is not None
+        frozen = out_broker.process.pid
+        kafka = dataclasses.replace(kafka_config.kafka, bootstrap_servers=(out_broker.bootstrap,))
+        topic = "frozen.regimes"
+        ensure_topic(kafka, topic, 1)
+        records = [OutboxRecord(k, topic, b"SYM", f'{{"n":{k}}}'.encode()) for k in range(50)]
+        stop = threading.Event()
+        producer = OutputProducer(kafka, timeout_s=3.0, stop=stop)
+        try:
+            producer.send(records[:1])  # connected, topic known
+            os.killpg(frozen, signal.SIGSTOP)
+            try:
+                named = f"not acknowledged by Kafka at {out_broker.bootstrap}"
+                with pytest.raises(OutputError, match=named):
+                    producer.send(records)
+                timer = threading.Timer(0.5, stop.set)
+                timer.start()
+                long = OutputProducer(kafka, timeout_s=60.0, stop=stop)
+                began = time.monotonic()
+                with pytest.raises(OutputError, match="stopped"):
+                    long.send(records)
+                assert time.monotonic() - began < 30  # the stop, not the 60 s timeout
+                long.close()
+            finally:
+                os.killpg(frozen, signal.SIGCONT)
+            stop.clear()
+            producer.send(records)  # a new session, once the broker answers again
+        finally:
+            producer.close()
+        sent = read_all(out_broker.bootstrap, topic)
+    values: dict[int, set[bytes]] = defaultdict(set)
+    for key, value in sent:
+        assert key == b"SYM"
+        values[json.loads(value)["n"]].add(value)
+    assert sorted(values) == list(range(50))
+    assert all(len(v) == 1 for v in values.values())
