@@ -31,10 +31,11 @@ import pandas as pd
 from daemon.config import Config
 from daemon.evaluation.data import Dataset, Fold, build_dataset, fold_at, load_default
 from daemon.pipeline.features.defs import FEATURE_NAMES
-from daemon.registry.ensemble import Ensemble, SoftVote
-from daemon.training.ensemble import holdout_scores, inner_holdout, vote_weights
+from daemon.registry.ensemble import Ensemble
+from daemon.training.ensemble import inner_holdout, voted
 from daemon.training.fitting import fit_model
 from daemon.training.gate import Predictor, decide, gather
+from daemon.training.rivals import calls
 from daemon.training.sampling import balance, row_weights
 from daemon.training.scoring import baseline_predictions, baseline_probabilities, point
 
@@ -259,15 +260,7 @@ def _fit(
         )
         for name in settings.models
     }
-    probe = Ensemble(models, SoftVote(dict.fromkeys(models, 1.0 / len(models))))
-    measured = holdout_scores(probe.model_probas(X[hold_rows]), y[hold_rows])
-    scores = {name: None if s is None else round(s, 6) for name, s in measured.items()}
-    return Ensemble(models, SoftVote(vote_weights(scores)))
-
-
-def _predictor(ensemble: Ensemble, X: npt.NDArray[np.float32]) -> Predictor:
-    proba = ensemble.proba(X)
-    return Predictor((proba > ensemble.vote.threshold).astype(np.int8), proba)
+    return voted(models, X[hold_rows], y[hold_rows])[0]
 
 
 def _judge(
@@ -295,8 +288,8 @@ def _judge(
         y_true[val],
         data.days[rows][val],
         data.regimes[rows][val].astype(str),
-        _predictor(ensemble, X[val]),
-        None if champion is None else _predictor(champion, X[val]),
+        calls(ensemble, X[val]),
+        None if champion is None else calls(champion, X[val]),
         references,
         config.gate,
         min_n=config.training.min_score_samples,
@@ -319,7 +312,7 @@ def _judge(
     if champion is None or not len(fold.test):
         return result
     y_next, X_next = data.y[fold.test], data.X[fold.test]
-    new, old = _predictor(ensemble, X_next), _predictor(champion, X_next)
+    new, old = calls(ensemble, X_next), calls(champion, X_next)
     metric = config.gate.metric
     ours = point(metric, y_next, new.pred, new.proba)
     theirs = point(metric, y_next, old.pred, old.proba)

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.errors import RegimedError
+from daemon.registry.ensemble import Ensemble, SoftVote
 
 
 def vote_weights(holdout_balanced_accuracy: Mapping[str, float | None]) -> dict[str, float]:
@@ -72,3 +73,17 @@ def holdout_scores(
         name: float(balanced_accuracy_score(y, (p > 0.5).astype(np.int8)))
         for name, p in probas.items()
     }
+
+
+def voted(
+    models: Mapping[str, Any], X_hold: npt.NDArray[np.float32], y_hold: npt.NDArray[np.int8]
+) -> tuple[Ensemble, dict[str, float | None]]:
+    """The ensemble of `models` with the soft vote weighted by each model's balanced accuracy
+    on the inner holdout (`X_hold`, `y_hold`; equal weights when it has no rows), and those
+    holdout scores. The scores are rounded to 6 places, so the weights (and so the model) do
+    not hang on the last float bits."""
+    probe = Ensemble(models, SoftVote(dict.fromkeys(models, 1.0 / len(models))))
+    probas = probe.model_probas(X_hold) if len(X_hold) else {}
+    measured = holdout_scores(probas, y_hold) if probas else dict.fromkeys(models)
+    scores = {name: None if s is None else round(s, 6) for name, s in measured.items()}
+    return Ensemble(models, SoftVote(vote_weights(scores))), scores

@@ -28,12 +28,12 @@ from daemon.domain import REGIMES
 from daemon.errors import RegimedError, RetrainFailed, StoreError
 from daemon.pipeline.features.defs import FEATURE_NAMES, FEATURE_VERSION
 from daemon.registry.artifacts import artifacts_root, sweep_temporary
-from daemon.registry.ensemble import Ensemble, SoftVote
+from daemon.registry.ensemble import Ensemble
 from daemon.registry.versions import AlertSink, Registry
 from daemon.store.sqlite import Store
 from daemon.training.custom import check_custom_models
 from daemon.training.drift_reference import build_reference
-from daemon.training.ensemble import holdout_scores, inner_holdout, vote_weights
+from daemon.training.ensemble import inner_holdout, voted
 from daemon.training.lock import retrain_lock
 from daemon.training.report import (
     Artifact,
@@ -245,7 +245,7 @@ class _Retrain:
         )
         self._add(failed_models=failed)
         self._stage("validate")
-        ensemble, holdout_scores = self._vote(models, data, hold_rows)
+        ensemble, holdout_scores = voted(models, data.X[hold_rows], data.y[hold_rows])
         self._add(
             ensemble=EnsembleVote(
                 dict(ensemble.vote.weights), ensemble.vote.threshold, holdout_scores
@@ -307,16 +307,6 @@ class _Retrain:
             y=meta["label"].to_numpy(dtype=np.int8),
             days=meta["ts"].to_numpy(dtype="datetime64[D]"),
         )
-
-    def _vote(
-        self, models: Mapping[str, Any], data: _Data, hold: npt.NDArray[np.int64]
-    ) -> tuple[Ensemble, dict[str, float | None]]:
-        probe = Ensemble(models, SoftVote(dict.fromkeys(models, 1.0 / len(models))))
-        probas = probe.model_probas(data.X[hold]) if len(hold) else {}
-        measured = holdout_scores(probas, data.y[hold]) if probas else dict.fromkeys(models)
-        # Rounded: the weights (and so the model) then do not hang on the last float bits.
-        scores = {name: None if s is None else round(s, 6) for name, s in measured.items()}
-        return Ensemble(models, SoftVote(vote_weights(scores))), scores
 
     def _validate(
         self,
