@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,7 @@ from daemon.config.training import (
 )
 from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
 from daemon.errors import StoreError
+from daemon.pipeline.engine import history_rows
 from daemon.pipeline.features import FEATURE_NAMES
 from daemon.pipeline.regime import label_history
 from daemon.store.sqlite import Store
@@ -345,3 +346,22 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def store_history(
+    config: Config, histories: Mapping[str, pd.DataFrame], vix: pd.DataFrame
+) -> None:
+    """Store each symbol's bars and their labelled feature rows as live samples, through the
+    batch path, in the store of `config`."""
+    with Store.open(config.store) as store:
+        for symbol, bars in histories.items():
+            bar_rows, samples = history_rows(config, symbol, bars, vix)
+            store.write_batch(bars=bar_rows, samples=samples)
+
+
+def copy_store(source: Path, directory: Path) -> Path:
+    """A private copy of the store file `source` in `directory` (for a test that writes to a
+    store a session fixture built once)."""
+    path = directory / "regimed.db"
+    shutil.copy(source, path)
+    return path

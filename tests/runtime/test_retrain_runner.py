@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +33,6 @@ from daemon.config import (
 from daemon.config.runtime import RetrainProcessConfig
 from daemon.config.settings import Secret
 from daemon.config.training import RandomForestConfig
-from daemon.pipeline.engine import history_rows
 from daemon.registry.versions import Registry
 from daemon.runtime.retrain_runner import (
     EXIT_BUSY,
@@ -47,6 +45,7 @@ from daemon.runtime.retrain_runner import (
 from daemon.runtime.scheduler import ChampionWatch, RetrainScheduler, champion_version, last_success
 from daemon.store.sqlite import Store
 from daemon.training.lock import lock_path, retrain_lock
+from tests.factories import copy_store, store_history
 
 pytestmark = pytest.mark.integration  # real child processes
 
@@ -83,17 +82,13 @@ def small_db(tmp_path_factory, sp500, vix) -> Path:
     """A store with the last 1500 bundled S&P 500 bars as live samples (about 1,500 samples)."""
     path = tmp_path_factory.mktemp("small") / "regimed.db"
     config = make_config(path)
-    with Store.open(config.store) as store:
-        bars, samples = history_rows(config, "^GSPC", sp500.iloc[-1500:], vix)
-        store.write_batch(bars=bars, samples=samples)
+    store_history(config, {"^GSPC": sp500.iloc[-1500:]}, vix)
     return path
 
 
 @pytest.fixture
 def db(small_db, tmp_path) -> Path:
-    path = tmp_path / "regimed.db"
-    shutil.copy(small_db, path)
-    return path
+    return copy_store(small_db, tmp_path)
 
 
 def with_champion(path: Path) -> str:

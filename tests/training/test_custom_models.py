@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,6 @@ import pytest
 from daemon.config import Config, StoreConfig, parse_config
 from daemon.errors import ArtifactError, ConfigError
 from daemon.monitor.live import LiveScorer
-from daemon.pipeline.engine import history_rows
 from daemon.registry.artifacts import load_bundle, save_bundle
 from daemon.registry.serving import load_champion
 from daemon.registry.versions import Registry
@@ -33,6 +31,7 @@ from daemon.runtime.retrain_child import config_document, config_from_document
 from daemon.store.sqlite import Store
 from daemon.training.custom import check_custom_models
 from daemon.training.trainer import retrain
+from tests.factories import copy_store, store_history
 
 HERE = "tests.training.test_custom_models"
 CENTROID = f"{HERE}.WeightedCentroid"
@@ -196,17 +195,13 @@ def small_db(tmp_path_factory, sp500, vix) -> Path:
     path = tmp_path_factory.mktemp("custom") / "regimed.db"
     config = Config().replace(store=StoreConfig(path=str(path)))
     bars = sp500[sp500.index >= "1990-01-01"]
-    with Store.open(config.store) as store:
-        bar_rows, samples = history_rows(config, "^GSPC", bars, vix)
-        store.write_batch(bars=bar_rows, samples=samples)
+    store_history(config, {"^GSPC": bars}, vix)
     return path
 
 
 @pytest.fixture
 def db(small_db, tmp_path) -> Path:
-    path = tmp_path / "regimed.db"
-    shutil.copy(small_db, path)
-    return path
+    return copy_store(small_db, tmp_path)
 
 
 def _config(db: Path, **kw: str) -> Config:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -16,13 +15,13 @@ import pytest
 from daemon.config import Config, ModelsConfig, StoreConfig
 from daemon.config.training import LightGBMConfig, RandomForestConfig
 from daemon.errors import RetrainBusy, RetrainFailed
-from daemon.pipeline.engine import history_rows
 from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 from daemon.training.archive import build_archive
 from daemon.training.lock import retrain_lock
 from daemon.training.report import RetrainReport
 from daemon.training.trainer import retrain
+from tests.factories import copy_store, store_history
 
 VOLATILE = ("version", "duration_seconds", "artifact", "fit_seconds")
 
@@ -48,10 +47,8 @@ def bundled_db(tmp_path_factory, sp500, nasdaq, vix) -> Path:
     """A store holding the bundled history as live samples and the bundled archive."""
     path = tmp_path_factory.mktemp("bundled") / "regimed.db"
     config = _config(path)
+    store_history(config, {"^GSPC": sp500, "^IXIC": nasdaq}, vix)
     with Store.open(config.store) as store:
-        for symbol, bars in (("^GSPC", sp500), ("^IXIC", nasdaq)):
-            bar_rows, samples = history_rows(config, symbol, bars, vix)
-            store.write_batch(bars=bar_rows, samples=samples)
         build_archive(config, store, "bundled")
     return path
 
@@ -59,9 +56,7 @@ def bundled_db(tmp_path_factory, sp500, nasdaq, vix) -> Path:
 @pytest.fixture
 def db(bundled_db, tmp_path) -> Path:
     """A private copy of the bundled store."""
-    path = tmp_path / "regimed.db"
-    shutil.copy(bundled_db, path)
-    return path
+    return copy_store(bundled_db, tmp_path)
 
 
 def _stable(report: dict) -> dict:
