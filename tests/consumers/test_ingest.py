@@ -104,7 +104,7 @@ def test_compressed_batches_of_every_kafka_codec_are_consumed(kafka_config, code
 
 
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(kafka_config, tmp_path, processes):
-    n = 30_000
+    n = 60_000  # enough that 20 kills come before the end of the stream on a quiet machine too
     publish(kafka_config.kafka, numbered(n), progress=False)
     config = kafka_config.replace(
         kafka=kafka_config.kafka.__class__(
