@@ -11,6 +11,7 @@ the pipeline on batch N+1, then waits for N before it hands over N+1.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +29,15 @@ from daemon.pipeline.records import prediction_records, regime_records
 from daemon.store.sqlite import BatchResult, Store
 from daemon.store.writer import StoreWriter, write
 
-__all__ = ["RESTORE_BARS", "Ingest", "ingest_consumer"]
+__all__ = ["LAST_EVENT_COUNTER", "RESTORE_BARS", "Ingest", "ingest_consumer"]
 
 #: Stored bars per symbol that rebuild its state (covers the 200-bar windows and lets the
 #: recursive averages converge far below float precision).
 RESTORE_BARS = 1000
+#: The store counter that holds the wall time (whole seconds since the epoch) when the newest
+#: record was consumed: each batch adds the seconds since the last one, in the batch's own
+#: transaction, so the value survives a restart (`Ingest.show_freshness`).
+LAST_EVENT_COUNTER = "last_event_unix_seconds"
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class _Pending:
     out: Output
     predictions: int
     scored: Counter[str]
+    #: Wall time when the poll's records were consumed (None: the poll had none).
+    consumed_at: float | None
 
 
 class Ingest:
@@ -72,6 +79,8 @@ class Ingest:
         self._in_flight: _Pending | None = None
         #: Whether a bar of the market symbol arrived (the service warns when none does).
         self.market_seen = False
+        #: `LAST_EVENT_COUNTER` as the batches handed to the store leave it.
+        self._event_seconds = 0
 
     def _history(self, symbol: str) -> Any:
         return self.store.recent_bars(symbol, RESTORE_BARS)
@@ -89,6 +98,7 @@ class Ingest:
 
     def resume(self) -> dict[int, int]:
         self.pipeline.load_vix(self.store.bars(symbol=self.config.regime.vix_symbol))
+        self.show_freshness()
         if self.regime_alerts is not None:
             self.regime_alerts.restore(self.store)
         return self.store.offsets(self.config.kafka.topic)
@@ -119,6 +129,12 @@ class Ingest:
         }
         if poll.dead_letters:
             counters["dead_letters_parked"] = len(poll.dead_letters)
+        consumed_at = None
+        if poll.valid or poll.rejected:
+            consumed_at = time.time()
+            seconds = max(int(consumed_at), self._event_seconds)
+            counters[LAST_EVENT_COUNTER] = seconds - self._event_seconds
+            self._event_seconds = seconds
         batch = Batch(
             offsets=poll.offsets,
             bars=out.bars,
@@ -130,7 +146,7 @@ class Ingest:
             counters=counters,
             outbox=self._records(out, predictions),
         )
-        pending = _Pending(poll, out, len(predictions), scored)
+        pending = _Pending(poll, out, len(predictions), scored, consumed_at)
         stored = self.settle()  # the previous batch: stored, then acted on
         if self.writer is None:
             return self._stored(pending, write(self.store, batch))
@@ -175,6 +191,8 @@ class Ingest:
             if self.regime_alerts is not None:
                 self.regime_alerts.observe(market_bars(out, self.config.regime.market_symbol))
         m.dead_letters_parked.inc(len(pending.poll.dead_letters))
+        bars = pending.poll.bars
+        m.observe_freshness(pending.consumed_at, max(bars.ts) if bars else None)
         if self.scorer is not None:
             m.predictions_made.inc(pending.predictions)
             if pending.scored:
@@ -182,6 +200,16 @@ class Ingest:
             if out.market is not None:  # one drift check per market trading day
                 m.observe_drift(self.scorer.check_drift())
         return Stored(pending.poll, out.bar_count)
+
+    def show_freshness(self) -> None:
+        """Put the store's freshness into the metrics: when the newest record was consumed
+        (before a restart, too) and the newest stored bar's day."""
+        self._event_seconds = max(self._event_seconds, self.store.counter(LAST_EVENT_COUNTER))
+        newest = self.store.last_bars(1)
+        self.metrics.observe_freshness(
+            self._event_seconds or None,
+            None if newest.empty else newest["ts"].max().strftime("%Y-%m-%d"),
+        )
 
     def show_model(self) -> None:
         """Put the scorer's champion (or its absence) into the metrics."""
