@@ -34,9 +34,12 @@ __all__ = ["LAST_EVENT_COUNTER", "RESTORE_BARS", "Ingest", "ingest_consumer"]
 #: Stored bars per symbol that rebuild its state (covers the 200-bar windows and lets the
 #: recursive averages converge far below float precision).
 RESTORE_BARS = 1000
-#: The store counter that holds the wall time (whole seconds since the epoch) when the newest
-#: record was consumed: each batch adds the seconds since the last one, in the batch's own
-#: transaction, so the value survives a restart (`Ingest.show_freshness`).
+#: The store counters `last_event_unix_seconds.<partition>` hold the wall time (whole seconds
+#: since the epoch) when the newest record of each partition was consumed: each batch adds the
+#: seconds since the partition's last one, in the batch's own transaction, so the value
+#: survives a restart (`Ingest.show_freshness`). Per partition, because a partition has one
+#: consumer at a time: with several daemons on one store each adds only to its own partitions'
+#: counters, and re-reads a partition's counter when it is assigned.
 LAST_EVENT_COUNTER = "last_event_unix_seconds"
 
 
@@ -79,8 +82,8 @@ class Ingest:
         self._in_flight: _Pending | None = None
         #: Whether a bar of the market symbol arrived (the service warns when none does).
         self.market_seen = False
-        #: `LAST_EVENT_COUNTER` as the batches handed to the store leave it.
-        self._event_seconds = 0
+        #: Partition -> its `LAST_EVENT_COUNTER` as the batches handed to the store leave it.
+        self._event_seconds: dict[int, int] = {}
 
     def _history(self, symbol: str) -> Any:
         return self.store.recent_bars(symbol, RESTORE_BARS)
@@ -132,9 +135,11 @@ class Ingest:
         consumed_at = None
         if poll.valid or poll.rejected:
             consumed_at = time.time()
-            seconds = max(int(consumed_at), self._event_seconds)
-            counters[LAST_EVENT_COUNTER] = seconds - self._event_seconds
-            self._event_seconds = seconds
+            for _, partition in poll.offsets:
+                known = self._event_seconds.get(partition, 0)
+                seconds = max(int(consumed_at), known)
+                counters[f"{LAST_EVENT_COUNTER}.{partition}"] = seconds - known
+                self._event_seconds[partition] = seconds
         batch = Batch(
             offsets=poll.offsets,
             bars=out.bars,
@@ -204,10 +209,14 @@ class Ingest:
     def show_freshness(self) -> None:
         """Put the store's freshness into the metrics: when the newest record was consumed
         (before a restart, too) and the newest stored bar's day."""
-        self._event_seconds = max(self._event_seconds, self.store.counter(LAST_EVENT_COUNTER))
+        prefix = f"{LAST_EVENT_COUNTER}."
+        for name, value in self.store.counters().items():
+            if name.startswith(prefix) and name[len(prefix) :].isdigit():
+                partition = int(name[len(prefix) :])
+                self._event_seconds[partition] = max(self._event_seconds.get(partition, 0), value)
         newest = self.store.last_bars(1)
         self.metrics.observe_freshness(
-            self._event_seconds or None,
+            max(self._event_seconds.values(), default=0) or None,
             None if newest.empty else newest["ts"].max().strftime("%Y-%m-%d"),
         )
 
