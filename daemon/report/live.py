@@ -175,7 +175,7 @@ def live_report(
         "predictions": len(rows),
         "matured": len(matured),
         "pending": len(rows) - len(matured),
-        "first_day": rows[0].ts if rows else None,
+        "first_day": min(r.ts for r in rows) if rows else None,
         "last_day": max(r.ts for r in rows) if rows else None,
         "period": kind,
         "bootstrap": {"samples": bootstrap_samples, "block_days": block_days},
