@@ -31,6 +31,7 @@ __all__ = [
     "Period",
     "VersionRow",
     "live_report",
+    "period_of",
 ]
 
 #: Matured predictions a group needs before it gets figures.
