@@ -7,11 +7,15 @@ import dataclasses
 import datetime as dt
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from daemon.cli.common import EXIT_OK, command_config, out_path
 from daemon.errors import UsageError
-from daemon.report.progress import Progress
+from daemon.report.progress import Progress, duration, remaining
+
+if TYPE_CHECKING:
+    from daemon.evaluation.data import Fold
 
 
 def _models(text: str) -> tuple[str, ...]:
@@ -63,12 +67,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.vix is not None and not args.bars:
         raise UsageError("--vix needs --bars (the bundled history has its own VIX)")
     meter = Progress(sys.stderr)
-
-    def progress(k: int, total: int, fold: Any) -> None:
-        meter.update(
-            f"fold {k + 1}/{total} (cutoff {fold.cutoff}, {meter.elapsed():.0f} s)",
-            (k + 1) / total,
-        )
+    progress = fold_progress(meter)
 
     # The thread limits before the numeric libraries load (daemon.training.threads).
     with thread_limits(resolve_n_jobs(settings.n_jobs)):
@@ -86,6 +85,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"\nreport: {', '.join(str(p) for p in written)}")
         print(f"took {evaluation.doc['duration_seconds']:.0f} s")
     return EXIT_OK
+
+
+def fold_progress(meter: Progress) -> Callable[[int, int, Fold], None]:
+    """The walk's progress callback: fold k of n, the time elapsed and an estimate of the time
+    left. A fold's work grows with its training rows (the window expands), so the estimate is
+    the pace per training row of the folds done so far, applied to the remaining folds at the
+    size of the current one (a little short, as later folds are larger still)."""
+    rows_done = 0
+    rows_now = 0
+    first_fold_at = 0.0  # loading the data before the first fold is not the folds' pace
+
+    def progress(k: int, total: int, fold: Fold) -> None:
+        nonlocal rows_done, rows_now, first_fold_at
+        if k == 0:
+            first_fold_at = meter.elapsed()
+        rows_done += rows_now  # the fold before this one has finished
+        rows_now = len(fold.train) + len(fold.archive)
+        work = rows_done + rows_now * (total - k)
+        if not meter.due():
+            return
+        elapsed = meter.elapsed()
+        left = remaining(elapsed - first_fold_at, rows_done, work)
+        estimate = "" if left is None else f", about {duration(left)} left"
+        meter.update(
+            f"fold {k + 1}/{total} (cutoff {fold.cutoff}), {duration(elapsed)} elapsed{estimate}",
+            rows_done / work if work else None,
+        )
+
+    return progress
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

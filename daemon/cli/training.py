@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.cli.common import EXIT_FAILURE, EXIT_OK, out_path, stored_config
+from daemon.cli.predictions import _day
 from daemon.errors import ModelNotFoundError, RegimedError, UsageError
 from daemon.monitor.alerts import send_alert
 from daemon.report.progress import Progress
@@ -66,7 +67,16 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Write a model's retrain report as one self-contained HTML page and print its path."""
+    """Write a model's retrain report as one self-contained HTML page and print its path (or
+    with --json print the stored report); with --live, the live report (daemon.cli.live)."""
+    if args.live:
+        if args.version is not None:
+            raise UsageError(f"report --live takes no VERSION (got {args.version!r})")
+        from daemon.cli.live import cmd_live_report
+
+        return cmd_live_report(args)
+    if args.since is not None:
+        raise UsageError("--since goes with --live (the live report)")
     from daemon.registry.versions import Registry
     from daemon.report.retrain_html import render_html
     from daemon.store.sqlite import Store
@@ -76,6 +86,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     given = None if args.out is None else out_path(args.out)
     with Store.open(config.store, read_only=True) as store:
         record = _report_model(Registry(store), args.version, config.store.path)
+    if args.json:
+        print(json.dumps(record.report, indent=2))
+        return EXIT_OK
     out = given or Path(config.store.path).resolve().parent / "reports" / f"{record.version}.html"
     _write_page(out, render_html(RetrainReport.from_json(record.report), model=record))
     print(out)
@@ -137,7 +150,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "model) as one self-contained HTML file: the promotion decision, balanced and plain "
         "accuracy per regime of every model, the ensemble and the naive references, the regime "
         "mix before and after sampling, weight shares, confusion matrices, feature importances "
-        "and fit times. Prints the file's path.",
+        "and fit times. Prints the file's path. With --live: the champions' live predictions "
+        "against their matured labels, per regime and per week or month, with balanced "
+        "accuracy and its 95% bootstrap interval (reports/live.html by default).",
     )
     p.add_argument(
         "version",
@@ -150,6 +165,20 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--out",
         metavar="FILE",
         default=None,
-        help="where to write (default: reports/VERSION.html beside store.path)",
+        help="where to write (default: reports/VERSION.html, or reports/live.html, beside "
+        "store.path)",
     )
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="the live report: stored predictions against their matured labels",
+    )
+    p.add_argument(
+        "--since",
+        metavar="DATE",
+        type=_day,
+        default=None,
+        help="with --live: only predictions from this day on (YYYY-MM-DD)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead")
     p.set_defaults(handler=cmd_report)

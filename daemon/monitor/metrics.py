@@ -6,6 +6,7 @@ Names follow the contract in docs/metrics.md; no label takes unbounded values (n
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import socket
 import ssl
 import threading
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from daemon.config import MetricsConfig
@@ -30,6 +31,9 @@ RETRAIN_TRIGGERS = ("schedule", "drift", "manual", "catch_up", "demo")
 RETRAIN_OUTCOMES = ("promoted", "rejected", "unchanged", "failed", "busy", "stopped")
 #: The `model` label of the validation gauges: the base models and the ensemble.
 MODEL_LABELS = (*MODEL_NAMES, "ensemble")
+#: The freshness gauges, by name (they only move forward: `Metrics.observe_freshness`).
+_LAST_EVENT = "regimed_last_event_timestamp_seconds"
+_NEWEST_BAR = "regimed_newest_bar_timestamp_seconds"
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class Metrics:
     rows_withheld: Counter
     outbox_pending: Gauge
     output_records_published: Counter
+    last_event: Gauge
+    newest_bar: Gauge
     live_accuracy: Gauge
     live_balanced_accuracy: Gauge
     live_scored: Counter
@@ -164,8 +170,22 @@ class Metrics:
                 ["topic"],
                 registry=reg,
             ),
+            last_event=Gauge(
+                _LAST_EVENT,
+                "Wall time when the newest Kafka record was consumed (valid or not), kept in "
+                "the store across restarts; 0 before the first record",
+                registry=reg,
+            ),
+            newest_bar=Gauge(
+                _NEWEST_BAR,
+                "The trading day of the newest stored bar (00:00 UTC); 0 before the first bar",
+                registry=reg,
+            ),
             **_model_metrics(reg),
         )
+        # CPU, resident memory, open files and start time of this process (process_*), for
+        # the dashboard's process panels; a restart shows as a new process_start_time_seconds.
+        ProcessCollector(registry=reg)
         for regime in REGIMES:
             m.market_regime.labels(regime=regime).set(0)
         m.champion_present.set(0)
@@ -247,6 +267,17 @@ class Metrics:
                     value = (scores or {}).get(key)
                     if value is not None:
                         gauge.labels(regime=regime, model=model).set(float(value))
+
+    def observe_freshness(self, event_seconds: float | None, newest_day: str | None) -> None:
+        """Move the freshness gauges forward to `event_seconds` (wall time of the newest
+        consumed record) and `newest_day` (YYYY-MM-DD of the newest bar); never back."""
+        shown = self.registry.get_sample_value
+        if event_seconds is not None and event_seconds > (shown(_LAST_EVENT) or 0.0):
+            self.last_event.set(event_seconds)
+        if newest_day is not None:
+            day = dt.datetime.fromisoformat(newest_day).replace(tzinfo=dt.UTC).timestamp()
+            if day > (shown(_NEWEST_BAR) or 0.0):
+                self.newest_bar.set(day)
 
     def set_market_regime(self, regime: str | None) -> None:
         """Mark `regime` as the market's current one (all zero when unknown)."""

@@ -80,3 +80,32 @@ class Progress:
     def _write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
+
+
+def remaining(elapsed: float, done: float, total: float) -> float | None:
+    """Seconds left at the pace so far: `done` of `total` units of work took `elapsed`
+    seconds. None before any unit is done (no pace to go by).
+
+    >>> remaining(60.0, 2, 8)
+    180.0
+    >>> remaining(5.0, 0, 8) is None
+    True
+    """
+    if done <= 0:
+        return None
+    return max(0.0, elapsed / done * (total - done))
+
+
+def duration(seconds: float) -> str:
+    """A span for people: seconds under a minute, minutes and seconds under an hour, then
+    hours and minutes.
+
+    >>> duration(42.4), duration(200), duration(3900)
+    ('42 s', '3 min 20 s', '1 h 05 min')
+    """
+    s = round(max(seconds, 0.0))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

@@ -11,6 +11,7 @@ the pipeline on batch N+1, then waits for N before it hands over N+1.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +29,18 @@ from daemon.pipeline.records import prediction_records, regime_records
 from daemon.store.sqlite import BatchResult, Store
 from daemon.store.writer import StoreWriter, write
 
-__all__ = ["RESTORE_BARS", "Ingest", "ingest_consumer"]
+__all__ = ["LAST_EVENT_COUNTER", "RESTORE_BARS", "Ingest", "ingest_consumer"]
 
 #: Stored bars per symbol that rebuild its state (covers the 200-bar windows and lets the
 #: recursive averages converge far below float precision).
 RESTORE_BARS = 1000
+#: The store counters `last_event_unix_seconds.<partition>` hold the wall time (whole seconds
+#: since the epoch) when the newest record of each partition was consumed: each batch adds the
+#: seconds since the partition's last one, in the batch's own transaction, so the value
+#: survives a restart (`Ingest.show_freshness`). Per partition, because a partition has one
+#: consumer at a time: with several daemons on one store each adds only to its own partitions'
+#: counters, and re-reads a partition's counter when it is assigned.
+LAST_EVENT_COUNTER = "last_event_unix_seconds"
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,8 @@ class _Pending:
     out: Output
     predictions: int
     scored: Counter[str]
+    #: Wall time when the poll's records were consumed (None: the poll had none).
+    consumed_at: float | None
 
 
 class Ingest:
@@ -72,6 +82,8 @@ class Ingest:
         self._in_flight: _Pending | None = None
         #: Whether a bar of the market symbol arrived (the service warns when none does).
         self.market_seen = False
+        #: Partition -> its `LAST_EVENT_COUNTER` as the batches handed to the store leave it.
+        self._event_seconds: dict[int, int] = {}
 
     def _history(self, symbol: str) -> Any:
         return self.store.recent_bars(symbol, RESTORE_BARS)
@@ -89,6 +101,7 @@ class Ingest:
 
     def resume(self) -> dict[int, int]:
         self.pipeline.load_vix(self.store.bars(symbol=self.config.regime.vix_symbol))
+        self.show_freshness()
         if self.regime_alerts is not None:
             self.regime_alerts.restore(self.store)
         return self.store.offsets(self.config.kafka.topic)
@@ -119,6 +132,14 @@ class Ingest:
         }
         if poll.dead_letters:
             counters["dead_letters_parked"] = len(poll.dead_letters)
+        consumed_at = None
+        if poll.valid or poll.rejected:
+            consumed_at = time.time()
+            for _, partition in poll.offsets:
+                known = self._event_seconds.get(partition, 0)
+                seconds = max(int(consumed_at), known)
+                counters[f"{LAST_EVENT_COUNTER}.{partition}"] = seconds - known
+                self._event_seconds[partition] = seconds
         batch = Batch(
             offsets=poll.offsets,
             bars=out.bars,
@@ -130,7 +151,7 @@ class Ingest:
             counters=counters,
             outbox=self._records(out, predictions),
         )
-        pending = _Pending(poll, out, len(predictions), scored)
+        pending = _Pending(poll, out, len(predictions), scored, consumed_at)
         stored = self.settle()  # the previous batch: stored, then acted on
         if self.writer is None:
             return self._stored(pending, write(self.store, batch))
@@ -175,6 +196,8 @@ class Ingest:
             if self.regime_alerts is not None:
                 self.regime_alerts.observe(market_bars(out, self.config.regime.market_symbol))
         m.dead_letters_parked.inc(len(pending.poll.dead_letters))
+        bars = pending.poll.bars
+        m.observe_freshness(pending.consumed_at, max(bars.ts) if bars else None)
         if self.scorer is not None:
             m.predictions_made.inc(pending.predictions)
             if pending.scored:
@@ -182,6 +205,20 @@ class Ingest:
             if out.market is not None:  # one drift check per market trading day
                 m.observe_drift(self.scorer.check_drift())
         return Stored(pending.poll, out.bar_count)
+
+    def show_freshness(self) -> None:
+        """Put the store's freshness into the metrics: when the newest record was consumed
+        (before a restart, too) and the newest stored bar's day."""
+        prefix = f"{LAST_EVENT_COUNTER}."
+        for name, value in self.store.counters().items():
+            if name.startswith(prefix) and name[len(prefix) :].isdigit():
+                partition = int(name[len(prefix) :])
+                self._event_seconds[partition] = max(self._event_seconds.get(partition, 0), value)
+        newest = self.store.last_bars(1)
+        self.metrics.observe_freshness(
+            max(self._event_seconds.values(), default=0) or None,
+            None if newest.empty else newest["ts"].max().strftime("%Y-%m-%d"),
+        )
 
     def show_model(self) -> None:
         """Put the scorer's champion (or its absence) into the metrics."""

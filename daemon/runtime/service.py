@@ -152,6 +152,7 @@ class Service:
             self._update_sample_gauge(store)
             self.scorer.refresh(force=True)
             ingest.show_model()
+            ingest.show_freshness()  # before Kafka answers: a restart does not show 0
             if self.scorer.model is None:
                 logger.warning(
                     "no champion model yet: ingesting without scoring until a retrain "

@@ -40,7 +40,7 @@ KNOWN_VALUES = {
     "trigger": set(RETRAIN_TRIGGERS),
     "outcome": set(RETRAIN_OUTCOMES),
 }
-SELECTOR = re.compile(r"\b(regimed_[a-z_]+)(?:\{([^}]*)\})?")
+SELECTOR = re.compile(r"\b((?:regimed|process)_[a-z_]+)(?:\{([^}]*)\})?")
 MATCHER = re.compile(r'\s*([a-z_]+)\s*(=~|!~|!=|=)\s*"([^"]*)"\s*')
 GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 
@@ -110,6 +110,11 @@ def exported() -> dict[str, set[str]]:
             found[f"{metric._name}_total"] = set(metric._labelnames)
         elif isinstance(metric, Gauge):
             found[metric._name] = set(metric._labelnames)
+    # The process collector on the same registry (CPU, memory, start time; no labels).
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name.startswith("process_"):
+                found[sample.name] = set()
     return found
 
 
@@ -182,10 +187,36 @@ def test_the_operations_issue_gets_its_panels():
         "regimed_retrain_runs_total",  # retrain history
         "regimed_retrain_duration_seconds",
         "regimed_next_retrain_timestamp_seconds",
+        # freshness, prediction rate, champion present and the process
+        "regimed_last_event_timestamp_seconds",
+        "regimed_newest_bar_timestamp_seconds",
+        "regimed_predictions_total",
+        "regimed_champion_present",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
     ):
         assert metric in used, metric
     types = {p["type"] for p in panels(dashboard())}
     assert {"timeseries", "stat", "table", "state-timeline"} <= types
+
+
+def test_the_live_panels_say_why_they_are_empty_before_a_champion_exists():
+    """A panel that has no series until a champion scores rows shows why instead of "No
+    data", and its description says so too."""
+    live = [
+        panel
+        for panel in panels(dashboard())
+        if any(
+            name in target["expr"]
+            for target in panel["targets"]
+            for name in ("regimed_live_", "regimed_drift_score", "regimed_feature_drift_psi")
+        )
+    ]
+    assert len(live) >= 8
+    for panel in live:
+        assert "champion" in panel["fieldConfig"]["defaults"].get("noValue", ""), panel["title"]
+        assert "before the first promotion" in panel["description"], panel["title"]
 
 
 def problems(expr: str, metrics: dict[str, set[str]]) -> list[str]:
@@ -249,6 +280,10 @@ def test_the_query_check_finds_what_would_leave_a_panel_empty():
         "groups by symbol, which none of its metrics has"
     ]
     assert problems("time()", metrics) == ["no regimed metric"]
+    assert problems(f"process_resident_memory_bytes{{{i}}}", metrics) == []
+    assert problems(f"process_rss_bytes{{{i}}}", metrics) == [
+        "process_rss_bytes is not exported by daemon/monitor/metrics.py"
+    ]
     with pytest.raises(AssertionError, match="unknown variable"):
         substitute(f"rate(regimed_events_consumed_total{{{i}}}[$__step])", "127.0.0.1:9108")
 
@@ -408,6 +443,25 @@ def test_every_panel_query_answers_from_prometheus_scraping_a_live_daemon(config
         prometheus = start_prometheus(instance)
         wait_for(prometheus.ready, 60, "prometheus to scrape the daemon")
         wait_for(lambda: bars_stored(config) == len(first), 120, "the first chunk")
+        model = dashboard()
+        queried = dict(panel_queries(model))
+        # Before a champion: the champion panel says none, the prediction rate is a flat 0,
+        # and the live panels have nothing to show (they say why: noValue).
+        wait_for(
+            lambda: prometheus.query(
+                f'regimed_batches_committed_total{{instance="{instance}"}} > 0'
+            ),
+            30,
+            "prometheus to scrape the stored chunk",
+        )
+        before = {
+            where: prometheus.query(substitute(queried[where], instance))
+            for where in ("Champion present [A]", "Predictions per minute [A]")
+        }
+        assert [float(s["value"][1]) for s in before["Champion present [A]"]] == [0.0]
+        assert [float(s["value"][1]) for s in before["Predictions per minute [A]"]] == [0.0]
+        live = substitute(queried["Live balanced accuracy by regime [A]"], instance)
+        assert prometheus.query(live) == []
         assert service.retrains is not None and service.scorer is not None
         assert service.retrains.trigger("manual")
         result = wait_for(lambda: service.retrains.results, 180, "the retrain")[0]
@@ -435,7 +489,6 @@ def test_every_panel_query_answers_from_prometheus_scraping_a_live_daemon(config
             "prometheus to scrape them",
         )
 
-        model = dashboard()
         answers: dict[str, list[dict[str, Any]]] = {}
 
         def all_answer() -> bool:
@@ -461,6 +514,12 @@ def test_every_panel_query_answers_from_prometheus_scraping_a_live_daemon(config
         dead = prometheus.query(substitute(dead_expr, instance, interval="1h"))
         assert {s["metric"]["reason"] for s in dead if float(s["value"][1]) > 0} == {"not_json"}
         assert 0 < float(answers["Retrain duration [A]"][0]["value"][1]) < 180
+        assert [float(s["value"][1]) for s in answers["Champion present [A]"]] == [1.0]
+        assert [float(s["value"][1]) for s in answers["Restarts in the time range [A]"]] == [0.0]
+        assert 0 <= float(answers["Feed age [A]"][0]["value"][1]) < 600
+        newest = float(answers["Newest bar [A]"][0]["value"][1]) / 1000
+        assert time.strftime("%Y-%m-%d", time.gmtime(newest)) == max(str(e.ts) for e in second)
+        assert float(answers["Resident memory [A]"][0]["value"][1]) > 0
 
         annotations = annotation_queries(model)
         assert annotations

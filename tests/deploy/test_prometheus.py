@@ -80,6 +80,7 @@ def test_the_rules_cover_every_alert_of_the_operations_issue():
         "RegimedCandidateRejectedTwice",
         "RegimedConsumerStalled",
         "RegimedConsumerLagHigh",
+        "RegimedFeedSilent",
         "RegimedDeadLetterRateHigh",
         "RegimedDriftHigh",
         "RegimedCrashAccuracyBelowValidation",
