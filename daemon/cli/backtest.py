@@ -99,7 +99,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--target",
         metavar="T",
         default="direction",
-        help="the label target whose models trade (default and, for now, only: direction)",
+        help="the label target whose models trade (default direction, the one target with an "
+        "exposure rule)",
     )
     p.add_argument(
         "--cost-bps",
