@@ -48,11 +48,6 @@ class Ledger:
         )
 
     @property
-    def gross(self) -> Floats:
-        """The return before costs."""
-        return np.asarray(self.net + self.costs, dtype=np.float64)
-
-    @property
     def costs(self) -> Floats:
         """The cost charged on each bar."""
         return np.asarray(self.turnover * self.cost_rate, dtype=np.float64)
