@@ -151,9 +151,9 @@ def test_buy_and_hold_falls_57_percent_from_2007_to_2009(sp500: pd.DataFrame) ->
     book = ledger(closes, np.ones(len(closes)), cost=0.0)
     found = drawdown(book.net, days[1:], days[0])
     # The S&P 500 closed at 1565.15 on 2007-10-09 and at 676.53 on 2009-03-09: -56.8%.
-    assert found.depth == pytest.approx(676.53 / 1565.15 - 1, abs=2e-3)
-    assert (found.peak, found.trough) == ("2007-10-09", "2009-03-09")
-    assert found.recovered is None
+    assert found["depth"] == pytest.approx(676.53 / 1565.15 - 1, abs=2e-3)
+    assert (found["peak"], found["trough"]) == ("2007-10-09", "2009-03-09")
+    assert found["recovered"] is None
 
 
 def test_figures_of_a_known_path() -> None:
@@ -164,9 +164,9 @@ def test_figures_of_a_known_path() -> None:
     f = figures(book, days, "2020-01-01")
     assert book.turnover.tolist() == [1.0, 0.0, 0.0, 0.0]
     assert f.total_return == pytest.approx(1.199 * 0.5 * 1.5 * 125 / 90 - 1.0)
-    assert f.max_drawdown.depth == pytest.approx(-0.5)
-    assert (f.max_drawdown.peak, f.max_drawdown.trough) == ("2020-01-02", "2020-01-03")
-    assert f.max_drawdown.recovered == "2020-01-07"
+    dd = f.max_drawdown
+    assert dd["depth"] == pytest.approx(-0.5)
+    assert (dd["peak"], dd["trough"], dd["recovered"]) == ("2020-01-02", "2020-01-03", "2020-01-07")
     assert f.time_in_market == 1.0 and f.costs == pytest.approx(0.001)
     net = book.net
     assert f.sharpe == pytest.approx(np.mean(net) / np.std(net, ddof=1) * math.sqrt(252))

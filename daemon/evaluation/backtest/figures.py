@@ -16,20 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from daemon.evaluation.backtest.ledger import TRADING_DAYS, Floats, Ledger
+from daemon.evaluation.backtest.results import DrawdownResult
 from daemon.training.scoring import Resampler
 
-__all__ = ["Drawdown", "Figures", "Resamples", "drawdown", "figures", "sharpe"]
-
-
-@dataclass(frozen=True)
-class Drawdown:
-    """The deepest fall from a peak: its depth (negative), the peak's and the trough's day,
-    and the first day back at the peak (None: not recovered by the end)."""
-
-    depth: float
-    peak: str
-    trough: str
-    recovered: str | None
+__all__ = ["Figures", "Resamples", "drawdown", "figures", "sharpe"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +32,7 @@ class Figures:
     volatility: float | None
     sharpe: float | None
     sortino: float | None
-    max_drawdown: Drawdown
+    max_drawdown: DrawdownResult
     calmar: float | None
     turnover: float
     annual_turnover: float | None
@@ -70,9 +60,10 @@ def _sortino(net: Floats, risk_free: float) -> float | None:
     return None if downside <= 1e-15 else float(np.mean(x)) / downside * math.sqrt(TRADING_DAYS)
 
 
-def drawdown(net: Floats, days: list[str], start: str) -> Drawdown:
-    """The maximum drawdown of the equity grown by `net` from 1 at the close of `start`;
-    `days` are the bars' days."""
+def drawdown(net: Floats, days: list[str], start: str) -> DrawdownResult:
+    """The maximum drawdown of the equity grown by `net` from 1 at the close of `start`
+    (depth, negative), the peak's and the trough's day and the first day back at the peak
+    (None: not recovered by the end); `days` are the bars' days."""
     equity = np.concatenate([[1.0], np.cumprod(1.0 + net)])
     peaks = np.maximum.accumulate(equity)
     falls = equity / peaks - 1.0
@@ -80,11 +71,11 @@ def drawdown(net: Floats, days: list[str], start: str) -> Drawdown:
     depth = float(falls[trough])
     labels = [start, *days]
     if depth >= 0.0:
-        return Drawdown(0.0, start, start, None)
+        return {"depth": 0.0, "peak": start, "trough": start, "recovered": None}
     peak = int(np.flatnonzero(equity[: trough + 1] >= peaks[trough])[0])
     back = np.flatnonzero(equity[trough:] >= peaks[trough])
     recovered = labels[trough + int(back[0])] if len(back) else None
-    return Drawdown(depth, labels[peak], labels[trough], recovered)
+    return {"depth": depth, "peak": labels[peak], "trough": labels[trough], "recovered": recovered}
 
 
 def figures(book: Ledger, days: list[str], start: str, risk_free: float = 0.0) -> Figures:
@@ -98,7 +89,7 @@ def figures(book: Ledger, days: list[str], start: str, risk_free: float = 0.0) -
     cagr = (1.0 + total) ** (1.0 / years) - 1.0 if years > 0 and total > -1.0 else None
     vol = float(np.std(net, ddof=1)) * math.sqrt(TRADING_DAYS) if n > 1 else None
     dd = drawdown(net, days, start)
-    calmar = None if cagr is None or dd.depth >= 0.0 else cagr / -dd.depth
+    calmar = None if cagr is None or dd["depth"] >= 0.0 else cagr / -dd["depth"]
     turnover = float(book.turnover.sum())
     return Figures(
         bars=n,

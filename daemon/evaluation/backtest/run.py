@@ -280,19 +280,14 @@ def _result(
         if intervals is None or f.sharpe is None or base.sharpe is None
         else f.sharpe - base.sharpe
     )
-    depth_diff = None if intervals is None else dd.depth - base.max_drawdown.depth
+    depth_diff = None if intervals is None else dd["depth"] - base.max_drawdown["depth"]
     return {
         "total_return": round(f.total_return, 4),
         "cagr": _r(f.cagr),
         "volatility": _r(f.volatility),
         "sharpe": _r(f.sharpe, 3),
         "sortino": _r(f.sortino, 3),
-        "max_drawdown": {
-            "depth": round(dd.depth, 4),
-            "peak": dd.peak,
-            "trough": dd.trough,
-            "recovered": dd.recovered,
-        },
+        "max_drawdown": {**dd, "depth": round(dd["depth"], 4)},
         "calmar": _r(f.calmar, 3),
         "turnover": round(f.turnover, 2),
         "annual_turnover": _r(f.annual_turnover, 2),
