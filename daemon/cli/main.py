@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import __version__
+from daemon.cli import backtest as cli_backtest
 from daemon.cli import evaluate as cli_evaluate
 from daemon.cli import models as cli_models
 from daemon.cli import predictions as cli_predictions
@@ -371,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_training.register(sub, common)
     cli_evaluate.register(sub, common)
+    cli_backtest.register(sub, common)
     cli_models.register(sub, common)
     cli_predictions.register(sub, common)
     return parser

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from daemon.config.backtest import BacktestConfig
 from daemon.config.drift import DriftConfig
 from daemon.config.evaluate import EvaluateConfig
 from daemon.config.events import EventsConfig
@@ -401,6 +402,7 @@ class Config:
     drift: DriftConfig = field(default_factory=DriftConfig)
     retrain: RetrainProcessConfig = field(default_factory=RetrainProcessConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    backtest: BacktestConfig = field(default_factory=BacktestConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
 

@@ -9,21 +9,20 @@ the test period with the market's stress regimes shaded.
 from __future__ import annotations
 
 import html
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from daemon import __version__
 from daemon.domain import REGIMES
-from daemon.errors import RegimedError
 from daemon.evaluation.results import Difference, EvaluationDocument, GroupResult, Timeline
 from daemon.evaluation.run import Evaluation
-from daemon.report.svg import CSS, SERIES, Svg
+from daemon.report.files import write_files
+from daemon.report.svg import CSS, REGIME_SHADE, SERIES, Svg
 
 __all__ = ["render_html", "render_markdown", "render_text", "write_report"]
 
 _GROUPS: tuple[str, ...] = ("overall", *REGIMES)
-_SHADE = {"crash": "#fed7d7", "high_volatility": "#feebc8", "recovery": "#c6f6d5"}
+_SHADE = REGIME_SHADE
 _COLOURS = (*SERIES, "#e45756", "#72b7b2", "#9d755d", "#bab0ac")
 
 
@@ -263,15 +262,7 @@ def cumulative_plot(timeline: Timeline) -> str:
     def py(v: float) -> float:
         return top + h - (min(max(v, lo), hi) - lo) / (hi - lo) * h
 
-    regimes = list(timeline["regimes"])
-    i = 0
-    while i < len(regimes):
-        j = i
-        while j + 1 < len(regimes) and regimes[j + 1] == regimes[i]:
-            j += 1
-        if regimes[i] in _SHADE:
-            svg.rect(px(i), top, max(px(j + 1) - px(i), 1.0), h, _SHADE[regimes[i]], regimes[i])
-        i = j + 1
+    svg.bands(list(timeline["regimes"]), px, top, h)
     for tick in (lo, (lo + hi) / 2, hi):
         svg.text(left - 6, py(tick) + 4, f"{tick:.2f}", anchor="end", size=10)
     years = sorted({d[:4] for d in days})
@@ -364,15 +355,4 @@ def write_report(evaluation: Evaluation, out: str | Path) -> list[Path]:
         "cumulative_accuracy.svg": cumulative_plot(evaluation.timeline),
         "results.json": json.dumps(evaluation.doc, indent=2) + "\n",
     }
-    written = []
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            path = directory / name
-            partial = directory / f".{name}.partial"
-            partial.write_text(text, encoding="utf-8")
-            os.replace(partial, path)
-            written.append(path)
-    except OSError as exc:
-        raise RegimedError(f"{directory}: cannot write the report: {exc.strerror or exc}") from None
-    return written
+    return write_files(directory, files)

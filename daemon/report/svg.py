@@ -10,13 +10,28 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable, Sequence
 
-__all__ = ["CSS", "GAP", "INK", "MUTED", "SERIES", "Svg", "clip", "escape", "mix", "text_width"]
+__all__ = [
+    "CSS",
+    "GAP",
+    "INK",
+    "MUTED",
+    "REGIME_SHADE",
+    "SERIES",
+    "Svg",
+    "clip",
+    "escape",
+    "mix",
+    "text_width",
+]
 
 INK = "#1a202c"
 MUTED = "#718096"
 GAP = "#e2e8f0"
 SERIES = ("#4c78a8", "#f58518", "#54a24b", "#b279a2")
+#: The background of the stress regimes' days in the time-series figures.
+REGIME_SHADE = {"crash": "#fed7d7", "high_volatility": "#feebc8", "recovery": "#c6f6d5"}
 _NARROW = frozenset(" _.,:;-+()[]/'|!")
 _LABEL_MAX = 28  # characters of a label drawn in a figure; its tooltip has all of it
 
@@ -108,6 +123,21 @@ class Svg:
         self.parts.append(
             f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="#a0aec0"/>'
         )
+
+    def bands(
+        self, regimes: Sequence[str], x: Callable[[int], float], top: float, height: float
+    ) -> None:
+        """A shaded band behind each run of days in a stress regime (`REGIME_SHADE`); day i
+        spans x(i) to x(i + 1)."""
+        i = 0
+        while i < len(regimes):
+            j = i
+            while j + 1 < len(regimes) and regimes[j + 1] == regimes[i]:
+                j += 1
+            if regimes[i] in REGIME_SHADE:
+                width = max(x(j + 1) - x(i), 1.0)
+                self.rect(x(i), top, width, height, REGIME_SHADE[regimes[i]], regimes[i])
+            i = j + 1
 
     def render(self) -> str:
         w, h = math.ceil(self.width + 8), math.ceil(self.height + 8)
