@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import stat
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.config import Config, ModelsConfig, StoreConfig
+from daemon.config import Config, LabelConfig, ModelsConfig, StoreConfig
 from daemon.config.training import LightGBMConfig, RandomForestConfig
 from daemon.errors import RetrainBusy, RetrainFailed
 from daemon.registry.versions import Registry
@@ -331,3 +332,21 @@ def test_without_a_champion_a_rerun_adds_no_second_rejected_version(db):
     with Store.open(config.store) as store:
         assert [m.version for m in Registry(store).models()] == [first.version]
         assert Registry(store).champion() is None
+
+
+def test_a_retrain_fits_only_the_samples_of_the_configured_target(db, caplog):
+    caplog.set_level(logging.WARNING)
+    direction = retrain(_config(db, models=("lightgbm", "logistic_regression"))).to_json()
+    assert direction["samples"]["archive"] > 0
+    volatility = dataclasses.replace(
+        _config(db, models=("lightgbm", "logistic_regression")),
+        label=LabelConfig(target="volatility"),
+    )
+    report = retrain(volatility).to_json()
+    # the live samples were relabelled for volatility; the direction archive stays out
+    assert report["samples"]["archive"] == 0
+    assert report["samples"]["live"] == direction["samples"]["live"]
+    assert "`regimed archive build`" in caplog.text
+    with Store.open(volatility.store) as store:
+        meta, _ = store.read_samples(source="live", target=volatility.label.key)
+        assert len(meta) == report["samples"]["live"]
