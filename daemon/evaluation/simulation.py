@@ -294,6 +294,7 @@ def _judge(
         config.gate,
         min_n=config.training.min_score_samples,
         seed=config.training.seed,
+        target=config.label.key,
     )
     decision = decide(evidence, config.gate)
     edge = evidence.edge

@@ -40,6 +40,7 @@ __all__ = [
     "confusion",
     "importances",
     "point",
+    "reference_title",
     "score",
 ]
 
@@ -112,6 +113,25 @@ def _score(truth: Labels, pred: Labels, min_n: int) -> Score:
     if np.unique(truth).size < 2:
         return Score(n, accuracy, None)
     return Score(n, accuracy, float(balanced_accuracy_score(truth, pred)))
+
+
+#: What label 1 says under each `label.target`, for the naive references' names.
+_ONE = {"direction": "up", "volatility": "rising volatility", "drawdown": "drawdown"}
+
+
+def reference_title(name: str, target: str | None = None) -> str:
+    """A naive reference's name in words under `target` (a `label.target`, or a
+    `LabelConfig.key`; None: direction). `always_up` predicts 1 whatever the target:
+
+    >>> reference_title("always_up"), reference_title("always_up", "volatility:h=5:window=21")
+    ('always up', 'always 1 (rising volatility)')
+    >>> reference_title("previous_return", "drawdown")
+    'previous return'
+    """
+    kind = (target or "direction").split(":")[0]
+    if name == "always_up" and kind != "direction":
+        return f"always 1 ({_ONE.get(kind, kind)})"
+    return name.replace("_", " ")
 
 
 def baseline_predictions(

@@ -142,7 +142,7 @@ class _Retrain:
         self.t0 = time.perf_counter()
         self.champion_error: str | None = None
         #: the report so far: a failed run reports the steps it finished
-        self.report = RetrainReport(trigger=trigger)
+        self.report = RetrainReport(trigger=trigger, target=config.label.key)
 
     def run(self) -> RetrainReport:
         try:
@@ -386,6 +386,7 @@ class _Retrain:
             min_n=min_n,
             seed=cfg.training.seed,
             previous=previous,
+            target=cfg.label.key,
         )
         scores = None if champion is None else score(y, champion.pred, regimes, min_n)
         return decide(evidence, cfg.gate), scores, figures

@@ -345,6 +345,10 @@ def test_a_retrain_fits_only_the_samples_of_the_configured_target(db, caplog):
     report = retrain(volatility).to_json()
     # the live samples were relabelled for volatility; the direction archive stays out
     assert report["samples"]["archive"] == 0
+    assert (direction["target"], report["target"]) == (
+        "direction:h=5:threshold=0",
+        "volatility:h=5:window=21",
+    )
     assert report["samples"]["live"] == direction["samples"]["live"]
     assert "`regimed archive build`" in caplog.text
     with Store.open(volatility.store) as store:
