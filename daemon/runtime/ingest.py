@@ -31,7 +31,8 @@ from daemon.store.writer import StoreWriter, write
 __all__ = ["RESTORE_BARS", "Ingest", "ingest_consumer"]
 
 #: Stored bars per symbol that rebuild its state (covers the 200-bar windows and lets the
-#: recursive averages converge far below float precision).
+#: recursive averages converge far below float precision; and the closes of every pending label,
+#: at most label.volatility_window + label.horizon_bars + 1 = 505).
 RESTORE_BARS = 1000
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from consumers.replay import bundled_events
+from daemon.cli.main import main
 from daemon.config import Config, LabelConfig, load_config
 from daemon.domain import Bar
 from daemon.errors import ConfigError
@@ -85,12 +86,16 @@ def test_each_target_says_what_it_defines():
         ('target = "drawdown"\ndrawdown_threshold = 1.5', "label.drawdown_threshold"),
     ],
 )
-def test_a_bad_target_or_value_is_a_config_error_naming_the_key(tmp_path: Path, text, key):
+def test_a_bad_target_or_value_is_a_config_error_naming_the_key(
+    tmp_path: Path, capsys, text, key
+):
     path = tmp_path / "c.toml"
     path.write_text(f"[label]\n{text}\n")
     with pytest.raises(ConfigError) as err:
         load_config(path, env={})
     assert key in str(err.value)
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert key in capsys.readouterr().err
 
 
 def market_copies() -> list[Bar]:
