@@ -15,6 +15,7 @@ configured key:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from dataclasses import dataclass
@@ -22,11 +23,12 @@ from dataclasses import dataclass
 import pandas as pd
 
 from daemon.config import LabelConfig
-from daemon.errors import RelabelRefused
+from daemon.errors import RelabelRefused, StoreBusyError
 from daemon.pipeline.labels import future_labels
+from daemon.store.locks import daemon_lock
 from daemon.store.sqlite import Store
 
-__all__ = ["TargetCheck", "set_target", "use_target"]
+__all__ = ["TargetCheck", "retrain_target", "set_target", "use_target"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +48,7 @@ def set_target(store: Store, source: str, label: LabelConfig) -> None:
     """Make `label`'s key the one that new samples of `source` record (`regimed archive build`
     sets it before it rebuilds the archive samples)."""
     with store.transaction("set the label target", write=True) as conn:
-        conn.execute(
-            "UPDATE label_targets SET target = ? WHERE source = ?", (label.key, source)
-        )
+        conn.execute("UPDATE label_targets SET target = ? WHERE source = ?", (label.key, source))
 
 
 def use_target(store: Store, label: LabelConfig) -> TargetCheck:
@@ -87,9 +87,27 @@ def use_target(store: Store, label: LabelConfig) -> TargetCheck:
     return TargetCheck(key, relabelled, None if previous == key else previous, left_out)
 
 
-def _relabel(
-    conn: sqlite3.Connection, path: str, label: LabelConfig, previous: str | None
-) -> int:
+def retrain_target(store: Store, label: LabelConfig) -> TargetCheck:
+    """`use_target` for a retrain, which relabels only while no daemon runs on the store: a
+    running daemon goes on labelling for its own configuration, so the retrain refuses
+    (RelabelRefused) and restarting the daemon with the new target relabels instead."""
+    with store.transaction("read the label targets", write=False) as conn:
+        (live,) = conn.execute("SELECT target FROM label_targets WHERE source = 'live'").fetchone()
+    if live == label.key:
+        return use_target(store, label)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(daemon_lock(store.path))
+        except StoreBusyError:
+            raise RelabelRefused(
+                f"{store.path}: the live samples are labelled for {live} by the daemon running "
+                f"on this store, and label.target here is {label.key}: restart the daemon with "
+                "this configuration (it relabels them), then retrain"
+            ) from None
+        return use_target(store, label)
+
+
+def _relabel(conn: sqlite3.Connection, path: str, label: LabelConfig, previous: str | None) -> int:
     """Give every live sample the label of `label` from its symbol's stored closes (the batch
     path of the pipeline over the stored bars, as a restart sees them); how many."""
     key = label.key

@@ -31,7 +31,7 @@ from daemon.registry.artifacts import artifacts_root, sweep_temporary
 from daemon.registry.ensemble import Ensemble
 from daemon.registry.versions import AlertSink, Registry
 from daemon.store.sqlite import Store
-from daemon.store.targets import use_target
+from daemon.store.targets import retrain_target
 from daemon.training.custom import check_custom_models
 from daemon.training.drift_reference import build_reference
 from daemon.training.ensemble import inner_holdout, voted
@@ -106,7 +106,7 @@ def retrain(
         retrain_lock(config.store.path, config.training.lock_timeout_seconds),
         Store.open(config.store) as store,
     ):
-        use_target(store, config.label)  # live samples of another target are relabelled
+        retrain_target(store, config.label)  # live samples of another target: relabelled
         for stale in sweep_temporary(artifacts_root(config.store.path)):
             logger.warning("removed %s, left by a retrain that was killed while saving", stale)
         for stray in Registry(store).unregistered():

@@ -86,9 +86,7 @@ def test_each_target_says_what_it_defines():
         ('target = "drawdown"\ndrawdown_threshold = 1.5', "label.drawdown_threshold"),
     ],
 )
-def test_a_bad_target_or_value_is_a_config_error_naming_the_key(
-    tmp_path: Path, capsys, text, key
-):
+def test_a_bad_target_or_value_is_a_config_error_naming_the_key(tmp_path: Path, capsys, text, key):
     path = tmp_path / "c.toml"
     path.write_text(f"[label]\n{text}\n")
     with pytest.raises(ConfigError) as err:

@@ -15,8 +15,9 @@ from daemon.config import Config, LabelConfig, StoreConfig
 from daemon.errors import RelabelRefused
 from daemon.pipeline.engine import history_rows
 from daemon.pipeline.labels import future_labels
+from daemon.store.locks import daemon_lock
 from daemon.store.sqlite import Store
-from daemon.store.targets import set_target, use_target
+from daemon.store.targets import retrain_target, set_target, use_target
 
 DIRECTION = LabelConfig()
 VOLATILITY = LabelConfig(target="volatility")
@@ -107,3 +108,15 @@ def test_archive_samples_of_another_target_are_left_out_with_a_warning(config, c
         assert use_target(store, VOLATILITY).archive_left_out == 0
         meta, _ = store.read_samples(labelled=True, target=VOLATILITY.key)
         assert set(meta["source"]) == {"live", "archive"}
+
+
+def test_a_retrain_relabels_only_while_no_daemon_runs_on_the_store(config):
+    with Store.open(config.store) as store:
+        before = labels_of(store, DIRECTION.key)
+        with daemon_lock(config.store.path):  # a daemon labelling for direction
+            with pytest.raises(RelabelRefused) as err:
+                retrain_target(store, VOLATILITY)
+            assert "restart the daemon with this configuration" in str(err.value)
+            assert labels_of(store, DIRECTION.key) == before
+            assert retrain_target(store, DIRECTION).relabelled == 0  # its own target: fine
+        assert retrain_target(store, VOLATILITY).relabelled == len(before)
