@@ -44,6 +44,7 @@ from daemon.pipeline.engine import history_rows
 from daemon.pipeline.features import FEATURE_NAMES
 from daemon.pipeline.regime import label_history
 from daemon.store.sqlite import Store
+from daemon.store.targets import set_target
 
 if TYPE_CHECKING:
     from daemon.runtime.service import Service
@@ -354,6 +355,7 @@ def store_history(
     """Store each symbol's bars and their labelled feature rows as live samples, through the
     batch path, in the store of `config`."""
     with Store.open(config.store) as store:
+        set_target(store, "live", config.label)  # the samples record the target they are for
         for symbol, bars in histories.items():
             bar_rows, samples = history_rows(config, symbol, bars, vix)
             store.write_batch(bars=bar_rows, samples=samples)
