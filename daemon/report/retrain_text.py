@@ -16,11 +16,13 @@ BASELINE_TITLES = {
 
 
 def baseline_titles(target: str | None) -> dict[str, str]:
-    """The short titles of the naive references under the report's target (`always up`
-    predicts 1: `always 1` for a target other than direction)."""
+    """The short titles of the naive references under the report's target: for a target other
+    than direction `always up` predicts 1 (`always 1`) and the previous return's reference
+    says 1 after a fall (`prev. fall`)."""
     titles = dict(BASELINE_TITLES)
     if target is not None and not target.startswith("direction"):
         titles["always_up"] = "always 1"
+        titles["previous_return"] = "prev. fall"
     return titles
 
 

@@ -339,7 +339,7 @@ class _Retrain:
             for name, p in preds.items()
         }
         naive = baseline_predictions(
-            data.y[train], X, FEATURE_NAMES, self.config.label.horizon_bars
+            data.y[train], X, FEATURE_NAMES, self.config.label.horizon_bars, self.config.label.key
         )
         naive_proba = baseline_probabilities(
             data.y[train], data.X[train], X, FEATURE_NAMES, self.config.label.horizon_bars
