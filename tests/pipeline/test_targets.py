@@ -19,7 +19,7 @@ from daemon.errors import ConfigError
 from daemon.pipeline.engine import Output, Pipeline
 from daemon.pipeline.labels import SymbolLabels, future_labels
 from daemon.store.sqlite import Store
-from tests.pipeline.test_feature_bank import columns, final
+from tests.factories import columns, final
 
 TARGETS = {
     "direction": LabelConfig(),
