@@ -57,6 +57,11 @@ class ArtifactError(RegimedError):
     others, a symlink, missing, or holding an untrusted type); the message names the file."""
 
 
+class RelabelRefused(StoreError):
+    """The stored live samples cannot be relabelled for the configured `label.target`; the
+    message says why and what to do."""
+
+
 class StoreBusyError(StoreError):
     """Another regimed daemon holds the store (its `<store>.lock`); the message names the store
     and the holder's pid."""

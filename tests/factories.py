@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from consumers.events import BarEvent
+from consumers.events import BarEvent, DecodedBatch
 from consumers.replay import bundled_events
 from daemon.config import Config, KafkaConfig, MetricsConfig, RegimeConfig, StoreConfig
 from daemon.config.training import (
@@ -39,11 +39,13 @@ from daemon.config.training import (
     XGBoostConfig,
 )
 from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
+from daemon.domain import Bar
 from daemon.errors import StoreError
-from daemon.pipeline.engine import history_rows
+from daemon.pipeline.engine import Output, history_rows
 from daemon.pipeline.features import FEATURE_NAMES
 from daemon.pipeline.regime import label_history
 from daemon.store.sqlite import Store
+from daemon.store.targets import set_target
 
 if TYPE_CHECKING:
     from daemon.runtime.service import Service
@@ -354,6 +356,7 @@ def store_history(
     """Store each symbol's bars and their labelled feature rows as live samples, through the
     batch path, in the store of `config`."""
     with Store.open(config.store) as store:
+        set_target(store, "live", config.label)  # the samples record the target they are for
         for symbol, bars in histories.items():
             bar_rows, samples = history_rows(config, symbol, bars, vix)
             store.write_batch(bars=bar_rows, samples=samples)
@@ -365,3 +368,34 @@ def copy_store(source: Path, directory: Path) -> Path:
     path = directory / "regimed.db"
     shutil.copy(source, path)
     return path
+
+
+def columns(bars: Sequence[Bar]) -> DecodedBatch:
+    """Bars as the consumer hands them to the pipeline."""
+    return DecodedBatch(
+        symbols=[b.symbol for b in bars],
+        ts=[b.ts for b in bars],
+        days=[b.day for b in bars],
+        open=[b.open for b in bars],
+        high=[b.high for b in bars],
+        low=[b.low for b in bars],
+        close=[b.close for b in bars],
+        volume=[b.volume for b in bars],
+    )
+
+
+def final(outs: Sequence[Output]) -> tuple[dict[Any, list[Any]], dict[Any, Any], dict[Any, int]]:
+    """Bars per key in the order written, samples by key, and every matured label."""
+    bars: dict[Any, list[Any]] = {}
+    samples: dict[Any, Any] = {}
+    labels: dict[Any, int] = {}
+    for out in outs:
+        for b in out.all_bars():
+            bars.setdefault((b.symbol, b.ts), []).append(b)
+        for s in out.all_samples():
+            samples[(s.symbol, s.ts)] = (s.regime, s.features.tobytes(), s.weight)
+        for u in out.all_labels():
+            labels[(u.symbol, u.ts)] = u.label
+        for symbol, ts, label in out.settled:
+            labels[(symbol, ts)] = label
+    return bars, samples, labels

@@ -157,6 +157,7 @@ def run_demo(
     port = base.metrics.port if metrics_port is None else metrics_port
     with _state(state_dir) as state, EmbeddedBroker(log_path=None) as broker:
         step(f"embedded Kafka broker on {broker.bootstrap}; state in {state}")
+        step(f"label target {base.label.key} (--target picks another)")
         config = demo_config(base, state, broker.bootstrap, port)
         ensure_topic(config.kafka, TOPIC, 1)
         ensure_topic(config.kafka, config.kafka.effective_dlq_topic, 1)

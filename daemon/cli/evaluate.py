@@ -50,6 +50,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from daemon.training.threads import resolve_n_jobs, thread_limits
 
     config = command_config(args)
+    if args.target is not None:
+        config = config.replace(label=dataclasses.replace(config.label, target=args.target))
     out = out_path(args.out)  # a folder, created if its parent exists
     settings: EvaluateConfig = config.evaluate
     changes: dict[str, Any] = {}
@@ -151,5 +153,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--end", metavar="DATE", help="test bars before this day only (default: all)")
     p.add_argument(
         "--step", choices=["quarter", "month", "year"], help="retrain every (default evaluate.step)"
+    )
+    p.add_argument(
+        "--target",
+        choices=["direction", "volatility", "drawdown"],
+        help="the label to predict (default label.target; its parameters from [label])",
     )
     p.set_defaults(handler=cmd_evaluate)

@@ -7,6 +7,7 @@ key, file or argument). systemd's `RestartPreventExitStatus=2` relies on that sp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import logging
 import os
@@ -128,6 +129,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The whole loop on the bundled history: broker, replay, daemon, archive, one retrain."""
 
     config = command_config(args)
+    if args.target is not None:
+        config = config.replace(label=dataclasses.replace(config.label, target=args.target))
     try:
         with sigterm_as_interrupt():
             run_demo(
@@ -367,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="PORT",
         help="port of /metrics (default metrics.port, 9108; 0 picks a free one)",
+    )
+    p.add_argument(
+        "--target",
+        choices=["direction", "volatility", "drawdown"],
+        help="the label the demo trains for (default label.target; docs/training.md, Targets)",
     )
     p.set_defaults(handler=cmd_demo)
 

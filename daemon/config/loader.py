@@ -261,12 +261,33 @@ def _default_weights() -> RegimeShares:
     )
 
 
+#: What a label says about the next `horizon_bars` bars (docs/configuration.md, `[label]`).
+LabelTarget = Literal["direction", "volatility", "drawdown"]
+
+
 @dataclass(frozen=True)
 class LabelConfig:
-    """The prediction target: is the log return over `horizon_bars` above `threshold`."""
+    """The prediction target over the next `horizon_bars` bars: `direction` (log return above
+    `threshold`), `volatility` (realised volatility above that of the previous
+    `volatility_window` bars) or `drawdown` (lowest close at least `drawdown_threshold` below
+    today's)."""
 
     horizon_bars: int = bounded(5, ge=1, le=252)
     threshold: float = 0.0
+    target: LabelTarget = "direction"
+    volatility_window: int = bounded(21, ge=1, le=252)
+    drawdown_threshold: float = bounded(0.05, gt=0, lt=1)
+
+    @property
+    def key(self) -> str:
+        """The target and the parameters that decide its labels, e.g. `direction:h=5:threshold=0`:
+        what each stored sample records about how it was labelled."""
+        h = f"h={self.horizon_bars}"
+        if self.target == "volatility":
+            return f"volatility:{h}:window={self.volatility_window}"
+        if self.target == "drawdown":
+            return f"drawdown:{h}:threshold={show(float(self.drawdown_threshold))}"
+        return f"direction:{h}:threshold={show(float(self.threshold))}"
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,8 @@ class EvaluationSettings(TypedDict):
     step: str
     models: list[str]
     horizon_bars: int
+    #: the label target evaluated (`LabelConfig.key`)
+    target: str
     bootstrap_samples: int
     block_days: int
     min_score_samples: int

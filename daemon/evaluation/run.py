@@ -77,6 +77,7 @@ def evaluate(
             "step": settings.step,
             "models": list(settings.models),
             "horizon_bars": config.label.horizon_bars,
+            "target": config.label.key,
             "bootstrap_samples": settings.bootstrap_samples,
             "block_days": settings.block_days,
             "min_score_samples": config.training.min_score_samples,

@@ -280,7 +280,7 @@ def _judge(
     h = config.label.horizon_bars
     y_true = data.y[rows]
     X = data.X[rows]
-    naive = baseline_predictions(y_true[train], X[val], FEATURE_NAMES, h)
+    naive = baseline_predictions(y_true[train], X[val], FEATURE_NAMES, h, config.label.key)
     naive_proba = baseline_probabilities(y_true[train], X[train], X[val], FEATURE_NAMES, h)
     references = {name: Predictor(p, naive_proba[name]) for name, p in naive.items()}
     champion = champions[track]
@@ -294,6 +294,7 @@ def _judge(
         config.gate,
         min_n=config.training.min_score_samples,
         seed=config.training.seed,
+        target=config.label.key,
     )
     decision = decide(evidence, config.gate)
     edge = evidence.edge

@@ -111,7 +111,7 @@ def run_folds(
     control_rows: list[Index] = []
     summary: list[FoldSummary] = []
     offset = 0
-    h = config.label.horizon_bars
+    h, target = config.label.horizon_bars, config.label.key
     for k, fold in enumerate(folds):
         if progress is not None:
             progress(k, len(folds), fold)
@@ -119,7 +119,7 @@ def run_folds(
         X_test = data.X[fold.test]
         for variant in VARIANTS:
             preds[variant.name].append(_fit_predict(data, data.y, fold, variant, config, settings))
-        naive = baseline_predictions(data.y[fold.train], X_test, FEATURE_NAMES, h)
+        naive = baseline_predictions(data.y[fold.train], X_test, FEATURE_NAMES, h, target)
         for name in NAIVE:
             preds[name].append(naive[name])
         if k >= control_from:

@@ -164,8 +164,10 @@ class LiveScorer:
         self._refused = None
         if loaded is None:
             logger.warning(
-                "champion %s was trained on another feature layout: it cannot score live rows",
+                "champion %s was trained on another feature layout or for another label target "
+                "than label.target %s: it cannot score live rows",
                 version,
+                self.config.label.key,
             )
             self.model, self.version = None, version
             return True

@@ -15,6 +15,7 @@ import numpy as np
 from daemon.domain import BAR_FIELDS, REGIMES, Bar, BarRow
 from daemon.pipeline.features import FEATURE_NAMES, FEATURE_VERSION
 from daemon.pipeline.features.batch import log_each
+from daemon.pipeline.labels import label_back, window_labels
 from daemon.pipeline.output import Output, bar_row
 from daemon.pipeline.regime import RegimeLabel, VixSource, decide_many, proxy_vix
 
@@ -169,8 +170,10 @@ class BankBatch:
         label = np.full(n, -1, dtype=np.int64)
         lookback = rules.price_crash_lookback_bars
         window = rules.vix_proxy_window_bars
-        horizon = p.config.label.horizon_bars
-        threshold = p.config.label.threshold
+        target = p.config.label
+        horizon = target.horizon_bars
+        threshold = target.threshold
+        label_closes = label_back(target)
         bank = p.bank
         by_step = np.argsort(steps, kind="stable")
         bounds = np.searchsorted(steps[by_step], np.arange(int(steps.max()) + 2))
@@ -180,7 +183,7 @@ class BankBatch:
                 continue
             s_slots, s_close = slots[at], c[at]
             index = bank._i[s_slots] + 1
-            back = bank.closes(s_slots, max(lookback, window, horizon))
+            back = bank.closes(s_slots, max(lookback, window, label_closes))
             with np.errstate(invalid="ignore"):
                 prior_max = np.fmax.reduce(back[:, :lookback], axis=1)
             x = real_vix[at].copy()
@@ -193,10 +196,15 @@ class BankBatch:
                 src[j] = 1
             codes = decide_many(rules, s_slots, index, s_close, prior_max, x, p.episodes)
             matured = np.flatnonzero(index >= horizon)
-            if len(matured):
+            if len(matured) and target.target == "direction":
                 old = back[matured, horizon - 1]
                 ratio = s_close[matured] / old
                 label[at[matured]] = log_each(ratio) > threshold
+            elif len(matured):
+                label[at[matured]] = _NO_LABEL
+                known = matured[index[matured] >= label_closes]
+                ahead = np.column_stack([back[known, :label_closes][:, ::-1], s_close[known]])
+                label[at[known]] = window_labels(target, ahead)
             features, ok = bank.update(
                 s_slots, o[at], h[at], lo[at], s_close, v[at], x, src == 1, codes
             )
@@ -292,7 +300,9 @@ class BankBatch:
             waiting = waitings[ref]
             waiting.append(ts)
             label = labels[ref]
-            if label >= 0:
+            if label == _NO_LABEL:
+                waiting.popleft()
+            elif label >= 0:
                 target = waiting.popleft()
                 matured = fresh.get((symbol, target))
                 if matured is None:
@@ -310,5 +320,8 @@ class BankBatch:
             out.block_features.append(matrix[chosen])
         return made
 
+
+#: A matured bar whose label cannot be known (a `volatility` bar without its previous window).
+_NO_LABEL = -2
 
 _REGIME_NAMES: dict[int, str | None] = {**dict(enumerate(REGIMES)), -1: None}

@@ -31,7 +31,7 @@ from daemon.pipeline.features import (
 )
 from daemon.pipeline.features.bank import FeatureBank, ready
 from daemon.pipeline.features.defs import RING
-from daemon.pipeline.labels import SymbolLabels, future_labels
+from daemon.pipeline.labels import SymbolLabels, future_labels, label_back
 from daemon.pipeline.output import Output, bar_row, float32_row, settle
 from daemon.pipeline.regime import (
     Episodes,
@@ -100,7 +100,7 @@ class Pipeline:
         self.bank_enabled = (
             rules.price_crash_lookback_bars < RING
             and rules.vix_proxy_window_bars < RING
-            and config.label.horizon_bars < RING
+            and label_back(config.label) < RING
         )
         self.bank = FeatureBank()
         self.episodes = Episodes.empty(self.bank.capacity)
@@ -136,9 +136,11 @@ class Pipeline:
         bars = pd.DataFrame(dict(zip(_OHLCV, ohlcv, strict=True)), index=days)
         features = restore_features(bars, vix, [s == "proxy" for s in sources], regimes)
         labels = SymbolLabels(self.config.label)
+        back = label_back(self.config.label) + 1
         h = self.config.label.horizon_bars
-        for day, close in zip(days[-h:], closes[-h:].tolist(), strict=True):
-            labels.waiting.append((day.strftime("%Y-%m-%d"), close))
+        labels.restore(
+            [day.strftime("%Y-%m-%d") for day in days[-h:]], closes[-back:].tolist()
+        )
         o, hi, lo, c, v = (float(column[-1]) for column in ohlcv)
         row = BarRow(
             symbol,
@@ -167,7 +169,7 @@ class Pipeline:
         regime = self.regimes.symbols.pop(symbol, None)
         self.episodes.set(slot, None if regime is None else regime.episode)
         state.slot = slot
-        state.waiting = deque(ts for ts, _ in state.labels.waiting)
+        state.waiting = deque(state.labels.waiting)
 
     def _demote(self, symbol: str) -> None:
         """Move a symbol's state from the bank back into per-event objects."""
@@ -187,8 +189,8 @@ class Pipeline:
         regime.episode = self.episodes.get(slot)
         self.regimes.symbols[symbol] = regime
         labels = SymbolLabels(self.config.label)
-        h = len(state.waiting)
-        labels.waiting.extend(zip(state.waiting, closes[len(closes) - h :], strict=True))
+        labels.waiting.extend(state.waiting)
+        labels.closes.extend(closes)
         self.bank.remove(symbol)
         state.features, state.labels, state.slot = features, labels, None
         state.waiting = deque()

@@ -48,9 +48,13 @@ def load_champion(
     config: Config, store: Store, *, alert: AlertSink | None = None
 ) -> LoadedModel | None:
     """The champion, or None before the first promotion or when it was trained on another
-    feature layout (it cannot score these rows; the gate then falls back to the naive
-    references and says so)."""
-    if Registry(store).champion() is None:
+    feature layout or for another `label.target` (its report names the target; it cannot
+    score these rows; the gate then falls back to the naive references and says so)."""
+    record = Registry(store).champion()
+    if record is None:
+        return None
+    target = record.report.get("target")
+    if isinstance(target, str) and target != config.label.key:
         return None
     loaded = load_model(config, store, alert=alert)
     if loaded.feature_version != FEATURE_VERSION:

@@ -18,6 +18,7 @@ from daemon.evaluation.results import Difference, EvaluationDocument, GroupResul
 from daemon.evaluation.run import Evaluation
 from daemon.report.files import write_files
 from daemon.report.svg import CSS, REGIME_SHADE, SERIES, Svg
+from daemon.training.scoring import reference_title
 
 __all__ = ["render_html", "render_markdown", "render_text", "write_report"]
 
@@ -28,6 +29,15 @@ _COLOURS = (*SERIES, "#e45756", "#72b7b2", "#9d755d", "#bab0ac")
 
 def _names(doc: EvaluationDocument) -> list[str]:
     return [*doc["variant_names"], *doc["naive_names"]]
+
+
+def _title(doc: EvaluationDocument, name: str) -> str:
+    """A variant's name, or (for a target other than direction, where `always_up` would
+    mislead) a naive reference's name in words for the evaluated target."""
+    target = doc["settings"].get("target") or "direction"
+    if name not in doc["naive_names"] or target.startswith("direction"):
+        return name
+    return reference_title(name, target)
 
 
 def _group(doc: EvaluationDocument, name: str, group: str) -> GroupResult:
@@ -49,7 +59,7 @@ def _settings_line(doc: EvaluationDocument) -> str:
         f"{d['source']} ({', '.join(d['symbols'])}, labelled bars "
         f"{d['first_day']}..{d['last_day']}); "
         f"{len(doc['folds'])} {s['step']}ly folds from {s['start']}; models "
-        f"{', '.join(s['models'])}; {s['horizon_bars']}-bar labels; 95% intervals from "
+        f"{', '.join(s['models'])}; target {s.get('target', 'direction')}; 95% intervals from "
         f"{s['bootstrap_samples']} moving-block bootstrap resamples of {s['block_days']} "
         "trading days"
     )
@@ -62,20 +72,23 @@ def render_text(doc: EvaluationDocument) -> str:
     head = ["balanced accuracy", *(g for g in _GROUPS)]
     rows = [head]
     for name in _names(doc):
-        rows.append([name, *(_f(_group(doc, name, g)["balanced_accuracy"]) for g in _GROUPS)])
+        rows.append(
+            [_title(doc, name), *(_f(_group(doc, name, g)["balanced_accuracy"]) for g in _GROUPS)]
+        )
     rows.append(["n (test bars)", *(str(_group(doc, "baseline", g)["n"]) for g in _GROUPS)])
     lines += _table(rows)
     lines.append("")
     rows = [["accuracy", *_GROUPS]]
     for name in _names(doc):
-        rows.append([name, *(_f(_group(doc, name, g)["accuracy"]) for g in _GROUPS)])
+        rows.append([_title(doc, name), *(_f(_group(doc, name, g)["accuracy"]) for g in _GROUPS)])
     lines += _table(rows)
     lines.append("")
     lines.append("95% interval of overall and crash balanced accuracy:")
     for name in _names(doc):
         o, c = _group(doc, name, "overall"), _group(doc, name, "crash")
         lines.append(
-            f"  {name:<18} overall {_ci(o['ci95']) or 'n/a':<17} crash {_ci(c['ci95']) or 'n/a'}"
+            f"  {_title(doc, name):<18} overall {_ci(o['ci95']) or 'n/a':<17} "
+            f"crash {_ci(c['ci95']) or 'n/a'}"
         )
     lines.append("")
     rows = [["minus baseline (BA)", *_GROUPS]]
@@ -135,13 +148,14 @@ def render_markdown(doc: EvaluationDocument, figures: Mapping[str, str] | None =
         for g in _GROUPS:
             cell = _group(doc, name, g)
             cells.append(f"{_f(cell['balanced_accuracy'])} {_ci(cell['ci95'])}".strip())
-        rows.append([f"`{name}`", *cells])
+        rows.append([f"`{name}`" if name == _title(doc, name) else _title(doc, name), *cells])
     rows.append(["n (test bars)", *(str(_group(doc, "baseline", g)["n"]) for g in _GROUPS)])
     lines += _md_table(rows)
     lines += ["", "## Accuracy", ""]
     rows = [["variant", *_GROUPS]]
     for name in _names(doc):
-        rows.append([f"`{name}`", *(_f(_group(doc, name, g)["accuracy"]) for g in _GROUPS)])
+        title = f"`{name}`" if name == _title(doc, name) else _title(doc, name)
+        rows.append([title, *(_f(_group(doc, name, g)["accuracy"]) for g in _GROUPS)])
     lines += _md_table(rows)
     lines += ["", "## Balanced accuracy minus the baseline's (95% interval of the difference)", ""]
     rows = [["variant", *_GROUPS]]

@@ -15,6 +15,17 @@ BASELINE_TITLES = {
 }
 
 
+def baseline_titles(target: str | None) -> dict[str, str]:
+    """The short titles of the naive references under the report's target: for a target other
+    than direction `always up` predicts 1 (`always 1`) and the previous return's reference
+    says 1 after a fall (`prev. fall`)."""
+    titles = dict(BASELINE_TITLES)
+    if target is not None and not target.startswith("direction"):
+        titles["always_up"] = "always 1"
+        titles["previous_return"] = "prev. fall"
+    return titles
+
+
 def _f(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -32,6 +43,8 @@ def render(report: RetrainReport) -> str:
     lines.append(
         f"retrain {version}  trigger {report.trigger or '-'}  {report.duration_seconds or 0:.1f} s"
     )
+    if report.target is not None:
+        lines.append(f"target {report.target}")
     validation = report.validation
     if validation is not None:
         lines.append("")
@@ -88,7 +101,7 @@ def skill_rows(report: RetrainReport) -> list[tuple[str, dict[str, Figure]]]:
     """(title, figures by metric) for the candidate, the champion and each naive reference."""
     skill = report.skill or {}
     order = ["candidate", "champion", *BASELINE_TITLES, *skill]
-    titles = {"candidate": "candidate", "champion": "champion", **BASELINE_TITLES}
+    titles = {"candidate": "candidate", "champion": "champion", **baseline_titles(report.target)}
     present = [who for who in dict.fromkeys(order) if who in skill]
     return [(titles.get(who, who), dict(skill[who])) for who in present]
 
@@ -122,8 +135,9 @@ def _regime_table(report: RetrainReport, validation: Validation) -> str:
     baselines = validation.baselines
     names = [n for n in BASELINE_TITLES if n in baselines]
     head = f"{'regime':<16} {'n':>6}  {'bal.acc':>8} {'acc':>7}"
+    titles = baseline_titles(report.target)
     for name in names:
-        head += f" {BASELINE_TITLES[name]:>12}"
+        head += f" {titles[name]:>12}"
     head += f" {'champion':>9}"
     lines = ["validation (balanced accuracy; accuracy beside it)", head]
     ensemble = validation.ensemble

@@ -32,7 +32,8 @@ from daemon.store.writer import StoreWriter, write
 __all__ = ["LAST_EVENT_COUNTER", "RESTORE_BARS", "Ingest", "ingest_consumer"]
 
 #: Stored bars per symbol that rebuild its state (covers the 200-bar windows and lets the
-#: recursive averages converge far below float precision).
+#: recursive averages converge far below float precision; and the closes of every pending label,
+#: at most label.volatility_window + label.horizon_bars + 1 = 505).
 RESTORE_BARS = 1000
 #: The store counters `last_event_unix_seconds.<partition>` hold the wall time (whole seconds
 #: since the epoch) when the newest record of each partition was consumed: each batch adds the

@@ -39,6 +39,7 @@ from daemon.runtime.sdnotify import Notifier
 from daemon.runtime.status import no_champion_cause
 from daemon.store.locks import daemon_lock
 from daemon.store.sqlite import Store
+from daemon.store.targets import use_target
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class Service:
         with ExitStack() as stack:
             stack.enter_context(daemon_lock(self.config.store.path))  # one daemon per store
             store = stack.enter_context(Store.open(self.config.store, check=True))
+            use_target(store, self.config.label)  # before a bar is labelled for the target
             self.retrains = Retrains(self.config, self.metrics, self.stop_event)
             stack.callback(self.retrains.close)
             self.scorer = LiveScorer(

@@ -67,18 +67,21 @@ WHERE symbol = ?1 AND ts = ?2 AND (open IS NOT ?3 OR high IS NOT ?4 OR low IS NO
     OR close IS NOT ?6 OR volume IS NOT ?7 OR regime IS NOT ?8 OR vix IS NOT ?9
     OR vix_source IS NOT ?10)
 """
+# A sample records the target its source is labelled for now (`label_targets`).
+_TARGET_OF = "(SELECT target FROM label_targets WHERE source = ?1)"
 _SAMPLE_INSERT = (
     "INSERT INTO samples (source, symbol, ts, regime, weight, label, event, feature_version, "
-    "features) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING"
+    "features, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+    "(SELECT target FROM label_targets WHERE source = ?1)) ON CONFLICT DO NOTHING"
 )
 # A NULL label never clears a known one: replaying a pending row must not forget its label.
-_SAMPLE_REPLACE = """
+_SAMPLE_REPLACE = f"""
 UPDATE samples SET regime = ?4, weight = ?5, label = coalesce(?6, label), event = ?7,
-    feature_version = ?8, features = ?9
+    feature_version = ?8, features = ?9, target = {_TARGET_OF}
 WHERE source = ?1 AND symbol = ?2 AND ts = ?3 AND (regime IS NOT ?4 OR weight IS NOT ?5
     OR label IS NOT coalesce(?6, label) OR event IS NOT ?7 OR feature_version IS NOT ?8
-    OR features IS NOT ?9)
-"""
+    OR features IS NOT ?9 OR target IS NOT {_TARGET_OF})
+"""  # noqa: S608 (fixed fragments; every value is a bound parameter)
 _LABEL_SET = (
     "UPDATE samples SET label = ?4 WHERE source = ?1 AND symbol = ?2 AND ts = ?3 "
     "AND label IS NOT ?4"

@@ -306,6 +306,29 @@ _OUTBOX = Migration(
     ),
 )
 
+# Which `label.target` (and parameters, `LabelConfig.key`) labelled each sample: new samples
+# take the key of their source in `label_targets`, which the daemon and the retrain set from
+# the configuration (store/targets.py). Samples written before held the default direction
+# target, the only one there was.
+_LABEL_TARGETS = Migration(
+    8,
+    "label_targets",
+    (
+        """
+        CREATE TABLE label_targets (
+            source TEXT PRIMARY KEY CHECK (source = 'live' OR source = 'archive'),
+            target TEXT NOT NULL
+        )
+        """,
+        """
+        INSERT INTO label_targets (source, target)
+        VALUES ('live', 'direction:h=5:threshold=0'), ('archive', 'direction:h=5:threshold=0')
+        """,
+        "ALTER TABLE samples ADD COLUMN target TEXT",
+        "UPDATE samples SET target = 'direction:h=5:threshold=0'",
+    ),
+)
+
 #: Every migration, in the order it is applied; versions are 1, 2, ... without gaps.
 MIGRATIONS: tuple[Migration, ...] = (
     _CORE_TABLES,
@@ -315,6 +338,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _DEAD_LETTERS,
     _RELATIVE_ARTIFACT_PATHS,
     _OUTBOX,
+    _LABEL_TARGETS,
 )
 
 #: The schema version this code writes and expects.

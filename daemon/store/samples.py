@@ -67,12 +67,14 @@ class SampleReads(Connected):
         source: Source | None = None,
         labelled: bool | None = True,
         feature_version: int | None = None,
+        target: str | None = None,
     ) -> tuple[pd.DataFrame, npt.NDArray[np.float32]]:
         """Samples as (meta, X): meta has one row per sample, X the float32 feature matrix.
 
         `source` None reads both sources; `labelled` True reads labelled samples, False the
         pending ones, None both; `feature_version` restricts to one feature layout (required
-        when the selection mixes layouts, which raises StoreError). Rows come in (source,
+        when the selection mixes layouts, which raises StoreError); `target` (a
+        `LabelConfig.key`) reads only the samples that target labelled. Rows come in (source,
         symbol, ts) order, archive before live. meta columns: symbol, source, regime and event
         are categorical, ts datetime64[ns], weight float64, label int8 (nullable Int8 unless
         `labelled` is True). X is writable.
@@ -87,7 +89,7 @@ class SampleReads(Connected):
             groups = []
             for src in sources:
                 sql, params = _samples_query(
-                    src, labelled, feature_version, check_versions, weights is None
+                    src, labelled, feature_version, check_versions, weights is None, target
                 )
                 groups.extend(conn.execute(sql, params).fetchall())
         if check_versions:
@@ -147,6 +149,7 @@ def _samples_query(
     feature_version: int | None,
     check_versions: bool,
     read_weights: bool,
+    target: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The aggregate query of `read_samples` for one source: a row per symbol.
 
@@ -161,6 +164,9 @@ def _samples_query(
     if feature_version is not None:
         where.append("feature_version = :version")
         params["version"] = feature_version
+    if target is not None:
+        where.append("target = :target")
+        params["target"] = target
     versions = "min(feature_version), max(feature_version)" if check_versions else "NULL, NULL"
     # 21 significant digits: SQLite 3.40 prints some doubles wrongly at 17 (e.g. 1.2e266).
     weights = "group_concat(printf('%!.20e', weight), ',')" if read_weights else "NULL"

@@ -48,6 +48,7 @@ from daemon.domain import REGIMES, Bar, SampleRow
 from daemon.errors import ArchiveError, ConfigError, ReplayError
 from daemon.pipeline.engine import history_rows
 from daemon.store.sqlite import BatchResult, Store
+from daemon.store.targets import set_target
 
 __all__ = [
     "ArchiveError",
@@ -253,6 +254,7 @@ def build_archive(config: Config, store: Store, source: ArchiveSource) -> Archiv
     # drops (a smaller budget or share, another seed or window) leave the store. An event it
     # has no bars for (2020-2023 offline) keeps what an earlier build stored.
     rebuilt = [e.event.name for e in events if e.available]
+    set_target(store, "archive", config.label)  # the samples record the target they are for
     result = store.write_batch(samples=samples, replace_events=rebuilt)
     stored = sum(store.sample_counts()["archive"].values())
     return ArchiveReport(

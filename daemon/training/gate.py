@@ -39,7 +39,7 @@ import numpy.typing as npt
 from daemon.config.training import GateConfig, GateMetric
 from daemon.domain import REGIMES
 from daemon.training.report import Comparison, Figure
-from daemon.training.scoring import METRICS, Resampler, point
+from daemon.training.scoring import METRICS, Resampler, point, reference_title
 
 __all__ = [
     "Comparison",
@@ -66,11 +66,6 @@ REGIME_ORDER: tuple[str, ...] = (
 # Scores are means of a few thousand 0/1 outcomes; a difference this small is float rounding,
 # and must not turn "at least" into "below".
 _EPS = 1e-9
-
-
-def reference_title(name: str) -> str:
-    """A naive reference's name in words: always_up -> "always up"."""
-    return name.replace("_", " ")
 
 
 @dataclass(frozen=True)
@@ -186,11 +181,12 @@ def gather(
     min_n: int,
     seed: int,
     previous: tuple[str, Predictor] | None = None,
+    target: str | None = None,
 ) -> tuple[Evidence, dict[str, dict[str, Figure]]]:
     """Measure everything the gate decides on, and the figures the report shows.
 
     `previous`, without a champion: (whose, predictions) of the last registered candidate, for
-    the `unchanged` rule.
+    the `unchanged` rule. `target` (the `label.target` or its key) names the references.
 
     Returns the evidence and, for "candidate", "champion" (when there is one) and each naive
     reference, every metric of `METRICS` overall with its 95% interval. A group with fewer
@@ -230,7 +226,7 @@ def gather(
         diff = samples["candidate"][metric] - samples[against][metric]
         return Comparison(title, ours - theirs, boot.interval(diff), len(truth))
 
-    edge = compare(best, scored[best], reference_title(best))
+    edge = compare(best, scored[best], reference_title(best, target))
     if champion is None:
         same = previous is not None and _same(candidate, previous[1])
         whose = "" if previous is None else previous[0]

@@ -352,6 +352,8 @@ class RetrainReport:
     feature_version: int | None = None
     duration_seconds: float | None = None
     artifact: Artifact | None = None
+    #: the label target the samples were labelled for (`LabelConfig.key`)
+    target: str | None = None
     #: keys this version does not know, kept as they were
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -401,6 +403,7 @@ class RetrainReport:
             feature_version=_int(doc.get("feature_version")),
             duration_seconds=_num(doc.get("duration_seconds")),
             artifact=None if artifact is None else Artifact.from_json(artifact),
+            target=_str(doc.get("target")),
             extra={k: v for k, v in doc.items() if k not in _KNOWN},
         )
 

@@ -40,6 +40,7 @@ __all__ = [
     "confusion",
     "importances",
     "point",
+    "reference_title",
     "score",
 ]
 
@@ -114,18 +115,48 @@ def _score(truth: Labels, pred: Labels, min_n: int) -> Score:
     return Score(n, accuracy, float(balanced_accuracy_score(truth, pred)))
 
 
+#: What label 1 says under each `label.target`, for the naive references' names.
+_ONE = {"direction": "up", "volatility": "rising volatility", "drawdown": "drawdown"}
+
+
+def reference_title(name: str, target: str | None = None) -> str:
+    """A naive reference's name in words under `target` (a `label.target`, or a
+    `LabelConfig.key`; None: direction). `always_up` predicts 1 whatever the target:
+
+    >>> reference_title("always_up"), reference_title("always_up", "volatility:h=5:window=21")
+    ('always up', 'always 1 (rising volatility)')
+    >>> reference_title("previous_return", "drawdown")
+    'previous fall'
+    """
+    kind = _kind(target)
+    if name == "always_up" and kind != "direction":
+        return f"always 1 ({_ONE.get(kind, kind)})"
+    if name == "previous_return" and kind != "direction":
+        return "previous fall"
+    return name.replace("_", " ")
+
+
+def _kind(target: str | None) -> str:
+    """The `label.target` of a target or a `LabelConfig.key` (None: direction)."""
+    return (target or "direction").split(":")[0]
+
+
 def baseline_predictions(
     train_labels: npt.ArrayLike,
     X_val: npt.ArrayLike,
     feature_names: Sequence[str],
     horizon_bars: int,
+    target: str | None = None,
 ) -> dict[str, Labels]:
     """Predictions of the naive references for the validation rows `X_val`.
 
     `always_up` says 1 everywhere; `training_majority` says the more frequent training label
     (1 on a tie: the market drifts up); `previous_return` says 1 when the return over the past
     label horizon (feature `ret_{horizon_bars}`, or `ret_1` when there is no such feature) is
-    above zero -- momentum, the cheapest signal there is.
+    above zero -- momentum, the cheapest signal there is. For the `volatility` and `drawdown`
+    targets (`target`, a `label.target` or its key) it says 1 when that return is below zero
+    ("previous fall"): volatility rises and drawdowns come after falls, the cheapest signal
+    for those.
     """
     labels = _labels(train_labels)
     if len(labels) == 0:
@@ -144,7 +175,11 @@ def baseline_predictions(
     return {
         "always_up": np.ones(n, dtype=np.int8),
         "training_majority": np.full(n, majority, dtype=np.int8),
-        "previous_return": (X[:, names.index(column)] > 0).astype(np.int8),
+        "previous_return": (
+            X[:, names.index(column)] > 0
+            if _kind(target) == "direction"
+            else X[:, names.index(column)] < 0
+        ).astype(np.int8),
     }
 
 

@@ -31,6 +31,7 @@ from daemon.registry.artifacts import artifacts_root, sweep_temporary
 from daemon.registry.ensemble import Ensemble
 from daemon.registry.versions import AlertSink, Registry
 from daemon.store.sqlite import Store
+from daemon.store.targets import retrain_target
 from daemon.training.custom import check_custom_models
 from daemon.training.drift_reference import build_reference
 from daemon.training.ensemble import inner_holdout, voted
@@ -105,6 +106,7 @@ def retrain(
         retrain_lock(config.store.path, config.training.lock_timeout_seconds),
         Store.open(config.store) as store,
     ):
+        retrain_target(store, config.label)  # live samples of another target: relabelled
         for stale in sweep_temporary(artifacts_root(config.store.path)):
             logger.warning("removed %s, left by a retrain that was killed while saving", stale)
         for stray in Registry(store).unregistered():
@@ -140,7 +142,7 @@ class _Retrain:
         self.t0 = time.perf_counter()
         self.champion_error: str | None = None
         #: the report so far: a failed run reports the steps it finished
-        self.report = RetrainReport(trigger=trigger)
+        self.report = RetrainReport(trigger=trigger, target=config.label.key)
 
     def run(self) -> RetrainReport:
         try:
@@ -298,7 +300,10 @@ class _Retrain:
 
     def _load(self) -> _Data:
         meta, X = self.store.read_samples(
-            source=None, labelled=True, feature_version=FEATURE_VERSION
+            source=None,
+            labelled=True,
+            feature_version=FEATURE_VERSION,
+            target=self.config.label.key,  # samples of another target never join the fit
         )
         meta = meta.reset_index(drop=True)
         return _Data(
@@ -334,7 +339,7 @@ class _Retrain:
             for name, p in preds.items()
         }
         naive = baseline_predictions(
-            data.y[train], X, FEATURE_NAMES, self.config.label.horizon_bars
+            data.y[train], X, FEATURE_NAMES, self.config.label.horizon_bars, self.config.label.key
         )
         naive_proba = baseline_probabilities(
             data.y[train], data.X[train], X, FEATURE_NAMES, self.config.label.horizon_bars
@@ -381,6 +386,7 @@ class _Retrain:
             min_n=min_n,
             seed=cfg.training.seed,
             previous=previous,
+            target=cfg.label.key,
         )
         scores = None if champion is None else score(y, champion.pred, regimes, min_n)
         return decide(evidence, cfg.gate), scores, figures

@@ -44,13 +44,15 @@ def test_demo_shows_the_whole_loop_on_the_bundled_history(tmp_path):
     assert "Traceback" not in err
     # progress throughout
     for step in ("embedded Kafka broker", "replaying 11,321 bundled bars", "archive built",
-                 "retraining", "consumed 11,321/11,321 bars"):  # fmt: skip
+                 "retraining", "consumed 11,321/11,321 bars",
+                 "label target direction:h=5:threshold=0"):  # fmt: skip
         assert step in err, step
     # the per-regime table, balanced accuracy beside the naive references, and the decision
     assert "validation (balanced accuracy; accuracy beside it)" in out
     for regime in (*REGIMES, "overall"):
         assert re.search(rf"^{regime}\s+[\d,]+\s", out, flags=re.M), regime
     assert "always up" in out and "prev. return" in out
+    assert "target direction:h=5:threshold=0" in out  # which target the demo trained
     assert re.search(r"^decision: (PROMOTED|NOT PROMOTED) \(\w+\): .+", out, flags=re.M)
     report_path = Path(re.search(r"^report: (.+\.html)$", out, flags=re.M).group(1))
     assert report_path.is_file() and report_path.parent.parent == state

@@ -171,3 +171,18 @@ def test_cli_json(config_file: str, tmp_path: Path, capsys: Any) -> None:
     assert doc["settings"]["models"] == ["logistic_regression"]
     assert len(doc["folds"]) == 2
     assert (out / "evaluation.html").exists() and (out / "evaluation.md").exists()
+
+
+def test_cli_target_evaluates_that_target_and_names_its_references(
+    config_file: str, tmp_path: Path, capsys: Any
+) -> None:
+    out = tmp_path / "report"
+    argv = ["evaluate", "--config", config_file, "--out", str(out), "--step", "year"]
+    argv += ["--start", "2010-01-01", "--end", "2011-01-01", "--models", "logistic_regression"]
+    assert main([*argv, "--target", "volatility"]) == 0
+    text = capsys.readouterr().out
+    assert "target volatility:h=5:window=21" in text
+    assert "always 1 (rising volatility)" in text and "always_up" not in text
+    assert "target volatility:h=5:window=21" in (out / "evaluation.md").read_text()
+    assert main([*argv, "--target", "up"]) == 2
+    assert "invalid choice: 'up'" in capsys.readouterr().err

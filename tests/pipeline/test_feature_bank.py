@@ -5,12 +5,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from consumers.events import DecodedBatch
 from consumers.replay import synthetic_events
 from daemon.config import Config
 from daemon.domain import Bar
@@ -18,22 +16,9 @@ from daemon.pipeline.engine import BANK_MIN_SYMBOLS, Output, Pipeline
 from daemon.pipeline.features.bank import FeatureBank
 from daemon.pipeline.features.event import SymbolFeatures
 from daemon.store.sqlite import Store
+from tests.factories import columns, final
 
 RESTORE_BARS = 1000
-
-
-def columns(bars: Sequence[Bar]) -> DecodedBatch:
-    """Bars as the consumer hands them to the pipeline."""
-    return DecodedBatch(
-        symbols=[b.symbol for b in bars],
-        ts=[b.ts for b in bars],
-        days=[b.day for b in bars],
-        open=[b.open for b in bars],
-        high=[b.high for b in bars],
-        low=[b.low for b in bars],
-        close=[b.close for b in bars],
-        volume=[b.volume for b in bars],
-    )
 
 
 def events(symbols: int, days: int, seed: int = 0) -> list[Bar]:
@@ -58,23 +43,6 @@ def batched(pipeline: Pipeline, bars: Sequence[Bar], size: int) -> list[Output]:
         pipeline.process_batch(columns(bars[first : first + size]), out)
         outs.append(out)
     return outs
-
-
-def final(outs: Sequence[Output]) -> tuple[dict[Any, list[Any]], dict[Any, Any], dict[Any, int]]:
-    """Bars per key in the order written, samples by key, and every matured label."""
-    bars: dict[Any, list[Any]] = {}
-    samples: dict[Any, Any] = {}
-    labels: dict[Any, int] = {}
-    for out in outs:
-        for b in out.all_bars():
-            bars.setdefault((b.symbol, b.ts), []).append(b)
-        for s in out.all_samples():
-            samples[(s.symbol, s.ts)] = (s.regime, s.features.tobytes(), s.weight)
-        for u in out.all_labels():
-            labels[(u.symbol, u.ts)] = u.label
-        for symbol, ts, label in out.settled:
-            labels[(symbol, ts)] = label
-    return bars, samples, labels
 
 
 def assert_same(expected: Sequence[Output], got: Sequence[Output]) -> None:

@@ -192,7 +192,7 @@ def test_every_older_schema_upgrades_to_the_newest_with_its_data(db_path, open_s
         assert bars[["symbol", "close", "regime", "vix"]].values.tolist() == [
             ["SPY", 1.5, "crash", 45.0]
         ]
-        meta, X = s.read_samples()
+        meta, X = s.read_samples(target="direction:h=5:threshold=0")  # the only target then
         assert meta["event"].tolist() == ["2020 COVID Crash"]
         assert X.tolist() == [[0.5, -1.25]]
         assert s.offsets("market.bars") == {3: 42}

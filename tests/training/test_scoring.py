@@ -18,6 +18,7 @@ from daemon.training.scoring import (
     BASELINE_NAMES,
     baseline_predictions,
     bootstrap_difference,
+    reference_title,
     score,
 )
 from daemon.training.split import split_samples
@@ -92,6 +93,16 @@ def test_baselines_on_a_hand_made_case():
     assert out["training_majority"].tolist() == [0, 0, 0]
     # ret_5 is the previous return over the 5-bar label horizon; zero is not up.
     assert out["previous_return"].tolist() == [0, 1, 0]
+
+
+@pytest.mark.parametrize("target", ["volatility", "drawdown:h=5:threshold=0.05"])
+def test_for_volatility_and_drawdown_the_previous_return_says_1_after_a_fall(target):
+    names = ["ret_1", "ret_5", "vol_5"]
+    X = np.array([[0.01, -0.02, 0.1], [-0.01, 0.03, 0.1], [0.0, 0.0, 0.1]], dtype=np.float32)
+    out = baseline_predictions([0, 0, 1], X, names, horizon_bars=5, target=target)
+    assert out["previous_return"].tolist() == [1, 0, 0]  # zero is not a fall
+    assert out["always_up"].tolist() == [1, 1, 1]
+    assert reference_title("previous_return", target) == "previous fall"
 
 
 def test_previous_return_falls_back_to_ret_1_and_majority_ties_go_up():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import stat
 from pathlib import Path
@@ -12,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.config import Config, ModelsConfig, StoreConfig
+from daemon.config import Config, LabelConfig, ModelsConfig, StoreConfig
 from daemon.config.training import LightGBMConfig, RandomForestConfig
 from daemon.errors import RetrainBusy, RetrainFailed
+from daemon.registry.serving import load_champion
 from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 from daemon.training.archive import build_archive
@@ -331,3 +333,29 @@ def test_without_a_champion_a_rerun_adds_no_second_rejected_version(db):
     with Store.open(config.store) as store:
         assert [m.version for m in Registry(store).models()] == [first.version]
         assert Registry(store).champion() is None
+
+
+def test_a_retrain_fits_only_the_samples_of_the_configured_target(db, caplog):
+    caplog.set_level(logging.WARNING)
+    config = _config(db, models=("lightgbm", "logistic_regression"))
+    direction = retrain(config).to_json()
+    assert direction["samples"]["archive"] > 0
+    volatility = dataclasses.replace(config, label=LabelConfig(target="volatility"))
+    with Store.open(config.store) as store:
+        if not direction["promoted"]:
+            Registry(store).promote(direction["version"], reason="a direction champion")
+        assert load_champion(config, store) is not None
+        assert load_champion(volatility, store) is None  # trained for another target
+    report = retrain(volatility).to_json()
+    assert report["champion"] is None  # not judged against a direction model
+    # the live samples were relabelled for volatility; the direction archive stays out
+    assert report["samples"]["archive"] == 0
+    assert (direction["target"], report["target"]) == (
+        "direction:h=5:threshold=0",
+        "volatility:h=5:window=21",
+    )
+    assert report["samples"]["live"] == direction["samples"]["live"]
+    assert "`regimed archive build`" in caplog.text
+    with Store.open(volatility.store) as store:
+        meta, _ = store.read_samples(source="live", target=volatility.label.key)
+        assert len(meta) == report["samples"]["live"]
