@@ -130,3 +130,23 @@ def models():
         "logistic_regression": logistic.fit(X, y),
         "xgboost": XGBClassifier(n_estimators=3, max_depth=2, n_jobs=1).fit(X, y),
     }
+
+
+# --- a real PostgreSQL server: one per session, a fresh database per test -----------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL server on a free loopback port (tests/postgres_server.py)."""
+    from tests.postgres_server import PostgresServer
+
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres):
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    url = postgres.database()
+    yield url
+    postgres.drop(url)
