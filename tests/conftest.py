@@ -150,3 +150,20 @@ def postgres_url(postgres):
     url = postgres.database()
     yield url
     postgres.drop(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_store(request, tmp_path):
+    """A fresh store on each backend: the SQLite file at tmp_path/regimed.db, and a fresh
+    PostgreSQL database (its local anchor at the same path). The store suites take their
+    `store` from here, so every test of them runs against both."""
+    from daemon.store.postgres import PostgresStore
+    from daemon.store.sqlite import Store
+
+    path = tmp_path / "regimed.db"
+    if request.param == "sqlite":
+        store = Store(path)
+    else:
+        store = PostgresStore(request.getfixturevalue("postgres_url"), path=str(path))
+    yield store
+    store.close()

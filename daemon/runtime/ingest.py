@@ -77,7 +77,8 @@ class Ingest:
         return self.store.recent_bars(symbol, RESTORE_BARS)
 
     def open(self) -> None:
-        if self.config.store.writer_process and self.writer is None:
+        # PostgreSQL writes a batch in its own server process: no child needed for overlap.
+        if self.config.store.writer_process and not self.config.store.url and self.writer is None:
             self.writer = StoreWriter(
                 self.store.path, busy_timeout_ms=self.config.store.busy_timeout_ms
             )

@@ -46,9 +46,9 @@ class Outbox:
             return int(conn.execute("DELETE FROM outbox WHERE id <= ?", (last_id,)).rowcount)
 
     def pending(self) -> int:
-        """How many records wait to be published. The ids left form one range (records are
-        deleted oldest first, and a rolled-back insert gives its ids back), so two index
-        lookups count them."""
+        """How many records wait to be published. On SQLite the ids left form one range
+        (records are deleted oldest first, and a rolled-back insert gives its ids back), so two
+        index lookups count them; PostgreSQL counts the rows (`Dialect.outbox_pending`)."""
         with self.store.transaction("count the outbox", write=False) as conn:
-            low, high = conn.execute("SELECT min(id), max(id) FROM outbox").fetchone()
-        return 0 if low is None else int(high) - int(low) + 1
+            (count,) = conn.execute(self.store.dialect.outbox_pending).fetchone()
+        return 0 if count is None else int(count)

@@ -1,0 +1,263 @@
+"""The PostgreSQL store: the same `Store`, in one database that every daemon of a group shares.
+
+`PostgresStore` is `Store` with another connection: the mixins (batch.py, reads.py,
+samples.py) and the registry run unchanged, with the statements that PostgreSQL spells
+differently taken from `POSTGRES` (daemon.store.dialect). A consumer batch is one PostgreSQL
+transaction holding its bars, samples, labels, predictions, outbox records and Kafka offsets, as
+on SQLite, so a batch is stored exactly once whichever host writes it. Bars and samples reach
+the server with COPY into per-session staging tables and are upserted from there in two
+statements.
+
+The store's callers write `?`, `?N` and `:name` placeholders (SQLite's); `PgConnection`
+translates each statement once into psycopg's `%s` / `%(name)s` form. The connection runs in
+autocommit mode and every store transaction is an explicit `Connection.transaction()`, under
+the same lock that serialises the threads of one process.
+
+`path` stays the local file named by `store.path`: the anchor of what still lives on this
+host's disk (the lock files and, for now, the model artifacts); `where` names the database (its
+URL without the password) in messages.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from daemon.config import StoreConfig
+from daemon.errors import StoreError
+from daemon.store.connected import SqlCursor
+from daemon.store.dialect import POSTGRES, Dialect
+from daemon.store.migrations import LATEST_VERSION
+from daemon.store.postgres_schema import migrate_postgres, postgres_version
+from daemon.store.sqlite import Store
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PgConnection", "PostgresStore", "translate", "where_of"]
+
+#: Tables whose batch rows are staged with COPY (`PgConnection.stage`), with their columns.
+STAGED = {
+    "bars": ("symbol", "ts", "open", "high", "low", "close", "volume", "regime", "vix",
+             "vix_source"),
+    "samples": ("source", "symbol", "ts", "regime", "weight", "label", "event",
+                "feature_version", "features"),
+}  # fmt: skip
+#: Seconds to wait for the server when connecting (libpq's connect_timeout, unless the URL
+#: sets one).
+CONNECT_TIMEOUT_S = 10
+
+_TOKEN = re.compile(r"'(?:[^']|'')*'|\?(\d*)|(?<!:):([A-Za-z_]\w*)|%")
+
+
+@functools.lru_cache(maxsize=512)
+def translate(sql: str) -> tuple[str, tuple[str, ...] | None]:
+    """A statement with `?`, `?N` or `:name` placeholders in psycopg's form, and how to bind
+    its parameters: None for positional (`?`), else the parameter names in use (`?N` becomes
+    `%(pN)s`). String literals are left as they are; `%` is doubled.
+
+    >>> translate("SELECT a FROM t WHERE b = ?1 AND c = ?1 AND d LIKE '%?'")
+    ("SELECT a FROM t WHERE b = %(p1)s AND c = %(p1)s AND d LIKE '%%?'", ('p1',))
+    """
+    names: list[str] = []
+
+    def token(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text.startswith("'"):
+            return text.replace("%", "%%")
+        if text == "%":
+            return "%%"
+        if text.startswith("?"):
+            if not match.group(1):
+                return "%s"
+            name = f"p{match.group(1)}"
+        else:
+            name = match.group(2)
+        names.append(name)
+        return f"%({name})s"
+
+    return _TOKEN.sub(token, sql), (tuple(dict.fromkeys(names)) if names else None)
+
+
+def _bind(names: tuple[str, ...] | None, parameters: Any) -> Any:
+    """Statement parameters in the form `translate` asked for."""
+    if names is None or isinstance(parameters, dict):
+        return parameters
+    return {name: parameters[int(name[1:]) - 1] for name in names}
+
+
+class PgConnection:
+    """A psycopg connection that takes the store's SQLite-style statements."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, parameters: Any = (), /) -> SqlCursor:
+        text, names = translate(sql)
+        cursor = self.conn.cursor()
+        cursor.execute(text, _bind(names, parameters) if parameters else None)
+        return cursor
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> SqlCursor:
+        """Run `sql` once per parameter row; the cursor's rowcount is the total."""
+        text, names = translate(sql)
+        rows = [_bind(names, p) for p in parameters]
+        cursor = self.conn.cursor()
+        if rows:
+            cursor.executemany(text, rows)
+        return _Total(cursor, cursor.rowcount if rows else 0)
+
+    def stage(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Load `rows` (in the order of `STAGED[table]`) into `stage_<table>` with COPY; the
+        staging tables empty themselves at every commit."""
+        columns = ", ".join(STAGED[table])
+        cursor = self.conn.cursor()
+        cursor.execute(f"DELETE FROM stage_{table}")  # noqa: S608
+        copy_in = f"COPY stage_{table} ({columns}) FROM STDIN"
+        with cursor.copy(copy_in) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+class _Total:
+    """An executemany cursor whose rowcount is the sum over its rows."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any], rowcount: int) -> None:
+        self._cursor = cursor
+        self.rowcount = max(rowcount, 0)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor)
+
+
+def where_of(url: str) -> str:
+    """The URL of a database as messages show it: any password replaced by ***."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://(unparsable store.url)"
+    user = params.get("user") or ""
+    host = params.get("host") or ""
+    port = f":{params['port']}" if params.get("port") else ""
+    return f"postgresql://{user}{'@' if user else ''}{host}{port}/{params.get('dbname') or ''}"
+
+
+class PostgresStore(Store):
+    """The store in a PostgreSQL database (`store.url`), shared by every daemon of a group."""
+
+    dialect: Dialect = POSTGRES
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        path: str = "regimed.db",
+        password: str = "",
+        read_only: bool = False,
+    ) -> None:
+        self.url = url
+        self.where = where_of(url)
+        self.path = path
+        self.read_only = read_only
+        self.quick_check_seconds = 0.0
+        self.busy_timeout_ms = 0
+        self._lock = threading.RLock()
+        self._closed = False
+        self._checkpointer = None
+        self._checkpoint_due = threading.Event()
+        self._checkpoint_stop = False
+        params = conninfo_to_dict(url)
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+        params.setdefault("application_name", "regimed")
+        if password:
+            params["password"] = password
+        try:
+            self._pg = psycopg.connect(make_conninfo("", **params), autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.where}: cannot open the store: {_reason(exc)}") from None
+        try:
+            self._prepare_postgres()
+        except BaseException as exc:
+            self._closed = True
+            self._pg.close()
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(f"{self.where}: cannot open the store: {_reason(exc)}") from None
+            raise
+
+    @classmethod
+    def connect(cls, config: StoreConfig, *, read_only: bool = False) -> PostgresStore:
+        """Open the PostgreSQL store of `config` (`store.url`, `store.password`)."""
+        return cls(
+            config.url,
+            path=config.path,
+            password=config.password.get_secret_value(),
+            read_only=read_only,
+        )
+
+    def _prepare_postgres(self) -> None:
+        if self.read_only:
+            version = postgres_version(self._pg, self.where)
+            if version != LATEST_VERSION:
+                raise StoreError(
+                    f"{self.where}: schema version {version}, expected {LATEST_VERSION}; open "
+                    "it once without read_only (e.g. start the daemon) to migrate it"
+                )
+            self._pg.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            return
+        migrate_postgres(self._pg, self.where)
+        for table in STAGED:
+            self._pg.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS stage_{table} (LIKE {table}) "
+                "ON COMMIT DELETE ROWS"
+            )
+
+    def _schema_version(self) -> int:
+        return postgres_version(self._pg, self.where)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("read-only" if self.read_only else "open")
+        return f"<PostgresStore {self.where} {state}>"
+
+    def close(self) -> None:
+        """Close the connection; later calls raise StoreError. Closing twice is harmless."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._pg.close()
+
+    def checkpoint_in_background(self) -> None:
+        """Nothing to do: the server checkpoints on its own."""
+
+    @contextmanager
+    def _transaction(self, what: str, *, write: bool) -> Iterator[PgConnection]:  # type: ignore[override]
+        """One transaction under the store lock; any exception rolls it back, and psycopg
+        errors become StoreError naming the database."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self.where}: the store is closed; cannot {what}")
+            if write and self.read_only:
+                raise StoreError(f"{self.where}: opened read-only; cannot {what}")
+            try:
+                with self._pg.transaction():
+                    yield PgConnection(self._pg)
+            except psycopg.Error as exc:
+                raise StoreError(f"{self.where}: cannot {what}: {_reason(exc)}") from exc
+
+
+def _reason(exc: psycopg.Error) -> str:
+    """The first line of a server or libpq error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
