@@ -259,14 +259,13 @@ def _upsert(
     the live stream's case, which halves the statements of a batch.
 
     With `Dialect.staged_upserts` the rows go to the staging table of `table` first and the two
-    statements read them from there; of rows sharing a key only the last is staged, the one
-    whose values the row-by-row upsert leaves stored."""
+    statements read them from there; of rows sharing a key only the last is staged, with the
+    values the row-by-row upsert leaves stored (`_last_rows`)."""
     if not params:
         return 0, 0
     if dialect.staged_upserts:
         assert isinstance(conn, StagingConnection)
-        last = list({key(p): p for p in params}.values())
-        conn.stage(table, last)
+        conn.stage(table, _last_rows(params, key, label_at=5 if table == "samples" else None))
         inserted = conn.execute(insert).rowcount
         if inserted == len(params):
             return inserted, 0
@@ -275,6 +274,23 @@ def _upsert(
     if inserted == len(params):
         return inserted, 0
     return inserted, conn.executemany(update, params).rowcount
+
+
+def _last_rows(
+    params: list[tuple[Any, ...]],
+    key: Callable[[tuple[Any, ...]], tuple[Any, ...]],
+    label_at: int | None,
+) -> list[tuple[Any, ...]]:
+    """The last row of each key, as applying the rows in turn would leave it: a row whose
+    label (at `label_at`) is None keeps the last known label of an earlier row of its key."""
+    last: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for row in params:
+        k = key(row)
+        earlier = last.get(k)
+        if label_at is not None and earlier is not None and row[label_at] is None:
+            row = (*row[:label_at], earlier[label_at], *row[label_at + 1 :])
+        last[k] = row
+    return list(last.values())
 
 
 def _remove_unselected(

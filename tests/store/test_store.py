@@ -325,6 +325,19 @@ def test_a_corrected_bar_replaces_the_old_one_and_is_counted(store):
     assert store.bar_count() == 2
 
 
+def test_rows_repeated_within_one_batch_leave_the_last_one_stored(store):
+    """Both backends store the last of a key's rows in a batch (SQLite applies them in turn,
+    PostgreSQL stages only the last); the counts of such a batch may differ between them."""
+    store.write_batch(
+        bars=[bar(close=100.0), bar(close=101.0), bar(ts=day(3))],
+        samples=[sample(label=1), sample(label=None, features=(5.0, 6.0, 7.0))],
+    )
+    assert store.bars()["close"].tolist() == [101.0, 100.0]
+    meta, X = store.read_samples(labelled=None)
+    assert meta["label"].tolist() == [1]
+    assert X.tolist() == [[5.0, 6.0, 7.0]]
+
+
 def test_a_changed_sample_replaces_the_old_one_but_a_pending_replay_keeps_the_label(store):
     store.write_batch(samples=[sample(label=1)])
     replay = store.write_batch(samples=[sample(label=None)])
