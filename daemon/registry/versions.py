@@ -51,6 +51,7 @@ from daemon.registry.records import (
     report_json,
     retrain_run,
 )
+from daemon.registry.shared import fetch, publish
 
 if TYPE_CHECKING:
     from daemon.store.connected import SqlConnection
@@ -183,6 +184,8 @@ class Registry:
             )
             if status == "champion":
                 _record_promotion(conn, version, previous, reason or "registered as champion")
+            if self.store.shares_artifacts:  # every host of a shared store serves it
+                publish(conn, version, os.path.join(self.base, row["path"]))
         return model_record(row, self.base)
 
     def set_status(self, version: str, status: Literal["candidate", "rejected"]) -> ModelRecord:
@@ -216,6 +219,7 @@ class Registry:
         check_text("promote", "reason", reason)
         record = self.model(version)
         if check_artifact:
+            fetch(self.store, record.version, record.path)
             problems = verify_bundle(record.path, record.sha256)
             if problems:
                 self._refused(record, "promotion", problems)
@@ -289,6 +293,7 @@ class Registry:
         else:
             record = self.model(version)
         try:
+            fetch(self.store, record.version, record.path)
             return record, load_bundle(record.path, record.sha256, trusted)
         except ArtifactError as exc:
             self._refused(record, "loading", [str(exc)])
@@ -298,7 +303,10 @@ class Registry:
 
         Any problem is logged and sent as one alert.
         """
-        results = {m.version: verify_bundle(m.path, m.sha256) for m in self.models()}
+        models = self.models()
+        for m in models:
+            fetch(self.store, m.version, m.path)
+        results = {m.version: verify_bundle(m.path, m.sha256) for m in models}
         failed = {version: problems for version, problems in results.items() if problems}
         if failed:
             for version, problems in failed.items():

@@ -96,6 +96,16 @@ POSTGRES_STEPS: dict[str, tuple[str, ...]] = {
             report TEXT NOT NULL DEFAULT '{}'
         )
         """,
+        # The files of each registered bundle, so that every host can serve it
+        # (daemon.registry.shared); SQLite stores keep them beside the file only.
+        """
+        CREATE TABLE model_files (
+            version TEXT COLLATE "C" NOT NULL REFERENCES models (version),
+            file TEXT COLLATE "C" NOT NULL,
+            data BYTEA NOT NULL,
+            PRIMARY KEY (version, file)
+        )
+        """,
         """
         CREATE TABLE retrain_runs (
             id BIGSERIAL PRIMARY KEY,

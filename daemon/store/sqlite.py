@@ -79,6 +79,9 @@ class Store(BatchWrites, Reads, SampleReads):
     """
 
     dialect: Dialect = SQLITE
+    #: Whether the registry keeps model artifacts in the database too (daemon.registry.shared):
+    #: a store shared by several hosts does; an SQLite file keeps them beside it.
+    shares_artifacts: bool = False
 
     def __init__(
         self,
