@@ -114,16 +114,21 @@ class PgConnection:
             cursor.executemany(text, rows)
         return _Total(cursor, cursor.rowcount if rows else 0)
 
+    def copy_in(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Load `rows` into `table` (its `columns`, in order) with COPY; how many."""
+        count = 0
+        statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        with self.conn.cursor().copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+                count += 1
+        return count
+
     def stage(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
         """Load `rows` (in the order of `STAGED[table]`) into `stage_<table>` with COPY; the
         staging tables empty themselves at every commit."""
-        columns = ", ".join(STAGED[table])
-        cursor = self.conn.cursor()
-        cursor.execute(f"DELETE FROM stage_{table}")  # noqa: S608
-        copy_in = f"COPY stage_{table} ({columns}) FROM STDIN"
-        with cursor.copy(copy_in) as copy:
-            for row in rows:
-                copy.write_row(row)
+        self.conn.execute(f"DELETE FROM stage_{table}")  # noqa: S608
+        self.copy_in(f"stage_{table}", STAGED[table], rows)
 
 
 class _Total:
@@ -227,6 +232,9 @@ class PostgresStore(Store):
 
     def _schema_version(self) -> int:
         return postgres_version(self._pg, self.where)
+
+    def __enter__(self) -> PostgresStore:
+        return self
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("read-only" if self.read_only else "open")
