@@ -94,6 +94,15 @@ class Ingest:
             self.regime_alerts.restore(self.store)
         return self.store.offsets(self.config.kafka.topic)
 
+    def _shared_vix(self) -> None:
+        """On a shared store the VIX partition may be another daemon's: take the VIX bars
+        stored since the latest one this daemon knows, so its bars are labelled with the
+        latest stored VIX whoever consumed it (one indexed read per poll)."""
+        since = self.pipeline.vix_last
+        stored = self.store.bars(symbol=self.config.regime.vix_symbol, since=since)
+        if len(stored):
+            self.pipeline.load_vix(stored)
+
     def forget(self, symbols: list[str]) -> None:
         for symbol in symbols:
             self.pipeline.forget(symbol)
@@ -105,6 +114,8 @@ class Ingest:
     def write(self, poll: Poll) -> Stored | None:
         out = Output()
         if poll.bars is not None:
+            if self.config.store.url:
+                self._shared_vix()
             self.pipeline.process_batch(poll.bars, out)
         predictions: list[Any] = []
         scored: Counter[str] = Counter()
