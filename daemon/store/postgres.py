@@ -20,11 +20,15 @@ URL without the password) in messages.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import re
+import socket
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,7 +36,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from daemon.config import StoreConfig
-from daemon.errors import StoreError
+from daemon.errors import RegimedError, StoreError
 from daemon.store.connected import SqlCursor
 from daemon.store.dialect import POSTGRES, Dialect
 from daemon.store.migrations import LATEST_VERSION
@@ -41,7 +45,7 @@ from daemon.store.sqlite import Store
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PgConnection", "PostgresStore", "translate", "where_of"]
+__all__ = ["PgConnection", "PostgresStore", "advisory_lock", "translate", "where_of"]
 
 #: Tables whose batch rows are staged with COPY (`PgConnection.stage`), with their columns.
 STAGED = {
@@ -50,6 +54,8 @@ STAGED = {
     "samples": ("source", "symbol", "ts", "regime", "weight", "label", "event",
                 "feature_version", "features"),
 }  # fmt: skip
+#: How often a waiting `advisory_lock` tries again.
+LOCK_RETRY_S = 0.2
 #: Seconds to wait for the server when connecting (libpq's connect_timeout, unless the URL
 #: sets one).
 CONNECT_TIMEOUT_S = 10
@@ -185,15 +191,7 @@ class PostgresStore(Store):
         self._checkpointer = None
         self._checkpoint_due = threading.Event()
         self._checkpoint_stop = False
-        params = conninfo_to_dict(url)
-        params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-        params.setdefault("application_name", "regimed")
-        if password:
-            params["password"] = password
-        try:
-            self._pg = psycopg.connect(make_conninfo("", **params), autocommit=True)
-        except psycopg.Error as exc:
-            raise StoreError(f"{self.where}: cannot open the store: {_reason(exc)}") from None
+        self._pg = _connect(url, password, "regimed")
         try:
             self._prepare_postgres()
         except BaseException as exc:
@@ -264,6 +262,64 @@ class PostgresStore(Store):
                     yield PgConnection(self._pg)
             except psycopg.Error as exc:
                 raise StoreError(f"{self.where}: cannot {what}: {_reason(exc)}") from exc
+
+
+def _connect(url: str, password: str, application: str) -> psycopg.Connection[tuple[Any, ...]]:
+    """An autocommit connection to the database of `url`; StoreError naming it (without the
+    password) when it cannot be made."""
+    params = conninfo_to_dict(url)
+    params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    params.setdefault("application_name", application)
+    if password:
+        params["password"] = password
+    try:
+        return psycopg.connect(make_conninfo("", **params), autocommit=True)
+    except psycopg.Error as exc:
+        raise StoreError(f"{where_of(url)}: cannot open the store: {_reason(exc)}") from None
+
+
+@contextmanager
+def advisory_lock(
+    config: StoreConfig,
+    key: int,
+    busy: Callable[[str], RegimedError],
+    timeout_s: float = 0.0,
+) -> Iterator[None]:
+    """Hold PostgreSQL's session-level advisory lock `key` on the database of `config` for the
+    block, on a connection of its own: the lock lives exactly as long as that session, so a
+    holder that dies (SIGKILL, a lost host) releases it when the server drops its connection.
+    When another session holds it for longer than `timeout_s` seconds, raise `busy(holder)`,
+    holder naming that session (its application name, which says pid and host, and address).
+    """
+    me = f"regimed pid {os.getpid()} on {socket.gethostname()}"
+    conn = _connect(config.url, config.password.get_secret_value(), me[:63])
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:  # type: ignore[index]
+            if time.monotonic() >= deadline:
+                raise busy(_lock_holder(conn, key))
+            time.sleep(min(LOCK_RETRY_S, max(deadline - time.monotonic(), 0.01)))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    finally:
+        conn.close()
+
+
+def _lock_holder(conn: psycopg.Connection[tuple[Any, ...]], key: int) -> str:
+    """Who holds advisory lock `key` (a bigint key is classid:objid, its high and low words)."""
+    row = conn.execute(
+        "SELECT a.application_name, a.client_addr, a.pid FROM pg_locks AS l "
+        "JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+        "AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
+        ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+    ).fetchone()
+    if row is None:
+        return "unknown"
+    name, address, pid = row
+    return f"{name or 'a session'} (server pid {pid}{f', from {address}' if address else ''})"
 
 
 def _reason(exc: psycopg.Error) -> str:

@@ -34,7 +34,7 @@ from daemon.store.sqlite import Store
 from daemon.training.custom import check_custom_models
 from daemon.training.drift_reference import build_reference
 from daemon.training.ensemble import inner_holdout, voted
-from daemon.training.lock import retrain_lock
+from daemon.training.lock import store_retrain_lock
 from daemon.training.report import (
     Artifact,
     DataWindow,
@@ -102,7 +102,7 @@ def retrain(
     clock = now or (lambda: dt.datetime.now(dt.UTC))
     check_custom_models(config)  # a custom model that cannot work is refused before any fit
     with (
-        retrain_lock(config.store.path, config.training.lock_timeout_seconds),
+        store_retrain_lock(config.store, config.training.lock_timeout_seconds),
         Store.open(config.store) as store,
     ):
         for stale in sweep_temporary(artifacts_root(config.store.path)):
