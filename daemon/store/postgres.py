@@ -251,7 +251,12 @@ class PostgresStore(Store):
     @contextmanager
     def _transaction(self, what: str, *, write: bool) -> Iterator[PgConnection]:  # type: ignore[override]
         """One transaction under the store lock; any exception rolls it back, and psycopg
-        errors become StoreError naming the database."""
+        errors become StoreError naming the database.
+
+        A read sees one snapshot for all its statements (REPEATABLE READ), as an SQLite read
+        transaction does: other daemons commit batches meanwhile, and a read of several
+        statements (`read_samples`: feature sets, weights, then rows) must not mix two states.
+        Writes run at READ COMMITTED: their upserts and keys decide conflicts."""
         with self._lock:
             if self._closed:
                 raise StoreError(f"{self.where}: the store is closed; cannot {what}")
@@ -259,6 +264,8 @@ class PostgresStore(Store):
                 raise StoreError(f"{self.where}: opened read-only; cannot {what}")
             try:
                 with self._pg.transaction():
+                    if not write:
+                        self._pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                     yield PgConnection(self._pg)
             except psycopg.Error as exc:
                 raise StoreError(f"{self.where}: cannot {what}: {_reason(exc)}") from exc

@@ -196,3 +196,14 @@ def test_placeholders_translate_outside_string_literals():
     assert where_of("postgresql://u@db.example:6543/regimed?sslmode=require") == (
         "postgresql://u@db.example:6543/regimed"
     )
+
+
+def test_a_read_sees_one_snapshot_while_other_stores_commit(open_pg):
+    reader, writer = open_pg(), open_pg()
+    writer.write_batch(bars=[bar("SPY", day(0))])
+    with reader.transaction("read twice", write=False) as conn:
+        first = conn.execute("SELECT count(*) FROM bars").fetchone()
+        writer.write_batch(bars=[bar("SPY", day(1))])
+        second = conn.execute("SELECT count(*) FROM bars").fetchone()
+    assert first == second == (1,)
+    assert reader.bar_count() == 2
