@@ -229,16 +229,21 @@ def _block_feature_sizes(block: RowBlock, sizes: dict[int, tuple[int, SampleRow]
 
 
 def _register_feature_sets(conn: SqlConnection, sizes: Mapping[int, tuple[int, SampleRow]]) -> None:
-    """Record new feature versions; reject a sample whose length disagrees with its version."""
+    """Record new feature versions; reject a sample whose length disagrees with its version.
+
+    A version another daemon of a shared store records at the same moment is taken as it
+    committed it (the insert yields to it, the read after it sees it)."""
+    select = "SELECT n_features FROM feature_sets WHERE version = ?"
     for version, (n, sample) in sizes.items():
-        row = conn.execute(
-            "SELECT n_features FROM feature_sets WHERE version = ?", (version,)
-        ).fetchone()
+        row = conn.execute(select, (version,)).fetchone()
         if row is None:
             conn.execute(
-                "INSERT INTO feature_sets (version, n_features) VALUES (?, ?)", (version, n)
+                "INSERT INTO feature_sets (version, n_features) VALUES (?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (version, n),
             )
-        elif int(row[0]) != n:
+            row = conn.execute(select, (version,)).fetchone()
+        if int(row[0]) != n:
             raise StoreError(
                 f"feature_version {version} has {row[0]} features in the store, but sample "
                 f"{sample.symbol} {sample.ts} {sample.source} has {n}"

@@ -17,6 +17,7 @@ from daemon.store import migrations as _migrations
 from daemon.store.migrations import LATEST_VERSION, MIGRATIONS, Migration
 from daemon.store.postgres import PgConnection, PostgresStore, translate, where_of
 from daemon.store.sqlite import Store
+from tests.factories import wait_for
 
 
 def bar(symbol: str, ts: str, close: float = 1.5) -> BarRow:
@@ -207,3 +208,37 @@ def test_a_read_sees_one_snapshot_while_other_stores_commit(open_pg):
         second = conn.execute("SELECT count(*) FROM bars").fetchone()
     assert first == second == (1,)
     assert reader.bar_count() == 2
+
+
+def test_a_feature_version_two_daemons_record_at_once_is_taken_as_committed(open_pg, postgres_url):
+    """B's first batch of a feature version meets A's uncommitted record of the same version:
+    B waits for A, then takes A's row instead of failing on the duplicate key."""
+    import numpy as np
+
+    from daemon.domain import SampleRow
+
+    a, b = open_pg(), open_pg()
+    row = SampleRow("SPY", day(0), "live", "normal", 1.0, None, np.ones(3), 1)
+    errors: list[BaseException] = []
+
+    def write_b() -> None:
+        try:
+            b.write_batch(samples=[row])
+        except BaseException as exc:
+            errors.append(exc)
+
+    with a.transaction("record a feature set", write=True) as conn:
+        conn.execute("INSERT INTO feature_sets (version, n_features) VALUES (1, 3)")
+        thread = threading.Thread(target=write_b)
+        thread.start()
+        with psycopg.connect(postgres_url, autocommit=True) as watcher:  # fresh statistics
+            wait_for(
+                lambda: watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                ).fetchone()[0],
+                30,
+                "B to wait for A's feature set",
+            )
+    thread.join(30)
+    assert errors == []
+    assert b.read_samples(labelled=None)[1].shape == (1, 3)
