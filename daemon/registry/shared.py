@@ -9,7 +9,7 @@ same way (a private temporary directory renamed into place, files 0600), then ch
 the registry's sha256 exactly as a bundle written on this host. A row's bytes that differ from
 what was registered fail that check like a damaged file.
 
-An SQLite store keeps its bundles beside the file only, as before (`Store.shares_artifacts`).
+An SQLite store keeps its bundles beside the file only, as before (`Store.shared`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def fetch(store: Store, version: str, path: str | os.PathLike[str]) -> bool:
     when `path` exists, or when the database holds no file of `version` (the check that
     follows then reports the bundle missing)."""
     final = Path(path)
-    if not store.shares_artifacts or os.path.lexists(final):
+    if not store.shared or os.path.lexists(final):
         return False
     with store.transaction(f"read the artifact of model {version!r}", write=False) as conn:
         rows = conn.execute(

@@ -184,7 +184,7 @@ class Registry:
             )
             if status == "champion":
                 _record_promotion(conn, version, previous, reason or "registered as champion")
-            if self.store.shares_artifacts:  # every host of a shared store serves it
+            if self.store.shared:  # every host of a shared store serves it
                 publish(conn, version, os.path.join(self.base, row["path"]))
         return model_record(row, self.base)
 

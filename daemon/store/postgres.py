@@ -170,7 +170,7 @@ class PostgresStore(Store):
     """The store in a PostgreSQL database (`store.url`), shared by every daemon of a group."""
 
     dialect: Dialect = POSTGRES
-    shares_artifacts: bool = True
+    shared: bool = True
 
     def __init__(
         self,

@@ -79,9 +79,10 @@ class Store(BatchWrites, Reads, SampleReads):
     """
 
     dialect: Dialect = SQLITE
-    #: Whether the registry keeps model artifacts in the database too (daemon.registry.shared):
-    #: a store shared by several hosts does; an SQLite file keeps them beside it.
-    shares_artifacts: bool = False
+    #: Whether several daemons, on several hosts, share the store: then the registry keeps the
+    #: model artifacts in the database too (daemon.registry.shared) and batches may commit out
+    #: of outbox id order (daemon.store.outbox). An SQLite file is one daemon's.
+    shared: bool = False
 
     def __init__(
         self,

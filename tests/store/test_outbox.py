@@ -61,3 +61,23 @@ def test_published_records_are_forgotten_oldest_first(store):
     # An emptied outbox never gives an id twice (AUTOINCREMENT): positions only move forward.
     store.write_batch(outbox=regime_records("r", bars("2020-02-10")))
     assert outbox.oldest(1)[0].id > rest[-1].id
+
+
+def test_a_record_that_commits_after_a_read_past_it_is_not_forgotten(postgres_url, tmp_path):
+    """Two daemons of a shared PostgreSQL store: a record with a smaller id commits after the
+    publisher read past it, and forgetting what was published keeps it (on SQLite the write
+    lock makes batches commit in id order)."""
+    from daemon.store.postgres import PostgresStore
+
+    with (
+        PostgresStore(postgres_url, path=str(tmp_path / "a.db")) as slow,
+        PostgresStore(postgres_url, path=str(tmp_path / "b.db")) as fast,
+    ):
+        with slow.transaction("a slow batch", write=True) as conn:
+            conn.execute("INSERT INTO outbox (topic, key, value) VALUES ('r', 'late', 'x')")
+            fast.write_batch(outbox=[("r", b"SPY", b"y")])
+            outbox = Outbox(fast)
+            read = outbox.oldest(10)
+        assert [r.key for r in read] == [b"SPY"]
+        assert outbox.published(read[-1].id) == 1
+        assert [r.key for r in outbox.oldest(10)] == [b"late"]
