@@ -130,3 +130,40 @@ def models():
         "logistic_regression": logistic.fit(X, y),
         "xgboost": XGBClassifier(n_estimators=3, max_depth=2, n_jobs=1).fit(X, y),
     }
+
+
+# --- a real PostgreSQL server: one per session, a fresh database per test -----------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL server on a free loopback port (tests/postgres_server.py)."""
+    from tests.postgres_server import PostgresServer
+
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres):
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    url = postgres.database()
+    yield url
+    postgres.drop(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_store(request, tmp_path):
+    """A fresh store on each backend: the SQLite file at tmp_path/regimed.db, and a fresh
+    PostgreSQL database (its local anchor at the same path). The store suites take their
+    `store` from here, so every test of them runs against both."""
+    from daemon.store.postgres import PostgresStore
+    from daemon.store.sqlite import Store
+
+    path = tmp_path / "regimed.db"
+    if request.param == "sqlite":
+        store = Store(path)
+    else:
+        store = PostgresStore(request.getfixturevalue("postgres_url"), path=str(path))
+    yield store
+    store.close()

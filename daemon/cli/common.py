@@ -33,9 +33,10 @@ def command_config(args: argparse.Namespace) -> Config:
 
 def stored_config(args: argparse.Namespace) -> Config:
     """The configuration of a command that reads an existing store: UsageError when there is
-    no database at `store.path` yet (such a command never creates one)."""
+    no database at `store.path` yet (such a command never creates one). A PostgreSQL store
+    (`store.url`) is checked when it is opened."""
     config = command_config(args)
-    if not Path(config.store.path).exists():
+    if not config.store.url and not Path(config.store.path).exists():
         raise UsageError(
             f"store.path = {config.store.path!r}: no database there yet (start `regimed run` "
             "or `regimed demo` first, or point --config at the daemon's configuration)"

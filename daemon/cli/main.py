@@ -21,6 +21,7 @@ from daemon.cli import backtest as cli_backtest
 from daemon.cli import evaluate as cli_evaluate
 from daemon.cli import models as cli_models
 from daemon.cli import predictions as cli_predictions
+from daemon.cli import stores as cli_stores
 from daemon.cli import training as cli_training
 from daemon.cli.common import (
     EXIT_FAILURE,
@@ -383,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_backtest.register(sub, common)
     cli_models.register(sub, common)
     cli_predictions.register(sub, common)
+    cli_stores.register(sub, common)
     return parser
 
 

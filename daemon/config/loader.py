@@ -107,10 +107,27 @@ class StoreConfig:
     #: At start-up the daemon runs `PRAGMA quick_check` for at most this many seconds (0: no
     #: check); a damaged store is refused, the rest of a store too large for it is unchecked.
     quick_check_seconds: float = bounded(10.0, ge=0)
+    #: Empty: the SQLite file at `path`. `postgresql://user@host:port/db` (libpq and TLS
+    #: options as URL parameters, e.g. `?sslmode=verify-full`): one PostgreSQL database that
+    #: every daemon of the group shares; `path` then only anchors the local lock files.
+    url: str = ""
+    #: The PostgreSQL password (else libpq's PGPASSWORD or ~/.pgpass); not for the URL.
+    password: Secret = field(default_factory=lambda: Secret(""))
 
     def __post_init__(self) -> None:
         if not self.path:
             raise ConfigError('store.path = "": expected a file path')
+        scheme, _, rest = self.url.partition("://")
+        if self.url and scheme not in ("postgresql", "postgres"):
+            raise ConfigError(
+                f"store.url: scheme {show(scheme if rest else self.url[:20])}: expected empty "
+                "(SQLite at store.path) or postgresql://user@host:port/database"
+            )
+        if "@" in rest.split("/", 1)[0] and ":" in rest.split("@", 1)[0]:
+            raise ConfigError(
+                "store.url: a password in the URL; give it as store.password or in the "
+                "environment (PGPASSWORD) instead"
+            )
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ import datetime as dt
 import logging
 import os
 import shutil
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeAlias
@@ -52,8 +51,10 @@ from daemon.registry.records import (
     report_json,
     retrain_run,
 )
+from daemon.registry.shared import fetch, publish
 
 if TYPE_CHECKING:
+    from daemon.store.connected import SqlConnection
     from daemon.store.sqlite import Store
 
 __all__ = ["AlertSink", "ModelRecord", "ModelStatus", "Promotion", "Registry", "RetrainRun"]
@@ -183,6 +184,8 @@ class Registry:
             )
             if status == "champion":
                 _record_promotion(conn, version, previous, reason or "registered as champion")
+            if self.store.shared:  # every host of a shared store serves it
+                publish(conn, version, os.path.join(self.base, row["path"]))
         return model_record(row, self.base)
 
     def set_status(self, version: str, status: Literal["candidate", "rejected"]) -> ModelRecord:
@@ -216,6 +219,7 @@ class Registry:
         check_text("promote", "reason", reason)
         record = self.model(version)
         if check_artifact:
+            fetch(self.store, record.version, record.path)
             problems = verify_bundle(record.path, record.sha256)
             if problems:
                 self._refused(record, "promotion", problems)
@@ -289,6 +293,7 @@ class Registry:
         else:
             record = self.model(version)
         try:
+            fetch(self.store, record.version, record.path)
             return record, load_bundle(record.path, record.sha256, trusted)
         except ArtifactError as exc:
             self._refused(record, "loading", [str(exc)])
@@ -298,7 +303,10 @@ class Registry:
 
         Any problem is logged and sent as one alert.
         """
-        results = {m.version: verify_bundle(m.path, m.sha256) for m in self.models()}
+        models = self.models()
+        for m in models:
+            fetch(self.store, m.version, m.path)
+        results = {m.version: verify_bundle(m.path, m.sha256) for m in models}
         failed = {version: problems for version, problems in results.items() if problems}
         if failed:
             for version, problems in failed.items():
@@ -359,9 +367,9 @@ class Registry:
             run_id = conn.execute(
                 "INSERT INTO retrain_runs (version, trigger, started_at, finished_at, promoted, "
                 "reason, report) VALUES (:version, :trigger, :started_at, :finished_at, "
-                ":promoted, :reason, :report)",
+                ":promoted, :reason, :report) RETURNING id",
                 row,
-            ).lastrowid
+            ).fetchone()[0]
         return retrain_run({"id": run_id, **row})
 
     def last_retrain_run(self) -> RetrainRun | None:
@@ -387,7 +395,7 @@ def _as_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip(_MODEL_COLUMNS, row, strict=True))
 
 
-def _model_row(conn: sqlite3.Connection, path: str, version: str, base: Path) -> ModelRecord:
+def _model_row(conn: SqlConnection, path: str, version: str, base: Path) -> ModelRecord:
     row = conn.execute(f"{_SELECT_MODELS} WHERE version = ?", (version,)).fetchone()
     if row is None:
         raise ModelNotFoundError(
@@ -396,27 +404,27 @@ def _model_row(conn: sqlite3.Connection, path: str, version: str, base: Path) ->
     return model_record(_as_dict(row), base)
 
 
-def _refuse_known(conn: sqlite3.Connection, path: str, version: str) -> None:
+def _refuse_known(conn: SqlConnection, path: str, version: str) -> None:
     if conn.execute("SELECT 1 FROM models WHERE version = ?", (version,)).fetchone():
         raise StoreError(f"{path}: model version {version!r} is already registered")
 
 
-def _champion_version(conn: sqlite3.Connection) -> str | None:
+def _champion_version(conn: SqlConnection) -> str | None:
     row = conn.execute("SELECT version FROM models WHERE status = 'champion'").fetchone()
     return None if row is None else str(row[0])
 
 
 def _record_promotion(
-    conn: sqlite3.Connection,
+    conn: SqlConnection,
     version: str,
     previous: str | None,
     reason: str,
     when: str | None = None,
 ) -> int:
     when = when or dt.datetime.now(dt.UTC).isoformat()
-    cursor = conn.execute(
+    row = conn.execute(
         "INSERT INTO promotions (version, promoted_at, previous_version, reason) "
-        "VALUES (?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?) RETURNING id",
         (version, when, previous, reason),
-    )
-    return int(cursor.lastrowid or 0)
+    ).fetchone()
+    return int(row[0])

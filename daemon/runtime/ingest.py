@@ -90,7 +90,8 @@ class Ingest:
         return self.store.recent_bars(symbol, RESTORE_BARS)
 
     def open(self) -> None:
-        if self.config.store.writer_process and self.writer is None:
+        # PostgreSQL writes a batch in its own server process: no child needed for overlap.
+        if self.config.store.writer_process and not self.config.store.url and self.writer is None:
             self.writer = StoreWriter(
                 self.store.path, busy_timeout_ms=self.config.store.busy_timeout_ms
             )
@@ -107,6 +108,15 @@ class Ingest:
             self.regime_alerts.restore(self.store)
         return self.store.offsets(self.config.kafka.topic)
 
+    def _shared_vix(self) -> None:
+        """On a shared store the VIX partition may be another daemon's: take the VIX bars
+        stored since the latest one this daemon knows, so its bars are labelled with the
+        latest stored VIX whoever consumed it (one indexed read per poll)."""
+        since = self.pipeline.vix_last
+        stored = self.store.bars(symbol=self.config.regime.vix_symbol, since=since)
+        if len(stored):
+            self.pipeline.load_vix(stored)
+
     def forget(self, symbols: list[str]) -> None:
         for symbol in symbols:
             self.pipeline.forget(symbol)
@@ -118,6 +128,8 @@ class Ingest:
     def write(self, poll: Poll) -> Stored | None:
         out = Output()
         if poll.bars is not None:
+            if self.config.store.url:
+                self._shared_vix()
             self.pipeline.process_batch(poll.bars, out)
         predictions: list[Any] = []
         scored: Counter[str] = Counter()

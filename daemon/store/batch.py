@@ -1,11 +1,12 @@
 """The batch write of the store: one consumer batch (bars, samples, labels, predictions,
-offsets, counters, dead letters) in one `BEGIN IMMEDIATE` transaction (`Store.write_batch`)."""
+offsets, counters, dead letters) in one transaction (`Store.write_batch`): SQLite's
+`BEGIN IMMEDIATE`, or one PostgreSQL transaction. The statements the engines spell differently
+come from the store's `Dialect`."""
 
 from __future__ import annotations
 
 import operator
-import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,8 @@ from daemon.domain import (
     check_text,
 )
 from daemon.errors import StoreError
-from daemon.store.connected import Connected
+from daemon.store.connected import Connected, SqlConnection, StagingConnection
+from daemon.store.dialect import Dialect
 
 __all__ = ["BatchResult", "BatchWrites"]
 
@@ -56,39 +58,6 @@ class BatchResult:
     outbox_written: int = 0
 
 
-_BAR_INSERT = (
-    "INSERT INTO bars (symbol, ts, open, high, low, close, volume, regime, vix, vix_source) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING"
-)
-_BAR_CORRECT = """
-UPDATE bars SET open = ?3, high = ?4, low = ?5, close = ?6, volume = ?7, regime = ?8, vix = ?9,
-    vix_source = ?10
-WHERE symbol = ?1 AND ts = ?2 AND (open IS NOT ?3 OR high IS NOT ?4 OR low IS NOT ?5
-    OR close IS NOT ?6 OR volume IS NOT ?7 OR regime IS NOT ?8 OR vix IS NOT ?9
-    OR vix_source IS NOT ?10)
-"""
-# A sample records the target its source is labelled for now (`label_targets`).
-_TARGET_OF = "(SELECT target FROM label_targets WHERE source = ?1)"
-_SAMPLE_INSERT = (
-    "INSERT INTO samples (source, symbol, ts, regime, weight, label, event, feature_version, "
-    "features, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-    "(SELECT target FROM label_targets WHERE source = ?1)) ON CONFLICT DO NOTHING"
-)
-# A NULL label never clears a known one: replaying a pending row must not forget its label.
-_SAMPLE_REPLACE = f"""
-UPDATE samples SET regime = ?4, weight = ?5, label = coalesce(?6, label), event = ?7,
-    feature_version = ?8, features = ?9, target = {_TARGET_OF}
-WHERE source = ?1 AND symbol = ?2 AND ts = ?3 AND (regime IS NOT ?4 OR weight IS NOT ?5
-    OR label IS NOT coalesce(?6, label) OR event IS NOT ?7 OR feature_version IS NOT ?8
-    OR features IS NOT ?9 OR target IS NOT {_TARGET_OF})
-"""  # noqa: S608 (fixed fragments; every value is a bound parameter)
-_LABEL_SET = (
-    "UPDATE samples SET label = ?4 WHERE source = ?1 AND symbol = ?2 AND ts = ?3 "
-    "AND label IS NOT ?4"
-)
-_PREDICTION_LABEL_SET = (
-    "UPDATE predictions SET label = ?3 WHERE symbol = ?1 AND ts = ?2 AND label IS NOT ?3"
-)
 _PREDICTION_UPSERT = """
 INSERT INTO predictions (symbol, ts, model_version, proba, prediction, regime, label)
 VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -100,14 +69,10 @@ _OFFSET_UPSERT = """
 INSERT INTO kafka_offsets (topic, partition, next_offset) VALUES (?, ?, ?)
 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset
 """
-_DEAD_LETTER_INSERT = """
-INSERT OR IGNORE INTO dead_letters (source_topic, source_partition, source_offset, reason, key,
-    value, headers, parked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-"""
 _OUTBOX_INSERT = "INSERT INTO outbox (topic, key, value) VALUES (?, ?, ?)"
 _COUNTER_ADD = """
 INSERT INTO counters (name, value) VALUES (?, ?)
-ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
+ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value
 """
 
 
@@ -175,12 +140,15 @@ class BatchWrites(Connected):
 
         outbox_rows = outbox if isinstance(outbox, list) else list(outbox)
         rebuilt = sorted(set(replace_events))
+        sql = self.dialect
         with self._transaction("write a batch", write=True) as conn:
             _register_feature_sets(conn, feature_sizes)
             samples_removed = _remove_unselected(conn, rebuilt, sample_params) if rebuilt else 0
-            bars_inserted, bars_corrected = _upsert(conn, _BAR_INSERT, _BAR_CORRECT, bar_params)
+            bars_inserted, bars_corrected = _upsert(
+                conn, sql, "bars", sql.bar_insert, sql.bar_correct, bar_params, _KEY2
+            )
             samples_inserted, samples_replaced = _upsert(
-                conn, _SAMPLE_INSERT, _SAMPLE_REPLACE, sample_params
+                conn, sql, "samples", sql.sample_insert, sql.sample_replace, sample_params, _KEY3
             )
             predictions_written = 0
             if prediction_params:
@@ -189,18 +157,18 @@ class BatchWrites(Connected):
                 ).rowcount
             labels_set = labels_missing = 0
             if label_params:
-                labels_set = conn.executemany(_LABEL_SET, label_params).rowcount
+                labels_set = conn.executemany(sql.label_set, label_params).rowcount
                 if labels_set < len(label_params):
                     labels_missing = _missing_samples(conn, label_params)
                 if conn.execute("SELECT 1 FROM predictions LIMIT 1").fetchone():
                     conn.executemany(
-                        _PREDICTION_LABEL_SET,
+                        sql.prediction_label_set,
                         [(symbol, ts, label) for source, symbol, ts, label in label_params
                          if source == "live"],
                     )  # fmt: skip
             if offset_params:
                 conn.executemany(_OFFSET_UPSERT, offset_params)
-            conn.executemany(_DEAD_LETTER_INSERT, dead_letters)
+            conn.executemany(sql.dead_letter_insert, dead_letters)
             if outbox_rows:
                 conn.executemany(_OUTBOX_INSERT, outbox_rows)
             if bars_corrected:
@@ -260,19 +228,22 @@ def _block_feature_sizes(block: RowBlock, sizes: dict[int, tuple[int, SampleRow]
             )
 
 
-def _register_feature_sets(
-    conn: sqlite3.Connection, sizes: Mapping[int, tuple[int, SampleRow]]
-) -> None:
-    """Record new feature versions; reject a sample whose length disagrees with its version."""
+def _register_feature_sets(conn: SqlConnection, sizes: Mapping[int, tuple[int, SampleRow]]) -> None:
+    """Record new feature versions; reject a sample whose length disagrees with its version.
+
+    A version another daemon of a shared store records at the same moment is taken as it
+    committed it (the insert yields to it, the read after it sees it)."""
+    select = "SELECT n_features FROM feature_sets WHERE version = ?"
     for version, (n, sample) in sizes.items():
-        row = conn.execute(
-            "SELECT n_features FROM feature_sets WHERE version = ?", (version,)
-        ).fetchone()
+        row = conn.execute(select, (version,)).fetchone()
         if row is None:
             conn.execute(
-                "INSERT INTO feature_sets (version, n_features) VALUES (?, ?)", (version, n)
+                "INSERT INTO feature_sets (version, n_features) VALUES (?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (version, n),
             )
-        elif int(row[0]) != n:
+            row = conn.execute(select, (version,)).fetchone()
+        if int(row[0]) != n:
             raise StoreError(
                 f"feature_version {version} has {row[0]} features in the store, but sample "
                 f"{sample.symbol} {sample.ts} {sample.source} has {n}"
@@ -280,21 +251,55 @@ def _register_feature_sets(
 
 
 def _upsert(
-    conn: sqlite3.Connection, insert: str, update: str, params: list[tuple[Any, ...]]
+    conn: SqlConnection,
+    dialect: Dialect,
+    table: str,
+    insert: str,
+    update: str,
+    params: list[tuple[Any, ...]],
+    key: Callable[[tuple[Any, ...]], tuple[Any, ...]],
 ) -> tuple[int, int]:
     """Insert the rows that are new, then rewrite the stored rows whose values differ; returns
     (inserted, changed). When every row went in, nothing can differ and the update is skipped:
-    the live stream's case, which halves the statements of a batch."""
+    the live stream's case, which halves the statements of a batch.
+
+    With `Dialect.staged_upserts` the rows go to the staging table of `table` first and the two
+    statements read them from there; of rows sharing a key only the last is staged, with the
+    values the row-by-row upsert leaves stored (`_last_rows`)."""
     if not params:
         return 0, 0
+    if dialect.staged_upserts:
+        assert isinstance(conn, StagingConnection)
+        conn.stage(table, _last_rows(params, key, label_at=5 if table == "samples" else None))
+        inserted = conn.execute(insert).rowcount
+        if inserted == len(params):
+            return inserted, 0
+        return inserted, conn.execute(update).rowcount
     inserted = conn.executemany(insert, params).rowcount
     if inserted == len(params):
         return inserted, 0
     return inserted, conn.executemany(update, params).rowcount
 
 
+def _last_rows(
+    params: list[tuple[Any, ...]],
+    key: Callable[[tuple[Any, ...]], tuple[Any, ...]],
+    label_at: int | None,
+) -> list[tuple[Any, ...]]:
+    """The last row of each key, as applying the rows in turn would leave it: a row whose
+    label (at `label_at`) is None keeps the last known label of an earlier row of its key."""
+    last: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for row in params:
+        k = key(row)
+        earlier = last.get(k)
+        if label_at is not None and earlier is not None and row[label_at] is None:
+            row = (*row[:label_at], earlier[label_at], *row[label_at + 1 :])
+        last[k] = row
+    return list(last.values())
+
+
 def _remove_unselected(
-    conn: sqlite3.Connection, events: list[str], sample_params: list[tuple[Any, ...]]
+    conn: SqlConnection, events: list[str], sample_params: list[tuple[Any, ...]]
 ) -> int:
     """Delete the archive samples of `events` whose key is not among `sample_params` (the
     rebuilt selection); how many were deleted."""
@@ -312,7 +317,7 @@ def _remove_unselected(
     return len(gone)
 
 
-def _missing_samples(conn: sqlite3.Connection, keys: Sequence[tuple[str, str, str, int]]) -> int:
+def _missing_samples(conn: SqlConnection, keys: Sequence[tuple[str, str, str, int]]) -> int:
     """How many of these (source, symbol, ts, label) name no stored sample (with repeats)."""
     missing = 0
     for first in range(0, len(keys), _KEYS_PER_QUERY):

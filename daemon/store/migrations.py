@@ -24,6 +24,7 @@ __all__ = [
     "Migration",
     "applied_migrations",
     "migrate",
+    "recorded_version",
     "schema_version",
 ]
 
@@ -359,7 +360,13 @@ def applied_migrations(db: Database) -> list[tuple[int, str, str]]:
 
 def _current_version(db: Database, where: str) -> int:
     """The recorded version after checking the records against `MIGRATIONS`."""
-    rows = applied_migrations(db)
+    return recorded_version(applied_migrations(db), where)
+
+
+def recorded_version(rows: list[tuple[int, str, str]], where: str) -> int:
+    """The version that the recorded (version, name, applied_at) rows of a store name, after
+    checking them against `MIGRATIONS` (either engine): StoreError for a newer schema,
+    ForeignStoreError for records regimed did not write."""
     for position, (version, name, _) in enumerate(rows, start=1):
         if version > LATEST_VERSION:
             raise StoreError(

@@ -31,6 +31,8 @@ class Outbox:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: The ids the last `oldest` read (what `published` may forget on a shared store).
+        self._read: list[int] = []
 
     def oldest(self, limit: int) -> list[OutboxRecord]:
         """Up to `limit` records not yet published, oldest first."""
@@ -38,17 +40,26 @@ class Outbox:
             rows = conn.execute(
                 "SELECT id, topic, key, value FROM outbox ORDER BY id LIMIT ?", (limit,)
             ).fetchall()
-        return [OutboxRecord(int(i), str(t), bytes(k), bytes(v)) for i, t, k, v in rows]
+        records = [OutboxRecord(int(i), str(t), bytes(k), bytes(v)) for i, t, k, v in rows]
+        self._read = [r.id for r in records]
+        return records
 
     def published(self, last_id: int) -> int:
-        """Forget every record up to `last_id` (the broker acknowledged them); how many."""
+        """Forget every record up to `last_id` (the broker acknowledged them); how many.
+
+        On a store several daemons share, batches commit out of id order: a record with a
+        smaller id can commit after `oldest` read past it. There only the records `oldest`
+        read are forgotten, so such a late record stays to be published."""
         with self.store.transaction("mark outbox records published", write=True) as conn:
-            return int(conn.execute("DELETE FROM outbox WHERE id <= ?", (last_id,)).rowcount)
+            if not self.store.shared:
+                return int(conn.execute("DELETE FROM outbox WHERE id <= ?", (last_id,)).rowcount)
+            read = [i for i in self._read if i <= last_id]
+            return int(conn.execute("DELETE FROM outbox WHERE id = ANY(?)", (read,)).rowcount)
 
     def pending(self) -> int:
-        """How many records wait to be published. The ids left form one range (records are
-        deleted oldest first, and a rolled-back insert gives its ids back), so two index
-        lookups count them."""
+        """How many records wait to be published. On SQLite the ids left form one range
+        (records are deleted oldest first, and a rolled-back insert gives its ids back), so two
+        index lookups count them; PostgreSQL counts the rows (`Dialect.outbox_pending`)."""
         with self.store.transaction("count the outbox", write=False) as conn:
-            low, high = conn.execute("SELECT min(id), max(id) FROM outbox").fetchone()
-        return 0 if low is None else int(high) - int(low) + 1
+            (count,) = conn.execute(self.store.dialect.outbox_pending).fetchone()
+        return 0 if count is None else int(count)

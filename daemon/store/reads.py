@@ -13,7 +13,6 @@ import pandas as pd
 from daemon.domain import REGIMES, VIX_SOURCES, DeadLetterRow, check_day
 from daemon.errors import StoreError
 from daemon.store.connected import Connected
-from daemon.store.migrations import schema_version
 
 __all__ = ["BAR_COLUMNS", "Reads"]
 
@@ -43,7 +42,7 @@ class Reads(Connected):
     def schema_version(self) -> int:
         """The recorded schema version (equal to the newest once the store is open)."""
         with self._transaction("read the schema version", write=False):
-            return schema_version(self._db, self.path)
+            return self._schema_version()
 
     def offsets(self, topic: str) -> dict[int, int]:
         """The stored next offset of every partition of `topic` (empty when none is stored)."""
@@ -104,7 +103,7 @@ class Reads(Connected):
             raise StoreError(f"recent_bars(n={n!r}): expected an integer >= 1")
         columns = ", ".join(BAR_COLUMNS)
         inner = "SELECT * FROM bars WHERE symbol = ? ORDER BY ts DESC LIMIT ?"
-        sql = f"SELECT {columns} FROM ({inner}) ORDER BY ts"  # noqa: S608 - constant names
+        sql = f"SELECT {columns} FROM ({inner}) AS latest ORDER BY ts"  # noqa: S608 - constant names
         with self._transaction("read recent bars", write=False) as conn:
             rows = conn.execute(sql, (symbol, n)).fetchall()
         return _bars_frame(rows)

@@ -4,7 +4,6 @@ numpy)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +13,8 @@ import pandas as pd
 
 from daemon.domain import REGIMES, SOURCES, Source, check_source
 from daemon.errors import StoreError
-from daemon.store.connected import Connected
+from daemon.store.connected import Connected, SqlConnection
+from daemon.store.dialect import Dialect
 
 __all__ = ["KEY_ORDER", "SAMPLE_META_COLUMNS", "SampleReads"]
 
@@ -38,13 +38,7 @@ class SampleReads(Connected):
         """
         check_source("pending_samples", source)
         with self._transaction("read pending samples", write=False) as conn:
-            rows = conn.execute(
-                # The planner, without statistics, would scan every sample of the source.
-                "SELECT symbol, ts, source, regime, weight, label, event FROM samples "
-                "INDEXED BY samples_pending WHERE source = ? AND label IS NULL "
-                "ORDER BY symbol, ts",
-                (source,),
-            ).fetchall()
+            rows = conn.execute(self.dialect.pending_samples, (source,)).fetchall()
         frame = pd.DataFrame.from_records(rows, columns=list(SAMPLE_META_COLUMNS))
         return _typed_meta(frame)
 
@@ -89,7 +83,13 @@ class SampleReads(Connected):
             groups = []
             for src in sources:
                 sql, params = _samples_query(
-                    src, labelled, feature_version, check_versions, weights is None, target
+                    self.dialect,
+                    src,
+                    labelled,
+                    feature_version,
+                    check_versions,
+                    weights is None,
+                    target,
                 )
                 groups.extend(conn.execute(sql, params).fetchall())
         if check_versions:
@@ -118,7 +118,7 @@ def _typed_meta(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _constant_weights(
-    conn: sqlite3.Connection, sources: tuple[Source, ...]
+    conn: SqlConnection, sources: tuple[Source, ...]
 ) -> dict[tuple[str, str], float] | None:
     """The weight of each (source, regime) when all its samples share one, else None.
 
@@ -144,6 +144,7 @@ def _constant_weights(
 
 
 def _samples_query(
+    dialect: Dialect,
     source: Source,
     labelled: bool | None,
     feature_version: int | None,
@@ -168,16 +169,17 @@ def _samples_query(
         where.append("target = :target")
         params["target"] = target
     versions = "min(feature_version), max(feature_version)" if check_versions else "NULL, NULL"
-    # 21 significant digits: SQLite 3.40 prints some doubles wrongly at 17 (e.g. 1.2e266).
-    weights = "group_concat(printf('%!.20e', weight), ',')" if read_weights else "NULL"
+    concat = dialect.concat.format
+    weights = concat(expr=dialect.weight_text, sep="','") if read_weights else "NULL"
     # Live samples have no event (a CHECK constraint), so their query skips the column.
-    events = "group_concat(coalesce(event, ''), :sep)" if source == "archive" else "NULL"
+    events = concat(expr="coalesce(event, '')", sep=":sep") if source == "archive" else "NULL"
     sql = f"""
         SELECT source, symbol, count(*), {versions},
-            CAST(group_concat(features, '') AS BLOB), group_concat(ts, ''),
-            group_concat({_REGIME_CODE}, ''), group_concat(coalesce(label, '-'), ''),
+            {dialect.concat_features}, {concat(expr="ts", sep="''")},
+            {concat(expr=_REGIME_CODE, sep="''")}, {concat(expr=dialect.label_char, sep="''")},
             {weights}, {events}
-        FROM samples WHERE {" AND ".join(where)} GROUP BY symbol ORDER BY symbol
+        FROM samples WHERE {" AND ".join(where)}
+        GROUP BY {dialect.samples_group_by} ORDER BY symbol
     """  # noqa: S608 (fixed fragments; every value is a bound parameter)
     return sql, params
 

@@ -36,6 +36,8 @@ from sqlite_utils import Database
 from daemon.config import StoreConfig
 from daemon.errors import ForeignStoreError, StoreCorruptError, StoreError
 from daemon.store.batch import BatchResult, BatchWrites
+from daemon.store.connected import SqlConnection
+from daemon.store.dialect import SQLITE, Dialect
 from daemon.store.migrations import LATEST_VERSION, migrate, schema_version
 from daemon.store.reads import Reads
 from daemon.store.samples import SampleReads
@@ -72,7 +74,15 @@ class Store(BatchWrites, Reads, SampleReads):
     manager or call `close()`. One class, one mixin per idea: this module opens, checks and
     closes the file and runs transactions; `BatchWrites` (batch.py) writes a batch, `Reads`
     (reads.py) reads bars, offsets and counters, `SampleReads` (samples.py) reads samples.
+    `Store.open` with a `store.url` opens the PostgreSQL store instead (`PostgresStore`,
+    daemon.store.postgres), which shares the mixins and differs in its `dialect`.
     """
+
+    dialect: Dialect = SQLITE
+    #: Whether several daemons, on several hosts, share the store: then the registry keeps the
+    #: model artifacts in the database too (daemon.registry.shared) and batches may commit out
+    #: of outbox id order (daemon.store.outbox). An SQLite file is one daemon's.
+    shared: bool = False
 
     def __init__(
         self,
@@ -141,7 +151,11 @@ class Store(BatchWrites, Reads, SampleReads):
     ) -> Store:
         """Open the store that `config` (the `[store]` section) describes; with `check`, run
         the bounded integrity check of `store.quick_check_seconds` first (the daemon's
-        start-up)."""
+        start-up). A `store.url` opens the shared PostgreSQL store (no file check there)."""
+        if config.url:
+            from daemon.store.postgres import PostgresStore
+
+            return PostgresStore.connect(config, read_only=read_only)
         return cls(
             config.path,
             busy_timeout_ms=config.busy_timeout_ms,
@@ -173,6 +187,9 @@ class Store(BatchWrites, Reads, SampleReads):
         self._conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
         self._conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         migrate(self._db, where=self.path)
+
+    def _schema_version(self) -> int:
+        return schema_version(self._db, self.path)
 
     def _refuse_foreign(self) -> None:
         """ForeignStoreError when the file holds tables but no regimed migration record (or
@@ -324,7 +341,7 @@ class Store(BatchWrites, Reads, SampleReads):
 
     # -- the model registry (daemon.registry.versions) keeps its tables in this file ---------
 
-    def transaction(self, what: str, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:
+    def transaction(self, what: str, *, write: bool) -> AbstractContextManager[SqlConnection]:
         """A transaction on the store's connection under its lock, for modules that keep their
         own tables in this file (daemon.registry.versions); `what` names it in errors."""
         return self._transaction(what, write=write)

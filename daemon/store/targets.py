@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 from dataclasses import dataclass
 
 import pandas as pd
@@ -25,6 +24,7 @@ import pandas as pd
 from daemon.config import LabelConfig
 from daemon.errors import RelabelRefused, StoreBusyError
 from daemon.pipeline.labels import future_labels
+from daemon.store.connected import SqlConnection
 from daemon.store.locks import daemon_lock
 from daemon.store.sqlite import Store
 
@@ -63,7 +63,8 @@ def use_target(store: Store, label: LabelConfig) -> TargetCheck:
             relabelled = _relabel(conn, store.path, label, previous)
             conn.execute("UPDATE label_targets SET target = ? WHERE source = 'live'", (key,))
         other = conn.execute(
-            "SELECT target, count(*) FROM samples WHERE source = 'archive' AND target IS NOT ? "
+            "SELECT target, count(*) FROM samples "
+            "WHERE source = 'archive' AND (target IS NULL OR target <> ?) "
             "GROUP BY target",
             (key,),
         ).fetchall()
@@ -107,7 +108,7 @@ def retrain_target(store: Store, label: LabelConfig) -> TargetCheck:
         return use_target(store, label)
 
 
-def _relabel(conn: sqlite3.Connection, path: str, label: LabelConfig, previous: str | None) -> int:
+def _relabel(conn: SqlConnection, path: str, label: LabelConfig, previous: str | None) -> int:
     """Give every live sample the label of `label` from its symbol's stored closes (the batch
     path of the pipeline over the stored bars, as a restart sees them); how many."""
     key = label.key
@@ -139,7 +140,8 @@ def _relabel(conn: sqlite3.Connection, path: str, label: LabelConfig, previous: 
         )
         total += len(samples)
     orphans = conn.execute(
-        "SELECT count(*), min(symbol) FROM samples WHERE source = 'live' AND target IS NOT ?",
+        "SELECT count(*), min(symbol) FROM samples "
+        "WHERE source = 'live' AND (target IS NULL OR target <> ?)",
         (key,),
     ).fetchone()
     if orphans[0]:

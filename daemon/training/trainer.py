@@ -35,7 +35,7 @@ from daemon.store.targets import retrain_target
 from daemon.training.custom import check_custom_models
 from daemon.training.drift_reference import build_reference
 from daemon.training.ensemble import inner_holdout, voted
-from daemon.training.lock import retrain_lock
+from daemon.training.lock import store_retrain_lock
 from daemon.training.report import (
     Artifact,
     DataWindow,
@@ -103,7 +103,7 @@ def retrain(
     clock = now or (lambda: dt.datetime.now(dt.UTC))
     check_custom_models(config)  # a custom model that cannot work is refused before any fit
     with (
-        retrain_lock(config.store.path, config.training.lock_timeout_seconds),
+        store_retrain_lock(config.store, config.training.lock_timeout_seconds),
         Store.open(config.store) as store,
     ):
         retrain_target(store, config.label)  # live samples of another target: relabelled

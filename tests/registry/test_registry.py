@@ -33,9 +33,8 @@ def webhook():
 
 
 @pytest.fixture
-def store(tmp_path):
-    with Store(tmp_path / "regimed.db") as s:
-        yield s
+def store(backend_store):
+    return backend_store
 
 
 @pytest.fixture

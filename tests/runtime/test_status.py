@@ -62,12 +62,11 @@ def test_status_document_has_the_contract_keys(tmp_path):
     json.dumps(doc)
 
 
-def test_status_command_json_and_table(run_cli, tmp_path):
-    db = tmp_path / "s.db"
+def test_status_command_json_and_table(run_cli, tmp_path, backend_store):
     config = tmp_path / "c.toml"
-    config.write_text(f'[store]\npath = "{db}"\n')
-    with Store(db) as store:
-        write_some(store)
+    url = getattr(backend_store, "url", "")
+    config.write_text(f'[store]\npath = "{backend_store.path}"\nurl = "{url}"\n')
+    write_some(backend_store)
     result = run_cli("status", "--json", "--config", str(config))
     assert result.code == 0, result.err
     doc = json.loads(result.out)

@@ -23,11 +23,12 @@ DIRECTION = LabelConfig()
 VOLATILITY = LabelConfig(target="volatility")
 
 
-@pytest.fixture
-def config(tmp_path: Path, sp500, vix) -> Config:
-    """A store with three years of S&P 500 bars and their live samples, and archive samples
-    of the Nasdaq's same years, all labelled for the default direction target."""
-    config = Config().replace(store=StoreConfig(path=str(tmp_path / "regimed.db")))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def config(request, tmp_path: Path, sp500, vix) -> Config:
+    """A store (on each backend) with three years of S&P 500 bars and their live samples, and
+    archive samples of the Nasdaq's same years, all labelled for the default direction target."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
+    config = Config().replace(store=StoreConfig(path=str(tmp_path / "regimed.db"), url=url))
     bars = sp500.loc["2006":"2008"]
     with Store.open(config.store) as store:
         bar_rows, samples = history_rows(config, "^GSPC", bars, vix)

@@ -17,7 +17,7 @@ from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
 from daemon.domain import SampleRow
 from daemon.errors import ConfigError
 from daemon.pipeline.engine import history_rows
-from daemon.store.sqlite import BatchResult, Store
+from daemon.store.sqlite import BatchResult
 from daemon.training.archive import (
     ArchiveReport,
     Candidates,
@@ -64,9 +64,8 @@ def built(pools) -> list[EventReport]:
 
 
 @pytest.fixture
-def store(tmp_path):
-    with Store(tmp_path / "regimed.db") as opened:
-        yield opened
+def store(backend_store):
+    return backend_store
 
 
 def with_archive(**changes) -> Config:

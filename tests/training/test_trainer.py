@@ -359,3 +359,26 @@ def test_a_retrain_fits_only_the_samples_of_the_configured_target(db, caplog):
     with Store.open(volatility.store) as store:
         meta, _ = store.read_samples(source="live", target=volatility.label.key)
         assert len(meta) == report["samples"]["live"]
+
+
+def test_a_retrain_on_a_postgresql_store_reports_what_sqlite_does(db, tmp_path, postgres_url):
+    """The same rows in PostgreSQL (copied by `copy_store`): the same report, and the new
+    version's files in the database for the other hosts."""
+    from daemon.store.postgres import PostgresStore
+    from daemon.store.transfer import copy_store as copy_into
+
+    with Store(db) as source, PostgresStore(postgres_url, path=str(db)) as target:
+        copy_into(source, target)
+    host = tmp_path / "pg-host"
+    host.mkdir()
+    models = ("random_forest", "lightgbm", "logistic_regression")
+    on_sqlite = retrain(_config(db, models=models)).to_json()
+    pg_config = _config(host / "regimed.db", models=models)
+    pg_config = pg_config.replace(store=dataclasses.replace(pg_config.store, url=postgres_url))
+    on_postgres = retrain(pg_config).to_json()
+    assert _stable(on_postgres) == _stable(on_sqlite)
+    with PostgresStore.connect(pg_config.store) as store, store.transaction("r", write=False) as c:
+        files = c.execute(
+            "SELECT file FROM model_files WHERE version = ?", (on_postgres["version"],)
+        ).fetchall()
+    assert ("manifest.json",) in files
