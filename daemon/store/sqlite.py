@@ -146,9 +146,7 @@ class Store(BatchWrites, Reads, SampleReads):
             raise
 
     @classmethod
-    def open(
-        cls, config: StoreConfig, *, read_only: bool = False, check: bool = False
-    ) -> Store:
+    def open(cls, config: StoreConfig, *, read_only: bool = False, check: bool = False) -> Store:
         """Open the store that `config` (the `[store]` section) describes; with `check`, run
         the bounded integrity check of `store.quick_check_seconds` first (the daemon's
         start-up). A `store.url` opens the shared PostgreSQL store (no file check there)."""
@@ -352,5 +350,3 @@ def _primary_code(exc: BaseException) -> int | None:
     extended codes), None for another exception."""
     code = getattr(exc, "sqlite_errorcode", None)
     return None if code is None else int(code) & 0xFF
-
-
