@@ -49,7 +49,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         from daemon.evaluation.backtest import TARGETS, backtest
         from daemon.report.backtest import render_text, write_report
 
-        if args.target not in TARGETS:
+        if args.target is not None and args.target not in TARGETS:
             raise UsageError(
                 f"--target {args.target}: expected one of {', '.join(TARGETS)} (the targets "
                 "whose predictions the backtest turns into exposure)"
@@ -75,7 +75,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="does it help a trader? strategies against buy-and-hold, walk-forward, with costs",
         description="Trade the market (the bundled S&P 500 and NASDAQ, or --bars CSVs) with "
         "buy-and-hold, the rule regimes (out in crash and high_volatility), the walk-forward "
-        "models of `regimed evaluate` (long when they predict up) and volatility targeting: "
+        "models of `regimed evaluate` for the label target and volatility targeting: "
         "each exposure decided at a bar's close and held through the next bar, costs charged "
         "per unit of turnover. Prints CAGR, volatility, Sharpe, Sortino, maximum drawdown, "
         "Calmar, turnover and time in the market overall and inside each archive event, with "
@@ -98,9 +98,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--target",
         metavar="T",
-        default="direction",
-        help="the label target whose models trade (default direction, the one target with an "
-        "exposure rule)",
+        help="the label target whose models trade (default label.target): direction (long "
+        "when up is predicted), volatility or drawdown (out when rising volatility or a "
+        "drawdown is predicted)",
     )
     p.add_argument(
         "--cost-bps",

@@ -25,6 +25,10 @@ class BacktestConfig:
     - `target_volatility`: annualised volatility the volatility-targeting strategy aims at
       (exposure = target / forecast, capped at 1).
     - `volatility_window_bars`: bars of the trailing realised volatility forecast.
+    - `rising_volatility_factor`, `falling_volatility_factor`: for the volatility target, the
+      model's forecast is the trailing one times the first where the model predicts rising
+      volatility, times the second elsewhere (docs/backtest.md says where the defaults come
+      from).
     - `bootstrap_samples`, `block_days`, `seed`: the moving-block bootstrap of the Sharpe and
       drawdown differences against buy-and-hold.
     """
@@ -34,6 +38,8 @@ class BacktestConfig:
     risk_free: float = bounded(0.0, ge=-0.05, le=0.5)
     target_volatility: float = bounded(0.15, gt=0, le=2)
     volatility_window_bars: int = bounded(21, ge=2, le=1000)
+    rising_volatility_factor: float = bounded(1.25, gt=0, le=10)
+    falling_volatility_factor: float = bounded(0.75, gt=0, le=10)
     bootstrap_samples: int = bounded(1000, ge=0)
     block_days: int = bounded(21, ge=1)
     seed: int = bounded(42, ge=0)

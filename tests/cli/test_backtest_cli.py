@@ -62,10 +62,10 @@ def test_backtest_json_and_report(run_cli, tmp_path: Path, sp500: pd.DataFrame) 
     assert (out / "SPY_equity.svg").read_text().startswith("<svg")
 
 
-def test_a_target_without_an_exposure_rule_is_refused(run_cli) -> None:
-    result = run_cli("backtest", "--target", "volatility")
+def test_an_unknown_target_is_refused(run_cli) -> None:
+    result = run_cli("backtest", "--target", "momentum")
     assert result.code == 2
-    assert "--target volatility" in result.err and "direction" in result.err
+    assert "--target momentum" in result.err and "volatility" in result.err
 
 
 def test_a_negative_cost_is_refused(run_cli) -> None:

@@ -21,7 +21,12 @@ from daemon.evaluation.backtest import BUY_AND_HOLD, Backtest, backtest, strateg
 from daemon.evaluation.backtest.figures import drawdown, figures, sharpe
 from daemon.evaluation.backtest.ledger import ledger
 from daemon.evaluation.backtest.run import symbol_backtest
-from daemon.evaluation.backtest.strategies import trailing_volatility, volatility_exposure
+from daemon.evaluation.backtest.strategies import (
+    model_exposure,
+    model_volatility,
+    trailing_volatility,
+    volatility_exposure,
+)
 from daemon.training.archive import Histories
 
 #: A short walk-forward (two yearly folds, one fast model) on S&P 500 bars 2003-2011.
@@ -191,9 +196,33 @@ def test_volatility_target_scales_down_in_a_storm_and_never_levers() -> None:
     assert exposure[150:].max() < 0.5  # 0.04 a day is about 63% a year
 
 
-def test_targets_without_an_exposure_rule_are_refused() -> None:
-    with pytest.raises(UsageError, match="target 'volatility'"):
-        backtest(SMALL, Histories({}, None, "none"), target="volatility")
+def test_an_unknown_target_is_refused() -> None:
+    with pytest.raises(UsageError, match="target 'momentum'"):
+        backtest(SMALL, Histories({}, None, "none"), target="momentum")
+
+
+def test_a_call_of_rising_volatility_or_a_drawdown_steps_out_and_one_of_up_steps_in() -> None:
+    calls = np.array([1, 0, 1])
+    assert model_exposure("direction", calls, 0.2).tolist() == [1.0, 0.2, 1.0]
+    for target in ("volatility", "drawdown"):
+        assert model_exposure(target, calls, 0.2).tolist() == [0.2, 1.0, 0.2]
+    forecast = model_volatility(np.array([0.1, 0.1, np.nan]), calls, 1.25, 0.75)
+    assert forecast[:2].tolist() == pytest.approx([0.125, 0.075]) and np.isnan(forecast[2])
+
+
+def test_the_volatility_target_trades_its_models_calls_and_their_forecast(
+    sp500: pd.DataFrame,
+) -> None:
+    bars = sp500.loc["2003-01-01":"2011-12-31"]
+    result = backtest(SMALL, Histories({"^GSPC": bars}, None, "bundled"), target="volatility")
+    assert result.doc["settings"]["target"] == "volatility:h=5:window=21"
+    assert "rising volatility" in result.doc["strategies"]["model_all"]
+    held = result.series["^GSPC"].held
+    assert "volatility_target_model" in held
+    out = held["model_all"] == SMALL.backtest.reduced_exposure
+    assert 0 < out.mean() < 1  # out on the days rising volatility was called, in on the others
+    # where the model calls rising volatility its forecast is higher: never more exposed
+    assert (held["volatility_target_model"][out] <= held["volatility_target"][out] + 1e-12).all()
 
 
 def test_event_windows_are_reported_where_the_data_has_them(
@@ -213,7 +242,7 @@ def test_event_windows_are_reported_where_the_data_has_them(
 
 def test_settings_record_the_walk_forward_and_the_costs(walked: dict[float, Backtest]) -> None:
     settings = walked[25.0].doc["settings"]
-    assert settings["cost_bps"] == 25.0 and settings["target"] == "direction"
+    assert settings["cost_bps"] == 25.0 and settings["target"] == "direction:h=5:threshold=0"
     assert settings["models"] == ["logistic_regression"] and settings["step"] == "year"
     assert [f["cutoff"] for f in walked[25.0].doc["folds"]] == ["2010-01-01", "2011-01-01"]
     assert dataclasses.asdict(SMALL.backtest)["bootstrap_samples"] == 100

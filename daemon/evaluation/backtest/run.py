@@ -14,11 +14,12 @@ import datetime as dt
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
 
-from daemon.config import ArchiveEvent, Config
+from daemon.config import ArchiveEvent, Config, LabelTarget
 from daemon.errors import UsageError
 from daemon.evaluation.backtest.figures import Figures, Resamples, figures
 from daemon.evaluation.backtest.ledger import Floats, Ledger, ledger
@@ -32,7 +33,8 @@ from daemon.evaluation.backtest.results import (
 )
 from daemon.evaluation.backtest.strategies import (
     TARGETS,
-    direction_exposure,
+    model_exposure,
+    model_volatility,
     regime_exposure,
     trailing_volatility,
     volatility_exposure,
@@ -48,7 +50,15 @@ BUY_AND_HOLD = "buy_and_hold"
 _MODEL = "model_"
 
 
-def strategy_names() -> dict[str, str]:
+#: What a model's call of each target means for its exposure, in words.
+_CALLS = {
+    "direction": "long when they predict up (P(up) > 0.5)",
+    "volatility": "out (or at backtest.reduced_exposure) when they predict rising volatility",
+    "drawdown": "out (or at backtest.reduced_exposure) when they predict a drawdown",
+}
+
+
+def strategy_names(target: str = "direction") -> dict[str, str]:
     """Each strategy's name and what it does, in the order of the tables."""
     names = {
         BUY_AND_HOLD: "fully exposed throughout",
@@ -56,12 +66,16 @@ def strategy_names() -> dict[str, str]:
         "is crash or high_volatility",
     }
     for v in VARIANTS:
-        names[_MODEL + v.name] = (
-            f"the walk-forward `{v.name}` models: long when they predict up (P(up) > 0.5)"
-        )
+        names[_MODEL + v.name] = f"the walk-forward `{v.name}` models: {_CALLS[target]}"
     names["volatility_target"] = (
         "backtest.target_volatility / the trailing realised volatility, capped at 1"
     )
+    if target == "volatility":
+        names["volatility_target_model"] = (
+            "the same with the `all` models' forecast: the trailing volatility times "
+            "backtest.rising_volatility_factor where they predict rising volatility, times "
+            "backtest.falling_volatility_factor elsewhere"
+        )
     return names
 
 
@@ -77,7 +91,7 @@ def backtest(
     config: Config,
     histories: Histories | None = None,
     *,
-    target: str = "direction",
+    target: str | None = None,
     cost_bps: float | None = None,
     end: dt.date | None = None,
     progress: Progress | None = None,
@@ -87,8 +101,11 @@ def backtest(
 
     Raises UsageError for a target without an exposure rule and when no fold has a test bar.
     """
+    target = target or config.label.target
     if target not in TARGETS:
         raise UsageError(f"target {target!r}: expected one of {', '.join(TARGETS)}")
+    chosen = cast("LabelTarget", target)  # one of TARGETS, the label targets
+    config = config.replace(label=dataclasses.replace(config.label, target=chosen))
     started = time.perf_counter()
     histories = histories or load_default()
     # The shuffled-label control is no strategy: one fold of it is the least run_folds fits.
@@ -113,7 +130,7 @@ def backtest(
             config, frame, histories.vix, days, preds, cost / 10_000
         )
     settings: BacktestSettings = {
-        "target": target,
+        "target": config.label.key,
         "cost_bps": cost,
         "risk_free": bt.risk_free,
         "reduced_exposure": bt.reduced_exposure,
@@ -139,7 +156,7 @@ def backtest(
             else [str(histories.vix.index[0].date()), str(histories.vix.index[-1].date())],
         },
         "settings": settings,
-        "strategies": strategy_names(),
+        "strategies": strategy_names(target),
         "symbols": symbols,
         "folds": predictions.folds,
         "duration_seconds": round(time.perf_counter() - started, 1),
@@ -186,12 +203,19 @@ def symbol_backtest(
         BUY_AND_HOLD: np.ones(last + 1 - first),
         "regimes": regime_exposure(regimes[window], bt.reduced_exposure),
     }
+    target = config.label.target
     for name, pred in preds.items():
         exposures[_MODEL + name] = _carried(
-            at - first, direction_exposure(pred, bt.reduced_exposure), last + 1 - first
+            at - first, model_exposure(target, pred, bt.reduced_exposure), last + 1 - first
         )
     forecast = trailing_volatility(closes, bt.volatility_window_bars)[window]
     exposures["volatility_target"] = volatility_exposure(forecast, bt.target_volatility)
+    if target == "volatility":
+        rising = _carried(at - first, preds["all"].astype(np.float64), last + 1 - first)
+        scaled = model_volatility(
+            forecast, rising, bt.rising_volatility_factor, bt.falling_volatility_factor
+        )
+        exposures["volatility_target_model"] = volatility_exposure(scaled, bt.target_volatility)
     books = {name: ledger(closes[window], e, cost, bt.risk_free) for name, e in exposures.items()}
     labels = [d.strftime("%Y-%m-%d") for d in calendar[window]]
     overall = _period(config, "overall", None, books, labels, slice(0, len(labels) - 1))
