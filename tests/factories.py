@@ -365,3 +365,24 @@ def copy_store(source: Path, directory: Path) -> Path:
     path = directory / "regimed.db"
     shutil.copy(source, path)
     return path
+
+
+def label_by_feature(config: Config, feature: str) -> None:
+    """Set every sample's label to the sign of one of its own features (a learnable task: a
+    candidate trained on it shows skill)."""
+    from daemon.pipeline.features.defs import FEATURE_NAMES
+
+    column = FEATURE_NAMES.index(feature)
+    with Store.open(config.store) as store:
+        meta, X = store.read_samples(source=None, labelled=True)
+        labels = (X[:, column] > 0).astype(int)
+        with store._conn:
+            store._conn.executemany(
+                "UPDATE samples SET label = ? WHERE source = ? AND symbol = ? AND ts = ?",
+                [
+                    (int(lab), str(src), str(sym), ts.strftime("%Y-%m-%d"))
+                    for lab, src, sym, ts in zip(
+                        labels, meta["source"], meta["symbol"], meta["ts"], strict=True
+                    )
+                ],
+            )

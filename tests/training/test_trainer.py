@@ -21,7 +21,7 @@ from daemon.training.archive import build_archive
 from daemon.training.lock import retrain_lock
 from daemon.training.report import RetrainReport
 from daemon.training.trainer import retrain
-from tests.factories import copy_store, store_history
+from tests.factories import copy_store, label_by_feature, store_history
 
 VOLATILE = ("version", "duration_seconds", "artifact", "fit_seconds")
 
@@ -159,7 +159,7 @@ def test_a_rerun_on_the_same_data_and_seed_gives_the_same_metrics(db):
 
 def test_a_retrain_on_unchanged_data_adds_no_version(db):
     config = _config(db, models=("lightgbm", "logistic_regression"))
-    _label_by_feature(config, "macd_hist")  # learnable: the first candidate shows skill
+    label_by_feature(config, "macd_hist")  # learnable: the first candidate shows skill
     first = retrain(config, trigger="manual")
     assert first.promoted, first.reason
     second = retrain(config, trigger="schedule")
@@ -187,7 +187,7 @@ def test_a_worse_candidate_is_not_promoted(db):
     # return: that is the previous_return reference, which a candidate must beat).
     with Store.open(config.store) as store:
         store._conn.execute("UPDATE samples SET label = 0")
-    _label_by_feature(config, "macd_hist")
+    label_by_feature(config, "macd_hist")
     first = retrain(config).to_json()
     assert first["promoted"], first["reason"]
     assert first["validation"]["overall"]["balanced_accuracy"] > 0.9
@@ -213,26 +213,6 @@ def test_a_worse_candidate_is_not_promoted(db):
         run = Registry(store).last_retrain_run()
     assert champion is not None and champion.version == first["version"]
     assert run is not None and not run.promoted
-
-
-def _label_by_feature(config: Config, feature: str) -> None:
-    """Set every sample's label to the sign of one of its own features."""
-    from daemon.pipeline.features.defs import FEATURE_NAMES
-
-    column = FEATURE_NAMES.index(feature)
-    with Store.open(config.store) as store:
-        meta, X = store.read_samples(source=None, labelled=True)
-        labels = (X[:, column] > 0).astype(int)
-        with store._conn:
-            store._conn.executemany(
-                "UPDATE samples SET label = ? WHERE source = ? AND symbol = ? AND ts = ?",
-                [
-                    (int(lab), str(src), str(sym), ts.strftime("%Y-%m-%d"))
-                    for lab, src, sym, ts in zip(
-                        labels, meta["source"], meta["symbol"], meta["ts"], strict=True
-                    )
-                ],
-            )
 
 
 def test_a_model_that_fails_fails_the_run_and_keeps_the_champion(db, monkeypatch):
