@@ -269,10 +269,18 @@ def test_cli_retrain_json_has_the_report_keys(db, run_cli):
     assert set(report["validation"]) >= {"per_regime", "overall", "baselines", "models"}
     for cell in report["validation"]["models"].values():
         assert set(cell) >= {"accuracy", "balanced_accuracy", "fit_seconds"}
+    windows = report["windows"]  # the days and rows each stage saw
+    for stage in ("fit", "vote", "validation"):
+        assert set(windows[stage]) == {"first", "last", "rows"}
+    # (validation's first day may be a held-out archive event's, before the others)
+    assert windows["fit"]["last"] < windows["vote"]["first"]
+    assert windows["vote"]["last"] < report["split"]["cutoff"] <= windows["validation"]["last"]
+    assert "refit" in windows and "refit_fit_seconds" in windows
 
     text = run_cli("retrain", "--config", str(toml))
     assert text.code == 0, text.err
     assert "balanced accuracy" in text.out and "decision:" in text.out
+    assert "what each stage saw" in text.out
 
 
 def test_cli_retrain_without_a_store_is_a_usage_error(run_cli, tmp_path):
