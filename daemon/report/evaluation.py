@@ -53,6 +53,7 @@ def _settings_line(doc: EvaluationDocument) -> str:
         f"{', '.join(s['models'])}; {s['horizon_bars']}-bar labels; 95% intervals from "
         f"{s['bootstrap_samples']} moving-block bootstrap resamples of {s['block_days']} "
         "trading days"
+        + ("; members refit on every row before each test" if s.get("refit") else "")
     )
 
 

@@ -100,8 +100,8 @@ def test_a_promoted_champion_is_refit_on_every_labelled_row(db):
     # the report: fit, then vote weights, then validation, each on later days; the refit on all
     w = report.windows
     assert w is not None and w.fit and w.vote and w.validation and w.refit
-    assert w.fit.first == str(days.min()) and w.fit.last < w.vote.first  # type: ignore[operator]
-    assert w.vote.last < w.validation.first and w.validation.last == newest  # type: ignore[operator]
+    assert w.fit.first == str(days.min()) and w.fit.last < w.vote.first
+    assert w.vote.last < w.validation.first and w.validation.last == newest
     assert (w.refit.first, w.refit.last, w.refit.rows) == (str(days.min()), newest, len(days))
     assert set(w.refit_fit_seconds) == {"lightgbm", "memory"} and w.refit_note is None
     assert RetrainReport.from_json(report.to_json()) == report
