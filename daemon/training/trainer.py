@@ -283,6 +283,7 @@ class _Retrain:
             outcome=_OUTCOMES.get(decision.rule, "promoted" if decision.promoted else "rejected"),
         )
         if decision.rule == "unchanged":
+            self._add(windows=replace(windows, refit_note="not refit: unchanged, no version added"))
             return self._record_unchanged()
         served, refit_train = self._refit(ensemble, data, windows, bool(decision.promoted))
 

@@ -143,6 +143,8 @@ def test_the_gate_compares_with_the_validated_members_and_unchanged_data_adds_no
     second = retrain(config, trigger="schedule")
     assert second.gate is not None and second.gate.rule == "unchanged", second.reason
     assert (second.promoted, second.outcome, second.version) == (False, "unchanged", None)
+    assert second.windows is not None and second.windows.refit is None
+    assert second.windows.refit_note == "not refit: unchanged, no version added"
     # the champion's scores are the validated ensemble's, the first run's own validation
     assert second.champion is not None and first.validation is not None
     assert second.champion.overall == first.validation.overall
