@@ -46,6 +46,19 @@ class Memory:
         return np.column_stack([1.0 - p, p])
 
 
+class Bounded(Memory):
+    """A `Memory` that refuses to fit more than `max_rows` rows (a member that fits the
+    validated part but not the refit's larger one)."""
+
+    def __init__(self, max_rows: int = 2000) -> None:
+        self.max_rows = max_rows
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Memory:
+        if len(X) > self.max_rows:
+            raise ValueError(f"{len(X)} rows: at most {self.max_rows}")
+        return super().fit(X, y, sample_weight)
+
+
 @pytest.fixture(scope="module")
 def small_db(tmp_path_factory, sp500, vix) -> Path:
     path = tmp_path_factory.mktemp("refit") / "regimed.db"
@@ -60,13 +73,15 @@ def db(small_db, tmp_path) -> Path:
     return copy_store(small_db, tmp_path)
 
 
-def _config(db: Path, *, refit: bool = True, min_edge: float = 0.0) -> Config:
+def _config(
+    db: Path, *, refit: bool = True, min_edge: float = 0.0, memory: str = "Memory"
+) -> Config:
     return parse_config(
         f'[store]\npath = "{db}"\n'
         f'[training]\nmodels = ["lightgbm", "memory"]\nrefit = {str(refit).lower()}\n'
         f"[gate]\nmin_edge = {min_edge}\n"
         "[models.lightgbm]\nn_estimators = 30\n"
-        f'[models.memory]\nfactory = "{HERE}:Memory"\ntrusted = ["{HERE}.Memory"]\n',
+        f'[models.memory]\nfactory = "{HERE}:{memory}"\ntrusted = ["{HERE}.{memory}"]\n',
         env={},
     )
 
@@ -191,3 +206,16 @@ def test_a_champion_bundle_without_a_validated_part_still_loads_and_compares(db)
     assert second.gate is not None and second.gate.rule == "unchanged", second.reason
     assert first.validation is not None
     assert second.champion.overall == first.validation.overall
+
+
+def test_a_member_that_fails_to_refit_leaves_the_validated_members_serving(db):
+    # the members fit ~1,700 rows; the refit's ~2,700 are too many for `Bounded`
+    report = retrain(_config(db, memory="Bounded"))
+    assert report.promoted, report.reason
+    w = report.windows
+    assert w is not None and w.refit is None and w.refit_note is not None
+    assert w.refit_note.startswith("not refit: memory: ")
+    assert w.refit_note.endswith("; the validated members serve")
+    assert "rows: at most 2000" in w.refit_note
+    loaded = _champion(_config(db, memory="Bounded"))
+    assert loaded.validated is loaded.ensemble  # one set of members, as validated
