@@ -148,9 +148,11 @@ def test_a_rerun_on_the_same_data_and_seed_gives_the_same_metrics(db):
     first = retrain(config).to_json()
     second = retrain(config).to_json()
     a, b = _stable(first), _stable(second)
-    for key in ("champion", "gate", "promoted", "reason", "outcome"):
+    for key in ("champion", "gate", "promoted", "reason", "outcome", "windows"):
         a.pop(key), b.pop(key)
     assert a == b
+    for stage in ("fit", "vote", "validation"):  # the refit follows the gate's decision
+        assert first["windows"][stage] == second["windows"][stage]
     # the same model as the champion (or, rejected, as the last candidate): nothing new
     assert second["gate"]["rule"] == "unchanged"
     if first["promoted"]:
