@@ -18,9 +18,16 @@ wait policy's part from the thread count's. The first two also run once before t
 retrain trains on a fresh copy of the same store; the table gives its time, the fit time of the
 OpenMP models and the bars the consumer stored per second while it ran.
 
+`--refit` instead times whole retrains of the same store without and with the refit of the
+promoted members (`training.refit` false and true, alternately, `--runs` of each), each on a fresh
+copy, with `gate.min_edge = -1` so that every candidate is promoted and the refit runs; the table
+gives the retrain time, the refit's fit time and the size of the bundle written.
+
 Run: /tmp/venv/bin/python benchmarks/retrain.py [--samples 100000] [--runs 1]
      /tmp/venv/bin/python benchmarks/retrain.py --busy [--samples 30000] [--rounds 2]
-Results go to docs/benchmarks.md (sections "Retrain" and "Retrain beside a busy consumer").
+     /tmp/venv/bin/python benchmarks/retrain.py --refit [--samples 100000] [--runs 1]
+Results go to docs/benchmarks.md (sections "Retrain", "Retrain beside a busy consumer" and
+"The refit").
 """
 
 from __future__ import annotations
@@ -254,6 +261,39 @@ def busy(store: Path, work: Path, rounds: int, timeout_s: float) -> None:
                 row("busy ingest", variant, ingest)
 
 
+def refit_runs(store: Path, work: Path, runs: int) -> None:
+    """Retrains without and with the refit on fresh copies of `store`, promoted whatever they
+    show: time, refit fit time and bundle size of each."""
+    print("\n| training.refit | retrain s | refit fit s | bundle MB | served members saw |")
+    print("|---|---:|---:|---:|---|")
+    for _ in range(runs):
+        for refit in (False, True):
+            run_dir = work / f"refit-{uuid.uuid4().hex[:8]}"
+            run_dir.mkdir()
+            shutil.copy(store, run_dir / "regimed.db")
+            config = Config().replace(store=StoreConfig(path=str(run_dir / "regimed.db")))
+            config = config.replace(
+                training=dataclasses.replace(config.training, refit=refit),
+                gate=dataclasses.replace(config.gate, min_edge=-1.0),
+            )
+            t = time.perf_counter()
+            report = retrain(config, trigger="manual")
+            seconds = time.perf_counter() - t
+            if not report.promoted or report.artifact is None or report.windows is None:
+                raise RuntimeError(f"the candidate was not promoted: {report.reason}")
+            bundle = Path(str(report.artifact.path))
+            size = sum(f.stat().st_size for f in bundle.iterdir()) / 1e6
+            windows = report.windows
+            seen = windows.refit if windows.refit is not None else windows.fit
+            refit_s = sum(v or 0.0 for v in windows.refit_fit_seconds.values())
+            span = "-" if seen is None else f"{seen.first}..{seen.last} ({seen.rows or 0:,} rows)"
+            print(
+                f"| {str(refit).lower()} | {seconds:.1f} | {refit_s:.1f} | {size:.1f} | {span} |",
+                flush=True,
+            )
+            shutil.rmtree(run_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=None, help="default 100,000; --busy 30,000")
@@ -265,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         "quiet and beside a busy ingest",
     )
     parser.add_argument("--rounds", type=int, default=2, help="--busy: rounds of old and new")
+    parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="instead: retrains without and with the refit of the promoted members",
+    )
     parser.add_argument(
         "--timeout", type=float, default=1800, help="--busy: bound of a retrain (s)"
     )
@@ -280,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python {sys.version.split()[0]}, {platform.machine()}, {os.cpu_count()} cpus")
         if args.busy:
             busy(path, Path(tmp), args.rounds, args.timeout)
+            return 0
+        if args.refit:
+            refit_runs(path, Path(tmp), args.runs)
             return 0
         stages: dict[str, float] = {}
         last = [time.perf_counter(), "start"]

@@ -350,9 +350,7 @@ class Clock:
         return self.now
 
 
-def store_history(
-    config: Config, histories: Mapping[str, pd.DataFrame], vix: pd.DataFrame
-) -> None:
+def store_history(config: Config, histories: Mapping[str, pd.DataFrame], vix: pd.DataFrame) -> None:
     """Store each symbol's bars and their labelled feature rows as live samples, through the
     batch path, in the store of `config`."""
     with Store.open(config.store) as store:
@@ -399,3 +397,24 @@ def final(outs: Sequence[Output]) -> tuple[dict[Any, list[Any]], dict[Any, Any],
         for symbol, ts, label in out.settled:
             labels[(symbol, ts)] = label
     return bars, samples, labels
+
+
+def label_by_feature(config: Config, feature: str) -> None:
+    """Set every sample's label to the sign of one of its own features (a learnable task: a
+    candidate trained on it shows skill)."""
+    from daemon.pipeline.features.defs import FEATURE_NAMES
+
+    column = FEATURE_NAMES.index(feature)
+    with Store.open(config.store) as store:
+        meta, X = store.read_samples(source=None, labelled=True)
+        labels = (X[:, column] > 0).astype(int)
+        with store._conn:
+            store._conn.executemany(
+                "UPDATE samples SET label = ? WHERE source = ? AND symbol = ? AND ts = ?",
+                [
+                    (int(lab), str(src), str(sym), ts.strftime("%Y-%m-%d"))
+                    for lab, src, sym, ts in zip(
+                        labels, meta["source"], meta["symbol"], meta["ts"], strict=True
+                    )
+                ],
+            )

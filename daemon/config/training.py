@@ -54,6 +54,9 @@ class TrainingConfig:
     n_jobs: int | Literal["auto"] = bounded("auto", ge=1, le=256)
     seed: int = bounded(42, ge=0)
     lock_timeout_seconds: float = bounded(0.0, ge=0)
+    #: After the gate promotes a candidate, refit its members on every labelled row (the
+    #: validated members are kept beside them for the gate); False serves them as validated.
+    refit: bool = True
 
     def __post_init__(self) -> None:
         for key, names in (("models", self.models), ("optional_models", self.optional_models)):

@@ -98,6 +98,7 @@ class EvaluationSettings(TypedDict):
     block_days: int
     min_score_samples: int
     archive_budget: int
+    refit: bool  # training.refit: each fold's members refit on every row it knows
 
 
 class EvaluationDocument(TypedDict):

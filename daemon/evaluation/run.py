@@ -82,6 +82,7 @@ def evaluate(
             "block_days": settings.block_days,
             "min_score_samples": config.training.min_score_samples,
             "archive_budget": config.archive.budget,
+            "refit": config.training.refit,
         },
         "variant_names": [v.name for v in VARIANTS],
         "naive_names": list(NAIVE),

@@ -35,8 +35,8 @@ from daemon.registry.ensemble import Ensemble
 from daemon.training.ensemble import inner_holdout, voted
 from daemon.training.fitting import fit_model
 from daemon.training.gate import Predictor, decide, gather
+from daemon.training.refit import sampled
 from daemon.training.rivals import calls
-from daemon.training.sampling import balance, row_weights
 from daemon.training.scoring import baseline_predictions, baseline_probabilities, point
 
 __all__ = ["TRACKS", "Simulated", "Simulation", "SimulationSettings", "simulate"]
@@ -240,20 +240,14 @@ def _fit(
         config.label.horizon_bars,
         config.training.ensemble_holdout_fraction,
     )
-    mix = balance(
-        list(regimes[fit_rows]),
-        config.sampling.target_mix.as_dict(),
-        config.sampling.seed,
-        config.sampling.output_size or None,
-    )
-    chosen = fit_rows[mix.indices]
-    weights = row_weights(list(regimes[chosen]), config.weights.regime.as_dict())
+    fit = sampled(config, regimes, fit_rows)
+    chosen = fit.rows
     models = {
         name: fit_model(
             name,
             X[chosen],
             y[chosen],
-            weights,
+            fit.weights,
             config.models,
             n_jobs=settings.n_jobs,
             seed=config.training.seed,

@@ -12,7 +12,11 @@ Variants (the same folds, the same test rows):
 
 Each fits `evaluate.models` with `daemon.training.fitting.fit_model` and combines them in the
 soft vote weighted on an inner holdout (`daemon.training.ensemble`, `daemon.registry.ensemble`),
-as the trainer does.
+as the trainer does. With `training.refit` on (the default), the members are then fitted again,
+as a promoted retrain's are (`daemon.training.refit`), on every training row of the fold: the
+rows whose label day is before the cutoff (the purge the fold already applies), the vote
+holdout included, with the same sampling, weights, seed and vote weights; those refit members
+predict the test rows.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from daemon.pipeline.features.defs import FEATURE_NAMES
 from daemon.registry.ensemble import SoftVote, positive_proba
 from daemon.training.ensemble import holdout_scores, inner_holdout, vote_weights
 from daemon.training.fitting import fit_model
-from daemon.training.sampling import balance, row_weights
+from daemon.training.refit import sampled
 from daemon.training.scoring import (
     BASELINE_NAMES,
     baseline_predictions,
@@ -166,36 +170,31 @@ def _fit_predict(
         config.training.ensemble_holdout_fraction,
         hint=" (move evaluate.start later)",
     )
-    rows = fit_rows
-    if variant.balancing:
-        mix = balance(
-            list(data.regimes[fit_rows]),
-            config.sampling.target_mix.as_dict(),
-            config.sampling.seed,
-            config.sampling.output_size or None,
+
+    def fitted(rows: Index) -> dict[str, Any]:
+        fit = sampled(
+            config, data.regimes, rows, balancing=variant.balancing, weights=variant.weights
         )
-        rows = fit_rows[mix.indices]
-    weights = (
-        row_weights(list(data.regimes[rows]), config.weights.regime.as_dict())
-        if variant.weights
-        else None
-    )
-    models = {
-        name: fit_model(
-            name,
-            data.X[rows],
-            y[rows],
-            weights,
-            config.models,
-            n_jobs=resolve_n_jobs(settings.n_jobs),
-            seed=config.training.seed,
-        )
-        for name in settings.models
-    }
+        return {
+            name: fit_model(
+                name,
+                data.X[fit.rows],
+                y[fit.rows],
+                fit.weights,
+                config.models,
+                n_jobs=resolve_n_jobs(settings.n_jobs),
+                seed=config.training.seed,
+            )
+            for name in settings.models
+        }
+
+    models = fitted(fit_rows)
     # The vote, as the trainer's: each model weighs by its balanced accuracy on the holdout.
     hold_probas = {name: positive_proba(m, data.X[hold_rows]) for name, m in models.items()}
     scores = holdout_scores(hold_probas, y[hold_rows])
     vote = SoftVote(vote_weights(scores))
+    if config.training.refit:  # as a promoted retrain: every row the fold knows, same vote
+        models = fitted(np.asarray(train, dtype=np.int64))
     X_test = data.X[fold.test]
     return vote.predict({name: positive_proba(m, X_test) for name, m in models.items()})
 

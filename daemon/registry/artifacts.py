@@ -38,12 +38,15 @@ from daemon.registry.bundle import (
     _TEMP_PREFIX,
     MANIFEST,
     MANIFEST_FORMAT,
+    MANIFEST_FORMAT_PARTS,
     SKOPS_TRUSTED_TYPES,
+    VALIDATED,
     LightGBMBooster,
     LoadedBundle,
     SavedArtifact,
     _sha256,
     _skops_types,
+    file_stem,
 )
 from daemon.registry.loading import load_bundle, verify_bundle
 
@@ -145,8 +148,13 @@ def save_bundle(
     models: Mapping[str, Any],
     meta: Mapping[str, Any],
     trusted: Mapping[str, Sequence[str]] | None = None,
+    validated: Mapping[str, Any] | None = None,
 ) -> SavedArtifact:
     """Write `models` and `meta` as `<root>/<version>/` atomically and return its sha256.
+
+    `validated`: the members as they were validated, when `models` are their refit (kept for
+    the gate's comparisons; daemon.registry.bundle.VALIDATED). Such a bundle is written as
+    `MANIFEST_FORMAT_PARTS`, with every file pinned by the one manifest hash as the others.
 
     Any failure (a model that cannot be written, a skops type outside `SKOPS_TRUSTED_TYPES`,
     meta that is not JSON, a full disk) removes the temporary directory and re-raises: no
@@ -159,7 +167,7 @@ def save_bundle(
     the registry keeps pins it too (daemon.registry.loading says how loading uses it).
     """
     try:
-        return _save_bundle(Path(root), version, models, meta, trusted or {})
+        return _save_bundle(Path(root), version, models, meta, trusted or {}, validated or {})
     except OSError as exc:
         raise ArtifactError(
             f"model version {version!r}: cannot write {exc.filename or root}: "
@@ -173,11 +181,12 @@ def _save_bundle(
     models: Mapping[str, Any],
     meta: Mapping[str, Any],
     trusted: Mapping[str, Sequence[str]],
+    validated: Mapping[str, Any],
 ) -> SavedArtifact:
     check_version(version)
     if not models:
         raise ArtifactError(f"model version {version!r}: no models to save")
-    for name in models:
+    for name in (*models, *validated):
         check_version(name, "model name")
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     final = root / version
@@ -190,12 +199,16 @@ def _save_bundle(
 
     temp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{version}-{os.getpid()}-", dir=root))
     try:
+        parts: list[tuple[str | None, Mapping[str, Any]]] = [(None, models)]
+        if validated:
+            parts.append((VALIDATED, validated))
         entries = [
-            _save_model(temp, name, model, tuple(trusted.get(name, ())))
-            for name, model in models.items()
+            _save_model(temp, name, model, tuple(trusted.get(name, ())), part)
+            for part, members in parts
+            for name, model in members.items()
         ]
         manifest = {
-            "format": MANIFEST_FORMAT,
+            "format": MANIFEST_FORMAT_PARTS if validated else MANIFEST_FORMAT,
             "version": version,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "libraries": _library_versions(),
@@ -214,26 +227,29 @@ def _save_bundle(
 
 
 def _save_model(
-    directory: Path, name: str, model: Any, trusted: tuple[str, ...]
+    directory: Path, name: str, model: Any, trusted: tuple[str, ...], part: str | None = None
 ) -> dict[str, Any]:
     """Write one model into `directory` in its format; its manifest entry (with `trusted`, the
-    model's own trusted types, when it has any)."""
+    model's own trusted types, when it has any, and `part` when it is not a served member)."""
     import lightgbm
     import xgboost
 
     entry: dict[str, Any] = {"model": name}
+    stem = file_stem(name, part)
+    if part is not None:
+        entry["part"] = part
     if isinstance(model, xgboost.XGBModel):
         if not isinstance(model, xgboost.XGBClassifier):
             raise ArtifactError(f"model {name!r}: {type(model).__name__}: expected a classifier")
         data = _xgboost_bytes(model)
-        file = directory / f"{name}.ubj"
+        file = directory / f"{stem}.ubj"
         _write_file(file, data)
         entry.update(file=file.name, format="xgboost-ubj", sha256=_sha256(data))
         return entry
     if isinstance(model, lightgbm.LGBMModel | lightgbm.Booster | LightGBMBooster):
         booster, classes = _lightgbm_parts(name, model)
         data = booster.model_to_string().encode("utf-8")
-        file = directory / f"{name}.txt"
+        file = directory / f"{stem}.txt"
         _write_file(file, data)
         entry.update(file=file.name, format="lightgbm-text", classes=classes, sha256=_sha256(data))
         return entry
@@ -252,7 +268,7 @@ def _save_model(
             f"{', '.join(untrusted)}; a bundle must be loadable, so it is not written (a "
             f"custom model lists the types it may hold in models.{name}.trusted)"
         )
-    file = directory / f"{name}.skops"
+    file = directory / f"{stem}.skops"
     _write_file(file, data)
     entry.update(file=file.name, format="skops", sha256=_sha256(data))
     if trusted:

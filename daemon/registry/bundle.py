@@ -22,7 +22,9 @@ from daemon.errors import ArtifactError
 __all__ = [
     "MANIFEST",
     "MANIFEST_FORMAT",
+    "MANIFEST_FORMAT_PARTS",
     "SKOPS_TRUSTED_TYPES",
+    "VALIDATED",
     "LightGBMBooster",
     "LoadedBundle",
     "SavedArtifact",
@@ -30,6 +32,13 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "regimed-bundle/1"
+#: The format of a bundle that also keeps its validated members (`VALIDATED`): a regimed that
+#: knows only /1 refuses it instead of mixing the two sets of members.
+MANIFEST_FORMAT_PARTS = "regimed-bundle/2"
+#: The part of a manifest entry that holds a validated member: the members as they were fitted
+#: before the refit, which the gate compares a later candidate with. An entry without a part is
+#: a served member; the validated member's file is `validated.<name><suffix>`.
+VALIDATED = "validated"
 
 #: Every type a skops file of ours may contain, written out by hand: the eight base models as
 #: the trainer builds them (scikit-learn's histogram gradient boosting, random forest, extra
@@ -107,11 +116,19 @@ class SavedArtifact:
 
 @dataclass(frozen=True)
 class LoadedBundle:
-    """The models of a bundle by name (each with `predict_proba(X) -> (n, 2)`) and its meta."""
+    """The models of a bundle by name (each with `predict_proba(X) -> (n, 2)`) and its meta;
+    `validated`, the members as validated before a refit (empty when the bundle keeps none:
+    it was not refit, or was written before refits existed)."""
 
     models: dict[str, Any]
     meta: dict[str, Any]
     manifest: dict[str, Any] = field(default_factory=dict)
+    validated: dict[str, Any] = field(default_factory=dict)
+
+
+def file_stem(name: str, part: str | None) -> str:
+    """The file name, without its suffix, of model `name` in `part` (None: a served member)."""
+    return name if part is None else f"{part}.{name}"
 
 
 class LightGBMBooster:

@@ -18,11 +18,14 @@ from daemon.registry.bundle import (
     _NAME,
     MANIFEST,
     MANIFEST_FORMAT,
+    MANIFEST_FORMAT_PARTS,
     SKOPS_TRUSTED_TYPES,
+    VALIDATED,
     LightGBMBooster,
     LoadedBundle,
     _sha256,
     _skops_types,
+    file_stem,
 )
 
 __all__ = ["load_bundle", "verify_bundle"]
@@ -58,16 +61,20 @@ def load_bundle(
     with _Bundle(Path(path), sha256) as bundle:
         if bundle.problems:
             raise ArtifactError("; ".join(bundle.problems))
-        models = {
-            entry["model"]: _load_model(
+        parts: dict[str | None, dict[str, Any]] = {None: {}, VALIDATED: {}}
+        for entry in bundle.manifest["files"]:
+            parts[entry.get("part")][entry["model"]] = _load_model(
                 bundle.path / entry["file"],
                 entry,
                 bundle.data[entry["file"]],
                 tuple(current.get(entry["model"], ())),
             )
-            for entry in bundle.manifest["files"]
-        }
-        return LoadedBundle(models, dict(bundle.manifest.get("meta", {})), bundle.manifest)
+        return LoadedBundle(
+            parts[None],
+            dict(bundle.manifest.get("meta", {})),
+            bundle.manifest,
+            parts[VALIDATED],
+        )
 
 
 def _load_model(
@@ -228,8 +235,9 @@ def _parse_manifest(raw: bytes) -> dict[str, Any] | str:
         manifest = json.loads(raw)
     except ValueError as exc:
         return f"not JSON: {exc}"
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        return f"not a {MANIFEST_FORMAT} manifest"
+    if not isinstance(manifest, dict) or manifest.get("format") not in _KNOWN_FORMATS:
+        return f"not a {' or '.join(_KNOWN_FORMATS)} manifest"
+    parted = manifest["format"] == MANIFEST_FORMAT_PARTS
     files = manifest.get("files")
     if not isinstance(files, list) or not files:
         return "lists no model files"
@@ -238,11 +246,14 @@ def _parse_manifest(raw: bytes) -> dict[str, Any] | str:
         if not isinstance(entry, dict):
             return f"files[{i}] is not an object"
         name, file, kind, digest = (entry.get(k) for k in ("model", "file", "format", "sha256"))
+        part = entry.get("part")
+        if part is not None and (not parted or part != VALIDATED):
+            return f"files[{i}].part = {part!r}: expected no part or {VALIDATED!r} (format /2)"
         if (
             not isinstance(name, str)
             or not _NAME.fullmatch(name)
             or kind not in _FORMATS
-            or file != f"{name}{_FORMATS[kind]}"
+            or file != f"{file_stem(name, part)}{_FORMATS[kind]}"
             or not isinstance(digest, str)
             or not _HEX64.fullmatch(digest)
         ):
@@ -253,4 +264,10 @@ def _parse_manifest(raw: bytes) -> dict[str, Any] | str:
         if file in seen:
             return f"files[{i}]: {file} is listed twice"
         seen.add(file)
+    if not any("part" not in entry for entry in files):
+        return "lists no served model file"
     return manifest
+
+
+#: The manifest formats this version reads: without and with a validated part.
+_KNOWN_FORMATS = (MANIFEST_FORMAT, MANIFEST_FORMAT_PARTS)

@@ -19,12 +19,16 @@ from daemon.store.sqlite import Store
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A registered model, loaded and ready to score."""
+    """A registered model, loaded and ready to score: `ensemble` scores live rows (the refit
+    members, when the model was refit); `validated` is the ensemble the gate validated, which a
+    later candidate is compared with (the served one, for a bundle without a validated part:
+    not refit, or written before refits existed)."""
 
     record: ModelRecord
     ensemble: Ensemble
     feature_version: int
     meta: Mapping[str, Any]
+    validated: Ensemble
 
 
 def load_model(
@@ -41,7 +45,9 @@ def load_model(
         raise RegimedError(
             f"model {record.version}: the manifest in {record.path} lacks a valid {exc}"
         ) from None
-    return LoadedModel(record, Ensemble(bundle.models, vote), feature_version, meta)
+    served = Ensemble(bundle.models, vote)
+    validated = Ensemble(bundle.validated, vote) if bundle.validated else served
+    return LoadedModel(record, served, feature_version, meta, validated)
 
 
 def load_champion(

@@ -108,9 +108,12 @@ class Registry:
         status: Literal["candidate", "rejected"] = "candidate",
         promote_reason: str | None = None,
         trusted: Mapping[str, Sequence[str]] | None = None,
+        validated: Mapping[str, Any] | None = None,
     ) -> ModelRecord:
         """Write the bundle of a new version and its registry row; promote it if
         `promote_reason` is given (e.g. "gate passed: ..."), in the same transaction.
+        `validated`: the members as validated, when `models` are their refit (kept in the
+        bundle for the gate's comparisons).
 
         The bundle is written first (atomically); if the row cannot be written the bundle is
         removed again, so there is never a row without an artifact nor a visible artifact
@@ -128,7 +131,7 @@ class Registry:
         report_json(row_report)
         with self.store.transaction(f"check model {version!r}", write=False) as conn:
             _refuse_known(conn, self.store.path, version)
-        saved = save_bundle(self.root, version, models, dict(meta or {}), trusted)
+        saved = save_bundle(self.root, version, models, dict(meta or {}), trusted, validated)
         try:
             return self.add_model(
                 version,

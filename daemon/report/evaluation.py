@@ -62,6 +62,7 @@ def _settings_line(doc: EvaluationDocument) -> str:
         f"{', '.join(s['models'])}; target {s.get('target', 'direction')}; 95% intervals from "
         f"{s['bootstrap_samples']} moving-block bootstrap resamples of {s['block_days']} "
         "trading days"
+        + ("; members refit on every row before each test" if s.get("refit") else "")
     )
 
 

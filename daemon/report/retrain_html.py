@@ -5,7 +5,8 @@ rests on), the overall figures with their 95% intervals (balanced accuracy, accu
 the Brier score of the candidate, the champion and the naive references), then balanced
 accuracy per regime of the ensemble, every base model, the naive references and the champion
 (accuracy beside it), the models' fit times and vote weights, the regime mix before and after
-sampling with the weight shares, confusion matrices and feature importances.
+sampling with the weight shares, the window each stage saw (fit, vote weights, validation, the
+refit that serves), confusion matrices and feature importances.
 
 The figures (retrain_plots.py) are SVG written by regimed rather than drawn by matplotlib: they
 are bars and heatmaps of a few dozen numbers, so the page stays small and byte-for-byte the
@@ -33,7 +34,7 @@ from daemon.report.retrain_plots import (
     _scores_figure,
     _vote_figure,
 )
-from daemon.report.retrain_text import SKILL_COLUMNS, skill_rows
+from daemon.report.retrain_text import SKILL_COLUMNS, skill_rows, window_rows
 from daemon.report.svg import CSS
 from daemon.report.svg import escape as _e
 from daemon.training.report import EnsembleVote, Figure, Gate, RetrainReport
@@ -203,24 +204,26 @@ def _models_table(report: RetrainReport) -> str:
     vote = report.ensemble or EnsembleVote()
     head = (
         "<tr><th>model</th><th>balanced accuracy</th><th>accuracy</th><th>fit s</th>"
-        "<th>vote weight</th><th>holdout bal. acc.</th></tr>"
+        "<th>vote weight</th><th>holdout bal. acc.</th><th>refit s</th></tr>"
     )
+    refit = report.windows.refit_fit_seconds if report.windows is not None else {}
     blank = "<td>&ndash;</td>"
     overall = validation.ensemble.total
     rows = [
         f"<tr><th>ensemble</th>{_cell_html(overall.balanced_accuracy)}"
-        f"{_cell_html(overall.accuracy)}{blank * 3}</tr>"
+        f"{_cell_html(overall.accuracy)}{blank * 4}</tr>"
     ]
     for name, cell in ((n, c) for n, c in validation.models.items() if n != "ensemble"):
         rows.append(
             f"<tr><td>{_e(name)}</td>{_cell_html(cell.balanced_accuracy)}"
             f"{_cell_html(cell.accuracy)}{_cell_html(cell.fit_seconds, '.1f')}"
-            f"{_cell_html(vote.weight(name), '.1%')}{_cell_html(vote.holdout(name))}</tr>"
+            f"{_cell_html(vote.weight(name), '.1%')}{_cell_html(vote.holdout(name))}"
+            f"{_cell_html(refit.get(name), '.1f')}</tr>"
         )
     for name, ref in _baselines(report):
         rows.append(
             f"<tr><td>{_e(name)} (naive)</td>{_cell_html(ref.balanced_accuracy)}"
-            f"{_cell_html(ref.accuracy)}{blank * 3}</tr>"
+            f"{_cell_html(ref.accuracy)}{blank * 4}</tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
 
@@ -228,7 +231,7 @@ def _models_table(report: RetrainReport) -> str:
 def _split(report: RetrainReport) -> str:
     split = report.split
     if split is None:
-        return _missing("split")
+        return _missing("split") + _windows(report)
     events = ", ".join(_e(e) for e in split.held_out_events) or "none"
     return (
         f"<p>Validation from {_e(split.cutoff)} "
@@ -237,5 +240,26 @@ def _split(report: RetrainReport) -> str:
         f"{_e(_count(split.fit_rows))} to fit, "
         f"{_e(_count(split.ensemble_holdout_rows))} to weigh the vote; "
         f"{_e(_count(split.purged_rows))} purged). Archive events held out for "
-        f"validation: {events}.</p>"
+        f"validation: {events}.</p>{_windows(report)}"
     )
+
+
+def _windows(report: RetrainReport) -> str:
+    """The days and rows each stage saw; why there was no refit, when there was none."""
+    windows = report.windows
+    if windows is None:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(title)}</td>{_day(w.first if w else None)}{_day(w.last if w else None)}"
+        f"{_cell_html(w.rows if w else None, ',.0f')}</tr>"
+        for title, w in window_rows(windows)
+    )
+    note = f"<p>{_e(windows.refit_note)}</p>" if windows.refit_note else ""
+    return (
+        "<table><tr><th>stage</th><th>first day</th><th>last day</th><th>rows</th></tr>"
+        f"{rows}</table>{note}"
+    )
+
+
+def _day(value: str | None) -> str:
+    return '<td class="na">n/a</td>' if value is None else f"<td>{_e(value)}</td>"

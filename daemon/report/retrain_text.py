@@ -1,12 +1,23 @@
 """The retrain report as text: the per-regime validation table (balanced accuracy first, beside
 the naive references and the champion), the overall figures with their 95% intervals (balanced
-accuracy, accuracy, AUC, Brier score), the models, the training mix and the gate's decision in
-words. `regimed retrain` and `regimed demo` print it."""
+accuracy, accuracy, AUC, Brier score), the models, the training mix, the window each stage saw
+(fit, vote weights, validation, refit) and the gate's decision in words. `regimed retrain` and
+`regimed demo` print it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from daemon.domain import REGIMES
-from daemon.training.report import Figure, Gate, RetrainReport, ScoreCell, Validation
+from daemon.training.report import (
+    Figure,
+    Gate,
+    RetrainReport,
+    ScoreCell,
+    Validation,
+    Window,
+    Windows,
+)
 
 BASELINE_TITLES = {
     "always_up": "always up",
@@ -53,7 +64,8 @@ def render(report: RetrainReport) -> str:
         if report.skill:
             lines.append(skill_table(report))
             lines.append("")
-        lines.append(_model_table(validation))
+        refit = report.windows.refit_fit_seconds if report.windows is not None else {}
+        lines.append(_model_table(validation, refit))
     mix = report.training
     if mix is not None:
         lines.append("")
@@ -72,6 +84,8 @@ def render(report: RetrainReport) -> str:
             f"training to {split.train_end} ({split.train_rows or 0:,} rows, "
             f"{split.purged_rows or 0:,} purged); archive events held out: {held}"
         )
+    if report.windows is not None:
+        lines.append(_windows_table(report.windows))
     gate = report.gate or Gate()
     lines.append("")
     verdict = "PROMOTED" if report.promoted else "NOT PROMOTED"
@@ -161,12 +175,47 @@ def _regime_table(report: RetrainReport, validation: Validation) -> str:
     return "\n".join(lines)
 
 
-def _model_table(validation: Validation) -> str:
-    lines = [f"{'model':<20} {'bal.acc':>8} {'acc':>7} {'fit s':>7}"]
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _model_table(validation: Validation, refit: Mapping[str, float | None]) -> str:
+    lines = [f"{'model':<20} {'bal.acc':>8} {'acc':>7} {'fit s':>7} {'refit s':>8}"]
     for name, cell in validation.models.items():
-        seconds = cell.fit_seconds
         lines.append(
             f"{name:<20} {_f(cell.balanced_accuracy):>8} {_f(cell.accuracy):>7}"
-            f" {'-' if seconds is None else f'{seconds:.1f}':>7}"
+            f" {_seconds(cell.fit_seconds):>7} {_seconds(refit.get(name)):>8}"
         )
+    return "\n".join(lines)
+
+
+#: Each stage of `Windows.STAGES` in words.
+STAGE_TITLES = {
+    "fit": "fit the members",
+    "vote": "weigh the vote",
+    "validation": "validate (gate)",
+    "refit": "refit (served)",
+}
+
+
+def window_rows(windows: Windows) -> list[tuple[str, Window | None]]:
+    """(title, window) of each stage, in the order a retrain runs them."""
+    return [
+        (STAGE_TITLES[stage], found)
+        for stage, found in zip(Windows.STAGES, windows.stages(), strict=True)
+    ]
+
+
+def _windows_table(windows: Windows) -> str:
+    lines = [f"what each stage saw        {'first':>10}  {'last':>10}  {'rows':>8}"]
+    for title, found in window_rows(windows):
+        if found is None:
+            lines.append(f"  {title:<24} {'-':>10}  {'-':>10}  {'-':>8}")
+            continue
+        lines.append(
+            f"  {title:<24} {found.first or '-':>10}  {found.last or '-':>10}"
+            f"  {found.rows or 0:>8,}"
+        )
+    if windows.refit_note:
+        lines.append(f"  {windows.refit_note}")
     return "\n".join(lines)

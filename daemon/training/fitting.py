@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -160,32 +160,38 @@ def fit_all(
     config: Config,
     X: npt.NDArray[np.float32],
     y: npt.NDArray[np.int8],
-    w: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64] | None,
     progress: Callable[[str, Mapping[str, Any]], None],
+    *,
+    names: Sequence[str] | None = None,
+    optional: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
-    """Fit every model of `training.models` in turn: (the fitted models, each one's fit
-    seconds, the optional models that failed and why). `progress` hears "model_started" and
-    "model_finished" for each. A required model that fails raises its `ModelFitError`; an
-    optional one is logged and left out; none fitted at all raises `RegimedError`."""
+    """Fit every model of `names` (default `training.models`) in turn: (the fitted models,
+    each one's fit seconds, the optional models that failed and why). `progress` hears
+    "model_started" and "model_finished" for each. A required model that fails raises its
+    `ModelFitError`; an optional one (`optional`, default `training.optional_models`) is
+    logged and left out; none fitted at all raises `RegimedError`."""
     cfg = config.training
     n_jobs = resolve_n_jobs(cfg.n_jobs)  # the daemon's retrain process gets a number
+    names = cfg.models if names is None else tuple(names)
+    optional = cfg.optional_models if optional is None else tuple(optional)
     models: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     failed: dict[str, str] = {}
-    for i, name in enumerate(cfg.models):
-        progress("model_started", {"model": name, "index": i, "total": len(cfg.models)})
+    for i, name in enumerate(names):
+        progress("model_started", {"model": name, "index": i, "total": len(names)})
         t = time.perf_counter()
         try:
             models[name] = fit_model(name, X, y, w, config.models, n_jobs=n_jobs, seed=cfg.seed)
         except ModelFitError as exc:
-            if name not in cfg.optional_models:
+            if name not in optional:
                 raise
             logger.warning("optional model %s failed to fit: %s", name, exc)
             failed[name] = str(exc)
         seconds[name] = round(time.perf_counter() - t, 3)
         progress(
             "model_finished",
-            {"model": name, "index": i, "total": len(cfg.models), "seconds": seconds[name]},
+            {"model": name, "index": i, "total": len(names), "seconds": seconds[name]},
         )
     if not models:
         raise RegimedError("no model could be fitted")

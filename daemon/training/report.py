@@ -29,6 +29,8 @@ from daemon.training.report_sections import (
     EnsembleVote,
     Split,
     TrainingMix,
+    Window,
+    Windows,
     regime_order,
 )
 from daemon.training.report_sections import as_count as _count
@@ -60,6 +62,8 @@ __all__ = [
     "Split",
     "TrainingMix",
     "Validation",
+    "Window",
+    "Windows",
     "regime_order",
 ]
 
@@ -328,6 +332,8 @@ class RetrainReport:
     version: str | None = None
     split: Split | None = None
     data_window: DataWindow | None = None
+    #: the days and rows each stage saw (fit, vote, validation, refit)
+    windows: Windows | None = None
     #: validation rows by source ("live", "archive")
     samples: Mapping[str, float] | None = None
     training: TrainingMix | None = None
@@ -362,6 +368,7 @@ class RetrainReport:
         """The report stored or printed as JSON; tolerant of missing keys, nulls and values of
         the wrong type (see the module's docstring)."""
         split, window = _obj(doc.get("split")), _obj(doc.get("data_window"))
+        windows = _obj(doc.get("windows"))
         training = _obj(doc.get("training"))
         ensemble, validation = _obj(doc.get("ensemble")), _obj(doc.get("validation"))
         champion, gate, artifact = (
@@ -378,6 +385,7 @@ class RetrainReport:
             version=_str(doc.get("version")),
             split=None if split is None else Split.from_json(split),
             data_window=None if window is None else DataWindow.from_json(window),
+            windows=None if windows is None else Windows.from_json(windows),
             samples=None
             if not isinstance(samples, Mapping)
             else {str(k): _count(v) for k, v in samples.items()},

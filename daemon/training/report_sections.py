@@ -19,6 +19,8 @@ __all__ = [
     "EnsembleVote",
     "Split",
     "TrainingMix",
+    "Window",
+    "Windows",
     "as_count",
     "as_int",
     "as_interval",
@@ -148,6 +150,68 @@ class DataWindow:
 
     def to_json(self) -> dict[str, Any]:
         return {"first": self.first, "last": self.last}
+
+
+@dataclass(frozen=True)
+class Window:
+    """The days and rows one stage of a retrain saw: first day, last day, distinct rows."""
+
+    first: str | None = None
+    last: str | None = None
+    rows: int | None = None
+
+    @classmethod
+    def from_json(cls, doc: object) -> Window | None:
+        found = as_section(doc)
+        if found is None:
+            return None
+        first, last = as_text(found.get("first")), as_text(found.get("last"))
+        return cls(first, last, as_int(found.get("rows")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"first": self.first, "last": self.last, "rows": self.rows}
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Which rows each stage saw: the members' fit, the vote weights (the inner holdout), the
+    validation, and the refit of a promoted candidate on every labelled row (None when there
+    was none: `refit_note` says why); each refit member's fit seconds."""
+
+    fit: Window | None = None
+    vote: Window | None = None
+    validation: Window | None = None
+    refit: Window | None = None
+    refit_fit_seconds: Mapping[str, float | None] = field(default_factory=dict)
+    refit_note: str | None = None
+
+    #: The stages in the order a retrain runs them.
+    STAGES = ("fit", "vote", "validation", "refit")
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Windows:
+        fit, vote, validation, refit = (Window.from_json(doc.get(s)) for s in cls.STAGES)
+        return cls(
+            fit,
+            vote,
+            validation,
+            refit,
+            as_numbers(doc.get("refit_fit_seconds")),
+            as_text(doc.get("refit_note")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            stage: None if w is None else w.to_json()
+            for stage, w in zip(self.STAGES, self.stages(), strict=True)
+        }
+        out["refit_fit_seconds"] = dict(self.refit_fit_seconds)
+        out["refit_note"] = self.refit_note
+        return out
+
+    def stages(self) -> tuple[Window | None, ...]:
+        """The windows of `STAGES`, in that order."""
+        return (self.fit, self.vote, self.validation, self.refit)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,13 @@
 """The models a candidate is judged against besides the naive references: the champion, or,
 without one, the last registered candidate (so that a retrain on unchanged data does not
 register the same rejected model again). Each is loaded from its verified artifact and asked
-for its calls and probabilities on the validation rows."""
+for its calls and probabilities on the validation rows.
+
+A refit champion has seen every labelled row up to its retrain, so also the rows a later
+candidate validates on: its served members would be judged in-sample. The rival is therefore
+always the ensemble as it was validated (`LoadedModel.validated`, kept in the bundle beside the
+refit; for a bundle without that part, the served members, which then are the validated
+ones)."""
 
 from __future__ import annotations
 
@@ -45,7 +51,7 @@ def champion_calls(
         return None, str(exc)
     if loaded is None:
         return None, None
-    return calls(loaded.ensemble, X), None
+    return calls(loaded.validated, X), None
 
 
 def last_candidate_calls(
@@ -65,4 +71,4 @@ def last_candidate_calls(
         return None
     if loaded.feature_version != FEATURE_VERSION:
         return None
-    return f"those of the last candidate {version}", calls(loaded.ensemble, X)
+    return f"those of the last candidate {version}", calls(loaded.validated, X)

@@ -1,12 +1,14 @@
 """One retrain: samples from SQLite -> split -> balanced, weighted fits of the base models ->
-a validated soft vote -> per-regime validation -> gate against the champion -> artifact and
-registry row. `retrain` is what `regimed retrain`, the weekly schedule and drift triggers call.
+a validated soft vote -> per-regime validation -> gate against the champion -> the promoted
+members refit on every labelled row (daemon.training.refit) -> artifact and registry row.
+`retrain` is what `regimed retrain`, the weekly schedule and drift triggers call.
 
 The report it returns (a `RetrainReport`, daemon/training/report.py) is what
 `regimed retrain --json` prints as JSON: the keys scripts rely on
 (docs/training.md, "The report as JSON") and more: `gate` (which rule decided, the bootstrap
 interval of candidate - champion), `split`,
-`ensemble` (vote weights), `champion` (its scores on the same validation sets), `importances`,
+`ensemble` (vote weights), `windows` (the days and rows each stage saw, the refit's fit
+seconds), `champion` (its scores on the same validation sets), `importances`,
 `confusion` and `fit_seconds` per model for `regimed report`.
 """
 
@@ -36,6 +38,7 @@ from daemon.training.custom import check_custom_models
 from daemon.training.drift_reference import build_reference
 from daemon.training.ensemble import inner_holdout, voted
 from daemon.training.lock import store_retrain_lock
+from daemon.training.refit import Sampled, refit_members, refit_rows, sampled, window
 from daemon.training.report import (
     Artifact,
     DataWindow,
@@ -48,9 +51,10 @@ from daemon.training.report import (
     Split,
     TrainingMix,
     Validation,
+    Windows,
 )
 from daemon.training.rivals import champion_calls, last_candidate_calls
-from daemon.training.sampling import balance, row_weights, weight_report
+from daemon.training.sampling import weight_report
 
 if TYPE_CHECKING:
     from daemon.training.gate import GateDecision, Predictor
@@ -72,6 +76,7 @@ class _Data:
     X: npt.NDArray[np.float32]
     y: npt.NDArray[np.int8]
     days: npt.NDArray[np.datetime64]
+    regimes: npt.NDArray[np.str_]
 
 
 def new_version(now: dt.datetime, taken: set[str]) -> str:
@@ -217,20 +222,19 @@ class _Retrain:
             },
         )
 
+        windows = Windows(
+            fit=window(data.days, fit_rows),
+            vote=window(data.days, hold_rows),
+            validation=window(data.days, val),
+            refit_note="not refit: the gate has not decided yet",
+        )
+        self._add(windows=windows)
+
         self._stage("sample")
-        fit_regimes = data.meta["regime"].to_numpy()[fit_rows].astype(str)
-        mix = balance(
-            list(fit_regimes),
-            cfg.sampling.target_mix.as_dict(),
-            cfg.sampling.seed,
-            cfg.sampling.output_size or None,
-        )
-        rows = fit_rows[mix.indices]
-        regime_weights = cfg.weights.regime.as_dict()
-        weights = row_weights(
-            list(data.meta["regime"].to_numpy()[rows].astype(str)), regime_weights
-        )
-        shares = weight_report(mix.counts_after, regime_weights)
+        fit = sampled(cfg, data.regimes, fit_rows)
+        mix = fit.mix
+        assert mix is not None  # balanced
+        shares = weight_report(mix.counts_after, cfg.weights.regime.as_dict())
         self._add(
             training=TrainingMix(
                 regime_counts_before=_ordered(mix.counts_before),
@@ -243,7 +247,7 @@ class _Retrain:
 
         self._stage("fit")
         models, fit_seconds, failed = fit_all(
-            self.config, data.X[rows], data.y[rows], weights, self.progress
+            self.config, data.X[fit.rows], data.y[fit.rows], fit.weights, self.progress
         )
         self._add(failed_models=failed)
         self._stage("validate")
@@ -281,7 +285,9 @@ class _Retrain:
             outcome=_OUTCOMES.get(decision.rule, "promoted" if decision.promoted else "rejected"),
         )
         if decision.rule == "unchanged":
+            self._add(windows=replace(windows, refit_note="not refit: unchanged, no version added"))
             return self._record_unchanged()
+        served, refit_train = self._refit(ensemble, data, windows, bool(decision.promoted))
 
         self._stage("save")
         version = new_version(self.started_at, {m.version for m in Registry(self.store).models()})
@@ -290,10 +296,38 @@ class _Retrain:
             feature_version=FEATURE_VERSION,
             duration_seconds=round(time.perf_counter() - self.t0, 3),
         )
-        reference = self._drift_reference(data, train)
-        report = self._save(version, ensemble, self.report, reference)
+        reference = self._drift_reference(data, train if refit_train is None else refit_train)
+        report = self._save(version, served, ensemble, self.report, reference)
         self._stage("done")
         return report
+
+    def _refit(
+        self, ensemble: Ensemble, data: _Data, windows: Windows, promoted: bool
+    ) -> tuple[Ensemble, npt.NDArray[np.int64] | None]:
+        """The ensemble to serve and the rows it saw (None: the validated members serve, as
+        they were fitted): a promoted candidate's members refit on every labelled row
+        (daemon.training.refit) when `training.refit` is on."""
+        if not promoted or not self.config.training.refit:
+            note = "not refit: " + (
+                "the candidate was not promoted" if not promoted else "training.refit is off"
+            )
+            self._add(windows=replace(windows, refit_note=note))
+            return ensemble, None
+        self._stage("refit")
+        rows = refit_rows(data.meta)
+        fit: Sampled = sampled(self.config, data.regimes, rows)
+        done = refit_members(self.config, ensemble, data.X, data.y, fit, self.progress)
+        seen = window(data.days, rows)
+        if done.ensemble is None:
+            note = f"not refit: {done.error}; the validated members serve"
+            self._add(windows=replace(windows, refit_fit_seconds=done.fit_seconds, refit_note=note))
+            return ensemble, None
+        self._add(
+            windows=replace(
+                windows, refit=seen, refit_fit_seconds=done.fit_seconds, refit_note=None
+            )
+        )
+        return done.ensemble, rows
 
     def _stage(self, name: str) -> None:
         self.progress("stage", {"stage": name, "elapsed": time.perf_counter() - self.t0})
@@ -311,6 +345,7 @@ class _Retrain:
             X=X,
             y=meta["label"].to_numpy(dtype=np.int8),
             days=meta["ts"].to_numpy(dtype="datetime64[D]"),
+            regimes=meta["regime"].to_numpy().astype(str),
         )
 
     def _validate(
@@ -328,7 +363,7 @@ class _Retrain:
         from daemon.training.scoring import baseline_predictions, baseline_probabilities, score
 
         min_n = self.config.training.min_score_samples
-        regimes = data.meta["regime"].to_numpy()[val].astype(str)
+        regimes = data.regimes[val]
         y = data.y[val]
         X = data.X[val]
         probas = ensemble.model_probas(X)
@@ -367,13 +402,15 @@ class _Retrain:
 
         cfg = self.config
         min_n = cfg.training.min_score_samples
-        regimes = data.meta["regime"].to_numpy()[val].astype(str)
+        regimes = data.regimes[val]
         y = data.y[val]
         champion, self.champion_error = champion_calls(
             self.config, self.store, data.X[val], self.alert
         )
-        previous = None if champion is not None else last_candidate_calls(
-            self.config, self.store, data.X[val]
+        previous = (
+            None
+            if champion is not None
+            else last_candidate_calls(self.config, self.store, data.X[val])
         )
         evidence, figures = gather(
             y,
@@ -417,7 +454,7 @@ class _Retrain:
         drift = self.config.drift
         reference = build_reference(
             data.X[train],
-            data.meta["regime"].to_numpy()[train].astype(str),
+            data.regimes[train],
             FEATURE_NAMES,
             bins=drift.bins,
             min_rows=drift.min_reference_rows,
@@ -428,11 +465,13 @@ class _Retrain:
         self,
         version: str,
         ensemble: Ensemble,
+        validated: Ensemble,
         typed: RetrainReport,
         reference: Mapping[str, Any],
     ) -> RetrainReport:
         """Artifact, registry row (promoted in the same transaction) and the run record; the
-        report with its artifact."""
+        report with its artifact. `ensemble` serves; `validated`, when it is another (the
+        refit's members), is kept in the bundle for the gate's later comparisons."""
         report = typed.to_json()
         registry = Registry(self.store, alert=self.alert)
         meta = {
@@ -457,6 +496,7 @@ class _Retrain:
             status="candidate" if promoted else "rejected",
             promote_reason=f"gate passed: {report['reason']}" if promoted else None,
             trusted=self.config.models.trusted_types(),
+            validated=None if validated is ensemble else validated.models,
         )
         saved = self._add(
             artifact=Artifact(

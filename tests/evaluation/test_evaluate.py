@@ -186,3 +186,49 @@ def test_cli_target_evaluates_that_target_and_names_its_references(
     assert "target volatility:h=5:window=21" in (out / "evaluation.md").read_text()
     assert main([*argv, "--target", "up"]) == 2
     assert "invalid choice: 'up'" in capsys.readouterr().err
+
+
+def _drifting(n: int = 3000, switch: int = 2000) -> Dataset:
+    """One symbol's synthetic rows whose label rule changes at row `switch`: before it the
+    label follows feature 0 (weakly), from it on feature 1 (exactly)."""
+    from daemon.pipeline.features.defs import FEATURE_NAMES
+
+    rng = np.random.default_rng(11)
+    days = np.busday_offset("2000-01-03", np.arange(n), roll="forward").astype("datetime64[D]")
+    X = rng.normal(size=(n, len(FEATURE_NAMES))).astype(np.float32)
+    early = X[:, 0] + 4.0 * rng.normal(size=n) > 0
+    y = np.where(np.arange(n) < switch, early, X[:, 1] > 0).astype(np.int8)
+    return Dataset(
+        symbols=np.full(n, "SYN"),
+        days=days,
+        label_days=np.busday_offset(days, 5).astype("datetime64[D]"),
+        regimes=np.full(n, "normal"),
+        y=y,
+        X=X,
+        events=(),
+        event_known=(),
+        position={},
+    )
+
+
+def test_with_refit_each_fold_predicts_with_members_that_saw_its_newest_training_rows() -> None:
+    from daemon.evaluation.walk import run_folds
+
+    data = _drifting()
+    # train on rows whose label day is before row 2500's day; the newest fifth of them (from
+    # about row 2000) weighs the vote and, refit, trains too; test on rows 2500-2999
+    cutoff = data.days[2500].astype(dt.date)
+    test = np.arange(2500, 3000)
+    fold = Fold(cutoff, dt.date(2030, 1, 1), np.flatnonzero(data.label_days < data.days[2500]),
+                np.empty(0, np.int64), test, ())  # fmt: skip
+    settings = dataclasses.replace(SETTINGS, control_folds=1, bootstrap_samples=0)
+    accuracy = {}
+    for refit in (False, True):
+        config = Config()
+        config = config.replace(training=dataclasses.replace(config.training, refit=refit))
+        pred = run_folds(data, [fold], config, settings).preds["baseline"]
+        accuracy[refit] = float((pred == data.y[test]).mean())
+    # fitted on rows before the switch only, the members know nothing of feature 1's rule
+    assert accuracy[False] < 0.6
+    # refit on every row the fold knows, they learned it from the newest training rows
+    assert accuracy[True] > accuracy[False] + 0.1, accuracy

@@ -393,3 +393,72 @@ def test_regimeds_own_estimators_keep_the_class_paths_that_stored_bundles_record
         path = f"{cls.__module__}.{cls.__qualname__}"
         assert path == f"daemon.training.models.{cls.__name__}"
         assert path in SKOPS_TRUSTED_TYPES
+
+
+# -- the validated part of a refit model --------------------------------------------------------
+
+
+def test_a_bundle_keeps_the_validated_members_beside_the_served_ones(tmp_path):
+    X, y = make_data()
+    served = {"logistic_regression": LogisticRegression(C=1.0).fit(X, y)}
+    validated = {"logistic_regression": LogisticRegression(C=0.01).fit(X[:150], y[:150])}
+    saved = save_bundle(tmp_path, "v1", served, {"k": 1}, validated=validated)
+    assert sorted(p.name for p in saved.path.iterdir()) == sorted(
+        [MANIFEST, "logistic_regression.skops", "validated.logistic_regression.skops"]
+    )
+    manifest = json.loads((saved.path / MANIFEST).read_text())
+    assert manifest["format"] == "regimed-bundle/2"
+    loaded = load_bundle(saved.path, saved.sha256)
+    for part, models in ((loaded.models, served), (loaded.validated, validated)):
+        np.testing.assert_array_equal(
+            part["logistic_regression"].predict_proba(X),
+            models["logistic_regression"].predict_proba(X),
+        )
+    # without a validated part the bundle is written as before refits, and loads with none
+    plain = save_bundle(tmp_path, "v2", served, {})
+    assert json.loads((plain.path / MANIFEST).read_text())["format"] == "regimed-bundle/1"
+    assert load_bundle(plain.path, plain.sha256).validated == {}
+
+
+def test_a_changed_validated_member_is_refused(tmp_path):
+    X, y = make_data()
+    model = {"logistic_regression": LogisticRegression().fit(X, y)}
+    saved = save_bundle(tmp_path, "v1", model, {}, validated=model)
+    target = saved.path / "validated.logistic_regression.skops"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    problems = verify_bundle(saved.path, saved.sha256)
+    assert len(problems) == 1 and "validated.logistic_regression.skops: sha256" in problems[0]
+    with pytest.raises(ArtifactError, match=r"validated\.logistic_regression\.skops"):
+        load_bundle(saved.path, saved.sha256)
+
+
+def _manifest_with(path, fmt: str, entries: list[dict]) -> str:
+    """Write a manifest of format `fmt` listing `entries`; its sha256."""
+    raw = json.dumps({"format": fmt, "meta": {}, "files": entries}).encode()
+    (path / MANIFEST).write_bytes(raw)
+    (path / MANIFEST).chmod(0o600)
+    return hashlib.sha256(raw).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "part", "expected"),
+    [
+        ("regimed-bundle/1", "validated", "expected no part or 'validated' (format /2)"),
+        ("regimed-bundle/2", "refit", "expected no part or 'validated' (format /2)"),
+        ("regimed-bundle/2", "validated", "lists no served model file"),
+    ],
+)
+def test_a_manifest_with_a_bad_part_is_refused(tmp_path, fmt, part, expected):
+    X, y = make_data()
+    saved = save_bundle(
+        tmp_path, "v1", {"logistic_regression": LogisticRegression().fit(X, y)}, {}
+    )
+    manifest = json.loads((saved.path / MANIFEST).read_text())
+    (entry,) = manifest["files"]
+    shutil.move(saved.path / entry["file"], saved.path / f"{part}.{entry['file']}")
+    entry.update(part=part, file=f"{part}.{entry['file']}")
+    digest = _manifest_with(saved.path, fmt, [entry])
+    (problem,) = verify_bundle(saved.path, digest)
+    assert expected in problem

@@ -117,6 +117,45 @@ def test_champion_row_and_interval_are_shown():
     assert "champion 0.510" in page
 
 
+def _windows(refit: bool) -> dict:
+    def window(first, last, rows):
+        return {"first": first, "last": last, "rows": rows}
+
+    return {
+        "fit": window("2004-01-02", "2013-02-01", 4210),
+        "vote": window("2013-02-11", "2015-06-30", 1180),
+        "validation": window("2015-07-01", "2018-12-21", 1490),
+        "refit": window("2004-01-02", "2018-12-21", 6950) if refit else None,
+        "refit_fit_seconds": {"logistic_regression": 0.7} if refit else {},
+        "refit_note": None if refit else "not refit: training.refit is off",
+    }
+
+
+def test_the_window_each_stage_saw_and_the_refit_seconds_are_shown():
+    from daemon.report.retrain_text import render
+
+    doc = {**small_report(), "windows": _windows(refit=True)}
+    report = parse(doc)
+    assert report.to_json()["windows"] == doc["windows"]
+    page, text = render_html(report), render(report)
+    assert (
+        "<tr><td>refit (served)</td><td>2004-01-02</td><td>2018-12-21</td><td>6,950</td></tr>"
+        in page
+    )
+    assert "<tr><td>weigh the vote</td><td>2013-02-11</td><td>2015-06-30</td>" in page
+    assert "<td>0.7</td></tr>" in page  # the refit's fit seconds, last column of the model
+    assert "  refit (served)           2004-01-02  2018-12-21     6,950" in text
+    assert "  fit the members          2004-01-02  2013-02-01     4,210" in text
+    line = next(x for x in text.splitlines() if x.startswith("logistic_regression"))
+    assert line.split()[-2:] == ["0.4", "0.7"]  # fit s, refit s
+
+    off = parse({**small_report(), "windows": _windows(refit=False)})
+    page, text = render_html(off), render(off)
+    assert '<tr><td>refit (served)</td><td class="na">n/a</td>' in page
+    assert "<p>not refit: training.refit is off</p>" in page
+    assert "  not refit: training.refit is off" in text
+
+
 def test_hostile_names_and_reason_are_escaped():
     model = '<img src=x onerror="alert(1)">&amp;'
     feature = "</svg><script>alert(2)</script>"

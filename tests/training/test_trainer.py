@@ -23,7 +23,7 @@ from daemon.training.archive import build_archive
 from daemon.training.lock import retrain_lock
 from daemon.training.report import RetrainReport
 from daemon.training.trainer import retrain
-from tests.factories import copy_store, store_history
+from tests.factories import copy_store, label_by_feature, store_history
 
 VOLATILE = ("version", "duration_seconds", "artifact", "fit_seconds")
 
@@ -150,9 +150,11 @@ def test_a_rerun_on_the_same_data_and_seed_gives_the_same_metrics(db):
     first = retrain(config).to_json()
     second = retrain(config).to_json()
     a, b = _stable(first), _stable(second)
-    for key in ("champion", "gate", "promoted", "reason", "outcome"):
+    for key in ("champion", "gate", "promoted", "reason", "outcome", "windows"):
         a.pop(key), b.pop(key)
     assert a == b
+    for stage in ("fit", "vote", "validation"):  # the refit follows the gate's decision
+        assert first["windows"][stage] == second["windows"][stage]
     # the same model as the champion (or, rejected, as the last candidate): nothing new
     assert second["gate"]["rule"] == "unchanged"
     if first["promoted"]:
@@ -161,7 +163,7 @@ def test_a_rerun_on_the_same_data_and_seed_gives_the_same_metrics(db):
 
 def test_a_retrain_on_unchanged_data_adds_no_version(db):
     config = _config(db, models=("lightgbm", "logistic_regression"))
-    _label_by_feature(config, "macd_hist")  # learnable: the first candidate shows skill
+    label_by_feature(config, "macd_hist")  # learnable: the first candidate shows skill
     first = retrain(config, trigger="manual")
     assert first.promoted, first.reason
     second = retrain(config, trigger="schedule")
@@ -189,7 +191,7 @@ def test_a_worse_candidate_is_not_promoted(db):
     # return: that is the previous_return reference, which a candidate must beat).
     with Store.open(config.store) as store:
         store._conn.execute("UPDATE samples SET label = 0")
-    _label_by_feature(config, "macd_hist")
+    label_by_feature(config, "macd_hist")
     first = retrain(config).to_json()
     assert first["promoted"], first["reason"]
     assert first["validation"]["overall"]["balanced_accuracy"] > 0.9
@@ -215,26 +217,6 @@ def test_a_worse_candidate_is_not_promoted(db):
         run = Registry(store).last_retrain_run()
     assert champion is not None and champion.version == first["version"]
     assert run is not None and not run.promoted
-
-
-def _label_by_feature(config: Config, feature: str) -> None:
-    """Set every sample's label to the sign of one of its own features."""
-    from daemon.pipeline.features.defs import FEATURE_NAMES
-
-    column = FEATURE_NAMES.index(feature)
-    with Store.open(config.store) as store:
-        meta, X = store.read_samples(source=None, labelled=True)
-        labels = (X[:, column] > 0).astype(int)
-        with store._conn:
-            store._conn.executemany(
-                "UPDATE samples SET label = ? WHERE source = ? AND symbol = ? AND ts = ?",
-                [
-                    (int(lab), str(src), str(sym), ts.strftime("%Y-%m-%d"))
-                    for lab, src, sym, ts in zip(
-                        labels, meta["source"], meta["symbol"], meta["ts"], strict=True
-                    )
-                ],
-            )
 
 
 def test_a_model_that_fails_fails_the_run_and_keeps_the_champion(db, monkeypatch):
@@ -291,10 +273,18 @@ def test_cli_retrain_json_has_the_report_keys(db, run_cli):
     assert set(report["validation"]) >= {"per_regime", "overall", "baselines", "models"}
     for cell in report["validation"]["models"].values():
         assert set(cell) >= {"accuracy", "balanced_accuracy", "fit_seconds"}
+    windows = report["windows"]  # the days and rows each stage saw
+    for stage in ("fit", "vote", "validation"):
+        assert set(windows[stage]) == {"first", "last", "rows"}
+    # (validation's first day may be a held-out archive event's, before the others)
+    assert windows["fit"]["last"] < windows["vote"]["first"]
+    assert windows["vote"]["last"] < report["split"]["cutoff"] <= windows["validation"]["last"]
+    assert "refit" in windows and "refit_fit_seconds" in windows
 
     text = run_cli("retrain", "--config", str(toml))
     assert text.code == 0, text.err
     assert "balanced accuracy" in text.out and "decision:" in text.out
+    assert "what each stage saw" in text.out
 
 
 def test_cli_retrain_without_a_store_is_a_usage_error(run_cli, tmp_path):
