@@ -329,3 +329,5 @@ def test_the_page_draws_each_diagnostic_with_round_ticks(small):
     ):
         assert title in page
     assert "not in this report" not in page.split("<h2>Models</h2>")[0]
+    text = render(small)  # `regimed retrain` prints the intervals and the two Brier scores
+    assert "95% interval (ensemble)" in text and "calibration: Brier" in text
