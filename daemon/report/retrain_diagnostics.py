@@ -99,6 +99,7 @@ def calibration_figure(report: RetrainReport) -> str:
             f'<line x1="{px(0):.1f}" y1="{y:.1f}" x2="{px(1):.1f}" y2="{y:.1f}" '
             'stroke="#dd6b20" stroke-dasharray="2 3"><title>base rate</title></line>'
         )
+    svg.text(left + 6, top + 14, "share of 1s", size=10, fill=MUTED)  # the empty upper left
     filled = [b for b in cal.bins if b.n and b.mean_probability is not None]
     points = [(px(b.mean_probability or 0), py(b.observed or 0)) for b in filled]
     _polyline(svg, points, "#2b6cb0", "ensemble")
