@@ -117,8 +117,9 @@ class EvaluationDocument(TypedDict):
 
 
 class Timeline(TypedDict):
-    """Per test day: the cumulative accuracy of each series and the first symbol's regime."""
+    """Per test day: the cumulative balanced accuracy of each series (None until both labels
+    have been seen) and the first symbol's regime."""
 
     days: list[str]
     regimes: list[str]
-    cumulative_accuracy: dict[str, list[float]]
+    cumulative_balanced_accuracy: dict[str, list[float | None]]

@@ -307,18 +307,24 @@ def _control_folds(predictions: Predictions, settings: EvaluateConfig) -> int:
 def timeline(
     data: Dataset, predictions: Predictions, names: Mapping[str, Labels] | None = None
 ) -> Timeline:
-    """Per test day: the cumulative accuracy of each variant and reference up to that day, and
-    the regime of the first symbol that day (for the shaded bands of the report's plot)."""
+    """Per test day: the cumulative balanced accuracy of each variant and reference up to that
+    day (None until both labels have been seen; plain accuracy would flatter "always up"),
+    and the regime of the first symbol that day (for the shaded bands of the report's plot)."""
     rows = predictions.rows
     days = data.days[rows]
     order = np.argsort(days, kind="stable")
     unique, first = np.unique(days[order], return_index=True)
-    ends = np.append(first[1:], len(order))
+    ends = np.append(first[1:], len(order)) - 1
     y = data.y[rows][order]
-    out: dict[str, list[float]] = {}
+    pos, neg = np.cumsum(y == 1)[ends], np.cumsum(y == 0)[ends]
+    out: dict[str, list[float | None]] = {}
     for name, pred in (names or predictions.preds).items():
-        correct = np.cumsum(pred[order] == y)
-        out[name] = [round(float(correct[e - 1] / e), 5) for e in ends]
+        p = pred[order]
+        tp, tn = np.cumsum((y == 1) & (p == 1))[ends], np.cumsum((y == 0) & (p == 0))[ends]
+        out[name] = [
+            None if a == 0 or b == 0 else round(0.5 * (float(c) / a + float(d) / b), 5)
+            for a, b, c, d in zip(pos, neg, tp, tn, strict=True)
+        ]
     symbol = data.symbols[rows][order]
     regimes = data.regimes[rows][order]
     lead = symbol[0] if len(symbol) else ""
@@ -328,5 +334,5 @@ def timeline(
     return {
         "days": [str(d) for d in unique],
         "regimes": [regime_by_day.get(str(d), "") for d in unique],
-        "cumulative_accuracy": out,
+        "cumulative_balanced_accuracy": out,
     }

@@ -2,8 +2,8 @@
 with two inline-SVG plots (also written as .svg files the markdown links to).
 
 Plots, drawn with the report module's SVG helper (no plotting library, like `regimed report`):
-balanced accuracy per regime and variant with its 95% interval, and cumulative accuracy over
-the test period with the market's stress regimes shaded.
+balanced accuracy per regime and variant with its 95% interval, and cumulative balanced accuracy
+over the test period with the market's stress regimes shaded.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from daemon.domain import REGIMES
 from daemon.evaluation.results import Difference, EvaluationDocument, GroupResult, Timeline
 from daemon.evaluation.run import Evaluation
 from daemon.report.files import write_files
-from daemon.report.svg import CSS, REGIME_SHADE, SERIES, Svg
+from daemon.report.svg import CSS, REGIME_SHADE, SERIES, Svg, date_ticks, ticks
 from daemon.training.scoring import reference_title
 
 __all__ = ["render_html", "render_markdown", "render_text", "write_report"]
@@ -260,15 +260,17 @@ def scores_plot(doc: EvaluationDocument) -> str:
 
 
 def cumulative_plot(timeline: Timeline) -> str:
-    """Cumulative accuracy of the baseline, the `all` variant and "always up" over the test
-    days; crash (red), high-volatility (orange) and recovery (green) days of the first symbol
-    shaded."""
+    """Cumulative balanced accuracy of the baseline, the `all` variant and "always up" over the
+    test days, on round ticks with a coin flip (0.5) dashed; crash (red), high-volatility
+    (orange) and recovery (green) days of the first symbol shaded."""
     days: list[str] = list(timeline["days"])
-    series: Mapping[str, list[float]] = timeline["cumulative_accuracy"]
-    svg = _Plot("Cumulative accuracy over the test period")
+    series: Mapping[str, list[float | None]] = timeline["cumulative_balanced_accuracy"]
+    svg = _Plot("Cumulative balanced accuracy over the test period")
     left, top, w, h = 50.0, 30.0, 640.0, 220.0
-    values = [v for s in series.values() for v in s[min(20, len(s) - 1) :]] or [0.5]
-    lo, hi = min(values) - 0.02, max(values) + 0.02
+    # the first weeks swing widely on few rows; the axis is fitted to the rest
+    values = [v for s in series.values() for v in s[min(20, len(s) - 1) :] if v is not None]
+    axis = ticks(min([*values, 0.48]), max([*values, 0.52]))
+    lo, hi = axis[0], axis[-1]
     n = max(len(days) - 1, 1)
 
     def px(i: int) -> float:
@@ -278,18 +280,20 @@ def cumulative_plot(timeline: Timeline) -> str:
         return top + h - (min(max(v, lo), hi) - lo) / (hi - lo) * h
 
     svg.bands(list(timeline["regimes"]), px, top, h)
-    for tick in (lo, (lo + hi) / 2, hi):
-        svg.text(left - 6, py(tick) + 4, f"{tick:.2f}", anchor="end", size=10)
-    years = sorted({d[:4] for d in days})
-    step = max(1, len(years) // 8)
-    for year in years[::step]:
-        first = next(k for k, d in enumerate(days) if d.startswith(year))
-        svg.text(px(first), top + h + 14, year, anchor="middle", size=10)
+    for tick in axis:
+        svg.stroke(left, py(tick), left + w, py(tick), "#edf2f7", 1)
+        svg.text(left - 6, py(tick) + 4, f"{tick:g}", anchor="end", size=10)
+    svg.parts.append(
+        f'<line x1="{left:.1f}" y1="{py(0.5):.1f}" x2="{left + w:.1f}" y2="{py(0.5):.1f}" '
+        'stroke="#a0aec0" stroke-dasharray="4 3"/>'
+    )
+    for i, label in date_ticks(days):
+        svg.text(px(i), top + h + 14, label, anchor="middle", size=10)
     svg.stroke(left, top + h, left + w, top + h, "#a0aec0", 1)
     x = left
     for k, (name, points) in enumerate(series.items()):
         colour = _COLOURS[k % len(_COLOURS)]
-        svg.polyline([(px(t), py(v)) for t, v in enumerate(points)], colour)
+        svg.polyline([(px(t), py(v)) for t, v in enumerate(points) if v is not None], colour)
         svg.rect(x, 6, 10, 10, colour)
         svg.text(x + 14, 15, name, size=11)
         x += 30 + 7 * len(name)
@@ -303,8 +307,9 @@ def cumulative_plot(timeline: Timeline) -> str:
 FIGURES = {
     "balanced_accuracy.svg": "Balanced accuracy per regime and variant with 95% block-bootstrap "
     "intervals; the vertical line is a coin flip (0.5).",
-    "cumulative_accuracy.svg": "Cumulative accuracy over the test period (baseline, all, always "
-    "up); crash days shaded red, high-volatility orange, recovery green (first symbol).",
+    "cumulative_balanced_accuracy.svg": "Cumulative balanced accuracy over the test period "
+    "(baseline, all, always up; the dashed line is a coin flip, 0.5, where always up stays); "
+    "crash days shaded red, high-volatility orange, recovery green (first symbol).",
 }
 
 
@@ -333,7 +338,7 @@ def render_html(evaluation: Evaluation) -> str:
         f"<figure>{scores_plot(doc)}<figcaption>{html.escape(FIGURES['balanced_accuracy.svg'])}"
         "</figcaption></figure>",
         f"<figure>{cumulative_plot(evaluation.timeline)}<figcaption>"
-        f"{html.escape(FIGURES['cumulative_accuracy.svg'])}</figcaption></figure>",
+        f"{html.escape(FIGURES['cumulative_balanced_accuracy.svg'])}</figcaption></figure>",
     ]
     at = next(k for k, part in enumerate(body) if part.startswith("<h2>Control")) + 2
     body[at:at] = figures
@@ -367,7 +372,7 @@ def write_report(evaluation: Evaluation, out: str | Path) -> list[Path]:
         "evaluation.md": render_markdown(evaluation.doc, FIGURES),
         "evaluation.html": render_html(evaluation),
         "balanced_accuracy.svg": scores_plot(evaluation.doc),
-        "cumulative_accuracy.svg": cumulative_plot(evaluation.timeline),
+        "cumulative_balanced_accuracy.svg": cumulative_plot(evaluation.timeline),
         "results.json": json.dumps(evaluation.doc, indent=2) + "\n",
     }
     return write_files(directory, files)

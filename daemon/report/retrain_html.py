@@ -21,6 +21,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from daemon import __version__
+from daemon.report.retrain_diagnostics import (
+    calibration_figure,
+    intervals_table,
+    rolling_figure,
+    timeline_figure,
+)
 from daemon.report.retrain_plots import (
     _baselines,
     _cell_html,
@@ -60,6 +66,12 @@ def render_html(report: RetrainReport, *, model: ModelRecord | None = None) -> s
         _skill_table(report),
         "<h2>Validation per regime</h2>",
         _scores_figure(report),
+        intervals_table(report),
+        "<h2>Over the validation period</h2>",
+        timeline_figure(report),
+        rolling_figure(report),
+        "<h2>Calibration</h2>",
+        calibration_figure(report),
         "<h2>Models</h2>",
         _models_table(report),
         _fit_times_figure(report),
@@ -262,4 +274,4 @@ def _windows(report: RetrainReport) -> str:
 
 
 def _day(value: str | None) -> str:
-    return '<td class="na">n/a</td>' if value is None else f"<td>{_e(value)}</td>"
+    return '<td class="na">n/a</td>' if value is None else f'<td class="day">{_e(value)}</td>'

@@ -22,7 +22,7 @@ from daemon.training.report import (
     regime_order,
 )
 
-_TOP_FEATURES = 20
+_TOP_FEATURES = 15
 
 
 # -- values --------------------------------------------------------------------------------
@@ -60,8 +60,12 @@ def _score_colour(value: float) -> tuple[str, str]:
     return fill, "#ffffff" if abs(t) > 0.6 else INK
 
 
-def _share_colour(t: float) -> tuple[str, str]:
-    return mix("#2f855a", 0.9 * t), "#ffffff" if t > 0.6 else INK
+def _share_colour(t: float, colour: str = "#2f855a") -> tuple[str, str]:
+    return mix(colour, 0.9 * t), "#ffffff" if t > 0.6 else INK
+
+
+#: Confusion cells: right calls green, wrong calls red, both shaded by their share of the row.
+_RIGHT, _WRONG = "#2f855a", "#c53030"
 
 
 @dataclass(frozen=True)
@@ -293,22 +297,23 @@ def _confusion_figure(report: RetrainReport) -> str:
         x0, y0 = (k % per_row) * panel_w, (k // per_row) * panel_h
         svg.text(x0 + label_w, y0 + 12, clip(name), bold=True, tip=name)
         cells = []
-        for actual, row in zip(_ACTUAL, matrix, strict=True):
+        for i, (actual, row) in enumerate(zip(_ACTUAL, matrix, strict=True)):
             total = sum(row)
             line = []
-            for (predicted, _), count in zip(_PREDICTED, row, strict=True):
+            for j, ((predicted, _), count) in enumerate(zip(_PREDICTED, row, strict=True)):
                 tip = f"{name}: {actual}, {predicted}: {count:,}"
                 if total == 0:
                     line.append(_gap(tip, "0 rows"))
                     continue
-                fill, ink = _share_colour(count / total)
+                fill, ink = _share_colour(count / total, _RIGHT if i == j else _WRONG)
                 line.append(_Cell(fill, ink, f"{count:,}", f"{count / total:.0%} of row", tip))
             cells.append(line)
         _grid(svg, x0, y0 + 18, _ACTUAL, _PREDICTED, cells, label_w=label_w)
     return _figure(
         svg.render(),
-        "Validation rows by actual and predicted direction for each model; the shade is the "
-        "share of the actual row (the recall of down and of up).",
+        "Validation rows by actual and predicted direction for each model: right calls green, "
+        "wrong calls red; the shade is the share of the actual row (the recall of down and of "
+        "up on the diagonal).",
     )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from daemon.domain import REGIMES
 from daemon.training.report import (
+    Diagnostics,
     Figure,
     Gate,
     RetrainReport,
@@ -61,6 +62,9 @@ def render(report: RetrainReport) -> str:
         lines.append("")
         lines.append(_regime_table(report, validation))
         lines.append("")
+        if report.diagnostics is not None:
+            lines.append(_diagnostics_text(report.diagnostics))
+            lines.append("")
         if report.skill:
             lines.append(skill_table(report))
             lines.append("")
@@ -172,6 +176,22 @@ def _regime_table(report: RetrainReport, validation: Validation) -> str:
         else:
             line += f" {'-':>9}"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def _diagnostics_text(diagnostics: Diagnostics) -> str:
+    """The ensemble's per-regime 95% intervals and its calibration in two figures."""
+    lines = [f"{'95% interval (ensemble)':<24} {'bal.acc':>16} {'acc':>16}"]
+    for regime, found in diagnostics.intervals.items():
+        cells = [found.get(m) for m in ("balanced_accuracy", "accuracy")]
+        text = ["-" if c is None else f"[{c[0]:.3f}, {c[1]:.3f}]" for c in cells]
+        lines.append(f"{regime:<24} {text[0]:>16} {text[1]:>16}")
+    cal = diagnostics.calibration
+    if cal is not None and cal.brier is not None:
+        lines.append(
+            f"calibration: Brier {cal.brier:.4f}; forecasting the base rate "
+            f"{_f(cal.base_rate)} everywhere {cal.reference_brier or 0:.4f}"
+        )
     return "\n".join(lines)
 
 

@@ -21,9 +21,11 @@ __all__ = [
     "SERIES",
     "Svg",
     "clip",
+    "date_ticks",
     "escape",
     "mix",
     "text_width",
+    "ticks",
 ]
 
 INK = "#1a202c"
@@ -51,6 +53,7 @@ figure { margin: 1em 0; } figcaption { color: #4a5568; font-size: .9em; }
 svg { max-width: 100%; height: auto; }
 .na { color: #718096; } .missing { color: #718096; font-style: italic; }
 code { background: #edf2f7; padding: 0 .25em; }
+.day { white-space: nowrap; }
 """
 
 
@@ -70,6 +73,41 @@ def text_width(text: str, size: float = 12) -> float:
     """A generous guess at the drawn width of `text` in a sans-serif font (no font metrics
     here): narrow for lower case, digits and common punctuation, wide for the rest."""
     return size * sum(0.62 if c.islower() or c.isdigit() or c in _NARROW else 1.0 for c in text)
+
+
+def ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """About `count` round values (1, 2 or 5 times a power of ten apart) covering [low, high]:
+    the axis ticks of a figure.
+
+    >>> ticks(0.43, 0.61)
+    [0.4, 0.45, 0.5, 0.55, 0.6, 0.65]
+    >>> ticks(0, 1)
+    [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    """
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return [low] if math.isfinite(low) else []
+    raw = (high - low) / max(count, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
+    digits = max(0, -math.floor(math.log10(step)) + 1)
+    return [round(k * step, digits) for k in range(first, last + 1)]
+
+
+def date_ticks(days: Sequence[str], most: int = 8) -> list[tuple[int, str]]:
+    """The indices of `days` (ISO dates, ascending) where a year begins, or a month when the
+    days span less than three years, as (index, label); at most `most`, evenly thinned.
+
+    >>> date_ticks(["2020-01-30", "2020-02-03", "2020-02-04", "2020-03-02"])
+    [(1, '2020-02'), (3, '2020-03')]
+    """
+    if not days:
+        return []
+    years = len({d[:4] for d in days})
+    width = 4 if years > 3 else 7
+    found = [(i, d[:width]) for i, d in enumerate(days) if i and d[:width] != days[i - 1][:width]]
+    step = max(1, -(-len(found) // most))
+    return found[::step]
 
 
 def clip(label: str) -> str:

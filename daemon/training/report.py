@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from daemon.training.report_diagnostics import Diagnostics
 from daemon.training.report_sections import (
     Artifact,
     Confusion,
@@ -52,6 +53,7 @@ __all__ = [
     "Comparison",
     "Confusion",
     "DataWindow",
+    "Diagnostics",
     "EnsembleVote",
     "Figure",
     "Gate",
@@ -345,6 +347,8 @@ class RetrainReport:
     importances: Mapping[str, Mapping[str, float | None]] | None = None
     #: validation confusion matrices [[tn, fp], [fn, tp]] per model and the ensemble
     confusion: Mapping[str, Confusion] | None = None
+    #: the ensemble's calibration, per-regime intervals, the market timeline, rolling scores
+    diagnostics: Diagnostics | None = None
     #: the champion's scores on the same validation rows; None without a usable champion
     champion: ScoreTable | None = None
     champion_error: str | None = None
@@ -379,6 +383,7 @@ class RetrainReport:
         samples = doc.get("samples")
         failed, importances = doc.get("failed_models"), doc.get("importances")
         confusion = doc.get("confusion")
+        diagnostics = _obj(doc.get("diagnostics"))
         promoted = doc.get("promoted")
         return cls(
             trigger=_str(doc.get("trigger")),
@@ -401,6 +406,7 @@ class RetrainReport:
             confusion=None
             if not isinstance(confusion, Mapping)
             else {str(k): m for k, m in ((k, _matrix(v)) for k, v in confusion.items()) if m},
+            diagnostics=None if diagnostics is None else Diagnostics.from_json(diagnostics),
             champion=None if champion is None else ScoreTable.from_json(champion),
             champion_error=_str(doc.get("champion_error")) or None,
             gate=None if gate is None else Gate.from_json(gate),

@@ -42,6 +42,7 @@ from daemon.training.refit import Sampled, refit_members, refit_rows, sampled, w
 from daemon.training.report import (
     Artifact,
     DataWindow,
+    Diagnostics,
     EnsembleVote,
     Figure,
     Gate,
@@ -265,6 +266,7 @@ class _Retrain:
             importances=importances(models),
             confusion={name: confusion(data.y[val], p) for name, p in preds.items()},
         )
+        self._add(diagnostics=self._diagnostics(data, val, candidate))
 
         self._stage("gate")
         decision, champion_scores, skill = self._gate(data, val, candidate, references)
@@ -387,6 +389,45 @@ class _Retrain:
         validation = Validation(ens.per_regime, ens.overall, baselines, models)
         candidate = Predictor(preds["ensemble"], ensemble.vote.proba(probas))
         return validation, preds, candidate, references
+
+    def _diagnostics(
+        self, data: _Data, val: npt.NDArray[np.int64], candidate: Predictor
+    ) -> Diagnostics:
+        """The report's diagnostics of the candidate on the validation rows, aggregated
+        (daemon.training.diagnostics): calibration, per-regime intervals, the market symbol's
+        price and regimes over the validation period, rolling balanced accuracy."""
+        from daemon.training import diagnostics as diag
+
+        cfg = self.config
+        y, days, regimes = data.y[val], data.days[val], data.regimes[val]
+        market = cfg.regime.market_symbol
+        bars = pd.DataFrame()
+        if len(val):
+            first, last = days.min(), days.max()
+            bars = self.store.bars(market, since=_day(first))
+            bars = bars[bars["ts"].to_numpy(dtype="datetime64[D]") <= last]
+        return Diagnostics(
+            calibration=diag.calibration(y, candidate.proba),
+            intervals=diag.regime_intervals(
+                y,
+                candidate.pred,
+                regimes,
+                days,
+                min_n=cfg.training.min_score_samples,
+                n_resamples=cfg.gate.bootstrap_samples,
+                block_days=cfg.gate.bootstrap_block_days,
+                seed=cfg.training.seed,
+            ),
+            timeline=diag.timeline(market, bars),
+            rolling=diag.rolling(
+                y,
+                candidate.pred,
+                regimes,
+                days,
+                window_days=diag.ROLLING_WINDOW_DAYS,
+                min_n=diag.ROLLING_MIN_ROWS,
+            ),
+        )
 
     def _gate(
         self,

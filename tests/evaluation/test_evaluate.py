@@ -19,6 +19,7 @@ from daemon.domain import REGIMES
 from daemon.errors import ConfigError
 from daemon.evaluation import evaluate, load_default
 from daemon.evaluation.data import Dataset, Fold, build_dataset, folds, symbol_of
+from daemon.evaluation.run import Evaluation
 from daemon.report.evaluation import render_text, write_report
 
 SETTINGS = EvaluateConfig(
@@ -43,8 +44,28 @@ def plan(data: Dataset) -> list[Fold]:
 
 
 @pytest.fixture(scope="module")
-def doc() -> dict[str, Any]:
-    return evaluate(Config(), SETTINGS, end=END).doc
+def evaluation() -> Evaluation:
+    return evaluate(Config(), SETTINGS, end=END)
+
+
+@pytest.fixture(scope="module")
+def doc(evaluation: Evaluation) -> dict[str, Any]:
+    return evaluation.doc
+
+
+def test_the_cumulative_curve_is_balanced_accuracy_and_ends_at_the_overall_score(
+    evaluation: Evaluation,
+) -> None:
+    line = evaluation.timeline
+    series = line["cumulative_balanced_accuracy"]
+    assert set(series) == {"baseline", "all", "always_up"}
+    for values in series.values():
+        assert len(values) == len(line["days"])
+    # always up is a coin flip on balanced accuracy once both labels have been seen
+    assert {v for v in series["always_up"] if v is not None} == {0.5}
+    for name in ("baseline", "all"):
+        overall = evaluation.doc["variants"][name]["overall"]["balanced_accuracy"]
+        assert series[name][-1] == pytest.approx(overall, abs=1e-3)
 
 
 def test_label_day_is_horizon_bars_after_the_feature_day(data: Dataset) -> None:
@@ -126,6 +147,8 @@ def test_report_files_are_written(tmp_path: Path) -> None:
     page = (tmp_path / "out" / "evaluation.html").read_text(encoding="utf-8")
     assert page.count("<svg") == 2 and "shuffled within each fold" in page
     assert "balanced_accuracy.svg" in (tmp_path / "out" / "evaluation.md").read_text("utf-8")
+    assert "Cumulative balanced accuracy over the test period" in page
+    assert (tmp_path / "out" / "cumulative_balanced_accuracy.svg").exists()
 
 
 def test_symbol_of_strips_the_extensions() -> None:

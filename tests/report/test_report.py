@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import html
+import itertools
 import json
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 
 from daemon.registry.versions import Registry
 from daemon.report.retrain_html import render_html
+from daemon.report.svg import date_ticks, ticks
 from daemon.store.sqlite import Store
 from daemon.training.report import RetrainReport
 
@@ -139,10 +141,13 @@ def test_the_window_each_stage_saw_and_the_refit_seconds_are_shown():
     assert report.to_json()["windows"] == doc["windows"]
     page, text = render_html(report), render(report)
     assert (
-        "<tr><td>refit (served)</td><td>2004-01-02</td><td>2018-12-21</td><td>6,950</td></tr>"
-        in page
+        '<tr><td>refit (served)</td><td class="day">2004-01-02</td>'
+        '<td class="day">2018-12-21</td><td>6,950</td></tr>' in page
     )
-    assert "<tr><td>weigh the vote</td><td>2013-02-11</td><td>2015-06-30</td>" in page
+    assert (
+        '<tr><td>weigh the vote</td><td class="day">2013-02-11</td>'
+        '<td class="day">2015-06-30</td>' in page  # a date never wraps
+    )
     assert "<td>0.7</td></tr>" in page  # the refit's fit seconds, last column of the model
     assert "  refit (served)           2004-01-02  2018-12-21     6,950" in text
     assert "  fit the members          2004-01-02  2013-02-01     4,210" in text
@@ -293,3 +298,40 @@ def test_report_usage_errors_exit_2_and_name_the_problem(run_cli, cli_store, tmp
     result = run_cli("report", "--config", str(missing))
     assert result.code == 2
     assert "no database there yet" in result.err
+
+
+@given(
+    st.floats(-1e4, 1e4, allow_nan=False),  # prices, scores, rows: what the figures draw
+    st.floats(1e-3, 1e6, allow_nan=False),
+)
+def test_axis_ticks_are_round_values_that_cover_the_range(low, span):
+    high = low + span
+    values = ticks(low, high)
+    assert 2 <= len(values) <= 12
+    steps = {round(b - a, 12) for a, b in itertools.pairwise(values)}
+    step = float(f"{max(steps):.6g}")  # the difference of two ticks, float noise dropped
+    assert values[0] <= low + 1e-6 * step and values[-1] >= high - 1e-6 * step
+    mantissa = step / 10 ** np.floor(np.log10(step))
+    assert min(abs(mantissa - m) for m in (1, 2, 5, 10)) < 1e-6  # 1, 2 or 5 times 10^k
+    for v in values:
+        k = v / step
+        assert abs(k - round(k)) < 1e-6 * max(1.0, abs(k))  # each a multiple of the step
+
+
+def test_date_ticks_fall_on_month_or_year_starts_and_never_crowd():
+    days = [str(d) for d in np.arange(np.datetime64("2017-03-01"), np.datetime64("2018-12-31"))]
+    found = date_ticks(days)
+    assert 1 <= len(found) <= 8
+    assert all(label == days[i][:7] and days[i - 1][:7] != label for i, label in found)
+    long = [str(d) for d in np.arange(np.datetime64("2001-01-01"), np.datetime64("2018-12-31"))]
+    assert all(len(label) == 4 for _, label in date_ticks(long))
+
+
+def test_confusion_cells_colour_right_and_wrong_calls_apart():
+    doc = copy.deepcopy(REPORT)
+    doc["confusion"] = {"ensemble": [[50, 50], [50, 50]]}  # same counts in every cell
+    page = render_html(parse(doc))
+    fills = re.findall(r'<rect [^>]*fill="(#[0-9a-f]{6})"><title>ensemble: actual', page)
+    assert len(fills) == 4
+    tn, fp, fn, tp = fills
+    assert tn == tp and fp == fn and tn != fp

@@ -7,12 +7,17 @@ import copy
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemon.config import Config, ModelsConfig, StoreConfig
+from daemon.config.training import LightGBMConfig, RandomForestConfig
 from daemon.report.retrain_html import render_html
 from daemon.report.retrain_text import render
-from daemon.training.report import EMPTY_CELL, RetrainReport, ScoreCell
+from daemon.training.report import EMPTY_CELL, Diagnostics, RetrainReport, ScoreCell
+from daemon.training.trainer import retrain
+from tests.factories import store_history
 
 #: A report of a retrain on the bundled history, as `regimed retrain --json` printed it.
 REPORT = json.loads(
@@ -215,3 +220,114 @@ def test_a_stored_report_without_the_gate_figures_reads_and_renders():
     assert report.gate is not None and report.gate.edge is None and report.gate.regimes == {}
     assert "AUC" not in render(report)
     assert render_html(report).endswith("</html>\n")
+
+
+# -- the diagnostics of a real retrain on a small history --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, sp500, nasdaq, vix) -> RetrainReport:
+    """A retrain on the last six years of the bundled S&P 500 and NASDAQ, small models."""
+    path = tmp_path_factory.mktemp("small") / "regimed.db"
+    config = Config().replace(
+        store=StoreConfig(path=str(path)),
+        models=ModelsConfig(
+            random_forest=RandomForestConfig(n_estimators=20),
+            lightgbm=LightGBMConfig(n_estimators=30),
+        ),
+    )
+    store_history(config, {"^GSPC": sp500.iloc[-1500:], "^IXIC": nasdaq.iloc[-1500:]}, vix)
+    return retrain(config, trigger="manual")
+
+
+def _diagnostics(report: RetrainReport) -> Diagnostics:
+    assert report.diagnostics is not None
+    return report.diagnostics
+
+
+def test_the_reliability_bins_count_every_validation_row_and_the_naive_brier_is_p_1_minus_p(
+    small,
+):
+    cal = _diagnostics(small).calibration
+    assert cal is not None and small.split is not None
+    assert sum(b.n for b in cal.bins) == small.split.validation_rows
+    assert [b.low for b in cal.bins] == pytest.approx([k / 10 for k in range(10)])
+    for b in cal.bins:
+        if b.n:
+            assert b.low <= b.mean_probability <= b.high
+            assert 0 <= b.observed <= 1
+        else:
+            assert b.mean_probability is None and b.observed is None
+    assert cal.base_rate is not None and cal.reference_brier is not None
+    assert cal.reference_brier == pytest.approx(cal.base_rate * (1 - cal.base_rate), abs=1e-6)
+    # the same Brier score as the gate's skill figure of the candidate
+    assert small.skill is not None
+    assert cal.brier == pytest.approx(small.skill["candidate"]["brier"].value, abs=1e-6)
+
+
+def test_every_per_regime_score_has_an_interval_that_contains_it(small):
+    diagnostics = _diagnostics(small)
+    assert small.validation is not None
+    scored = 0
+    for regime in [*small.validation.per_regime, "overall"]:
+        cell = (
+            small.validation.ensemble.total
+            if regime == "overall"
+            else small.validation.ensemble.regime(regime)
+        )
+        for metric in ("accuracy", "balanced_accuracy"):
+            value, interval = getattr(cell, metric), diagnostics.interval(regime, metric)
+            if value is None:
+                assert interval is None  # no interval on a null score
+                continue
+            assert interval is not None, (regime, metric)
+            assert interval[0] <= value <= interval[1]
+            scored += 1
+    assert scored >= 4  # overall and at least one regime, both metrics
+
+
+def test_the_timeline_holds_the_market_symbols_closes_and_regime_runs(small):
+    line = _diagnostics(small).timeline
+    window = small.windows.validation if small.windows else None
+    assert line is not None and window is not None
+    assert line.symbol == "^GSPC"
+    assert line.days == tuple(sorted(line.days))
+    assert window.first <= line.days[0] and line.days[-1] <= window.last
+    assert len(line.close) == len(line.days) <= 400
+    # the runs tile the period: consecutive, each a change of regime
+    assert line.runs[0].first == line.days[0] and line.runs[-1].last == line.days[-1]
+    for a, b in zip(line.runs, line.runs[1:], strict=False):
+        assert a.last < b.first and a.regime != b.regime
+
+
+def test_rolling_balanced_accuracy_is_sampled_across_the_validation_period(small):
+    rolling = _diagnostics(small).rolling
+    assert rolling is not None and small.windows is not None
+    assert rolling.window_days == 63
+    assert rolling.days[-1] == small.windows.validation.last
+    assert "overall" in rolling.balanced_accuracy
+    for series in rolling.balanced_accuracy.values():
+        assert len(series) == len(rolling.days)
+        assert all(v is None or 0 <= v <= 1 for v in series)
+
+
+def test_the_diagnostics_are_small_and_round_trip(small):
+    doc = small.to_json()
+    assert RetrainReport.from_json(doc) == small
+    assert json.dumps(RetrainReport.from_json(doc).to_json()) == json.dumps(doc)
+    assert len(json.dumps(doc["diagnostics"])) < 40_000
+
+
+def test_the_page_draws_each_diagnostic_with_round_ticks(small):
+    page = render_html(small)
+    for title in (
+        "Reliability diagram of the ensemble",
+        "over the validation period, by regime",
+        "Rolling balanced accuracy per regime",
+        "balanced accuracy [95%]",
+        "Brier score",
+    ):
+        assert title in page
+    assert "not in this report" not in page.split("<h2>Models</h2>")[0]
+    text = render(small)  # `regimed retrain` prints the intervals and the two Brier scores
+    assert "95% interval (ensemble)" in text and "calibration: Brier" in text
