@@ -4,7 +4,8 @@ loopback ports, started as subprocesses of this test session, waited for (bounde
 by pid when the context exits.
 
 The processes come from the virtual environment running the tests (its `dask` script), so the
-workers import the same `daemon` package as the test.
+workers import the same `daemon` package as the test (and, with the repository on their
+PYTHONPATH, a model class a test defines).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon.training.threads import thread_environment
+
+#: The repository, on the workers' import path: a test's own model class is imported there.
+REPO = Path(__file__).resolve().parents[1]
 
 #: Seconds the scheduler and the workers get to come up (a busy two-core machine is slow).
 START_TIMEOUT_S = 90.0
@@ -68,6 +72,7 @@ def _dask() -> str:
 
 def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     env = thread_environment(1, os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     with log.open("wb") as out:
         return subprocess.Popen(
             [_dask(), *args], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent
