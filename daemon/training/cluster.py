@@ -84,7 +84,7 @@ class Cluster:
         client = self.client
         assert client is not None
         n_jobs = self._threads_per_task()
-        send = _Sender(client, X, y, w)
+        send = _Sender(client, self.address, X, y, w)
         futures = {}
         for i, name in enumerate(names):
             progress("model_started", {"model": name, "index": i, "total": len(names)})
@@ -171,14 +171,24 @@ class _Sender:
     another worker has a copy: its tasks end "cancelled"), so a task fitted again sends the
     data again first."""
 
-    def __init__(self, client: Any, X: Any, y: Any, w: Any) -> None:
+    def __init__(self, client: Any, address: str, X: Any, y: Any, w: Any) -> None:
         self.client = client
+        self.address = address
         self.arrays = [X, y, w]
-        self.data = client.scatter(self.arrays, broadcast=True)
+        self.data = self._scatter()
+
+    def _scatter(self) -> Any:
+        """The arrays on every worker; `ClusterError` when no worker takes them in time."""
+        try:
+            return self.client.scatter(self.arrays, broadcast=True, timeout=NO_WORKER_TIMEOUT_S)
+        except Exception as exc:
+            raise ClusterError(
+                self.address, f"cannot send the training rows: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def fit(self, name: str, config: Config, n_jobs: int, *, again: bool = False) -> Any:
         if again:
-            self.data = self.client.scatter(self.arrays, broadcast=True)
+            self.data = self._scatter()
         return self.client.submit(
             _fit_task, name, *self.data, config.models, n_jobs, config.training.seed, pure=False
         )

@@ -157,36 +157,54 @@ class Slow:
 
 
 def test_a_worker_killed_mid_fit_is_survived_on_the_other_worker(db):
-    from distributed import Client
-
-    extra = f'[models.slow]\nfactory = "{HERE}:Slow"\ntrusted = ["{HERE}.Slow"]\n'
     with running_cluster(workers=2) as cluster:
-        config = _config(db, cluster.address, extra=extra, names=("lightgbm", "slow"))
-        outcome: dict[str, Any] = {}
-        thread = threading.Thread(target=lambda: outcome.update(report=_run(config)))
-        thread.start()
-        with Client(cluster.address, timeout=30) as client:
-            deadline = time.monotonic() + 120
-            victim = None
-            while victim is None and time.monotonic() < deadline:
-                busy = {w: keys for w, keys in client.processing().items() if keys}
-                victim = next(
-                    (w for w, keys in busy.items() if any("_fit_task" in str(k) for k in keys)),
-                    None,
-                )
-                time.sleep(0.2)
-            assert victim is not None, "no fit task ran"
-            time.sleep(1.0)
-            cluster.kill_worker(victim)
-        thread.join(180)
-        assert not thread.is_alive()
+        outcome, victims = _kill_mid_fit(cluster, db, every=False)
     report = outcome["report"]
     assert not isinstance(report, Exception), report
     assert report.outcome != "failed", report.reason
-    survivor = set(cluster.worker_pids) - {victim}
+    survivor = set(cluster.worker_pids) - set(victims)
     slow = [f for f in report.cluster.fits if f.model == "slow"]
     assert slow and {f.worker for f in slow} <= survivor
     assert os.getpid() not in cluster.worker_pids.values()
+
+
+def test_every_worker_killed_mid_fit_fails_the_run_naming_the_scheduler(db, monkeypatch):
+    monkeypatch.setattr(cluster_module, "NO_WORKER_TIMEOUT_S", 3.0)
+    with running_cluster(workers=2) as cluster:
+        outcome, victims = _kill_mid_fit(cluster, db, every=True)
+    failure = outcome["report"]
+    assert isinstance(failure, RetrainFailed), failure
+    assert cluster.address in str(failure) and "training.dask_scheduler" in str(failure)
+    assert failure.report["outcome"] == "failed"
+    assert len(victims) == 2
+
+
+def _kill_mid_fit(cluster: Any, db: Path, *, every: bool) -> tuple[dict[str, Any], list[str]]:
+    """Run a retrain of LightGBM and `Slow` on `cluster` in a thread; once LightGBM is done and
+    `Slow` fits, SIGKILL its worker (`every`: every worker); (the outcome, the killed workers)."""
+    from distributed import Client
+
+    extra = f'[models.slow]\nfactory = "{HERE}:Slow"\ntrusted = ["{HERE}.Slow"]\n'
+    config = _config(db, cluster.address, extra=extra, names=("lightgbm", "slow"))
+    outcome: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: outcome.update(report=_run(config)))
+    thread.start()
+    with Client(cluster.address, timeout=30) as client:
+        deadline = time.monotonic() + 120
+        busy: list[str] = []
+        while not busy and time.monotonic() < deadline:
+            time.sleep(0.2)
+            busy = [w for w, keys in client.processing().items() if keys]
+        assert busy, "no fit task ran"
+        time.sleep(1.5)  # LightGBM (well under a second) is done, `Slow` (6 s) still fits
+        busy = [w for w, keys in client.processing().items() if keys]
+        victims = list(cluster.worker_pids) if every else busy
+        assert victims
+        for worker in victims:
+            cluster.kill_worker(worker)
+    thread.join(180)
+    assert not thread.is_alive()
+    return outcome, victims
 
 
 def _run(config: Config) -> Any:
