@@ -91,6 +91,19 @@ class RetrainBusy(RegimedError, RuntimeError):
     """Another retrain holds the lock of this store."""
 
 
+class ClusterError(RegimedError, RuntimeError):
+    """The Dask cluster of `training.dask_scheduler` cannot fit the models (its scheduler is
+    unreachable, it has no worker, or it lost the work); the message names the address."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"Dask scheduler {address} (training.dask_scheduler): {reason}")
+        self.address = address
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[ClusterError], tuple[str, str]]:
+        return type(self), (self.address, self.reason)
+
+
 class RetrainFailed(RegimedError, RuntimeError):
     """The retrain could not produce a candidate; the champion is kept. `report` says why."""
 

@@ -152,6 +152,19 @@ def postgres_url(postgres):
     postgres.drop(url)
 
 
+# --- a real Dask cluster: a scheduler and two one-thread workers per session ------------------
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """`dask scheduler` and two `dask worker` processes on free loopback ports
+    (tests/dask_cluster.py), stopped by pid at the end of the session."""
+    from tests.dask_cluster import dask_cluster as running
+
+    with running(workers=2) as cluster:
+        yield cluster
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend_store(request, tmp_path):
     """A fresh store on each backend: the SQLite file at tmp_path/regimed.db, and a fresh

@@ -360,6 +360,15 @@ def store_history(config: Config, histories: Mapping[str, pd.DataFrame], vix: pd
             store.write_batch(bars=bar_rows, samples=samples)
 
 
+def learnable_store(path: Path, sp500: pd.DataFrame, vix: pd.DataFrame) -> Path:
+    """A store at `path` holding the bundled S&P 500 from 2008 (about 2,700 labelled rows, no
+    archive), labelled by the sign of a feature so that a candidate shows skill."""
+    config = Config().replace(store=StoreConfig(path=str(path)))
+    store_history(config, {"^GSPC": sp500[sp500.index >= "2008-01-01"]}, vix)
+    label_by_feature(config, "macd_hist")
+    return path
+
+
 def copy_store(source: Path, directory: Path) -> Path:
     """A private copy of the store file `source` in `directory` (for a test that writes to a
     store a session fixture built once)."""

@@ -35,6 +35,8 @@ _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _FACTORY = re.compile(f"{_DOTTED}:{_DOTTED}")
 #: "module.Type", as skops names the types a file holds.
 _TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+#: A Dask scheduler address: tcp://host:port (a host name, IPv4 or [IPv6] address).
+_DASK_ADDRESS = re.compile(r"tcp://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})")
 
 GateMetric = Literal["balanced_accuracy", "accuracy"]
 
@@ -57,8 +59,14 @@ class TrainingConfig:
     #: After the gate promotes a candidate, refit its members on every labelled row (the
     #: validated members are kept beside them for the gate); False serves them as validated.
     refit: bool = True
+    #: The Dask scheduler the retrain fits its models on ("tcp://host:port"); empty: this
+    #: machine (docs/training.md, "On a Dask cluster").
+    dask_scheduler: str = ""
+    #: When the scheduler cannot be reached, fit on this machine instead of failing the run.
+    dask_fallback_local: bool = False
 
     def __post_init__(self) -> None:
+        check_dask_address(self.dask_scheduler)
         for key, names in (("models", self.models), ("optional_models", self.optional_models)):
             for i, name in enumerate(names):
                 # A name outside MODEL_NAMES must be a [models.NAME] table with a factory; the
@@ -77,6 +85,16 @@ class TrainingConfig:
                 "training.optional_models: every model in training.models is optional; "
                 "expected at least one required model"
             )
+
+
+def check_dask_address(address: str) -> None:
+    """`ConfigError` naming `training.dask_scheduler` unless it is empty or tcp://host:port."""
+    match = _DASK_ADDRESS.fullmatch(address)
+    if address and (match is None or not 0 < int(match.group(1)) < 65536):
+        raise ConfigError(
+            f"training.dask_scheduler = {show(address)}: expected tcp://host:port "
+            "(port 1-65535), or empty to fit on this machine"
+        )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +34,14 @@ from daemon.registry.ensemble import FloatArray, Model, finite_features
 from daemon.training.models import build_model, weight_kwargs
 from daemon.training.threads import resolve_n_jobs
 
-__all__ = ["fit_all", "fit_model"]
+if TYPE_CHECKING:
+    from daemon.training.cluster import Cluster
+
+__all__ = ["FitResult", "fit_all", "fit_model"]
+
+#: `fit_all`'s answer: the fitted models, each one's fit seconds, the optional models that
+#: failed and why.
+FitResult = tuple[dict[str, Any], dict[str, float], dict[str, str]]
 
 logger = logging.getLogger(__name__)
 
@@ -165,16 +172,25 @@ def fit_all(
     *,
     names: Sequence[str] | None = None,
     optional: Sequence[str] | None = None,
-) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
+    cluster: Cluster | None = None,
+    stage: str = "fit",
+) -> FitResult:
     """Fit every model of `names` (default `training.models`) in turn: (the fitted models,
     each one's fit seconds, the optional models that failed and why). `progress` hears
     "model_started" and "model_finished" for each. A required model that fails raises its
     `ModelFitError`; an optional one (`optional`, default `training.optional_models`) is
-    logged and left out; none fitted at all raises `RegimedError`."""
+    logged and left out; none fitted at all raises `RegimedError`.
+
+    With a `cluster` (daemon.training.cluster) that has a client, the models fit there, each
+    a task, recorded in its placement under `stage` ("fit", "refit")."""
     cfg = config.training
-    n_jobs = resolve_n_jobs(cfg.n_jobs)  # the daemon's retrain process gets a number
     names = cfg.models if names is None else tuple(names)
     optional = cfg.optional_models if optional is None else tuple(optional)
+    if cluster is not None and cluster.client is not None:
+        return cluster.fit_all(
+            config, X, y, w, progress, stage=stage, names=names, optional=optional
+        )
+    n_jobs = resolve_n_jobs(cfg.n_jobs)  # the daemon's retrain process gets a number
     models: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     failed: dict[str, str] = {}

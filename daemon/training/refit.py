@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,9 @@ from daemon.errors import RegimedError
 from daemon.registry.ensemble import Ensemble
 from daemon.training.report_sections import Window
 from daemon.training.sampling import SampleMix, balance, row_weights
+
+if TYPE_CHECKING:
+    from daemon.training.cluster import Cluster
 
 __all__ = ["Refit", "Sampled", "refit_members", "refit_rows", "sampled", "window"]
 
@@ -116,9 +119,11 @@ def refit_members(
     y: npt.NDArray[np.int8],
     fit: Sampled,
     progress: Callable[[str, Mapping[str, Any]], None],
+    cluster: Cluster | None = None,
 ) -> Refit:
     """Each member of `validated` fitted again on the sampled rows `fit` of `X`, `y` (as
-    `fit_all` fits them: same hyper-parameters, seed and threads), under the validated vote.
+    `fit_all` fits them: same hyper-parameters, seed and threads, on `cluster` when there is
+    one), under the validated vote.
 
     A member that fails now (it fitted on fewer rows) leaves every member as validated: the
     vote was weighed on those, and half a refit would serve an ensemble nobody validated.
@@ -128,7 +133,15 @@ def refit_members(
     names: Sequence[str] = tuple(validated.models)
     try:
         models, seconds, failed = fit_all(
-            config, X[fit.rows], y[fit.rows], fit.weights, progress, names=names, optional=names
+            config,
+            X[fit.rows],
+            y[fit.rows],
+            fit.weights,
+            progress,
+            names=names,
+            optional=names,
+            cluster=cluster,
+            stage="refit",
         )
     except RegimedError as exc:  # every member failed
         return Refit(None, {}, str(exc))

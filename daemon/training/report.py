@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from daemon.training.placement import Placement
 from daemon.training.report_diagnostics import Diagnostics
 from daemon.training.report_sections import (
     Artifact,
@@ -364,6 +365,8 @@ class RetrainReport:
     artifact: Artifact | None = None
     #: the label target the samples were labelled for (`LabelConfig.key`)
     target: str | None = None
+    #: where the models were fitted when `training.dask_scheduler` is set
+    cluster: Placement | None = None
     #: keys this version does not know, kept as they were
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -385,6 +388,7 @@ class RetrainReport:
         confusion = doc.get("confusion")
         diagnostics = _obj(doc.get("diagnostics"))
         promoted = doc.get("promoted")
+        cluster = _obj(doc.get("cluster"))
         return cls(
             trigger=_str(doc.get("trigger")),
             version=_str(doc.get("version")),
@@ -418,6 +422,7 @@ class RetrainReport:
             duration_seconds=_num(doc.get("duration_seconds")),
             artifact=None if artifact is None else Artifact.from_json(artifact),
             target=_str(doc.get("target")),
+            cluster=None if cluster is None else Placement.from_json(cluster),
             extra={k: v for k, v in doc.items() if k not in _KNOWN},
         )
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,7 @@ from daemon.training.rivals import champion_calls, last_candidate_calls
 from daemon.training.sampling import weight_report
 
 if TYPE_CHECKING:
+    from daemon.training.cluster import Cluster
     from daemon.training.gate import GateDecision, Predictor
     from daemon.training.scoring import Scores
 
@@ -147,12 +149,14 @@ class _Retrain:
         self.started_at = clock()
         self.t0 = time.perf_counter()
         self.champion_error: str | None = None
+        self.cluster: Cluster | None = None
         #: the report so far: a failed run reports the steps it finished
         self.report = RetrainReport(trigger=trigger, target=config.label.key)
 
     def run(self) -> RetrainReport:
         try:
-            return self._run()
+            with self._on_cluster():
+                return self._run()
         except RegimedError as exc:
             if isinstance(exc, RetrainFailed):
                 raise
@@ -176,6 +180,27 @@ class _Retrain:
             except StoreError as record_exc:  # e.g. the same full disk: keep the first cause
                 logger.warning("the failed retrain could not be recorded: %s", record_exc)
             raise RetrainFailed(reason, report) from exc
+
+    @contextmanager
+    def _on_cluster(self) -> Iterator[None]:
+        """`self.cluster`: the Dask cluster of `training.dask_scheduler` while the run lasts
+        (daemon.training.cluster), None when the models fit on this machine."""
+        if not self.config.training.dask_scheduler:
+            yield
+            return
+        from daemon.training.cluster import open_cluster
+
+        with open_cluster(self.config) as cluster:
+            self.cluster = cluster
+            try:
+                yield
+            finally:
+                self.cluster = None
+
+    def _placed(self) -> None:
+        """The report's `cluster` section as it is now."""
+        if self.cluster is not None:
+            self._add(cluster=self.cluster.placement)
 
     def _add(self, **sections: Any) -> RetrainReport:
         """The report with `sections` filled in (kept, for a failure in a later step)."""
@@ -248,8 +273,14 @@ class _Retrain:
 
         self._stage("fit")
         models, fit_seconds, failed = fit_all(
-            self.config, data.X[fit.rows], data.y[fit.rows], fit.weights, self.progress
+            self.config,
+            data.X[fit.rows],
+            data.y[fit.rows],
+            fit.weights,
+            self.progress,
+            cluster=self.cluster,
         )
+        self._placed()
         self._add(failed_models=failed)
         self._stage("validate")
         ensemble, holdout_scores = voted(models, data.X[hold_rows], data.y[hold_rows])
@@ -318,7 +349,10 @@ class _Retrain:
         self._stage("refit")
         rows = refit_rows(data.meta)
         fit: Sampled = sampled(self.config, data.regimes, rows)
-        done = refit_members(self.config, ensemble, data.X, data.y, fit, self.progress)
+        done = refit_members(
+            self.config, ensemble, data.X, data.y, fit, self.progress, self.cluster
+        )
+        self._placed()
         seen = window(data.days, rows)
         if done.ensemble is None:
             note = f"not refit: {done.error}; the validated members serve"

@@ -17,15 +17,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pytest
 
-from daemon.config import Config, StoreConfig, parse_config
+from daemon.config import Config, parse_config
 from daemon.registry.serving import LoadedModel, load_champion
 from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 from daemon.training.report import RetrainReport
 from daemon.training.trainer import retrain
-from tests.factories import copy_store, label_by_feature, store_history
 
 HERE = "tests.training.test_refit"
 
@@ -57,20 +55,6 @@ class Bounded(Memory):
         if len(X) > self.max_rows:
             raise ValueError(f"{len(X)} rows: at most {self.max_rows}")
         return super().fit(X, y, sample_weight)
-
-
-@pytest.fixture(scope="module")
-def small_db(tmp_path_factory, sp500, vix) -> Path:
-    path = tmp_path_factory.mktemp("refit") / "regimed.db"
-    config = Config().replace(store=StoreConfig(path=str(path)))
-    store_history(config, {"^GSPC": sp500[sp500.index >= "2008-01-01"]}, vix)
-    label_by_feature(config, "macd_hist")
-    return path
-
-
-@pytest.fixture
-def db(small_db, tmp_path) -> Path:
-    return copy_store(small_db, tmp_path)
 
 
 def _config(

@@ -1,0 +1,260 @@
+"""Fitting the base models on a Dask cluster (`training.dask_scheduler`).
+
+`open_cluster` connects to the scheduler (bounded retries) for the length of one retrain;
+`Cluster.fit_all` then fits as `daemon.training.fitting.fit_all` does, on the workers: the
+training rows, labels and weights are sent to every worker once (`Client.scatter`) and each model
+is one task (`Client.submit` of `fit_model` on the scattered arrays), so independent models fit
+in parallel, one per worker thread. Each task runs the same `fit_model` with the same seed as a
+fit on this machine, on as many threads as the smallest worker has: a fitted model's
+probabilities do not depend on its thread count (daemon.training.fitting), so the cluster gives
+the same models bit for bit (tests/training/test_cluster_fit.py).
+
+Failures: a scheduler that cannot be reached (CONNECT_ATTEMPTS tries), a cluster without a
+worker for `NO_WORKER_TIMEOUT_S`, or a model's task lost TASK_ATTEMPTS times raise
+`ClusterError` naming the address, and the retrain ends `failed` with the champion kept. A
+worker killed mid-fit is survived while another worker lives: distributed then cancels the
+tasks (it forgets the data the dead worker held), and the model's task is submitted again with
+the data sent again (tests/training/test_cluster_fit.py kills one with SIGKILL). With
+`training.dask_fallback_local` an unreachable scheduler makes the retrain fit on this machine,
+and the report's `cluster` says so.
+
+The workers import `daemon` (and a custom model's factory module) themselves: they run the same
+regimed version as the retrain.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from daemon.config import Config
+from daemon.config.training import ModelsConfig
+from daemon.errors import ClusterError, ModelFitError, RegimedError
+from daemon.registry.ensemble import Model
+from daemon.training.fitting import FitResult, fit_model
+from daemon.training.placement import Placement, TaskFit
+
+__all__ = ["Cluster", "open_cluster"]
+
+logger = logging.getLogger(__name__)
+
+#: Attempts to reach the scheduler, each waiting up to CONNECT_TIMEOUT_S, RETRY_PAUSE_S apart.
+CONNECT_ATTEMPTS = 3
+CONNECT_TIMEOUT_S = 10.0
+RETRY_PAUSE_S = 2.0
+#: Times a model's task is submitted when the cluster loses it (a worker dies mid-fit).
+TASK_ATTEMPTS = 3
+#: Seconds the cluster may have no worker at all (at the start or after losing them) before
+#: the fit fails; a fit itself has no time limit.
+NO_WORKER_TIMEOUT_S = 60.0
+#: Seconds between checks on the tasks and the cluster while the tasks run.
+POLL_S = 0.5
+
+
+@dataclass
+class Cluster:
+    """The cluster of one retrain: its client (None when the retrain fits on this machine after
+    all, `dask_fallback_local`) and what the report says of it."""
+
+    address: str
+    client: Any  # distributed.Client | None
+    placement: Placement
+
+    def fit_all(
+        self,
+        config: Config,
+        X: npt.NDArray[np.float32],
+        y: npt.NDArray[np.int8],
+        w: npt.NDArray[np.float64] | None,
+        progress: Callable[[str, Mapping[str, Any]], None],
+        *,
+        stage: str,
+        names: Sequence[str],
+        optional: Sequence[str],
+    ) -> FitResult:
+        """`fit_all`'s answer (models, fit seconds, failed optional models), each model fitted
+        as one task on the workers; the fits are added to `placement` under `stage`."""
+        client = self.client
+        assert client is not None
+        n_jobs = self._threads_per_task()
+        send = _Sender(client, self.address, X, y, w)
+        futures = {}
+        for i, name in enumerate(names):
+            progress("model_started", {"model": name, "index": i, "total": len(names)})
+            futures[send.fit(name, config, n_jobs)] = (i, name)
+        attempts = dict.fromkeys(names, 1)
+        models: dict[str, Model] = {}
+        seconds: dict[str, float] = {}
+        failed: dict[str, str] = {}
+        fits: list[TaskFit] = []
+        pending = set(futures)
+        while pending:
+            # Polled rather than `distributed.wait(..., return_when="FIRST_COMPLETED")`: that
+            # failed with an UnboundLocalError from inside distributed (2026.8.0) when a worker
+            # died while its task ran.
+            done = {future for future in pending if future.status != "pending"}
+            if not done:
+                self._check_workers()
+                time.sleep(POLL_S)
+                continue
+            for future in done:
+                pending.discard(future)
+                i, name = futures[future]
+                try:
+                    model, took, worker = future.result()
+                except ModelFitError as exc:
+                    if name not in optional:
+                        raise
+                    logger.warning("optional model %s failed to fit: %s", name, exc)
+                    failed[name], took, worker = str(exc), None, None
+                except RegimedError:
+                    raise
+                except Exception as exc:  # the cluster lost the task (KilledWorker, a comm error)
+                    why = f"model {name}: {type(exc).__name__}: {exc}"
+                    if attempts[name] >= TASK_ATTEMPTS:
+                        raise ClusterError(
+                            self.address, f"{why} (after {attempts[name]} attempts)"
+                        ) from exc
+                    logger.warning("Dask scheduler %s: %s; fitting it again", self.address, why)
+                    attempts[name] += 1
+                    retry = send.fit(name, config, n_jobs, again=True)
+                    futures[retry] = (i, name)
+                    pending.add(retry)
+                    continue
+                else:
+                    models[name] = model
+                seconds[name] = round(took or 0.0, 3)
+                fits.append(TaskFit(stage, name, worker, None if took is None else seconds[name]))
+                progress(
+                    "model_finished",
+                    {"model": name, "index": i, "total": len(names), "seconds": seconds[name]},
+                )
+        self.placement = self.placement.with_fits(
+            tuple(sorted(fits, key=lambda f: names.index(f.model)))
+        )
+        if not models:
+            raise RegimedError("no model could be fitted")
+        ordered = {name: models[name] for name in names if name in models}
+        return ordered, {n: seconds[n] for n in names}, failed
+
+    def _threads_per_task(self) -> int:
+        """The smallest worker's thread count, after waiting (bounded) for a worker."""
+        workers = self._check_workers()
+        return max(1, min(int(w.get("nthreads", 1)) for w in workers.values()))
+
+    def _check_workers(self) -> Mapping[str, Any]:
+        """The scheduler's workers; `ClusterError` when none came within NO_WORKER_TIMEOUT_S."""
+        deadline = time.monotonic() + NO_WORKER_TIMEOUT_S
+        while True:
+            try:
+                workers: Mapping[str, Any] = self.client.scheduler_info()["workers"]
+            except Exception as exc:  # the scheduler went away
+                raise ClusterError(self.address, f"lost: {type(exc).__name__}: {exc}") from exc
+            if workers:
+                return workers
+            if time.monotonic() > deadline:
+                raise ClusterError(self.address, f"no worker for {NO_WORKER_TIMEOUT_S:.0f} s")
+            time.sleep(POLL_S)
+
+
+class _Sender:
+    """The training rows, labels and weights of one stage sent to every worker once, and each
+    model's fit submitted as a task on them. A worker that dies takes the scheduler's record of
+    the sent data with it (distributed forgets scattered data a dead worker held, even when
+    another worker has a copy: its tasks end "cancelled"), so a task fitted again sends the
+    data again first."""
+
+    def __init__(self, client: Any, address: str, X: Any, y: Any, w: Any) -> None:
+        self.client = client
+        self.address = address
+        self.arrays = [X, y, w]
+        self.data = self._scatter()
+
+    def _scatter(self) -> Any:
+        """The arrays on every worker; `ClusterError` when no worker takes them in time."""
+        try:
+            return self.client.scatter(self.arrays, broadcast=True, timeout=NO_WORKER_TIMEOUT_S)
+        except Exception as exc:
+            raise ClusterError(
+                self.address, f"cannot send the training rows: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def fit(self, name: str, config: Config, n_jobs: int, *, again: bool = False) -> Any:
+        if again:
+            self.data = self._scatter()
+        return self.client.submit(
+            _fit_task, name, *self.data, config.models, n_jobs, config.training.seed, pure=False
+        )
+
+
+def _fit_task(
+    name: str,
+    X: npt.NDArray[np.float32],
+    y: npt.NDArray[np.int8],
+    w: npt.NDArray[np.float64] | None,
+    config: ModelsConfig,
+    n_jobs: int,
+    seed: int,
+) -> tuple[Model, float, str]:
+    """One model fitted on a worker: (the model, its fit seconds there, the worker's address)."""
+    from distributed import get_worker
+
+    started = time.perf_counter()
+    model = fit_model(name, X, y, w, config, n_jobs=n_jobs, seed=seed)
+    return model, time.perf_counter() - started, str(get_worker().address)
+
+
+@contextmanager
+def open_cluster(config: Config) -> Iterator[Cluster | None]:
+    """The cluster of `training.dask_scheduler` for one retrain (None when it is empty), closed
+    on exit. An unreachable scheduler raises `ClusterError` after CONNECT_ATTEMPTS, or, with
+    `training.dask_fallback_local`, gives a `Cluster` without a client (fit on this machine)."""
+    address = config.training.dask_scheduler
+    if not address:
+        yield None
+        return
+    try:
+        client = _connect(address)
+    except ClusterError as exc:
+        if not config.training.dask_fallback_local:
+            raise
+        logger.warning("%s; fitting on this machine (training.dask_fallback_local)", exc)
+        yield Cluster(address, None, Placement(address, fallback=exc.reason))
+        return
+    try:
+        workers = client.scheduler_info()["workers"]
+        placement = Placement(
+            address, len(workers), sum(int(w.get("nthreads", 0)) for w in workers.values())
+        )
+        logger.info(
+            "fitting on the Dask cluster %s: %d workers, %d threads",
+            address,
+            placement.workers,
+            placement.threads,
+        )
+        yield Cluster(address, client, placement)
+    finally:
+        client.close()
+
+
+def _connect(address: str) -> Any:
+    """A `distributed.Client` of `address`, or `ClusterError` after CONNECT_ATTEMPTS tries."""
+    from distributed import Client
+
+    reason = ""
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        try:
+            return Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)  # type: ignore[no-untyped-call]
+        except (OSError, TimeoutError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            logger.warning("Dask scheduler %s, attempt %d: %s", address, attempt, reason)
+        if attempt < CONNECT_ATTEMPTS:
+            time.sleep(RETRY_PAUSE_S)
+    raise ClusterError(address, f"unreachable after {CONNECT_ATTEMPTS} attempts: {reason}")

@@ -1,0 +1,214 @@
+"""The retrain on a Dask cluster (`training.dask_scheduler`, daemon.training.cluster): the
+models are fitted by the workers of a real local cluster (tests/dask_cluster.py) and give the
+same scores as on this machine; an unreachable scheduler fails the run naming the address, or
+falls back to this machine; a worker killed mid-fit is survived (Dask runs its task again on the
+other worker).
+
+The store holds the bundled S&P 500 from 2008 (about 2,700 labelled rows), labelled by the sign
+of a feature so that a candidate is promoted and refit; two small models.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from daemon.config import Config, parse_config
+from daemon.errors import RetrainFailed
+from daemon.registry.versions import Registry
+from daemon.store.sqlite import Store
+from daemon.training import cluster as cluster_module
+from daemon.training.trainer import retrain
+from tests.dask_cluster import dask_cluster as running_cluster
+from tests.dask_cluster import free_port
+from tests.factories import copy_store
+
+pytestmark = pytest.mark.integration
+
+HERE = "tests.training.test_cluster_fit"
+MODELS = ("random_forest", "lightgbm")
+
+
+def _config(
+    db: Path,
+    scheduler: str = "",
+    *,
+    fallback: bool = False,
+    extra: str = "",
+    names: tuple[str, ...] = MODELS,
+) -> Config:
+    models = ", ".join(f'"{m}"' for m in names)
+    return parse_config(
+        f'[store]\npath = "{db}"\n'
+        f"[training]\nmodels = [{models}]\nn_jobs = 1\n"
+        f'dask_scheduler = "{scheduler}"\ndask_fallback_local = {str(fallback).lower()}\n'
+        "[models.random_forest]\nn_estimators = 20\n[models.lightgbm]\nn_estimators = 30\n" + extra,
+        env={},
+    )
+
+
+def _scores(report: Any) -> dict[str, Any]:
+    """Every per-regime and overall score of the validation, by model and the ensemble."""
+    doc = report.to_json()["validation"]
+    return {"ensemble": (doc["per_regime"], doc["overall"]), "models": doc["models"]}
+
+
+def _without_seconds(scores: dict[str, Any]) -> dict[str, Any]:
+    models = {
+        k: {f: v for f, v in m.items() if f != "fit_seconds"} for k, m in scores["models"].items()
+    }
+    return {**scores, "models": models}
+
+
+def _cpu_seconds(client: Any) -> dict[str, float]:
+    return {k: float(v) for k, v in client.run(time.process_time).items()}
+
+
+def test_the_workers_fit_and_give_the_same_scores_as_this_machine(dask_cluster, small_db, tmp_path):
+    from distributed import Client
+
+    (tmp_path / "local").mkdir()
+    (tmp_path / "remote").mkdir()
+    local = retrain(_config(copy_store(small_db, tmp_path / "local")))
+    with Client(dask_cluster.address, timeout=30) as client:
+        before = _cpu_seconds(client)
+        remote = retrain(_config(copy_store(small_db, tmp_path / "remote"), dask_cluster.address))
+        after = _cpu_seconds(client)
+
+    assert local.cluster is None and local.promoted, local.reason
+    assert _without_seconds(_scores(remote)) == _without_seconds(_scores(local))
+    assert remote.outcome == local.outcome == "promoted"
+
+    placement = remote.cluster
+    assert placement is not None and placement.fallback is None
+    assert (placement.scheduler, placement.workers, placement.threads) == (
+        dask_cluster.address,
+        2,
+        2,
+    )
+    stages = [(f.stage, f.model) for f in placement.fits]
+    assert stages == [("fit", m) for m in MODELS] + [("refit", m) for m in MODELS]
+    assert {f.worker for f in placement.fits} <= set(dask_cluster.worker_pids)
+    assert all(f.seconds is not None and f.seconds > 0 for f in placement.fits)
+    assert remote.to_json()["cluster"]["scheduler"] == dask_cluster.address
+
+    # the workers did the fitting: together they spent at least the fits' seconds on CPU
+    spent = sum(after[w] - before[w] for w in before)
+    fitted = sum(f.seconds or 0.0 for f in placement.fits)
+    assert spent >= 0.5 * fitted > 0, (spent, fitted)
+
+
+def test_an_unreachable_scheduler_fails_the_run_naming_it_and_the_champion_stays(db, monkeypatch):
+    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(cluster_module, "RETRY_PAUSE_S", 0.1)
+    champion = retrain(_config(db))
+    assert champion.promoted
+    down = f"tcp://127.0.0.1:{free_port()}"
+
+    with pytest.raises(RetrainFailed) as info:
+        retrain(_config(db, down))
+
+    assert down in str(info.value) and "training.dask_scheduler" in str(info.value)
+    assert "3 attempts" in str(info.value)
+    assert info.value.report["outcome"] == "failed"
+    with Store.open(_config(db).store) as store:
+        registry = Registry(store)
+        assert registry.champion() is not None
+        assert registry.champion().version == champion.version
+        last = registry.last_retrain_run()
+    assert last is not None and down in last.reason
+
+
+def test_with_fallback_an_unreachable_scheduler_fits_on_this_machine(db, monkeypatch):
+    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(cluster_module, "RETRY_PAUSE_S", 0.1)
+    down = f"tcp://127.0.0.1:{free_port()}"
+
+    report = retrain(_config(db, down, fallback=True))
+
+    assert report.promoted, report.reason
+    assert report.cluster is not None and report.cluster.scheduler == down
+    assert report.cluster.fallback and "3 attempts" in report.cluster.fallback
+    assert report.cluster.fits == ()
+
+
+class Slow:
+    """A model whose fit takes `seconds` (time to kill its worker mid-fit), then predicts the
+    base rate."""
+
+    def __init__(self, seconds: float = 6.0) -> None:
+        self.seconds = seconds
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Slow:
+        time.sleep(self.seconds)
+        self.classes_ = np.array([0, 1])
+        self.rate_ = float(np.mean(y))
+        return self
+
+    def predict_proba(self, X: Any) -> Any:
+        p = np.full(len(X), self.rate_)
+        return np.column_stack([1.0 - p, p])
+
+
+def test_a_worker_killed_mid_fit_is_survived_on_the_other_worker(db):
+    with running_cluster(workers=2) as cluster:
+        outcome, victims = _kill_mid_fit(cluster, db, every=False)
+    report = outcome["report"]
+    assert not isinstance(report, Exception), report
+    assert report.outcome != "failed", report.reason
+    survivor = set(cluster.worker_pids) - set(victims)
+    slow = [f for f in report.cluster.fits if f.model == "slow"]
+    assert slow and {f.worker for f in slow} <= survivor
+    assert os.getpid() not in cluster.worker_pids.values()
+
+
+def test_every_worker_killed_mid_fit_fails_the_run_naming_the_scheduler(db, monkeypatch):
+    monkeypatch.setattr(cluster_module, "NO_WORKER_TIMEOUT_S", 3.0)
+    with running_cluster(workers=2) as cluster:
+        outcome, victims = _kill_mid_fit(cluster, db, every=True)
+    failure = outcome["report"]
+    assert isinstance(failure, RetrainFailed), failure
+    assert cluster.address in str(failure) and "training.dask_scheduler" in str(failure)
+    assert failure.report["outcome"] == "failed"
+    assert len(victims) == 2
+
+
+def _kill_mid_fit(cluster: Any, db: Path, *, every: bool) -> tuple[dict[str, Any], list[str]]:
+    """Run a retrain of LightGBM and `Slow` on `cluster` in a thread; once LightGBM is done and
+    `Slow` fits, SIGKILL its worker (`every`: every worker); (the outcome, the killed workers)."""
+    from distributed import Client
+
+    extra = f'[models.slow]\nfactory = "{HERE}:Slow"\ntrusted = ["{HERE}.Slow"]\n'
+    config = _config(db, cluster.address, extra=extra, names=("lightgbm", "slow"))
+    outcome: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: outcome.update(report=_run(config)))
+    thread.start()
+    with Client(cluster.address, timeout=30) as client:
+        deadline = time.monotonic() + 120
+        busy: list[str] = []
+        while not busy and time.monotonic() < deadline:
+            time.sleep(0.2)
+            busy = [w for w, keys in client.processing().items() if keys]
+        assert busy, "no fit task ran"
+        time.sleep(1.5)  # LightGBM (well under a second) is done, `Slow` (6 s) still fits
+        busy = [w for w, keys in client.processing().items() if keys]
+        victims = list(cluster.worker_pids) if every else busy
+        assert victims
+        for worker in victims:
+            cluster.kill_worker(worker)
+    thread.join(180)
+    assert not thread.is_alive()
+    return outcome, victims
+
+
+def _run(config: Config) -> Any:
+    try:
+        return retrain(config)
+    except Exception as exc:  # handed to the test's thread
+        return exc
