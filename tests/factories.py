@@ -2,8 +2,8 @@
 tests/test_layout.py): a daemon configuration on a test broker, numbered bars and what the store
 holds of them, the child processes of a process (read from /proc), slices of the bundled history
 with their regimes, base models small enough to fit in a test and registered model versions, a
-bounded wait, the service on a thread with its /metrics, a webhook receiver and a hand-moved
-clock."""
+bounded wait, the service on a thread with its /metrics, a webhook receiver, a hand-moved
+clock and stored live predictions with their labels."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from daemon.config.training import (
     XGBoostConfig,
 )
 from daemon.data.history import bundled_path, read_bars_csv, read_vix_csv
-from daemon.domain import Bar
+from daemon.domain import Bar, LabelUpdate, PredictionRow
 from daemon.errors import StoreError
 from daemon.pipeline.engine import Output, history_rows
 from daemon.pipeline.features import FEATURE_NAMES
@@ -427,3 +427,38 @@ def label_by_feature(config: Config, feature: str) -> None:
                     )
                 ],
             )
+
+
+#: The symbols of `live_history`.
+LIVE_SYMBOLS = ("SPY", "QQQ")
+
+
+def live_history(first: str, days: int, seed: int = 0) -> list[tuple[PredictionRow, int]]:
+    """Two symbols' predictions on `days` trading days from `first`, with their labels.
+
+    Normal days: the model is always right (balanced accuracy 1). Crash days: it always says
+    up (balanced accuracy 0.5 whatever the labels). Other regimes: a coin (labels and
+    predictions drawn independently).
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    regimes = ("normal", "crash", "low_volatility")
+    for k, day in enumerate(pd.bdate_range(first, periods=days)):
+        ts = day.strftime("%Y-%m-%d")
+        regime = regimes[(k // 5) % len(regimes)]
+        version = "v1" if k < days // 2 else "v2"
+        for symbol in LIVE_SYMBOLS:
+            label = int(rng.integers(0, 2))
+            pred = {"normal": label, "crash": 1}.get(regime, int(rng.integers(0, 2)))
+            proba = 0.6 if pred else 0.4
+            out.append((PredictionRow(symbol, ts, version, proba, pred, regime), label))
+    return out
+
+
+def write_live_store(path: Path, rows: list[tuple[PredictionRow, int]], matured: int) -> None:
+    """Store every prediction, and the labels of the first `matured` of them."""
+    with Store(path) as store:
+        store.write_batch(predictions=[p for p, _ in rows])
+        store.write_batch(
+            labels=[LabelUpdate(p.symbol, p.ts, "live", y) for p, y in rows[:matured]]
+        )

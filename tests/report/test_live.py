@@ -8,55 +8,21 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from daemon.domain import REGIMES, LabelUpdate, PredictionRow
+from daemon.domain import REGIMES
 from daemon.report.live import MIN_ROWS, live_report, period_of
 from daemon.store.predictions import StoredPrediction
 from daemon.store.sqlite import Store
-
-SYMBOLS = ("SPY", "QQQ")
-
-
-def history(first: str, days: int, seed: int = 0) -> list[tuple[PredictionRow, int]]:
-    """Two symbols' predictions on `days` trading days from `first`, with their labels.
-
-    Normal days: the model is always right (balanced accuracy 1). Crash days: it always says
-    up (balanced accuracy 0.5 whatever the labels). Other regimes: a coin (labels and
-    predictions drawn independently).
-    """
-    rng = np.random.default_rng(seed)
-    out = []
-    regimes = ("normal", "crash", "low_volatility")
-    for k, day in enumerate(pd.bdate_range(first, periods=days)):
-        ts = day.strftime("%Y-%m-%d")
-        regime = regimes[(k // 5) % len(regimes)]
-        version = "v1" if k < days // 2 else "v2"
-        for symbol in SYMBOLS:
-            label = int(rng.integers(0, 2))
-            pred = {"normal": label, "crash": 1}.get(regime, int(rng.integers(0, 2)))
-            proba = 0.6 if pred else 0.4
-            out.append((PredictionRow(symbol, ts, version, proba, pred, regime), label))
-    return out
-
-
-def write_store(path: Path, rows: list[tuple[PredictionRow, int]], matured: int) -> None:
-    """Store every prediction, and the labels of the first `matured` of them."""
-    with Store(path) as store:
-        store.write_batch(predictions=[p for p, _ in rows])
-        store.write_batch(
-            labels=[LabelUpdate(p.symbol, p.ts, "live", y) for p, y in rows[:matured]]
-        )
+from tests.factories import live_history, write_live_store
 
 
 @pytest.fixture
 def config_path(tmp_path) -> str:
     db = tmp_path / "state" / "regimed.db"
     db.parent.mkdir()
-    rows = history("2020-01-06", 60)
-    write_store(db, rows, matured=len(rows) - 2 * 5)  # the last five days still pending
+    rows = live_history("2020-01-06", 60)
+    write_live_store(db, rows, matured=len(rows) - 2 * 5)  # the last five days still pending
     path = tmp_path / "config.toml"
     path.write_text(f'[store]\npath = "{db}"\n[gate]\nbootstrap_samples = 200\n')
     return str(path)
@@ -124,7 +90,7 @@ def test_the_default_page_goes_beside_the_store(run_cli, config_path, tmp_path):
 
 def test_no_matured_prediction_says_why_and_exits_2(run_cli, tmp_path):
     db = tmp_path / "regimed.db"
-    write_store(db, history("2020-01-06", 3), matured=0)
+    write_live_store(db, live_history("2020-01-06", 3), matured=0)
     config = tmp_path / "config.toml"
     config.write_text(f'[store]\npath = "{db}"\n')
     result = run_cli("report", "--live", "--config", str(config))
