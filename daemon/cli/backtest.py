@@ -8,7 +8,13 @@ import math
 import sys
 from typing import Any
 
-from daemon.cli.common import EXIT_OK, command_config, out_path
+from daemon.cli.common import (
+    EXIT_OK,
+    add_history_options,
+    command_config,
+    fold_progress,
+    out_path,
+)
 from daemon.errors import UsageError
 from daemon.report.progress import Progress
 
@@ -37,12 +43,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     out = out_path(args.out)
     meter = Progress(sys.stderr)
 
-    def progress(k: int, total: int, fold: Any) -> None:
-        meter.update(
-            f"fold {k + 1}/{total} (cutoff {fold.cutoff}, {meter.elapsed():.0f} s)",
-            (k + 1) / total,
-        )
-
+    progress = fold_progress(meter)
     # The thread limits before the numeric libraries load (daemon.training.threads).
     with thread_limits(resolve_n_jobs(config.evaluate.n_jobs)):
         from daemon.evaluation import load_csvs
@@ -82,19 +83,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "block-bootstrap intervals of the differences to buy-and-hold; writes backtest.md and "
         "backtest.html into --out. docs/backtest.md explains the method.",
     )
-    p.add_argument(
-        "--bars",
-        metavar="CSV",
-        action="append",
-        default=[],
-        help="a daily OHLCV CSV of one symbol (the symbol is the file name); repeat for more. "
-        "Default: the bundled ^GSPC and ^IXIC history",
-    )
-    p.add_argument("--vix", metavar="CSV", help="VIX closes for --bars (default: none, the proxy)")
-    p.add_argument(
-        "--out", metavar="DIR", default="backtest", help="report directory (default ./backtest)"
-    )
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_history_options(p, out="backtest")
     p.add_argument(
         "--target",
         metavar="T",

@@ -7,15 +7,17 @@ import dataclasses
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from daemon.cli.common import EXIT_OK, command_config, out_path
+from daemon.cli.common import (
+    EXIT_OK,
+    add_history_options,
+    command_config,
+    fold_progress,
+    out_path,
+)
 from daemon.errors import UsageError
-from daemon.report.progress import Progress, duration, remaining
-
-if TYPE_CHECKING:
-    from daemon.evaluation.data import Fold
+from daemon.report.progress import Progress
 
 
 def _models(text: str) -> tuple[str, ...]:
@@ -89,35 +91,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def fold_progress(meter: Progress) -> Callable[[int, int, Fold], None]:
-    """The walk's progress callback: fold k of n, the time elapsed and an estimate of the time
-    left. A fold's work grows with its training rows (the window expands), so the estimate is
-    the pace per training row of the folds done so far, applied to the remaining folds at the
-    size of the current one (a little short, as later folds are larger still)."""
-    rows_done = 0
-    rows_now = 0
-    first_fold_at = 0.0  # loading the data before the first fold is not the folds' pace
-
-    def progress(k: int, total: int, fold: Fold) -> None:
-        nonlocal rows_done, rows_now, first_fold_at
-        if k == 0:
-            first_fold_at = meter.elapsed()
-        rows_done += rows_now  # the fold before this one has finished
-        rows_now = len(fold.train) + len(fold.archive)
-        work = rows_done + rows_now * (total - k)
-        if not meter.due():
-            return
-        elapsed = meter.elapsed()
-        left = remaining(elapsed - first_fold_at, rows_done, work)
-        estimate = "" if left is None else f", about {duration(left)} left"
-        meter.update(
-            f"fold {k + 1}/{total} (cutoff {fold.cutoff}), {duration(elapsed)} elapsed{estimate}",
-            rows_done / work if work else None,
-        )
-
-    return progress
-
-
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add `evaluate` to the subcommands."""
     p = sub.add_parser(
@@ -131,19 +104,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "regime with 95% block-bootstrap intervals; writes evaluation.md and evaluation.html "
         "into --out. docs/evaluation.md explains the method.",
     )
-    p.add_argument(
-        "--bars",
-        metavar="CSV",
-        action="append",
-        default=[],
-        help="a daily OHLCV CSV of one symbol (the symbol is the file name); repeat for more. "
-        "Default: the bundled ^GSPC and ^IXIC history",
-    )
-    p.add_argument("--vix", metavar="CSV", help="VIX closes for --bars (default: none, the proxy)")
-    p.add_argument(
-        "--out", metavar="DIR", default="evaluation", help="report directory (default ./evaluation)"
-    )
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_history_options(p, out="evaluation")
     p.add_argument(
         "--models",
         metavar="M[,M...]",

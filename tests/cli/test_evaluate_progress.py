@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 
-from daemon.cli.evaluate import fold_progress
+from daemon.cli.common import fold_progress
 from daemon.evaluation.data import Fold
 from daemon.report.progress import Progress, duration, remaining
 from tests.factories import Clock
