@@ -20,12 +20,22 @@ daemon's first batch waits for the group join, which is reported apart); in-proc
 rates count every record. Each consume and in-process row also gives the CPU time per record of
 each process taking part (this one, the writer process, the broker).
 
+`--store postgresql` measures the in-process and end-to-end rows into the PostgreSQL store
+instead (`store.url`; a shared store has no writer process, so the store writes in the consumer
+thread), on a throw-away server this script starts (`tests/postgres_server.py`, initdb + pg_ctl
+on a free loopback port) with PostgreSQL's durable defaults: fsync, synchronous_commit and
+full_page_writes on; each run gets a fresh database. `--store both` runs every store row for
+SQLite and PostgreSQL alternately in the same run (same load); `--rounds N` repeats the
+in-process store rows N times, alternately. The server's CPU is that of the postmaster and all
+its processes.
+
 `--stages` times each stage in one thread instead (wall and CPU); `--floors` measures the least
 CPU each stage could take (decode, pipeline, bare SQLite INSERTs of the same rows) and the
 cores two busy processes get on this machine.
 
 Run: /tmp/venv/bin/python benchmarks/ingest.py [--symbols 500] [--days 1000]
-     [--max-poll-records N] [--skip-broker] [--stages | --floors]
+     [--max-poll-records N] [--skip-broker] [--store sqlite|postgresql|both] [--rounds N]
+     [--stages | --floors]
 Results go to docs/benchmarks.md (section "Ingest").
 """
 
@@ -46,10 +56,11 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -64,6 +75,8 @@ from daemon.monitor.metrics import Metrics
 from daemon.pipeline.engine import Output, Pipeline
 from daemon.runtime.ingest import RESTORE_BARS, Ingest, ingest_consumer
 from daemon.store.sqlite import Store
+
+ROOT = Path(__file__).resolve().parents[1]
 
 Payload = tuple[bytes, bytes]  # (key, value) as the producer sends them
 
@@ -94,21 +107,104 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and all its descendants, living (user + system) and reaped
+    (the children's times the kernel adds to their parent)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            # Gone since the listing: its time is in the parent's reaped times.
+            with suppress(FileNotFoundError, ProcessLookupError):
+                total += tree_cpu_seconds(int(child))
+    return total
+
+
+class ProcessTree:
+    """A process meant with its descendants in `CpuMeter` (the database server)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
 class CpuMeter:
     """CPU seconds that named processes spend between `start` and `stop`, per record."""
 
-    def __init__(self, **pids: int | None) -> None:
+    def __init__(self, **pids: int | ProcessTree | None) -> None:
         self.pids = pids
         self.at: dict[str, float] = {}
 
+    @staticmethod
+    def _seconds(pid: int | ProcessTree | None) -> float:
+        if isinstance(pid, ProcessTree):
+            return tree_cpu_seconds(pid.pid)
+        return cpu_seconds(pid)
+
     def start(self) -> None:
-        self.at = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.at = {name: self._seconds(pid) for name, pid in self.pids.items()}
 
     def stop(self, records: int) -> dict[str, float]:
         return {
-            name: (cpu_seconds(pid) - self.at[name]) / records * 1e6
+            name: (self._seconds(pid) - self.at[name]) / records * 1e6
             for name, pid in self.pids.items()
         }
+
+
+class Target(Protocol):
+    """Where a measured run stores: a fresh store config per run, and the server's pid."""
+
+    name: str
+
+    def fresh(self, label: str) -> StoreConfig: ...
+
+    def server(self) -> ProcessTree | None: ...
+
+
+@dataclass
+class SqliteTarget:
+    """A fresh SQLite file per run in `work`."""
+
+    work: Path
+    name: str = "SQLite"
+
+    def fresh(self, label: str) -> StoreConfig:
+        return StoreConfig(path=str(self.work / f"{label}.db"))
+
+    def server(self) -> ProcessTree | None:
+        return None
+
+
+@dataclass
+class PostgresTarget:
+    """A fresh database per run on a throw-away durable PostgreSQL server."""
+
+    server_: Any  # tests.postgres_server.PostgresServer
+    name: str = "PostgreSQL"
+
+    def fresh(self, label: str) -> StoreConfig:
+        return StoreConfig(url=self.server_.database())
+
+    def server(self) -> ProcessTree | None:
+        return ProcessTree(self.server_.pid)
+
+
+def server_version(server: Any) -> str:
+    """The server's `server_version`."""
+    import psycopg
+
+    with psycopg.connect(server.admin_url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "?"
+
+
+def postgres_server() -> Any:
+    """A durable throw-away server (tests/postgres_server.py, shared with the tests)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.postgres_server import PostgresServer
+
+    return PostgresServer(durable=True)
 
 
 def cpu_note(cpu: dict[str, float]) -> str:
@@ -125,25 +221,35 @@ def payloads(symbols: int, days: int) -> list[Payload]:
 
 
 def in_process(
-    records: list[Payload], batch: int, path: Path, config: Config, mode: str = "process"
+    records: list[Payload],
+    batch: int,
+    store_config: StoreConfig,
+    config: Config,
+    mode: str = "process",
+    server: ProcessTree | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Decode, pipeline and store every record in batches of `batch`; wall seconds and CPU
     microseconds per record of each process.
 
     `mode` "process": as the daemon does it (`store.writer_process`), the writer process
     stores batch N while this thread computes N+1; "thread": `Store.write_batch` in this
-    thread; "none": no store at all (decode and pipeline alone)."""
+    thread; "none": no store at all (decode and pipeline alone). A PostgreSQL store
+    (`store_config.url`) always writes in this thread; `server` is its server's pids."""
     topic = config.kafka.topic
-    store_config = dataclasses.replace(config.store, writer_process=mode == "process")
+    store_config = dataclasses.replace(store_config, writer_process=mode == "process")
     config = config.replace(store=store_config)
-    with Store(path) as store:
+    with Store.open(store_config) as store:
         pipeline = Pipeline(config, history=lambda s: store.recent_bars(s, RESTORE_BARS))
         step = Ingest(config, store, Metrics.create(), pipeline=pipeline)
         step.resume()
         if mode != "none":
             step.open()
         writer = step.writer
-        pids = {"consumer": None} | ({"writer": writer.pid} if writer is not None else {})
+        pids: dict[str, int | ProcessTree | None] = {"consumer": None}
+        if writer is not None:
+            pids["writer"] = writer.pid
+        if server is not None:
+            pids["server"] = server
         meter = CpuMeter(**pids)
         try:
             meter.start()
@@ -344,9 +450,14 @@ def raw_consume(
 
 
 def end_to_end(
-    config: Config, total: int, timeout_s: float, broker_pid: int | None = None
+    config: Config,
+    total: int,
+    timeout_s: float,
+    broker_pid: int | None = None,
+    server: ProcessTree | None = None,
 ) -> Phase:
-    """Run the daemon's consumer until every record is stored."""
+    """Run the daemon's consumer until every record is stored (`server`: the pids of a
+    PostgreSQL store's server, for its CPU)."""
     with Store.open(config.store) as store:
         consumer = ingest_consumer(config, store, Metrics.create(), threading.Event())
         start = time.perf_counter()
@@ -357,7 +468,13 @@ def end_to_end(
             first = consumer.run(max_messages=1, timeout_s=timeout_s).consumed
             first_at = time.perf_counter()
             writer = consumer.step.writer.pid if consumer.step.writer is not None else None
-            meter = CpuMeter(consumer=None, writer=writer, broker=broker_pid)
+            pids: dict[str, int | ProcessTree | None] = {"consumer": None}
+            if writer is not None:
+                pids["writer"] = writer
+            pids["broker"] = broker_pid
+            if server is not None:
+                pids["server"] = server
+            meter = CpuMeter(**pids)
             meter.start()
             consumed, batches = first, 0
             while consumed < total and time.monotonic() < deadline:
@@ -405,6 +522,20 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: CPU microseconds per bar of the least work of each stage, and the "
         "cores two busy processes get",
     )
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgresql", "both"),
+        default="sqlite",
+        help="the store of the in-process and end-to-end rows; both: alternately in one run "
+        "(PostgreSQL: a throw-away durable server this script starts)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="times each in-process store row runs (with --store both: SQLite, PostgreSQL, "
+        "SQLite, ...); the end-to-end rows run once",
+    )
     args = parser.parse_args(argv)
 
     base = Config()
@@ -449,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} | {wall:.1f} | {cpu:.1f} |")
         return 0
 
-    with tempfile.TemporaryDirectory(prefix="regimed-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="regimed-bench-") as tmp, ExitStack() as stack:
         work = Path(tmp)
         suffix = uuid.uuid4().hex[:8]
         kafka = KafkaConfig(
@@ -465,24 +596,40 @@ def main(argv: list[str] | None = None) -> int:
             # Ingest alone; benchmarks/outputs.py measures it with the output topics on.
             outputs=OutputsConfig(predictions_topic="", regimes_topic=""),
         )
-        seconds, cpu = in_process(records, batch, work / "in-process.db", config)
-        report(
-            "in-process: decode + pipeline + SQLite (writer process), no broker",
-            total,
-            seconds,
-            cpu_note(cpu),
-        )
-        seconds, cpu = in_process(records, batch, work / "in-thread.db", config, "thread")
-        report(
-            "in-process: decode + pipeline + SQLite (one thread), no broker",
-            total,
-            seconds,
-            cpu_note(cpu),
-        )
-        seconds, cpu = in_process(records, batch, work / "no-store.db", config, "none")
+        targets: list[Target] = []
+        if args.store in ("sqlite", "both"):
+            targets.append(SqliteTarget(work))
+        if args.store in ("postgresql", "both"):
+            server = stack.enter_context(postgres_server())
+            targets.append(PostgresTarget(server))
+            print(f"# PostgreSQL {server_version(server)} (fsync, synchronous_commit on)")
+        runs = [target for _ in range(args.rounds) for target in targets]  # alternately
+        for target in runs:
+            if isinstance(target, SqliteTarget):
+                for mode, how in (("process", "writer process"), ("thread", "one thread")):
+                    seconds, cpu = in_process(
+                        records, batch, target.fresh(f"in-{mode}"), config, mode
+                    )
+                    report(
+                        f"in-process: decode + pipeline + SQLite ({how}), no broker",
+                        total,
+                        seconds,
+                        cpu_note(cpu),
+                    )
+            else:
+                seconds, cpu = in_process(
+                    records, batch, target.fresh("in"), config, "thread", target.server()
+                )
+                report(
+                    "in-process: decode + pipeline + PostgreSQL (one thread), no broker",
+                    total,
+                    seconds,
+                    cpu_note(cpu),
+                )
+        seconds, cpu = in_process(records, batch, StoreConfig(path=":memory:"), config, "none")
         report("in-process: decode + pipeline, no store", total, seconds, cpu_note(cpu))
         raw: list[Phase] = []
-        e2e: Phase | None = None
+        e2e: list[tuple[str, Phase]] = []
         if not args.skip_broker:
             with EmbeddedBroker(log_path=work / "broker.log") as broker:
                 broker_pid = broker.process.pid if broker.process is not None else None
@@ -496,14 +643,28 @@ def main(argv: list[str] | None = None) -> int:
                 report("publish: replay.publish (JSON encoding included)", total, seconds)
                 for when in ("before", "after"):
                     if when == "after":
-                        e2e = end_to_end(config, total, args.timeout, broker_pid)
-                        report(
-                            "end-to-end: MarketDataConsumer into SQLite",
-                            e2e.records,
-                            e2e.seconds,
-                            f"first batch after {e2e.startup:.1f} s; "
-                            f"{e2e.per_batch:,.0f} records per transaction; {cpu_note(e2e.cpu)}",
-                        )
+                        # Once each: in one run, a third end-to-end consumer got no first
+                        # batch from the embedded broker within --timeout (600 s).
+                        for target in targets:
+                            group = f"bench-{uuid.uuid4().hex[:8]}"
+                            run_config = config.replace(
+                                kafka=dataclasses.replace(
+                                    kafka, group_id=group, group_instance_id=group
+                                ),
+                                store=target.fresh("e2e"),
+                            )
+                            phase = end_to_end(
+                                run_config, total, args.timeout, broker_pid, target.server()
+                            )
+                            e2e.append((target.name, phase))
+                            report(
+                                f"end-to-end: MarketDataConsumer into {target.name}",
+                                phase.records,
+                                phase.seconds,
+                                f"first batch after {phase.startup:.1f} s; "
+                                f"{phase.per_batch:,.0f} records per transaction; "
+                                f"{cpu_note(phase.cpu)}",
+                            )
                     phase = raw_consume(kafka, total, args.timeout, broker_pid)
                     raw.append(phase)
                     report(
@@ -518,10 +679,16 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---|")
     for name, n, seconds, note in rows:
         print(f"| {name} | {n:,} | {seconds:.1f} | {rate(n, seconds)} | {note} |")
-    if e2e is not None:
+    if e2e:
         ceiling = max(phase.rate for phase in raw)
         print()
-        print(f"end-to-end / raw consume ceiling (the faster raw run): {e2e.rate / ceiling:.0%}")
+        for name, phase in e2e:
+            print(
+                f"end-to-end into {name} / raw consume ceiling (the faster raw run): "
+                f"{phase.rate / ceiling:.0%}"
+            )
+        if len(e2e) == 2:
+            print(f"end-to-end PostgreSQL / SQLite: {e2e[1][1].rate / e2e[0][1].rate:.2f}")
     print()
     print("Consume rates count the records after the first batch (the steady state); the")
     print("first batch waits for the group join. In-process and publish count every record.")

@@ -1,6 +1,8 @@
 """A throw-away PostgreSQL server for the tests: initdb + pg_ctl from Debian's `postgresql`
 package in a temporary directory, on a free loopback port, trust authentication on 127.0.0.1
 only, no Unix socket; stopped by pg_ctl (and by pid if that fails) when the context exits.
+For speed it runs without fsync; `durable=True` keeps PostgreSQL's durable defaults (fsync,
+synchronous_commit, full_page_writes on), as `benchmarks/ingest.py --store postgresql` needs.
 
 PostgreSQL refuses to run as root, so under root the server runs as the `postgres` user (through
 `runuser`) in a directory that user owns. `.ci/run` installs the package when it is missing.
@@ -63,7 +65,8 @@ def _free_port() -> int:
 class PostgresServer:
     """One PostgreSQL cluster for a test session; `database()` makes a fresh database."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         self.bin = postgres_bin_dir()
         self.port = 0
         self.user = "postgres"
@@ -105,9 +108,10 @@ class PostgresServer:
             self.port = _free_port()
             options = (
                 f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
                 "-c max_connections=200"
             )
+            if not self.durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             done = self._run(
                 "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
                 "-t", str(PG_CTL_TIMEOUT_S), "start",
@@ -118,6 +122,11 @@ class PostgresServer:
                 log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
                 raise RuntimeError(f"pg_ctl start failed: {done.stderr.strip()}\n{log}")
         return self
+
+    @property
+    def pid(self) -> int:
+        """The postmaster's pid (the parent of every server process)."""
+        return int((self.data / "postmaster.pid").read_text().splitlines()[0])
 
     def database(self) -> str:
         """Create a fresh, empty database; its URL."""
