@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -189,8 +190,15 @@ class _Sender:
     def fit(self, name: str, config: Config, n_jobs: int, *, again: bool = False) -> Any:
         if again:
             self.data = self._scatter()
+        # The key names the model, so the scheduler's dashboard and logs say which fit is where.
         return self.client.submit(
-            _fit_task, name, *self.data, config.models, n_jobs, config.training.seed, pure=False
+            _fit_task,
+            name,
+            *self.data,
+            config.models,
+            n_jobs,
+            config.training.seed,
+            key=f"fit-{name}-{uuid.uuid4().hex}",
         )
 
 
