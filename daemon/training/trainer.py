@@ -43,20 +43,18 @@ from daemon.training.refit import Sampled, refit_members, refit_rows, sampled, w
 from daemon.training.report import (
     Artifact,
     DataWindow,
-    Diagnostics,
     EnsembleVote,
     Figure,
     Gate,
-    ModelScores,
     RetrainReport,
     ScoreTable,
     Split,
     TrainingMix,
-    Validation,
     Windows,
 )
 from daemon.training.rivals import champion_calls, last_candidate_calls
 from daemon.training.sampling import weight_report
+from daemon.training.validation import diagnose, validate
 
 if TYPE_CHECKING:
     from daemon.training.cluster import Cluster
@@ -289,15 +287,19 @@ class _Retrain:
                 dict(ensemble.vote.weights), ensemble.vote.threshold, holdout_scores
             )
         )
-        validation, preds, candidate, references = self._validate(
-            ensemble, data, train, val, fit_seconds
+        validation, preds, candidate, references = validate(
+            self.config, ensemble, data.X, data.y, data.regimes, train, val, fit_seconds
         )
         self._add(
             validation=validation,
             importances=importances(models),
             confusion={name: confusion(data.y[val], p) for name, p in preds.items()},
         )
-        self._add(diagnostics=self._diagnostics(data, val, candidate))
+        self._add(
+            diagnostics=diagnose(
+                self.config, self.store, data.y, data.days, data.regimes, val, candidate
+            )
+        )
 
         self._stage("gate")
         decision, champion_scores, skill = self._gate(data, val, candidate, references)
@@ -382,85 +384,6 @@ class _Retrain:
             y=meta["label"].to_numpy(dtype=np.int8),
             days=meta["ts"].to_numpy(dtype="datetime64[D]"),
             regimes=meta["regime"].to_numpy().astype(str),
-        )
-
-    def _validate(
-        self,
-        ensemble: Ensemble,
-        data: _Data,
-        train: npt.NDArray[np.int64],
-        val: npt.NDArray[np.int64],
-        fit_seconds: Mapping[str, float],
-    ) -> tuple[Validation, dict[str, npt.NDArray[np.int8]], Predictor, dict[str, Predictor]]:
-        """Scores of every model, the ensemble and the naive references on the validation
-        rows: (the report's `validation`, predictions by model, the candidate ensemble's and
-        the references' calls and probabilities)."""
-        from daemon.training.gate import Predictor
-        from daemon.training.scoring import baseline_predictions, baseline_probabilities, score
-
-        min_n = self.config.training.min_score_samples
-        regimes = data.regimes[val]
-        y = data.y[val]
-        X = data.X[val]
-        probas = ensemble.model_probas(X)
-        preds = {name: (p > 0.5).astype(np.int8) for name, p in probas.items()}
-        preds["ensemble"] = ensemble.vote.predict(probas)
-        models = {
-            name: _model_scores(score(y, p, regimes, min_n), fit_seconds.get(name))
-            for name, p in preds.items()
-        }
-        naive = baseline_predictions(
-            data.y[train], X, FEATURE_NAMES, self.config.label.horizon_bars, self.config.label.key
-        )
-        naive_proba = baseline_probabilities(
-            data.y[train], data.X[train], X, FEATURE_NAMES, self.config.label.horizon_bars
-        )
-        references = {name: Predictor(p, naive_proba[name]) for name, p in naive.items()}
-        baselines = {
-            name: _model_scores(score(y, p, regimes, min_n), None) for name, p in naive.items()
-        }
-        ens = ScoreTable.of(score(y, preds["ensemble"], regimes, min_n))
-        validation = Validation(ens.per_regime, ens.overall, baselines, models)
-        candidate = Predictor(preds["ensemble"], ensemble.vote.proba(probas))
-        return validation, preds, candidate, references
-
-    def _diagnostics(
-        self, data: _Data, val: npt.NDArray[np.int64], candidate: Predictor
-    ) -> Diagnostics:
-        """The report's diagnostics of the candidate on the validation rows, aggregated
-        (daemon.training.diagnostics): calibration, per-regime intervals, the market symbol's
-        price and regimes over the validation period, rolling balanced accuracy."""
-        from daemon.training import diagnostics as diag
-
-        cfg = self.config
-        y, days, regimes = data.y[val], data.days[val], data.regimes[val]
-        market = cfg.regime.market_symbol
-        bars = pd.DataFrame()
-        if len(val):
-            first, last = days.min(), days.max()
-            bars = self.store.bars(market, since=_day(first))
-            bars = bars[bars["ts"].to_numpy(dtype="datetime64[D]") <= last]
-        return Diagnostics(
-            calibration=diag.calibration(y, candidate.proba),
-            intervals=diag.regime_intervals(
-                y,
-                candidate.pred,
-                regimes,
-                days,
-                min_n=cfg.training.min_score_samples,
-                n_resamples=cfg.gate.bootstrap_samples,
-                block_days=cfg.gate.bootstrap_block_days,
-                seed=cfg.training.seed,
-            ),
-            timeline=diag.timeline(market, bars),
-            rolling=diag.rolling(
-                y,
-                candidate.pred,
-                regimes,
-                days,
-                window_days=diag.ROLLING_WINDOW_DAYS,
-                min_n=diag.ROLLING_MIN_ROWS,
-            ),
         )
 
     def _gate(
@@ -600,10 +523,3 @@ def _day(value: Any) -> str | None:
 
 def _ordered(counts: Mapping[str, float]) -> dict[str, Any]:
     return {r: counts[r] for r in REGIMES if r in counts}
-
-
-def _model_scores(scores: Scores, fit_seconds: float | None) -> ModelScores:
-    """A model's (or a reference's) row of the report's validation."""
-    table = ScoreTable.of(scores)
-    overall = table.total
-    return ModelScores(overall.accuracy, overall.balanced_accuracy, fit_seconds, table.per_regime)
