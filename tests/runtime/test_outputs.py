@@ -92,6 +92,17 @@ def read_all(
             assert time.monotonic() < deadline, f"{topic}: {len(records)} of {end} read"
             for batch in consumer.poll(timeout_ms=500).values():
                 records.extend((r.key, r.value) for r in batch)
+        # The embedded broker reports the end offset as the last batch's base offset + 1 (300
+        # records in three batches of 100: 201), so the last batch lies past `end`: read on
+        # until two seconds bring nothing more.
+        quiet_until = time.monotonic() + 2.0
+        while time.monotonic() < quiet_until:
+            assert time.monotonic() < deadline, f"{topic}: {len(records)} read, still growing"
+            polled = consumer.poll(timeout_ms=500)
+            for batch in polled.values():
+                records.extend((r.key, r.value) for r in batch)
+            if polled:
+                quiet_until = time.monotonic() + 2.0
         return records
     finally:
         consumer.close()
