@@ -23,7 +23,11 @@ promoted members (`training.refit` false and true, alternately, `--runs` of each
 copy, with `gate.min_edge = -1` so that every candidate is promoted and the refit runs; the table
 gives the retrain time, the refit's fit time and the size of the bundle written.
 
-Run: /tmp/venv/bin/python benchmarks/retrain.py [--samples 100000] [--runs 1]
+`--dask ADDR` fits the whole retrain's models on that Dask cluster (`--dask local`: a scheduler
+and two one-thread workers started here on loopback, stopped by pid) and prints where each fit
+ran (the report's `cluster` section).
+
+Run: /tmp/venv/bin/python benchmarks/retrain.py [--samples 100000] [--runs 1] [--dask ADDR]
      /tmp/venv/bin/python benchmarks/retrain.py --busy [--samples 30000] [--rounds 2]
      /tmp/venv/bin/python benchmarks/retrain.py --refit [--samples 100000] [--runs 1]
 Results go to docs/benchmarks.md (sections "Retrain", "Retrain beside a busy consumer" and
@@ -33,6 +37,7 @@ Results go to docs/benchmarks.md (sections "Retrain", "Retrain beside a busy con
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import platform
@@ -49,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from dask_local import cluster_address
 
 from consumers.broker import EmbeddedBroker
 from consumers.replay import ensure_topic, synthetic_events
@@ -313,10 +319,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=1800, help="--busy: bound of a retrain (s)"
     )
+    parser.add_argument(
+        "--dask",
+        default="",
+        help="fit on this Dask scheduler (tcp://host:port), or `local`: a scheduler and two "
+        "one-thread workers started here",
+    )
     args = parser.parse_args(argv)
     if args.samples is None:
         args.samples = 30_000 if args.busy else 100_000
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         path = Path(tmp) / "regimed.db"
         t = time.perf_counter()
         total = build_store(path, args.samples)
@@ -329,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.refit:
             refit_runs(path, Path(tmp), args.runs)
             return 0
+        if args.dask:
+            address = stack.enter_context(cluster_address(args.dask))
+            config = config.replace(
+                training=dataclasses.replace(config.training, dask_scheduler=address)
+            )
         stages: dict[str, float] = {}
         last = [time.perf_counter(), "start"]
 
@@ -361,6 +378,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"{cell['balanced_accuracy']:.3f} | {cell['accuracy']:.3f} |"
                 )
             print("\nstages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+            if "cluster" in report:
+                cluster = report["cluster"]
+                print(
+                    f"\ncluster {cluster['scheduler']}: {cluster['workers']} workers, "
+                    f"{cluster['threads']} threads"
+                )
+                for fit in cluster["fits"]:
+                    print(f"  {fit['stage']} {fit['model']} on {fit['worker']}: {fit['seconds']} s")
     return 0
 
 
