@@ -14,7 +14,7 @@ import pytest
 from daemon.config import Config, StoreConfig
 from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
-from tests.factories import register, store_history
+from tests.factories import live_history, register, store_history, write_live_store
 
 pytestmark = pytest.mark.integration  # a real PostgreSQL server
 
@@ -107,3 +107,24 @@ def test_evaluate_runs_with_a_postgresql_configuration(run_cli, tmp_path, postgr
     assert result.code == 0, result.err
     assert len(json.loads(result.out)["folds"]) == 1
     assert (out / "evaluation.html").is_file()
+
+
+def test_predictions_and_the_live_report_read_the_same_from_either_backend(
+    run_cli, tmp_path, postgres_url
+):
+    """A single-host store moved into PostgreSQL: `regimed predictions` and `regimed report
+    --live` print from the database what they print from the SQLite file."""
+    single = tmp_path / "single"
+    single.mkdir()
+    rows = live_history("2020-01-06", 60)
+    write_live_store(single / "regimed.db", rows, matured=len(rows) - 10)
+    (single / "regimed.toml").write_text(f'[store]\npath = "{single / "regimed.db"}"\n{FAST}')
+    moved = run_cli("store", "migrate", "--from", str(single / "regimed.db"), "--to", postgres_url)
+    assert moved.code == 0, moved.err
+    shared = host_config(tmp_path, "host", postgres_url)
+    for command in (["predictions", "--json"], ["report", "--live", "--json"]):
+        on_sqlite = run_cli(*command, "--config", str(single / "regimed.toml"))
+        on_postgres = run_cli(*command, "--config", str(shared))
+        assert (on_sqlite.code, on_postgres.code) == (0, 0), on_postgres.err
+        assert json.loads(on_postgres.out) == json.loads(on_sqlite.out), command
+    assert len(json.loads(on_sqlite.out)["per_regime"]) == 5  # the live report, with content
