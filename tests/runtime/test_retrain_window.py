@@ -6,6 +6,7 @@ it asks for, as before."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime as dt
 from pathlib import Path
@@ -100,3 +101,23 @@ def test_one_daemon_on_sqlite_trains_every_window_it_asks_for(tmp_path, sp500, v
     drift = runner.run("drift", RetrainWindow.drift(dt.datetime.now(dt.UTC)))
     assert drift.outcome == "unchanged", drift.reason
     assert [trigger for trigger, _, _ in runs(config)] == ["schedule", "drift"]
+
+
+def test_two_daemons_firing_together_train_once(tmp_path, postgres_url, sp500, vix):
+    """Both fire at the same scheduled time; with a lock timeout the second waits for the
+    first instead of giving up busy, then finds the window served."""
+    configs = [
+        daemon_config(host(tmp_path, f"host-{n}"), f"regimed-{n}", postgres_url) for n in "ab"
+    ]
+    configs = [
+        c.replace(training=dataclasses.replace(c.training, lock_timeout_seconds=120.0))
+        for c in configs
+    ]
+    store_history(configs[0], {"^GSPC": sp500.iloc[-1500:]}, vix)
+    window = RetrainWindow.scheduled(dt.datetime.now(dt.UTC))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda c: RetrainRunner(c).run("schedule", window), configs))
+    assert sorted(r.outcome for r in results) == ["already_run", "promoted"], [
+        r.reason for r in results
+    ]
+    assert [trigger for trigger, _, _ in runs(configs[1])] == ["schedule"]
