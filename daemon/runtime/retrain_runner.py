@@ -15,10 +15,10 @@ The child prints the report (the `regimed retrain --json` document) on its stand
 exits 0; 1 when no candidate could be made (the failed run's report still printed); 75
 (EX_TEMPFAIL) when another retrain holds the store's lock; 3 when a run of the group served the
 request's window already (it prints that run instead of a report; daemon.training.window); 143
-when terminated. Anything a
-library prints goes to standard error, never into the report. The child logs at the daemon's
-level to standard error (a temporary file), and the parent forwards each record to its own
-loggers while it waits, so the trainer's warnings reach the daemon's journal as they happen.
+when terminated. Anything a library prints goes to standard error, never into the report. The
+child logs at the daemon's level to standard error (a temporary file), and the parent forwards
+each record to its own loggers while it waits, so the trainer's warnings reach the daemon's
+journal as they happen.
 
 Stopping: the parent checks its stop event while it waits, sends SIGTERM to the child's process
 group, and SIGKILL after `stop_grace_seconds`. The child turns SIGTERM into an exception, so the
@@ -349,18 +349,18 @@ class RetrainRunner:
         started_at: dt.datetime,
     ) -> RunResult:
         """The child found the window served by `served` and trained nothing."""
-        if returncode != EXIT_ALREADY_RUN or window is None:
-            reason = f"the retrain process printed another run (exit code {returncode})"
-            spent = round(time.monotonic() - t0, 3)
-            return RunResult(trigger, "failed", spent, reason=reason, returncode=returncode)
+        outcome: Outcome = "failed"
+        reason = f"the retrain process printed a retrain run, not a report (exit {returncode})"
+        if returncode == EXIT_ALREADY_RUN and window is not None:
+            outcome, reason = "already_run", window.done_by(served)
         return RunResult(
             trigger=trigger,
-            outcome="already_run",
+            outcome=outcome,
             duration_seconds=round(time.monotonic() - t0, 3),
-            reason=window.done_by(served),
+            reason=reason,
             returncode=returncode,
             started_at=started_at,
-            already_run=served,
+            already_run=served if outcome == "already_run" else None,
         )
 
     def _log(self, result: RunResult) -> None:
