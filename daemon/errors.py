@@ -91,6 +91,16 @@ class RetrainBusy(RegimedError, RuntimeError):
     """Another retrain holds the lock of this store."""
 
 
+class RetrainAlreadyRun(RegimedError, RuntimeError):
+    """The window this retrain serves was served already, by another daemon of the group or a
+    command (daemon.training.window); nothing was trained. `run` is that run as a
+    `retrain_runs` row of JSON values."""
+
+    def __init__(self, message: str, run: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.run = run
+
+
 class ClusterError(RegimedError, RuntimeError):
     """The Dask cluster of `training.dask_scheduler` cannot fit the models (its scheduler is
     unreachable, it has no worker, or it lost the work); the message names the address."""

@@ -43,7 +43,12 @@ RETRAIN_TIMEOUT_S = 600.0
 
 def demo_config(base: Config, state_dir: Path, bootstrap: str, metrics_port: int) -> Config:
     """`base` pointed at the demo's broker and state directory, with the bundled index as the
-    market symbol (the bundled history has ^GSPC, not SPY)."""
+    market symbol (the bundled history has ^GSPC, not SPY).
+
+    The store is always the SQLite file in the state directory, also when `base` names a
+    PostgreSQL store (`store.url`): the demo's replay would otherwise write 20 years of bundled
+    bars, and Kafka offsets of its own throw-away broker, into the database a group of daemons
+    shares (the offsets of a topic of the same name included)."""
     kafka = dataclasses.replace(
         base.kafka,
         bootstrap_servers=(bootstrap,),
@@ -158,6 +163,8 @@ def run_demo(
     with _state(state_dir) as state, EmbeddedBroker(log_path=None) as broker:
         step(f"embedded Kafka broker on {broker.bootstrap}; state in {state}")
         step(f"label target {base.label.key} (--target picks another)")
+        if base.store.url:
+            step(f"store.url is not used: the demo keeps its own store in {state}")
         config = demo_config(base, state, broker.bootstrap, port)
         ensure_topic(config.kafka, TOPIC, 1)
         ensure_topic(config.kafka, config.kafka.effective_dlq_topic, 1)

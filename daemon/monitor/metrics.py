@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 #: What can start a retrain, and how a retrain can end (bounded label values).
 RETRAIN_TRIGGERS = ("schedule", "drift", "manual", "catch_up", "demo")
-RETRAIN_OUTCOMES = ("promoted", "rejected", "unchanged", "failed", "busy", "stopped")
+RETRAIN_OUTCOMES = (
+    "promoted", "rejected", "unchanged", "failed", "busy", "already_run", "stopped",
+)  # fmt: skip
 #: The `model` label of the validation gauges: the base models and the ensemble.
 MODEL_LABELS = (*MODEL_NAMES, "ensemble")
 #: The freshness gauges, by name (they only move forward: `Metrics.observe_freshness`).

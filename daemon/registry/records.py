@@ -27,6 +27,7 @@ __all__ = [
     "relative_path",
     "report_json",
     "retrain_run",
+    "retrain_run_row",
 ]
 
 ModelStatus = Literal["candidate", "champion", "retired", "rejected"]
@@ -159,3 +160,17 @@ def retrain_run(row: Mapping[str, Any]) -> RetrainRun:
         reason=str(row["reason"]),
         report=_loads(row["report"]),
     )
+
+
+def retrain_run_row(run: RetrainRun) -> dict[str, Any]:
+    """`run` as a `retrain_runs` row of JSON values: what `retrain_run` reads back."""
+    return {
+        "id": run.id,
+        "version": run.version,
+        "trigger": run.trigger,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat(),
+        "promoted": int(run.promoted),
+        "reason": run.reason,
+        "report": report_json(run.report),
+    }

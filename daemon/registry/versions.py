@@ -379,18 +379,36 @@ class Registry:
         """The most recently recorded retrain run, or None."""
         with self.store.transaction("read the last retrain run", write=False) as conn:
             row = conn.execute(
-                "SELECT id, version, trigger, started_at, finished_at, promoted, reason, report "
-                "FROM retrain_runs ORDER BY id DESC LIMIT 1"
+                f"SELECT {', '.join(_RUN_COLUMNS)} FROM retrain_runs "  # noqa: S608 (constants)
+                "ORDER BY id DESC LIMIT 1"
             ).fetchone()
         if row is None:
             return None
-        names = ("id", "version", "trigger", "started_at", "finished_at", "promoted", "reason")
-        return retrain_run(dict(zip((*names, "report"), row, strict=True)))
+        return retrain_run(dict(zip(_RUN_COLUMNS, row, strict=True)))
+
+    def retrain_runs_since(self, moment: dt.datetime) -> list[RetrainRun]:
+        """The retrain runs that finished at or after `moment` (aware), oldest first: what a
+        daemon of the group reads before it retrains (daemon.training.window)."""
+        # The times are ISO 8601 text with an offset; the text comparison only narrows the
+        # read (a day of margin covers any offset), the comparison of times decides.
+        aware_text("retrain_runs_since(moment)", moment)
+        after = (moment - dt.timedelta(days=1)).astimezone(dt.UTC)
+        with self.store.transaction("read the recent retrain runs", write=False) as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(_RUN_COLUMNS)} FROM retrain_runs "  # noqa: S608 (constants)
+                "WHERE finished_at >= ? ORDER BY id",
+                (after.isoformat(),),
+            ).fetchall()
+        runs = [retrain_run(dict(zip(_RUN_COLUMNS, row, strict=True))) for row in rows]
+        return [run for run in runs if run.finished_at >= moment]
 
 
 # -- helpers -------------------------------------------------------------------------------
 
 _MODEL_COLUMNS = ("version", "trained_at", "sha256", "path", "status", "report")
+_RUN_COLUMNS = (
+    "id", "version", "trigger", "started_at", "finished_at", "promoted", "reason", "report",
+)  # fmt: skip
 _SELECT_MODELS = f"SELECT {', '.join(_MODEL_COLUMNS)} FROM models"  # noqa: S608 (constants)
 
 

@@ -25,11 +25,20 @@ from typing import IO, Any
 
 from daemon.config import Config, build_config
 from daemon.config.settings import Secret
-from daemon.errors import RegimedError, RetrainBusy, RetrainFailed, RetrainTerminated
+from daemon.errors import (
+    RegimedError,
+    RetrainAlreadyRun,
+    RetrainBusy,
+    RetrainFailed,
+    RetrainTerminated,
+)
 from daemon.monitor.alerts import send_alert
+from daemon.training.window import RetrainWindow
 
 __all__ = [
+    "ALREADY_RUN",
     "CHILD_LOG_FORMAT",
+    "EXIT_ALREADY_RUN",
     "EXIT_BUSY",
     "EXIT_FAILED",
     "EXIT_OK",
@@ -45,6 +54,10 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 #: The child's exit code when another retrain holds the lock (sysexits EX_TEMPFAIL).
 EXIT_BUSY = 75
+#: The child's exit code when a run of the group served the request's window already; it
+#: prints `{ALREADY_RUN: <that run's retrain_runs row>}` instead of a report.
+EXIT_ALREADY_RUN = 3
+ALREADY_RUN = "already_run"
 #: The child's exit code after it stopped on SIGTERM (or on its parent's death).
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
@@ -151,7 +164,9 @@ def _child() -> int:
         trigger = str(request["trigger"])
         grace = float(request["grace_seconds"])
         level = int(request.get("log_level", logging.INFO))
-    except (ValueError, KeyError, TypeError) as exc:
+        served = request.get("window")
+        window = None if served is None else RetrainWindow.from_json(served)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         sys.stderr.write(f"error: expected a retrain request as JSON on standard input: {exc}\n")
         return EXIT_FAILED
     logging.basicConfig(level=level, format=CHILD_LOG_FORMAT, stream=sys.stderr)
@@ -162,21 +177,31 @@ def _child() -> int:
         threading.Thread(
             target=_watch_parent, args=(stdin, grace), name="parent-watch", daemon=True
         ).start()
-        return _train(request["config"], trigger, report_stream)
+        return _train(request["config"], trigger, report_stream, window)
     except RetrainTerminated:
         logger.warning("terminated: the retrain is abandoned, the champion is kept")
         return EXIT_TERMINATED
 
 
-def _train(document: Mapping[str, Any], trigger: str, report_stream: IO[str]) -> int:
+def _train(
+    document: Mapping[str, Any],
+    trigger: str,
+    report_stream: IO[str],
+    window: RetrainWindow | None,
+) -> int:
     from daemon.training.trainer import retrain
 
     try:
         config = config_from_document(document)
-        report = retrain(config, trigger=trigger, alert=partial(send_alert, config.alerts))
+        alert = partial(send_alert, config.alerts)
+        report = retrain(config, trigger=trigger, alert=alert, window=window)
     except RetrainBusy as exc:
         logger.warning("%s", exc)  # expected now and then: the daemon counts it as skipped
         return EXIT_BUSY
+    except RetrainAlreadyRun as exc:
+        logger.info("%s", exc)
+        _write_report(report_stream, {ALREADY_RUN: exc.run})
+        return EXIT_ALREADY_RUN
     except RetrainFailed as exc:
         _write_report(report_stream, exc.report)
         logger.error("%s", exc)

@@ -13,10 +13,12 @@ was edited since start-up; no secret is written to disk, to argv or to the envir
 
 The child prints the report (the `regimed retrain --json` document) on its standard output and
 exits 0; 1 when no candidate could be made (the failed run's report still printed); 75
-(EX_TEMPFAIL) when another retrain holds the store's lock; 143 when terminated. Anything a
-library prints goes to standard error, never into the report. The child logs at the daemon's
-level to standard error (a temporary file), and the parent forwards each record to its own
-loggers while it waits, so the trainer's warnings reach the daemon's journal as they happen.
+(EX_TEMPFAIL) when another retrain holds the store's lock; 3 when a run of the group served the
+request's window already (it prints that run instead of a report; daemon.training.window); 143
+when terminated. Anything a library prints goes to standard error, never into the report. The
+child logs at the daemon's level to standard error (a temporary file), and the parent forwards
+each record to its own loggers while it waits, so the trainer's warnings reach the daemon's
+journal as they happen.
 
 Stopping: the parent checks its stop event while it waits, sends SIGTERM to the child's process
 group, and SIGKILL after `stop_grace_seconds`. The child turns SIGTERM into an exception, so the
@@ -51,7 +53,10 @@ from typing import Any, Literal, get_args
 
 from daemon.config import Config
 from daemon.config.runtime import RetrainProcessConfig
+from daemon.registry.records import RetrainRun, retrain_run
 from daemon.runtime.retrain_child import (
+    ALREADY_RUN,
+    EXIT_ALREADY_RUN,
     EXIT_BUSY,
     EXIT_OK,
     EXIT_TERMINATED,
@@ -60,6 +65,7 @@ from daemon.runtime.retrain_child import (
 )
 from daemon.training.report import RetrainReport
 from daemon.training.threads import DAEMON_CORES, resolve_n_jobs, thread_environment
+from daemon.training.window import RetrainWindow
 
 __all__ = [
     "EXIT_BUSY",
@@ -76,8 +82,9 @@ logger = logging.getLogger(__name__)
 
 #: What became of a run: a candidate promoted or rejected by the gate, a candidate predicting as
 #: the champion does (unchanged: no version added), no candidate (failed), not run because
-#: another retrain holds the lock (busy), or stopped by the daemon's shutdown.
-Outcome = Literal["promoted", "rejected", "unchanged", "failed", "busy", "stopped"]
+#: another retrain holds the lock (busy), not run because a run of the group served its window
+#: already (already_run, daemon.training.window), or stopped by the daemon's shutdown.
+Outcome = Literal["promoted", "rejected", "unchanged", "failed", "busy", "already_run", "stopped"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 #: How long to wait for a SIGKILLed process to be reaped before giving up on it.
@@ -103,6 +110,8 @@ class RunResult:
     reason: str = ""
     returncode: int | None = None
     started_at: dt.datetime | None = None
+    #: the run of the group that served this run's window (outcome already_run)
+    already_run: RetrainRun | None = None
 
     @property
     def version(self) -> str | None:
@@ -158,8 +167,9 @@ class RetrainRunner:
         """Terminate a running retrain and refuse new ones (returns at once)."""
         self.stop_event.set()
 
-    def run(self, trigger: str) -> RunResult:
-        """Run one retrain in a child process and wait for it (or for the stop event).
+    def run(self, trigger: str, window: RetrainWindow | None = None) -> RunResult:
+        """Run one retrain in a child process and wait for it (or for the stop event);
+        `window`: what it serves, so that it runs once per group (daemon.training.window).
 
         Never raises for what can go wrong with the child: that is the result's outcome.
         """
@@ -176,6 +186,7 @@ class RetrainRunner:
             "config": config_document(self.config.replace(training=training)),
             "grace_seconds": self.process.stop_grace_seconds,
             "log_level": logging.getLogger().getEffectiveLevel(),
+            "window": None if window is None else window.to_json(),
         }
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
@@ -201,8 +212,11 @@ class RetrainRunner:
                 self._reap(child)
                 log.pump(final=True)
             out.seek(0)
-            report = _parse_report(out.read())
-        result = self._result(trigger, child.returncode, ended_by, report, log, t0, started_at)
+            output = _parse_report(out.read())
+        if isinstance(output, RetrainRun):
+            result = self._already_run(trigger, child.returncode, output, window, t0, started_at)
+        else:
+            result = self._result(trigger, child.returncode, ended_by, output, log, t0, started_at)
         self._log(result)
         return result
 
@@ -325,8 +339,32 @@ class RetrainRunner:
             started_at=started_at,
         )
 
+    def _already_run(
+        self,
+        trigger: str,
+        returncode: int | None,
+        served: RetrainRun,
+        window: RetrainWindow | None,
+        t0: float,
+        started_at: dt.datetime,
+    ) -> RunResult:
+        """The child found the window served by `served` and trained nothing."""
+        outcome: Outcome = "failed"
+        reason = f"the retrain process printed a retrain run, not a report (exit {returncode})"
+        if returncode == EXIT_ALREADY_RUN and window is not None:
+            outcome, reason = "already_run", window.done_by(served)
+        return RunResult(
+            trigger=trigger,
+            outcome=outcome,
+            duration_seconds=round(time.monotonic() - t0, 3),
+            reason=reason,
+            returncode=returncode,
+            started_at=started_at,
+            already_run=served if outcome == "already_run" else None,
+        )
+
     def _log(self, result: RunResult) -> None:
-        quiet = result.outcome in ("promoted", "rejected", "unchanged", "stopped")
+        quiet = result.outcome in ("promoted", "rejected", "unchanged", "already_run", "stopped")
         level = logging.INFO if quiet else logging.WARNING
         logger.log(
             level,
@@ -391,8 +429,9 @@ def _signal_group(child: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(child.pid, sig)
 
 
-def _parse_report(stdout: bytes) -> RetrainReport | None:
-    """The report the child printed, or None when it printed none (or not a JSON object)."""
+def _parse_report(stdout: bytes) -> RetrainReport | RetrainRun | None:
+    """The report the child printed, or the run that served its window already (the child's
+    `{ALREADY_RUN: row}`); None when it printed none (or not a JSON object)."""
     text = stdout.decode("utf-8", errors="replace").strip()
     if not text:
         return None
@@ -401,4 +440,13 @@ def _parse_report(stdout: bytes) -> RetrainReport | None:
     except ValueError:
         logger.error("the retrain process printed something other than a JSON report")
         return None
-    return RetrainReport.from_json(report) if isinstance(report, dict) else None
+    if not isinstance(report, dict):
+        return None
+    served = report.get(ALREADY_RUN)
+    if isinstance(served, dict) and len(report) == 1:
+        try:
+            return retrain_run(served)
+        except (KeyError, TypeError, ValueError):
+            logger.error("the retrain process printed a malformed retrain run: %s", served)
+            return None
+    return RetrainReport.from_json(report)

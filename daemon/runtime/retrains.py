@@ -22,6 +22,7 @@ from daemon.registry.versions import ARTIFACT_REFUSED, Registry
 from daemon.runtime.retrain_runner import RetrainRunner, RunResult
 from daemon.runtime.scheduler import JobEvent, RetrainScheduler, last_success
 from daemon.store.sqlite import Store
+from daemon.training.window import RetrainWindow
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ class Retrains:
 
     def drift(self, reason: str) -> bool:
         """A drift retrain (`reason`: feature_drift or concept_drift), with its alert."""
-        started = self.scheduler.trigger("drift")
+        detected = RetrainWindow.drift(dt.datetime.now(dt.UTC))
+        started = self.scheduler.trigger("drift", detected)
         summary = (
             f"drift retrain started ({reason})"
             if started
@@ -119,6 +121,9 @@ class Retrains:
             self.rejections += 1
         self.metrics.retrain_consecutive_rejections.set(self.rejections)
         self._set_next()
+        if result.already_run is not None:  # the group's run: its time, its alert (sent there)
+            self.metrics.retrain_last_success.set(result.already_run.finished_at.timestamp())
+            return
         if result.outcome == "stopped":
             return
         if result.outcome != "promoted" and not self.champion_serving():

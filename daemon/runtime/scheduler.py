@@ -17,6 +17,11 @@ The scheduler keeps its jobs in memory, so it cannot know about runs missed whil
 down; `catch_up` decides that from the registry once at start-up: when the last retrain that
 produced a candidate started before the previous scheduled time, one retrain runs now, however
 many scheduled times were missed.
+
+Each run names the window it serves (daemon.training.window): a scheduled firing and a catch-up
+the scheduled time, a drift the time it was detected (given to `trigger`). The retrain process
+looks that window up in the store's retrain history once it holds the lock, so daemons sharing
+a store run it once for the group; other triggers (manual, demo) name none and always train.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from apscheduler.triggers.cron import CronTrigger
 from daemon.config import ScheduleConfig
 from daemon.registry.versions import Registry
 from daemon.runtime.retrain_runner import RunResult
+from daemon.training.window import RetrainWindow
 
 if TYPE_CHECKING:
     from daemon.store.sqlite import Store
@@ -80,8 +86,9 @@ EventKind = Literal["missed", "skipped", "error", "catch_up"]
 class Runner(Protocol):
     """What the job calls: `daemon.runtime.retrain_runner.RetrainRunner` (tests pass stand-ins)."""
 
-    def run(self, trigger: str) -> RunResult:
-        """Run one retrain and say what became of it; never raises for a failed retrain."""
+    def run(self, trigger: str, window: RetrainWindow | None = None) -> RunResult:
+        """Run one retrain (serving `window`, if any) and say what became of it; never raises
+        for a failed retrain."""
         ...
 
     def stop(self) -> None:
@@ -227,6 +234,7 @@ class RetrainScheduler:
         self._event_observers: list[Callable[[JobEvent], None]] = []
         self._lock = threading.Lock()
         self._requested: str | None = None
+        self._requested_window: RetrainWindow | None = None
         self._requested_at = 0.0
         self._running: str | None = None
         self._last_trigger: str | None = None
@@ -315,9 +323,10 @@ class RetrainScheduler:
         when: dt.datetime | None = None if job is None else job.next_run_time
         return when
 
-    def trigger(self, trigger: str) -> bool:
-        """Run the retrain job now for `trigger` (drift, manual, ...); False, counted as
-        skipped, when a retrain is running or already requested; False when stopping."""
+    def trigger(self, trigger: str, window: RetrainWindow | None = None) -> bool:
+        """Run the retrain job now for `trigger` (drift, manual, ...), serving `window` when
+        one is given; False, counted as skipped, when a retrain is running or already
+        requested; False when stopping."""
         if not trigger:
             raise ValueError("trigger = '': expected a name such as drift or manual")
         with self._lock:
@@ -335,6 +344,7 @@ class RetrainScheduler:
             busy = self._running or self._requested
             if busy is None:
                 self._requested, self._requested_at = trigger, time.monotonic()
+                self._requested_window = window
             else:
                 self.skipped += 1
         if busy is not None:
@@ -365,7 +375,7 @@ class RetrainScheduler:
             missed.isoformat(),
             last_success.isoformat() if last_success else "never",
         )
-        started = self.trigger(SCHEDULE)
+        started = self.trigger(SCHEDULE, RetrainWindow.scheduled(missed))
         if started:
             self._notify_event(JobEvent("catch_up", SCHEDULE, scheduled_at=missed))
         return started
@@ -373,10 +383,14 @@ class RetrainScheduler:
     def _job(self) -> None:
         with self._lock:
             trigger = self._requested or SCHEDULE
-            self._requested = None
+            window = self._requested_window
+            if self._requested is None:  # the cron's firing: the latest scheduled time
+                now = dt.datetime.now(self.timezone)
+                window = RetrainWindow.scheduled(previous_fire_time(self.schedule, now))
+            self._requested, self._requested_window = None, None
             self._running = self._last_trigger = trigger
             self._idle.clear()
-        result = self.runner.run(trigger)
+        result = self.runner.run(trigger, window)
         with self._lock:
             self.runs += 1
             self.outcomes[(result.trigger, result.outcome)] += 1

@@ -8,5 +8,5 @@ from __future__ import annotations
 
 __all__ = [
     "archive", "custom", "drift_reference", "ensemble", "fitting", "gate", "lock", "models",
-    "report", "sampling", "scoring", "split", "threads", "trainer",
+    "report", "sampling", "scoring", "split", "threads", "trainer", "window",
 ]  # fmt: skip

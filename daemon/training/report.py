@@ -332,6 +332,8 @@ class RetrainReport:
     sections of the steps it finished and None for the others."""
 
     trigger: str | None = None
+    #: who ran it: the daemon's group member id and host (daemon.training.window.ran_by)
+    ran_by: str | None = None
     version: str | None = None
     split: Split | None = None
     data_window: DataWindow | None = None
@@ -391,6 +393,7 @@ class RetrainReport:
         cluster = _obj(doc.get("cluster"))
         return cls(
             trigger=_str(doc.get("trigger")),
+            ran_by=_str(doc.get("ran_by")),
             version=_str(doc.get("version")),
             split=None if split is None else Split.from_json(split),
             data_window=None if window is None else DataWindow.from_json(window),

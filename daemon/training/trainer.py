@@ -28,10 +28,11 @@ import pandas as pd
 
 from daemon.config import Config
 from daemon.domain import REGIMES
-from daemon.errors import RegimedError, RetrainFailed, StoreError
+from daemon.errors import RegimedError, RetrainAlreadyRun, RetrainFailed, StoreError
 from daemon.pipeline.features.defs import FEATURE_NAMES, FEATURE_VERSION
 from daemon.registry.artifacts import artifacts_root, sweep_temporary
 from daemon.registry.ensemble import Ensemble
+from daemon.registry.records import retrain_run_row
 from daemon.registry.versions import AlertSink, Registry
 from daemon.store.sqlite import Store
 from daemon.store.targets import retrain_target
@@ -55,6 +56,7 @@ from daemon.training.report import (
 from daemon.training.rivals import champion_calls, last_candidate_calls
 from daemon.training.sampling import weight_report
 from daemon.training.validation import diagnose, validate
+from daemon.training.window import RetrainWindow, ran_by, slim_run
 
 if TYPE_CHECKING:
     from daemon.training.cluster import Cluster
@@ -97,13 +99,16 @@ def retrain(
     progress: Progress | None = None,
     now: Callable[[], dt.datetime] | None = None,
     alert: AlertSink | None = None,
+    window: RetrainWindow | None = None,
 ) -> RetrainReport:
     """Train a candidate under the store's retrain lock, gate it, register it; the report.
 
     `alert` receives the registry's alerts (a refused champion artifact); the commands and the
-    retrain process hand it `send_alert` bound to the `[alerts]` section.
+    retrain process hand it `send_alert` bound to the `[alerts]` section. `window`: what a
+    retrain of the daemon serves (daemon.training.window), looked up under the lock.
 
-    Raises RetrainBusy when another retrain runs, RetrainFailed (after recording the failed
+    Raises RetrainBusy when another retrain runs, RetrainAlreadyRun when a run of any daemon
+    served `window` already (nothing is trained), RetrainFailed (after recording the failed
     run, its report as JSON) when no candidate could be made.
     """
     clock = now or (lambda: dt.datetime.now(dt.UTC))
@@ -112,6 +117,10 @@ def retrain(
         store_retrain_lock(config.store, config.training.lock_timeout_seconds),
         Store.open(config.store) as store,
     ):
+        if window is not None:
+            served = window.served_by(Registry(store).retrain_runs_since(window.since))
+            if served is not None:
+                raise RetrainAlreadyRun(window.done_by(served), retrain_run_row(slim_run(served)))
         retrain_target(store, config.label)  # live samples of another target: relabelled
         for stale in sweep_temporary(artifacts_root(config.store.path)):
             logger.warning("removed %s, left by a retrain that was killed while saving", stale)
@@ -149,7 +158,7 @@ class _Retrain:
         self.champion_error: str | None = None
         self.cluster: Cluster | None = None
         #: the report so far: a failed run reports the steps it finished
-        self.report = RetrainReport(trigger=trigger, target=config.label.key)
+        self.report = RetrainReport(trigger=trigger, ran_by=ran_by(config), target=config.label.key)
 
     def run(self) -> RetrainReport:
         try:

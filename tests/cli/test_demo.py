@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from daemon.domain import REGIMES
@@ -21,12 +22,12 @@ from tests.factories import alive, wait_for
 pytestmark = pytest.mark.integration
 
 
-def demo_once(state: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+def demo_once(state: Path, cwd: Path, *options: str) -> subprocess.CompletedProcess[str]:
     """`regimed demo --exit-after-retrain` on `state`, from `cwd` (no config.toml there: the
-    built-in defaults, as on a fresh machine)."""
+    built-in defaults, as on a fresh machine, unless `options` name a --config)."""
     return subprocess.run(
         [sys.executable, "-m", "daemon", "demo", "--exit-after-retrain", "--metrics-port", "0",
-         "--state-dir", str(state)],
+         "--state-dir", str(state), *options],
         capture_output=True,
         text=True,
         timeout=300,
@@ -34,7 +35,7 @@ def demo_once(state: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_demo_shows_the_whole_loop_on_the_bundled_history(tmp_path):
+def test_demo_shows_the_whole_loop_on_the_bundled_history(tmp_path, postgres_url):
     state = tmp_path / "state"
     done = demo_once(state, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -70,9 +71,17 @@ def test_demo_shows_the_whole_loop_on_the_bundled_history(tmp_path):
     # The same state directory a second time: a fresh broker replays the same history, the
     # stored offsets skip it, and one more retrain on the same data predicts exactly as the
     # first one's model (the champion, or the last candidate): unchanged, no second version.
-    again = demo_once(state, cwd=tmp_path)
+    # A configuration naming a PostgreSQL store changes nothing: the demo keeps its own store
+    # in its state directory and writes nothing into the shared database.
+    config = tmp_path / "shared.toml"
+    config.write_text(f'[store]\nurl = "{postgres_url}"\n')
+    again = demo_once(state, tmp_path, "--config", str(config))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Traceback" not in again.stderr
+    assert f"store.url is not used: the demo keeps its own store in {state}" in again.stderr
+    with psycopg.connect(postgres_url) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert tables.fetchone() == (0,)
     assert re.search(r"^decision: NOT PROMOTED \(unchanged\): ", again.stdout, flags=re.M)
     with Store.open(store_config(state), read_only=True) as store:
         assert store.bar_count() == 11_321  # nothing stored twice

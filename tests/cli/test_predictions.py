@@ -10,32 +10,31 @@ import json
 import pytest
 
 from daemon.domain import LabelUpdate, PredictionRow
-from daemon.store.sqlite import Store
 
 
 @pytest.fixture
-def config_path(tmp_path):
-    """A store holding four predictions of two models, two of them labelled since."""
-    db = tmp_path / "state" / "regimed.db"
-    db.parent.mkdir()
-    with Store(db) as store:
-        store.write_batch(
-            predictions=[
-                PredictionRow("SPY", "2020-03-20", "v1", 0.31, 0, "crash"),
-                PredictionRow("QQQ", "2020-03-20", "v1", 0.62, 1, "crash"),
-                PredictionRow("SPY", "2020-03-23", "v2", 0.71, 1, "crash"),
-                PredictionRow("SPY", "2020-03-24", "v2", 0.55, 1, "recovery"),
-            ]
-        )
-        # The labels of 03-20 matured: SPY went up (v1 said down), QQQ went up (v1 said up).
-        store.write_batch(
-            labels=[
-                LabelUpdate("SPY", "2020-03-20", "live", 1),
-                LabelUpdate("QQQ", "2020-03-20", "live", 1),
-            ]
-        )
+def config_path(tmp_path, backend_store):
+    """A store holding four predictions of two models, two of them labelled since, on each
+    backend (the PostgreSQL one named by `store.url`)."""
+    store = backend_store
+    store.write_batch(
+        predictions=[
+            PredictionRow("SPY", "2020-03-20", "v1", 0.31, 0, "crash"),
+            PredictionRow("QQQ", "2020-03-20", "v1", 0.62, 1, "crash"),
+            PredictionRow("SPY", "2020-03-23", "v2", 0.71, 1, "crash"),
+            PredictionRow("SPY", "2020-03-24", "v2", 0.55, 1, "recovery"),
+        ]
+    )
+    # The labels of 03-20 matured: SPY went up (v1 said down), QQQ went up (v1 said up).
+    store.write_batch(
+        labels=[
+            LabelUpdate("SPY", "2020-03-20", "live", 1),
+            LabelUpdate("QQQ", "2020-03-20", "live", 1),
+        ]
+    )
     path = tmp_path / "config.toml"
-    path.write_text(f'[store]\npath = "{db}"\n')
+    url = getattr(store, "url", "")
+    path.write_text(f'[store]\npath = "{store.path}"\nurl = "{url}"\n')
     return str(path)
 
 

@@ -3,6 +3,7 @@ warning when no champion serves."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 
@@ -10,6 +11,7 @@ import pytest
 
 from daemon.config import Config
 from daemon.monitor.metrics import Metrics
+from daemon.registry.records import RetrainRun
 from daemon.runtime.retrain_runner import RunResult
 from daemon.runtime.retrains import Retrains
 from daemon.training.report import RetrainReport
@@ -59,3 +61,21 @@ def test_an_unchanged_retrain_is_counted_as_such_and_not_as_a_rejection(retrains
     assert retrains.rejections == 0
     assert registry.get_sample_value("regimed_retrain_last_success_timestamp_seconds") > 0
     assert retrains.sent[0][0] == "retrain_unchanged"
+
+
+def test_a_window_the_group_served_counts_its_run_as_the_last_success_and_alerts_nothing(
+    retrains, caplog
+):
+    finished = dt.datetime(2026, 12, 6, 2, 5, tzinfo=dt.UTC)
+    served = RetrainRun(7, "v7", "schedule", finished - dt.timedelta(minutes=5), finished, True, "")
+    result = RunResult("schedule", "already_run", 2.0, reason="...", already_run=served)
+    with caplog.at_level(logging.WARNING, logger="daemon.runtime.retrains"):
+        retrains._on_result(result)
+    assert caplog.text == "" and retrains.sent == []  # the daemon that trained alerted
+    registry = retrains.metrics.registry
+    runs = registry.get_sample_value(
+        "regimed_retrain_runs_total", {"trigger": "schedule", "outcome": "already_run"}
+    )
+    assert runs == 1.0
+    last = registry.get_sample_value("regimed_retrain_last_success_timestamp_seconds")
+    assert last == finished.timestamp()

@@ -24,6 +24,7 @@ from daemon.runtime.scheduler import (
     previous_fire_time,
 )
 from daemon.runtime.status import next_retrain
+from daemon.training.window import RetrainWindow
 
 NY = ZoneInfo("America/New_York")
 WAIT_S = 10.0
@@ -150,12 +151,14 @@ class StandInRunner:
         self.block = block
         self.fail = fail
         self.calls: list[str] = []
+        self.windows: list[RetrainWindow | None] = []
         self.started = threading.Event()
         self.release = threading.Event()
         self.stopped = threading.Event()
 
-    def run(self, trigger: str) -> RunResult:
+    def run(self, trigger: str, window: RetrainWindow | None = None) -> RunResult:
         self.calls.append(trigger)
+        self.windows.append(window)
         self.started.set()
         if self.fail:
             raise RuntimeError("a bug in the runner")
@@ -335,3 +338,28 @@ def test_a_request_the_executor_never_took_up_does_not_block_later_triggers(
     assert scheduler.trigger("manual") is True  # the lost request is replaced
     wait_for(lambda: recorder.results)
     assert runner.calls == ["manual"]
+
+
+def test_each_run_names_the_window_it_serves(make_scheduler):
+    """The cron's firing serves its scheduled time, a catch-up the missed one, a drift the
+    time of its detection; a manual trigger serves none (the trainer then always trains)."""
+    scheduler, runner, recorder = make_scheduler()
+    before = previous_fire_time(ScheduleConfig(), dt.datetime.now(NY))
+    scheduler.scheduler.modify_job(JOB_ID, next_run_time=dt.datetime.now(NY))  # the cron fires
+    wait_for(lambda: len(recorder.results) == 1)
+    after = previous_fire_time(ScheduleConfig(), dt.datetime.now(NY))
+    assert runner.windows[0] in {RetrainWindow.scheduled(before), RetrainWindow.scheduled(after)}
+    wait_for(lambda: scheduler.running is None)
+
+    detected = RetrainWindow.drift(dt.datetime.now(dt.UTC))
+    assert scheduler.trigger("drift", detected) is True
+    wait_for(lambda: len(recorder.results) == 2)
+    wait_for(lambda: scheduler.running is None)
+    assert scheduler.trigger("manual") is True
+    wait_for(lambda: len(recorder.results) == 3)
+    wait_for(lambda: scheduler.running is None)
+    down_since = SATURDAY - dt.timedelta(days=7)
+    assert scheduler.catch_up(down_since, now=SUNDAY_NOON) is True
+    wait_for(lambda: len(recorder.results) == 4)
+    assert runner.calls == ["schedule", "drift", "manual", "schedule"]
+    assert runner.windows[1:] == [detected, None, RetrainWindow.scheduled(SATURDAY)]
