@@ -11,7 +11,13 @@ Builds temporary databases and times:
 * `Store.write_batch` of 500 bars + 500 samples + offsets, and of offsets alone (the
   commit and its fsync), with synchronous=FULL and NORMAL.
 
-Run: /tmp/venv/bin/python benchmarks/store_read.py [--rows N] [--repeat R]
+With `--memory` it measures instead how much memory `Store.read_samples()` takes: the same N
+samples written to an SQLite file and to a PostgreSQL database (a throw-away server started by
+`tests/postgres_server.py`), each read once in a fresh process that reports its resident set
+before the read, its peak during the read (Linux: `VmHWM`, reset just before) and after it, and
+the size of what the read returned (and the read's time, one run).
+
+Run: /tmp/venv/bin/python benchmarks/store_read.py [--rows N] [--repeat R] [--memory]
 Results go to docs/benchmarks.md (section "Store").
 """
 
@@ -19,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +44,30 @@ from daemon.domain import REGIMES, BarRow, SampleRow
 from daemon.store.sqlite import SYNCHRONOUS, Store
 
 BASE_DAY = dt.date(1990, 1, 1)
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Run in a fresh process by `read_memory`: open the store, reset the peak resident set
+#: (Linux: `/proc/self/clear_refs`), read every labelled sample, print the resident set before,
+#: its peak during the read and after it (KiB), and the bytes of what the read returned.
+_READ_PEAK = """
+import json, sys, time
+from daemon.store.postgres import PostgresStore
+from daemon.store.sqlite import Store
+def kib(key):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(key + ":"))
+url, path = sys.argv[1], sys.argv[2]
+store = PostgresStore(url, path=path) if url else Store(path, read_only=True)
+with open("/proc/self/clear_refs", "w") as clear:
+    clear.write("5")
+before = kib("VmRSS")
+start = time.perf_counter()
+meta, X = store.read_samples()
+took = time.perf_counter() - start
+print(json.dumps({"seconds": took, "before_kib": before, "peak_kib": kib("VmHWM"),
+                  "after_kib": kib("VmRSS"), "rows": len(meta), "x_bytes": X.nbytes,
+                  "meta_bytes": int(meta.memory_usage(deep=True).sum())}))
+"""
 
 
 def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -166,6 +198,44 @@ def commit_latency(path: Path, synchronous: str, batches: int, rows: int) -> flo
     return statistics.median(times)
 
 
+def read_memory(url: str, path: Path) -> dict[str, float]:
+    """The peak RSS of a fresh process before and after `Store.read_samples()` (see _READ_PEAK)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_PEAK, url, str(path)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    result: dict[str, float] = json.loads(done.stdout)
+    return result
+
+
+def memory_table(rows: int, features: int, symbols: int, root: Path) -> None:
+    """`--memory`: the peak memory of `Store.read_samples()` on SQLite and on PostgreSQL."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from daemon.store.postgres import PostgresStore
+    from tests.postgres_server import PostgresServer
+
+    blob_db = root / "blob.db"
+    build_blob(blob_db, rows, features, symbols)
+    measured = [("SQLite", read_memory("", blob_db))]
+    with PostgresServer() as server:
+        url = server.database()
+        with PostgresStore(url, path=str(root / "pg.db")) as store:
+            for chunk in sample_rows(rows, features, symbols, seed=1):
+                store.write_batch(samples=chunk)
+        measured.append(("PostgreSQL", read_memory(url, root / "pg.db")))
+    print("| store | rows | X + meta MiB | RSS before MiB | peak MiB | peak - before MiB | "
+          "after MiB | read s |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, m in measured:
+        result = (m["x_bytes"] + m["meta_bytes"]) / 2**20
+        before, peak, after = (m[k] / 1024 for k in ("before_kib", "peak_kib", "after_kib"))
+        print(
+            f"| {name} | {int(m['rows']):,} | {result:.1f} | {before:.0f} | {peak:.0f} | "
+            f"{peak - before:.0f} | {after:.0f} | {m['seconds']:.2f} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="samples (default 1e6)")
@@ -176,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=100, help="write_batch calls per mode")
     parser.add_argument("--dir", default=None, help="where the temporary databases go")
     parser.add_argument("--skip-real", action="store_true", help="skip the REAL-column layout")
+    parser.add_argument(
+        "--memory", action="store_true", help="only the peak memory of read_samples (both stores)"
+    )
     args = parser.parse_args(argv)
 
     print(
@@ -185,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="regimed-bench-") as tmp:
         root = Path(tmp)
+        if args.memory:
+            memory_table(args.rows, args.features, args.symbols, root)
+            return 0
         results: list[tuple[str, str, float, float]] = []
 
         blob_db = root / "blob.db"

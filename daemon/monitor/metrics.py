@@ -76,6 +76,7 @@ class Metrics:
     concept_drift_detections: Counter
     retrain_runs: Counter
     retrain_duration: Gauge
+    retrain_peak_rss: Gauge
     retrain_last_success: Gauge
     retrain_consecutive_rejections: Gauge
     next_retrain: Gauge
@@ -379,6 +380,11 @@ def _model_metrics(reg: CollectorRegistry) -> dict[str, Any]:
         "retrain_duration": Gauge(
             "regimed_retrain_duration_seconds",
             "Duration of the last retrain",
+            registry=reg,
+        ),
+        "retrain_peak_rss": Gauge(
+            "regimed_retrain_peak_rss_bytes",
+            "Peak resident memory of the last retrain's process (its report's peak_rss_bytes)",
             registry=reg,
         ),
         "retrain_last_success": Gauge(

@@ -113,6 +113,8 @@ def _meta(report: RetrainReport, model: ModelRecord | None) -> str:
         facts.append(f"samples {counts}")
     if report.duration_seconds is not None:
         facts.append(f"took {_fmt(report.duration_seconds, '.1f')} s")
+    if report.peak_rss_bytes is not None:
+        facts.append(f"peak memory {_fmt(report.peak_rss_bytes / 2**20, '.0f')} MiB")
     if report.feature_version is not None:
         facts.append(f"feature layout {_e(report.feature_version)}")
     if model is not None:

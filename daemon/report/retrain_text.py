@@ -55,6 +55,8 @@ def render(report: RetrainReport) -> str:
     lines.append(
         f"retrain {version}  trigger {report.trigger or '-'}  {report.duration_seconds or 0:.1f} s"
     )
+    if report.peak_rss_bytes is not None:
+        lines[-1] += f"  peak memory {report.peak_rss_bytes / 2**20:.0f} MiB"
     if report.target is not None:
         lines.append(f"target {report.target}")
     validation = report.validation

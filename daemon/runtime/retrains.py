@@ -113,6 +113,8 @@ class Retrains:
         self.metrics.retrain_runs.labels(trigger=trigger, outcome=result.outcome).inc()
         if result.outcome in ("promoted", "rejected", "unchanged", "failed"):
             self.metrics.retrain_duration.set(result.duration_seconds)
+        if result.report is not None and result.report.peak_rss_bytes is not None:
+            self.metrics.retrain_peak_rss.set(result.report.peak_rss_bytes)
         if result.outcome in ("promoted", "rejected", "unchanged"):
             self.metrics.retrain_last_success.set(dt.datetime.now(dt.UTC).timestamp())
         if result.outcome == "promoted":

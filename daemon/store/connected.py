@@ -30,6 +30,10 @@ class SqlCursor(Protocol):
 
     def fetchall(self) -> list[Any]: ...
 
+    def fetchmany(self, size: int) -> list[Any]: ...
+
+    def close(self) -> None: ...
+
     def __iter__(self) -> Iterator[Any]: ...
 
 
@@ -46,6 +50,22 @@ class StagingConnection(SqlConnection, Protocol):
     """A connection that loads rows in bulk into a staging table (PostgreSQL's COPY)."""
 
     def stage(self, table: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+@runtime_checkable
+class StreamingConnection(SqlConnection, Protocol):
+    """A connection that can leave a statement's rows on the server until they are fetched
+    (PostgreSQL's server-side cursor): its `execute` receives every row at once."""
+
+    def stream(self, sql: str, parameters: Any = ..., /) -> SqlCursor: ...
+
+
+def streamed(conn: SqlConnection, sql: str, parameters: Any) -> SqlCursor:
+    """A cursor over `sql` whose rows are produced as `fetchmany` asks for them: a server-side
+    cursor on PostgreSQL; sqlite3's cursor steps through its statement that way already."""
+    if isinstance(conn, StreamingConnection):
+        return conn.stream(sql, parameters)
+    return conn.execute(sql, parameters)
 
 
 class Connected:

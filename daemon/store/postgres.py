@@ -104,10 +104,20 @@ class PgConnection:
 
     def __init__(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         self.conn = conn
+        self._cursors = 0  # server-side cursors opened, for their names
 
     def execute(self, sql: str, parameters: Any = (), /) -> SqlCursor:
         text, names = translate(sql)
         cursor = self.conn.cursor()
+        cursor.execute(text, _bind(names, parameters) if parameters else None)
+        return cursor
+
+    def stream(self, sql: str, parameters: Any = (), /) -> SqlCursor:
+        """Run `sql` as a server-side cursor (binary results): the server keeps its rows until
+        `fetchmany` asks for them. Only inside a transaction, which closes it at the latest."""
+        text, names = translate(sql)
+        self._cursors += 1
+        cursor = self.conn.cursor(name=f"regimed_stream_{self._cursors}", binary=True)
         cursor.execute(text, _bind(names, parameters) if parameters else None)
         return cursor
 
@@ -149,6 +159,12 @@ class _Total:
 
     def fetchall(self) -> list[Any]:
         return self._cursor.fetchall()
+
+    def fetchmany(self, size: int) -> list[Any]:
+        return self._cursor.fetchmany(size)
+
+    def close(self) -> None:
+        self._cursor.close()
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._cursor)

@@ -364,6 +364,9 @@ class RetrainReport:
     outcome: str | None = None
     feature_version: int | None = None
     duration_seconds: float | None = None
+    #: the peak resident memory, in bytes, of the process that ran the retrain
+    #: (daemon.training.memory); None in reports written before it was recorded
+    peak_rss_bytes: int | None = None
     artifact: Artifact | None = None
     #: the label target the samples were labelled for (`LabelConfig.key`)
     target: str | None = None
@@ -423,6 +426,7 @@ class RetrainReport:
             outcome=_str(doc.get("outcome")),
             feature_version=_int(doc.get("feature_version")),
             duration_seconds=_num(doc.get("duration_seconds")),
+            peak_rss_bytes=_int(doc.get("peak_rss_bytes")),
             artifact=None if artifact is None else Artifact.from_json(artifact),
             target=_str(doc.get("target")),
             cluster=None if cluster is None else Placement.from_json(cluster),

@@ -40,6 +40,7 @@ from daemon.training.custom import check_custom_models
 from daemon.training.drift_reference import build_reference
 from daemon.training.ensemble import inner_holdout, voted
 from daemon.training.lock import store_retrain_lock
+from daemon.training.memory import peak_rss_bytes
 from daemon.training.refit import Sampled, refit_members, refit_rows, sampled, window
 from daemon.training.report import (
     Artifact,
@@ -172,7 +173,7 @@ class _Retrain:
                 promoted=False,
                 reason=reason,
                 outcome="failed",
-                duration_seconds=round(time.perf_counter() - self.t0, 3),
+                **self._spent(),
             ).to_json()
             try:
                 Registry(self.store).add_retrain_run(
@@ -208,6 +209,13 @@ class _Retrain:
         """The report's `cluster` section as it is now."""
         if self.cluster is not None:
             self._add(cluster=self.cluster.placement)
+
+    def _spent(self) -> dict[str, Any]:
+        """The report's time and peak memory of the run so far."""
+        return {
+            "duration_seconds": round(time.perf_counter() - self.t0, 3),
+            "peak_rss_bytes": peak_rss_bytes(),
+        }
 
     def _add(self, **sections: Any) -> RetrainReport:
         """The report with `sections` filled in (kept, for a failure in a later step)."""
@@ -338,7 +346,7 @@ class _Retrain:
         self._add(
             version=version,
             feature_version=FEATURE_VERSION,
-            duration_seconds=round(time.perf_counter() - self.t0, 3),
+            **self._spent(),
         )
         reference = self._drift_reference(data, train if refit_train is None else refit_train)
         report = self._save(version, served, ensemble, self.report, reference)
@@ -441,7 +449,7 @@ class _Retrain:
         self._stage("done")
         report = self._add(
             feature_version=FEATURE_VERSION,
-            duration_seconds=round(time.perf_counter() - self.t0, 3),
+            **self._spent(),
         )
         Registry(self.store).add_retrain_run(
             trigger=self.trigger,

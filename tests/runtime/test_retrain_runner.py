@@ -162,6 +162,9 @@ def test_a_triggered_retrain_runs_in_a_child_and_observers_get_the_parsed_report
     assert result.trigger == "drift"
     assert 0 < result.duration_seconds < RUN_WAIT_S
     assert result.report is not None
+    # The child's own peak memory, in bytes: it imported numpy, pandas and scikit-learn (far
+    # past 50 MiB), and read ru_maxrss's KiB as KiB.
+    assert 50 * 2**20 < (result.report.peak_rss_bytes or 0) < 64 * 2**30
     report = result.report.to_json()
     for key in ("version", "trigger", "duration_seconds", "promoted", "reason", "training"):
         assert key in report

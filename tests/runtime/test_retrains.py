@@ -79,3 +79,13 @@ def test_a_window_the_group_served_counts_its_run_as_the_last_success_and_alerts
     assert runs == 1.0
     last = registry.get_sample_value("regimed_retrain_last_success_timestamp_seconds")
     assert last == finished.timestamp()
+
+
+def test_the_peak_memory_of_the_last_retrain_that_reports_one_is_the_gauge(retrains):
+    registry = retrains.metrics.registry
+    assert registry.get_sample_value("regimed_retrain_peak_rss_bytes") == 0.0
+    report = RetrainReport(trigger="schedule", outcome="rejected", peak_rss_bytes=512 * 2**20)
+    retrains._on_result(RunResult("schedule", "rejected", 12.0, report=report, reason=REASON))
+    assert registry.get_sample_value("regimed_retrain_peak_rss_bytes") == 512 * 2**20
+    retrains._on_result(RunResult("schedule", "busy", 0.0, reason="another retrain"))
+    assert registry.get_sample_value("regimed_retrain_peak_rss_bytes") == 512 * 2**20

@@ -46,6 +46,7 @@ CONTRACT = (
     "drift_score",
     "retrain_runs_total",
     "retrain_duration_seconds",
+    "retrain_peak_rss_bytes",
     "retrain_last_success_timestamp_seconds",
     "next_retrain_timestamp_seconds",
     "model_info",
@@ -138,6 +139,11 @@ def test_the_daemon_keeps_consuming_through_a_retrain_and_scores_with_the_new_ch
             "live accuracy",
         )
         assert f'regimed_model_info{{version="{result.version}"}} 1.0' in text
+        # the retrain child's peak memory, from its report, on /metrics
+        assert result.report is not None and result.report.peak_rss_bytes
+        gauge = "regimed_retrain_peak_rss_bytes "
+        (peak,) = (line for line in text.splitlines() if line.startswith(gauge))
+        assert float(peak.split()[1]) == result.report.peak_rss_bytes
         assert 'regimed_validation_balanced_accuracy{model="ensemble",regime="overall"}' in text
         with (
             Store.open(config.store, read_only=True) as store,

@@ -82,6 +82,23 @@ def test_nulls_stay_null_and_are_never_read_as_zero():
     assert "NO DECISION" not in render_html(report)
 
 
+def test_the_peak_memory_is_written_read_back_and_shown_beside_the_time():
+    doc = {**REPORT, "peak_rss_bytes": 734_003_200}  # 700 MiB
+    report = RetrainReport.from_json(doc)
+    assert report.peak_rss_bytes == 734_003_200
+    assert report.to_json()["peak_rss_bytes"] == 734_003_200
+    assert report.extra == {}
+    first = render(report).splitlines()[0]
+    assert first.endswith(f"{REPORT['duration_seconds']:.1f} s  peak memory 700 MiB"), first
+    assert "peak memory 700 MiB" in render_html(report)
+    # an older report has none; a value of the wrong type counts as missing
+    for old in (REPORT, {**REPORT, "peak_rss_bytes": "700M"}, {**REPORT, "peak_rss_bytes": True}):
+        report = RetrainReport.from_json(old)
+        assert report.peak_rss_bytes is None
+        assert "peak_rss_bytes" not in report.to_json()
+        assert "peak memory" not in render(report) + render_html(report)
+
+
 def test_a_regime_or_group_the_report_lacks_is_the_empty_cell():
     doc = copy.deepcopy(REPORT)
     del doc["validation"]["per_regime"]["recovery"]

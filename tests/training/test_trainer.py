@@ -25,7 +25,7 @@ from daemon.training.report import RetrainReport
 from daemon.training.trainer import retrain
 from tests.factories import copy_store, label_by_feature, store_history
 
-VOLATILE = ("version", "duration_seconds", "artifact", "fit_seconds")
+VOLATILE = ("version", "duration_seconds", "peak_rss_bytes", "artifact", "fit_seconds")
 
 
 #: Small models for the tests that are about the trainer's logic, not the models' quality.
