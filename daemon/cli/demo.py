@@ -41,14 +41,17 @@ CONSUME_TIMEOUT_S = 300.0
 RETRAIN_TIMEOUT_S = 600.0
 
 
-def demo_config(base: Config, state_dir: Path, bootstrap: str, metrics_port: int) -> Config:
+def demo_config(
+    base: Config, state_dir: Path, bootstrap: str, metrics_port: int, store_url: str = ""
+) -> Config:
     """`base` pointed at the demo's broker and state directory, with the bundled index as the
     market symbol (the bundled history has ^GSPC, not SPY).
 
-    The store is always the SQLite file in the state directory, also when `base` names a
-    PostgreSQL store (`store.url`): the demo's replay would otherwise write 20 years of bundled
-    bars, and Kafka offsets of its own throw-away broker, into the database a group of daemons
-    shares (the offsets of a topic of the same name included)."""
+    The store is the SQLite file in the state directory, also when `base` names a PostgreSQL
+    store (`store.url`): the demo's replay would otherwise write 20 years of bundled bars, and
+    Kafka offsets of its own throw-away broker, into the database a group of daemons shares (the
+    offsets of a topic of the same name included). `store_url` (`regimed demo --store-url`)
+    names a PostgreSQL database for the demo instead, with `store.password` of `base`."""
     kafka = dataclasses.replace(
         base.kafka,
         bootstrap_servers=(bootstrap,),
@@ -62,7 +65,9 @@ def demo_config(base: Config, state_dir: Path, bootstrap: str, metrics_port: int
     )
     return base.replace(
         kafka=kafka,
-        store=StoreConfig(path=str(state_dir / "regimed.db")),
+        store=StoreConfig(
+            path=str(state_dir / "regimed.db"), url=store_url, password=base.store.password
+        ),
         metrics=dataclasses.replace(base.metrics, port=metrics_port),
         regime=dataclasses.replace(base.regime, market_symbol="^GSPC"),
     )
@@ -137,6 +142,7 @@ def run_demo(
     base: Config,
     *,
     state_dir: str | None = None,
+    store_url: str = "",
     exit_after_retrain: bool = False,
     metrics_port: int | None = None,
     out: TextIO = sys.stdout,
@@ -163,9 +169,16 @@ def run_demo(
     with _state(state_dir) as state, EmbeddedBroker(log_path=None) as broker:
         step(f"embedded Kafka broker on {broker.bootstrap}; state in {state}")
         step(f"label target {base.label.key} (--target picks another)")
-        if base.store.url:
-            step(f"store.url is not used: the demo keeps its own store in {state}")
-        config = demo_config(base, state, broker.bootstrap, port)
+        if store_url:
+            step(f"store in the PostgreSQL database {store_url}")
+        elif base.store.url:
+            step(
+                f"store.url is not used: the demo keeps its own store in {state} "
+                "(--store-url URL puts it in a PostgreSQL database of its own)"
+            )
+        config = demo_config(base, state, broker.bootstrap, port, store_url)
+        if store_url:
+            _claim_store(config)
         ensure_topic(config.kafka, TOPIC, 1)
         ensure_topic(config.kafka, config.kafka.effective_dlq_topic, 1)
         events = bundled_events(config.regime.vix_symbol)
@@ -228,6 +241,28 @@ def run_demo(
             return report
         finally:
             daemon.stop()
+
+
+#: The counter a demo adds to its store: a database that holds bars without it is not the demo's.
+DEMO_RUNS = "demo_runs"
+
+
+def _claim_store(config: Config) -> None:
+    """Mark the store as the demo's; `DemoError` when it holds bars that no demo wrote (a
+    database of a group of daemons), which the replay would mix with 20 years of bundled bars."""
+    from daemon.store.sqlite import Store
+
+    with Store.open(config.store) as store:
+        with store.transaction("count bars", write=False) as conn:
+            (bars,) = conn.execute("SELECT COUNT(*) FROM bars").fetchone()
+        if bars and not store.counter(DEMO_RUNS):
+            where = config.store.url or config.store.path
+            raise DemoError(
+                f"{where} holds {bars:,} bars that regimed demo did not write; give the demo "
+                "an empty database or state directory (it replays 20 years of bundled bars "
+                "into it)"
+            )
+        store.write_batch(counters={DEMO_RUNS: 1})
 
 
 def _consume(config: Config, total: int, daemon: _Daemon, err: TextIO) -> None:

@@ -32,7 +32,7 @@ from daemon.cli.common import (
     stored_config,
 )
 from daemon.cli.demo import run_demo, sigterm_as_interrupt
-from daemon.config import load_config
+from daemon.config import StoreConfig, load_config
 from daemon.errors import ConfigError, DataError, RegimedError, UsageError
 
 logger = logging.getLogger("regimed")
@@ -132,11 +132,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = command_config(args)
     if args.target is not None:
         config = config.replace(label=dataclasses.replace(config.label, target=args.target))
+    if args.store_url:
+        try:
+            StoreConfig(url=args.store_url)
+        except ConfigError as exc:
+            raise UsageError(f"--store-url {args.store_url}: {exc}") from None
     try:
         with sigterm_as_interrupt():
             run_demo(
                 config,
                 state_dir=args.state_dir,
+                store_url=args.store_url or "",
                 exit_after_retrain=args.exit_after_retrain,
                 metrics_port=args.metrics_port,
             )
@@ -360,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where the store, models and reports go (default: a temporary directory, removed "
         "at the end)",
+    )
+    p.add_argument(
+        "--store-url",
+        metavar="URL",
+        help="keep the demo's store in this PostgreSQL database (postgresql://user@host:port/db; "
+        "password from store.password or PGPASSWORD) instead of the state directory; an empty "
+        "database, or one an earlier demo used (store.url of the configuration is not used)",
     )
     p.add_argument(
         "--exit-after-retrain",

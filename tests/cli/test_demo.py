@@ -14,10 +14,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from daemon.config import Config, StoreConfig
+from daemon.data.history import bundled_path, read_vix_csv
 from daemon.domain import REGIMES
 from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
-from tests.factories import alive, wait_for
+from tests.factories import alive, bundled_slice, store_history, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -142,3 +144,37 @@ def store_config(state: Path):
     from daemon.config import StoreConfig
 
     return StoreConfig(path=str(state / "regimed.db"))
+
+
+def test_demo_keeps_its_store_in_a_postgresql_database_with_store_url(
+    tmp_path, postgres, postgres_url
+):
+    # A database of a group of daemons (bars the demo did not write) is refused, untouched.
+    taken = postgres.database()
+    try:
+        config = Config().replace(store=StoreConfig(path=str(tmp_path / "x.db"), url=taken))
+        sp500, _ = bundled_slice("sp500", "2018-01-01", "2018-03-31")
+        store_history(config, {"^GSPC": sp500}, read_vix_csv(bundled_path("vix")))
+        refused = demo_once(tmp_path / "refused", tmp_path, "--store-url", taken)
+        assert refused.returncode == 1
+        assert f"{taken} holds {len(sp500)} bars that regimed demo did not write" in (
+            refused.stderr
+        )
+        assert "Traceback" not in refused.stderr
+        with Store.open(config.store, read_only=True) as store:
+            assert store.bar_count() == len(sp500)
+    finally:
+        postgres.drop(taken)
+
+    # An empty database: the whole loop runs on it, and everything the daemon keeps is there.
+    state = tmp_path / "state"
+    done = demo_once(state, tmp_path, "--store-url", postgres_url)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"store in the PostgreSQL database {postgres_url}" in done.stderr
+    assert re.search(r"^decision: (PROMOTED|NOT PROMOTED) \(\w+\): .+", done.stdout, flags=re.M)
+    assert not (state / "regimed.db").exists()  # the state directory keeps no SQLite store
+    shared = StoreConfig(path=str(state / "regimed.db"), url=postgres_url)
+    with Store.open(shared, read_only=True) as store:
+        assert store.bar_count() == 11_321
+        (model,) = Registry(store).models()
+        assert Registry(store).last_retrain_run().version == model.version
