@@ -19,6 +19,7 @@ the time 25,000,000 samples would take, t(largest) x (25e6 / largest)^b.
 
 Run: .venv/bin/python benchmarks/retrain_growth.py [--samples 100000,400000,1000000]
      [--dask local|tcp://host:port] [--no-local] [--models a,b,...] [--json out.json]
+     .venv/bin/python benchmarks/retrain_growth.py --summary local.json dask.json
 Results go to docs/benchmarks.md ("Retrain: growth with the samples").
 """
 
@@ -78,8 +79,12 @@ def fit_local(config: Config, X: Any, y: Any, w: Any, n: int) -> list[Fit]:
             marks[details["model"]] = cpu_seconds()
         elif event == "model_finished":
             name = details["model"]
-            fits.append(Fit("local", n, name, details["seconds"], cpu_seconds() - marks[name]))
-            print(f"  local {n:>9,} {name:<20} {details['seconds']:8.1f} s", flush=True)
+            cpu = cpu_seconds() - marks[name]
+            fits.append(Fit("local", n, name, details["seconds"], cpu))
+            print(
+                f"  local {n:>9,} {name:<20} {details['seconds']:8.1f} s, CPU {cpu:8.1f} s",
+                flush=True,
+            )
 
     fit_all(config, X, y, w, progress)
     return fits
@@ -102,6 +107,11 @@ def fit_cluster(config: Config, X: Any, y: Any, w: Any, n: int) -> tuple[list[Fi
         print(f"  dask  {n:>9,} {f.model:<20} {f.seconds:8.1f} s", flush=True)
     print(f"  dask  {n:>9,} all fits, wall {wall:.1f} s, workers' CPU {cpu:.1f} s", flush=True)
     return fits, wall, cpu
+
+
+def save(path: Path, fits: list[Fit], walls: dict[int, float], cpu: dict[int, float]) -> None:
+    doc = {"fits": [dataclasses.asdict(f) for f in fits], "dask_walls": walls, "dask_cpu": cpu}
+    path.write_text(json.dumps(doc, indent=1))
 
 
 def exponent(points: list[tuple[int, float]]) -> float | None:
@@ -156,9 +166,26 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(MODEL_NAMES))
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--json", default="", help="also write every fit to this file")
+    parser.add_argument(
+        "--summary",
+        nargs="+",
+        default=[],
+        metavar="JSON",
+        help="instead: the tables of earlier runs' --json files (e.g. a local and a cluster run)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.samples.split(",")]
     names = args.models.split(",")
+    if args.summary:
+        docs = [json.loads(Path(p).read_text()) for p in args.summary]
+        saved = [Fit(**f) for doc in docs for f in doc["fits"] if f["samples"] in sizes]
+        summary(saved, sizes, names)
+        for doc in docs:
+            for n, wall in doc["dask_walls"].items():
+                print(
+                    f"dask, {int(n):,}: wall {wall:.1f} s, workers' CPU {doc['dask_cpu'][n]:.1f} s"
+                )
+        return 0
     config = Config()
     config = config.replace(
         training=dataclasses.replace(config.training, models=tuple(names), n_jobs=args.n_jobs)
@@ -189,6 +216,8 @@ def main() -> int:
                 got, walls[n], worker_cpu[n] = fit_cluster(on_cluster, drawn.X, drawn.y, weights, n)
                 fits += got
             print(f"  load {os.getloadavg()[0]:.2f}", flush=True)
+            if args.json:  # after every size, so an interrupted run keeps what it measured
+                save(Path(args.json), fits, walls, worker_cpu)
     summary(fits, sizes, names)
     if walls:
         print(
@@ -196,17 +225,6 @@ def main() -> int:
             + ", ".join(
                 f"{n:,}: wall {s:.1f} s, workers' CPU {worker_cpu[n]:.1f} s"
                 for n, s in walls.items()
-            )
-        )
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "fits": [dataclasses.asdict(f) for f in fits],
-                    "dask_walls": walls,
-                    "dask_worker_cpu": worker_cpu,
-                },
-                indent=1,
             )
         )
     return 0 if all(math.isfinite(f.seconds) for f in fits) else 1
