@@ -92,15 +92,21 @@ def test_the_workers_fit_and_give_the_same_scores_as_this_machine(dask_cluster, 
         2,
         2,
     )
-    stages = [(f.stage, f.model) for f in placement.fits]
-    assert stages == [("fit", m) for m in MODELS] + [("refit", m) for m in MODELS]
-    assert {f.worker for f in placement.fits} <= set(dask_cluster.worker_pids)
-    assert all(f.seconds is not None and f.seconds > 0 for f in placement.fits)
+    stages = [(f.stage, f.model, f.how) for f in placement.fits]
+    hows = {"random_forest": "trees", "lightgbm": "partitions"}
+    assert stages == [(s, m, hows[m]) for s in ("fit", "refit") for m in MODELS]
+    workers = set(dask_cluster.worker_pids)
+    for f in placement.fits:  # spread over the workers, none fitted whole by one
+        assert f.worker is None and f.workers and set(f.workers) <= workers, f
+        assert f.seconds is not None and f.seconds > 0
+    # LightGBM fits on a partition of the rows on each worker
+    assert all(set(f.workers) == workers for f in placement.fits if f.model == "lightgbm")
     assert remote.to_json()["cluster"]["scheduler"] == dask_cluster.address
 
-    # the workers did the fitting: together they spent at least the fits' seconds on CPU
+    # the workers did the fitting (fit and refit): together they spent on CPU at least half
+    # the seconds the fit stage took on this machine
     spent = sum(after[w] - before[w] for w in before)
-    fitted = sum(f.seconds or 0.0 for f in placement.fits)
+    fitted = sum(m["fit_seconds"] or 0.0 for m in local.to_json()["validation"]["models"].values())
     assert spent >= 0.5 * fitted > 0, (spent, fitted)
 
 
