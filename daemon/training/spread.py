@@ -37,13 +37,30 @@ from daemon.registry.ensemble import Model
 from daemon.training.fitting import prepared
 from daemon.training.models import build_model
 
-__all__ = ["BOOSTERS", "FORESTS", "SPREAD", "Partitions", "Settings", "fit_spread"]
+__all__ = [
+    "BALANCED_ACCURACY_TOLERANCE",
+    "BOOSTERS",
+    "FORESTS",
+    "PROBABILITY_TOLERANCE",
+    "SPREAD",
+    "Partitions",
+    "Settings",
+    "fit_spread",
+]
 
 #: Fitted by the workers together, on the rows partitioned across them.
 BOOSTERS = ("xgboost", "lightgbm")
 #: Fitted by trees, a batch of trees per task, through joblib's Dask backend.
 FORESTS = ("random_forest", "extra_trees")
 SPREAD = frozenset(BOOSTERS + FORESTS)
+
+#: The tolerance of a booster fitted across the workers against the same fit on this machine
+#: (docs/training.md, "On a Dask cluster", has the figures measured; the tests in
+#: tests/training/test_cluster_fit.py and tests/evaluation/test_evaluate_cluster.py hold it):
+#: the largest difference of a row's probability, and of a balanced accuracy per regime or
+#: overall, of the booster or of a vote it is part of. The forests: none, they are exact.
+PROBABILITY_TOLERANCE = 0.3
+BALANCED_ACCURACY_TOLERANCE = 0.1
 
 #: The part of a joblib batch's task key that names a forest's tree building.
 _TREE_TASK = "_parallel_build_trees"

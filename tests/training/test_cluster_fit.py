@@ -24,6 +24,7 @@ from daemon.errors import RetrainFailed
 from daemon.registry.versions import Registry
 from daemon.store.sqlite import Store
 from daemon.training import cluster as cluster_module
+from daemon.training.spread import BALANCED_ACCURACY_TOLERANCE, PROBABILITY_TOLERANCE
 from daemon.training.trainer import retrain
 from tests.dask_cluster import dask_cluster as running_cluster
 from tests.dask_cluster import free_port
@@ -32,11 +33,6 @@ from tests.factories import copy_store
 pytestmark = pytest.mark.integration
 
 HERE = "tests.training.test_cluster_fit"
-#: The tolerance docs/training.md ("On a Dask cluster") states for XGBoost and LightGBM fitted
-#: across the workers against the same fit on this machine: the largest difference of a
-#: validation row's probability, and of a balanced accuracy (per regime, overall).
-PROBABILITY_TOLERANCE = 0.3
-BALANCED_ACCURACY_TOLERANCE = 0.05
 MODELS = ("random_forest", "lightgbm")
 
 
