@@ -178,9 +178,23 @@ class Cluster:
                     raise ClusterError(self.address, f"{why} (after {attempt} attempts)") from exc
                 logger.warning("Dask scheduler %s: %s; fitting it again", self.address, why)
                 rows.forget()
+                self._settle()
             else:
                 fits.fitted(name, model, took, how, workers)
                 return
+
+    def _settle(self) -> None:
+        """Wait (at most NO_WORKER_TIMEOUT_S) until no worker runs a task: a booster's part on a
+        worker that lost its peer runs on until its connection fails, and a new fit must not
+        start beside it."""
+        deadline = time.monotonic() + NO_WORKER_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if not any(self.client.processing().values()):
+                    return
+            except Exception as exc:  # the scheduler went away
+                raise ClusterError(self.address, f"lost: {type(exc).__name__}: {exc}") from exc
+            time.sleep(POLL_S)
 
     def _threads_per_task(self) -> int:
         """The smallest worker's thread count, after waiting (bounded) for a worker."""

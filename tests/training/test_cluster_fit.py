@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,15 @@ def _config(
     fallback: bool = False,
     extra: str = "",
     names: tuple[str, ...] = MODELS,
+    lightgbm_trees: int = 30,
 ) -> Config:
     models = ", ".join(f'"{m}"' for m in names)
     return parse_config(
         f'[store]\npath = "{db}"\n'
         f"[training]\nmodels = [{models}]\nn_jobs = 1\n"
         f'dask_scheduler = "{scheduler}"\ndask_fallback_local = {str(fallback).lower()}\n'
-        "[models.random_forest]\nn_estimators = 20\n[models.lightgbm]\nn_estimators = 30\n" + extra,
+        "[models.random_forest]\nn_estimators = 20\n"
+        f"[models.lightgbm]\nn_estimators = {lightgbm_trees}\n" + extra,
         env={},
     )
 
@@ -263,6 +266,26 @@ def test_a_worker_killed_mid_fit_is_survived_on_the_other_worker(db):
     assert os.getpid() not in cluster.worker_pids.values()
 
 
+def test_a_worker_killed_while_lightgbm_fits_across_the_workers_is_survived(db):
+    """LightGBM's fit spread over both workers loses one: the fit starts again on partitions
+    of the worker left, and the retrain goes on."""
+    with running_cluster(workers=2) as cluster:
+        outcome, victims = _kill_mid_fit(
+            cluster,
+            db,
+            every=False,
+            names=("lightgbm",),
+            lightgbm_trees=3000,
+            fitting=_lightgbm_part,
+        )
+    report = outcome["report"]
+    assert not isinstance(report, Exception), report
+    assert report.outcome != "failed", report.reason
+    survivor = set(cluster.worker_pids) - set(victims)
+    fits = [f for f in report.cluster.fits if f.model == "lightgbm"]
+    assert fits and all(f.how == "partitions" and set(f.workers) == survivor for f in fits), fits
+
+
 def test_every_worker_killed_mid_fit_fails_the_run_naming_the_scheduler(db, monkeypatch):
     monkeypatch.setattr(cluster_module, "NO_WORKER_TIMEOUT_S", 3.0)
     with running_cluster(workers=2) as cluster:
@@ -274,13 +297,23 @@ def test_every_worker_killed_mid_fit_fails_the_run_naming_the_scheduler(db, monk
     assert len(victims) == 2
 
 
-def _kill_mid_fit(cluster: Any, db: Path, *, every: bool) -> tuple[dict[str, Any], list[str]]:
-    """Run a retrain of LightGBM and `Slow` on `cluster` in a thread; once LightGBM is done and
-    `Slow` fits, SIGKILL its worker (`every`: every worker); (the outcome, the killed workers)."""
+def _kill_mid_fit(
+    cluster: Any,
+    db: Path,
+    *,
+    every: bool,
+    names: tuple[str, ...] = ("lightgbm", "slow"),
+    lightgbm_trees: int = 30,
+    fitting: Callable[[Any], bool] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Run a retrain of `names` (LightGBM and `Slow`) on `cluster` in a thread; once a task
+    that `fitting` picks (a fit of `Slow`) runs, SIGKILL its worker (`every`: every worker);
+    (the outcome, the killed workers)."""
     from distributed import Client
 
+    fitting = fitting or _slow
     extra = f'[models.slow]\nfactory = "{HERE}:Slow"\ntrusted = ["{HERE}.Slow"]\n'
-    config = _config(db, cluster.address, extra=extra, names=("lightgbm", "slow"))
+    config = _config(db, cluster.address, extra=extra, names=names, lightgbm_trees=lightgbm_trees)
     outcome: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: outcome.update(report=_run(config)))
     thread.start()
@@ -289,16 +322,21 @@ def _kill_mid_fit(cluster: Any, db: Path, *, every: bool) -> tuple[dict[str, Any
         busy: list[str] = []
         while not busy and time.monotonic() < deadline:
             time.sleep(0.2)
-            busy = [w for w, keys in client.processing().items() if any(_slow(k) for k in keys)]
-        assert busy, "the fit of `Slow` did not start"
-        time.sleep(0.5)  # `Slow` (6 s) has started to fit
-        victims = list(cluster.worker_pids) if every else busy
+            busy = [w for w, keys in client.processing().items() if any(fitting(k) for k in keys)]
+        assert busy, "the fit did not start"
+        time.sleep(0.5)  # the fit has started
+        victims = list(cluster.worker_pids) if every else busy[:1]
         assert victims
         for worker in victims:
             cluster.kill_worker(worker)
     thread.join(180)
     assert not thread.is_alive()
     return outcome, victims
+
+
+def _lightgbm_part(key: Any) -> bool:
+    """Whether a task key is a worker's part of a LightGBM fit spread over the workers."""
+    return "_train_part" in str(key)
 
 
 def _slow(key: Any) -> bool:
