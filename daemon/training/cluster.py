@@ -89,14 +89,12 @@ class Cluster:
         In this order: the boosters (XGBoost, LightGBM) one at a time on the rows partitioned
         across the workers (their workers wait for each other, so nothing else runs beside
         them); then every other model as one task each, and meanwhile the forests' trees in
-        batches of tasks (daemon.training.spread). With one worker thread in all, the forests
-        are tasks too (joblib would build the trees here)."""
+        batches of tasks (daemon.training.spread)."""
         client = self.client
         assert client is not None
         n_jobs = self._threads_per_task()
         fits = _Fits(names, optional, progress, stage)
-        threads = sum(int(v.get("nthreads", 1)) for v in self._check_workers().values())
-        spread = {n for n in names if n in BOOSTERS or (n in FORESTS and threads > 1)}
+        spread = {n for n in names if n in BOOSTERS or n in FORESTS}
         rows = _Rows(client, self.address, X, y, w)
         for name in (n for n in names if n in BOOSTERS):
             self._fit_spread(name, config, n_jobs, rows, fits, "partitions")

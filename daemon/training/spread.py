@@ -11,7 +11,8 @@
 - **The forests** (random forest, extra trees) through joblib's Dask backend: the trees are
   built in batches as tasks across the workers (the rows sent once per forest by the backend)
   and gathered into one forest. Each tree's seed is drawn before they are built, so the forest
-  is the one a fit on this machine gives, bit for bit.
+  is the one a fit on this machine gives, bit for bit. On a cluster of one worker thread in all
+  (joblib would then build every tree here) that worker fits the forest whole, as one task.
 
 Same answer: the forests exactly; the boosters within the tolerance docs/training.md states (a
 distributed booster cuts its histogram bins from the partitions' sketches, not from every row
@@ -34,7 +35,7 @@ import numpy.typing as npt
 from daemon.config.training import ModelsConfig
 from daemon.errors import ModelFitError
 from daemon.registry.ensemble import Model
-from daemon.training.fitting import prepared
+from daemon.training.fitting import fit_model, prepared
 from daemon.training.models import build_model
 
 __all__ = [
@@ -216,6 +217,14 @@ def _forest(
     from distributed import get_task_stream
 
     x, labels, weights = prepared(name, *rows)
+    threads = {str(w): int(n) for w, n in client.ncores().items()}
+    if sum(threads.values()) <= 1:
+        # joblib would build every tree here, on this machine: the one worker fits it whole.
+        whole = client.submit(
+            fit_model, name, x, labels, weights, settings.models,
+            n_jobs=settings.n_jobs, seed=settings.seed, pure=False,
+        )  # fmt: skip
+        return whole.result(), tuple(threads)
     model = settings.build(name)
     model.set_params(n_jobs=-1)  # as many batches at once as the cluster has threads
     try:

@@ -202,6 +202,32 @@ def test_spread_fits_give_this_machines_forests_exactly_and_boosters_within_the_
         assert probability > 0, gaps  # a distributed booster really cuts its bins otherwise
 
 
+def test_on_one_worker_thread_the_forest_is_fitted_whole_by_that_worker(db):
+    """joblib's Dask backend would build every tree on this machine when the cluster has one
+    thread; the worker fits the forest whole instead, the same forest."""
+    from daemon.registry.ensemble import positive_proba
+    from daemon.training.cluster import open_cluster
+    from daemon.training.fitting import fit_model
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 6)).astype(np.float32)
+    y = (X[:, 0] + rng.normal(size=400) > 0).astype(np.int8)
+    with running_cluster(workers=1) as cluster:
+        config = _config(db, cluster.address, names=("random_forest",))
+        with open_cluster(config) as on:
+            assert on is not None
+            models, _, _ = on.fit_all(
+                config, X, y, None, lambda *_: None, stage="fit", names=("random_forest",),
+                optional=(),
+            )  # fmt: skip
+            (fit,) = on.placement.fits
+    assert (fit.how, fit.workers) == ("trees", tuple(cluster.worker_pids))
+    here = fit_model(
+        "random_forest", X, y, None, config.models, n_jobs=1, seed=config.training.seed
+    )
+    assert np.array_equal(positive_proba(models["random_forest"], X), positive_proba(here, X))
+
+
 def test_an_unreachable_scheduler_fails_the_run_naming_it_and_the_champion_stays(db, monkeypatch):
     monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT_S", 1.0)
     monkeypatch.setattr(cluster_module, "RETRY_PAUSE_S", 0.1)
