@@ -14,6 +14,7 @@ from daemon.evaluation.data import build_dataset, folds, load_default
 from daemon.evaluation.results import EvaluationDocument, Timeline
 from daemon.evaluation.walk import NAIVE, VARIANTS, Progress, run_folds, summarize, timeline
 from daemon.training.archive import Histories
+from daemon.training.cluster import open_cluster
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,10 @@ def evaluate(
         plan[0].cutoff,
         ", ".join(settings.models),
     )
-    predictions = run_folds(data, plan, config, settings, progress)
+    with open_cluster(config) as cluster:  # None: training.dask_scheduler is empty
+        if cluster is not None and cluster.client is not None:
+            logger.info("evaluate: fitting on the Dask cluster %s", cluster.address)
+        predictions = run_folds(data, plan, config, settings, progress, cluster)
     results = summarize(data, predictions, config, settings)
     doc: EvaluationDocument = {
         "data": {

@@ -17,6 +17,11 @@ as a promoted retrain's are (`daemon.training.refit`), on every training row of 
 rows whose label day is before the cutoff (the purge the fold already applies), the vote
 holdout included, with the same sampling, weights, seed and vote weights; those refit members
 predict the test rows.
+
+With `training.dask_scheduler` set, `evaluate` hands `run_folds` the cluster
+(daemon.training.cluster) and every fold's fits run there as a retrain's do: the same models,
+spread over the workers or one task each, the forests' exactly as here, XGBoost and LightGBM
+within the tolerance docs/training.md states.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +61,9 @@ from daemon.training.scoring import (
     score,
 )
 from daemon.training.threads import resolve_n_jobs
+
+if TYPE_CHECKING:
+    from daemon.training.cluster import Cluster
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +113,10 @@ def run_folds(
     config: Config,
     settings: EvaluateConfig,
     progress: Progress | None = None,
+    cluster: Cluster | None = None,
 ) -> Predictions:
-    """Fit every variant (and the control, on its folds) in every fold; predict the test rows."""
+    """Fit every variant (and the control, on its folds) in every fold, on `cluster` when it
+    has a client; predict the test rows."""
     if not folds:
         raise RegimedError("no fold to evaluate")
     control_from = len(folds) - settings.control_folds if settings.control_folds else 0
@@ -122,7 +132,9 @@ def run_folds(
         started = time.perf_counter()
         X_test = data.X[fold.test]
         for variant in VARIANTS:
-            preds[variant.name].append(_fit_predict(data, data.y, fold, variant, config, settings))
+            preds[variant.name].append(
+                _fit_predict(data, data.y, fold, variant, config, settings, cluster)
+            )
         naive = baseline_predictions(data.y[fold.train], X_test, FEATURE_NAMES, h, target)
         for name in NAIVE:
             preds[name].append(naive[name])
@@ -130,7 +142,9 @@ def run_folds(
             rng = np.random.default_rng([settings.seed, k])
             shuffled = data.y.copy()
             shuffled[fold.train] = data.y[rng.permutation(fold.train)]
-            control.append(_fit_predict(data, shuffled, fold, VARIANTS[-1], config, settings))
+            control.append(
+                _fit_predict(data, shuffled, fold, VARIANTS[-1], config, settings, cluster)
+            )
             control_rows.append(np.arange(offset, offset + len(fold.test)))
         offset += len(fold.test)
         summary.append(
@@ -160,6 +174,7 @@ def _fit_predict(
     variant: Variant,
     config: Config,
     settings: EvaluateConfig,
+    cluster: Cluster | None = None,
 ) -> Labels:
     """Train one variant as `regimed retrain` would on this fold's rows; predict its test rows."""
     train = np.concatenate([fold.train, fold.archive]) if variant.archive else fold.train
@@ -175,6 +190,18 @@ def _fit_predict(
         fit = sampled(
             config, data.regimes, rows, balancing=variant.balancing, weights=variant.weights
         )
+        if cluster is not None and cluster.client is not None:
+            models, _, _ = cluster.fit_all(
+                config,
+                data.X[fit.rows],
+                y[fit.rows],
+                fit.weights,
+                _quiet,
+                stage="evaluate",
+                names=settings.models,
+                optional=(),
+            )
+            return models
         return {
             name: fit_model(
                 name,
@@ -197,6 +224,10 @@ def _fit_predict(
         models = fitted(np.asarray(train, dtype=np.int64))
     X_test = data.X[fold.test]
     return vote.predict({name: positive_proba(m, X_test) for name, m in models.items()})
+
+
+def _quiet(event: str, fields: Mapping[str, Any]) -> None:
+    """No progress per model: `evaluate` reports per fold."""
 
 
 # -- scoring -------------------------------------------------------------------------------

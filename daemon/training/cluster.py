@@ -24,10 +24,12 @@ regimed version as the retrain.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +41,9 @@ from daemon.config import Config
 from daemon.config.training import ModelsConfig
 from daemon.errors import ClusterError, ModelFitError, RegimedError
 from daemon.registry.ensemble import Model
-from daemon.training.fitting import FitResult, fit_model
+from daemon.training.fitting import FitResult, fit_model, prepared
 from daemon.training.placement import Placement, TaskFit
+from daemon.training.spread import BOOSTERS, FORESTS, Partitions, Settings, fit_spread
 
 __all__ = ["Cluster", "open_cluster"]
 
@@ -80,21 +83,31 @@ class Cluster:
         names: Sequence[str],
         optional: Sequence[str],
     ) -> FitResult:
-        """`fit_all`'s answer (models, fit seconds, failed optional models), each model fitted
-        as one task on the workers; the fits are added to `placement` under `stage`."""
+        """`fit_all`'s answer (models, fit seconds, failed optional models), fitted on the
+        workers; the fits are added to `placement` under `stage`.
+
+        In this order: the boosters (XGBoost, LightGBM) one at a time on the rows partitioned
+        across the workers (their workers wait for each other, so nothing else runs beside
+        them); then every other model as one task each, and meanwhile the forests' trees in
+        batches of tasks (daemon.training.spread)."""
         client = self.client
         assert client is not None
         n_jobs = self._threads_per_task()
-        send = _Sender(client, self.address, X, y, w)
+        fits = _Fits(names, optional, progress, stage)
+        spread = {n for n in names if n in BOOSTERS or n in FORESTS}
+        rows = _Rows(client, self.address, X, y, w)
+        for name in (n for n in names if n in BOOSTERS):
+            self._fit_spread(name, config, n_jobs, rows, fits, "partitions")
+        tasks = [n for n in names if n not in spread]
         futures = {}
-        for i, name in enumerate(names):
-            progress("model_started", {"model": name, "index": i, "total": len(names)})
-            futures[send.fit(name, config, n_jobs)] = (i, name)
-        attempts = dict.fromkeys(names, 1)
-        models: dict[str, Model] = {}
-        seconds: dict[str, float] = {}
-        failed: dict[str, str] = {}
-        fits: list[TaskFit] = []
+        send = _Sender(client, self.address, X, y, w) if tasks else None
+        for name in tasks:
+            assert send is not None
+            fits.started(name)
+            futures[send.fit(name, config, n_jobs)] = name
+        for name in (n for n in names if n in spread and n in FORESTS):
+            self._fit_spread(name, config, n_jobs, rows, fits, "trees")
+        attempts = dict.fromkeys(tasks, 1)
         pending = set(futures)
         while pending:
             # Polled rather than `distributed.wait(..., return_when="FIRST_COMPLETED")`: that
@@ -107,14 +120,11 @@ class Cluster:
                 continue
             for future in done:
                 pending.discard(future)
-                i, name = futures[future]
+                name = futures[future]
                 try:
                     model, took, worker = future.result()
                 except ModelFitError as exc:
-                    if name not in optional:
-                        raise
-                    logger.warning("optional model %s failed to fit: %s", name, exc)
-                    failed[name], took, worker = str(exc), None, None
+                    fits.failed(name, exc)
                 except RegimedError:
                     raise
                 except Exception as exc:  # the cluster lost the task (KilledWorker, a comm error)
@@ -125,25 +135,64 @@ class Cluster:
                         ) from exc
                     logger.warning("Dask scheduler %s: %s; fitting it again", self.address, why)
                     attempts[name] += 1
+                    assert send is not None
                     retry = send.fit(name, config, n_jobs, again=True)
-                    futures[retry] = (i, name)
+                    futures[retry] = name
                     pending.add(retry)
-                    continue
                 else:
-                    models[name] = model
-                seconds[name] = round(took or 0.0, 3)
-                fits.append(TaskFit(stage, name, worker, None if took is None else seconds[name]))
-                progress(
-                    "model_finished",
-                    {"model": name, "index": i, "total": len(names), "seconds": seconds[name]},
+                    fits.fitted(name, model, took, "task", (worker,))
+        self.placement = self.placement.with_fits(fits.placed())
+        return fits.result()
+
+    def _fit_spread(
+        self, name: str, config: Config, n_jobs: int, rows: _Rows, fits: _Fits, how: str
+    ) -> None:
+        """Fit `name` spread over the workers (daemon.training.spread) into `fits`. A failure
+        while a worker left, or of the cluster itself, sends the rows again and fits again, at
+        most TASK_ATTEMPTS times; any other failure is the model's (`ModelFitError`)."""
+        fits.started(name)
+        for attempt in range(1, TASK_ATTEMPTS + 1):
+            before = set(self._check_workers())
+            try:
+                model, took, workers = fit_spread(
+                    name,
+                    self.client,
+                    rows.partitions(name) if how == "partitions" else None,
+                    (rows.X, rows.y, rows.w),
+                    Settings(config.models, n_jobs, config.training.seed),
                 )
-        self.placement = self.placement.with_fits(
-            tuple(sorted(fits, key=lambda f: names.index(f.model)))
-        )
-        if not models:
-            raise RegimedError("no model could be fitted")
-        ordered = {name: models[name] for name in names if name in models}
-        return ordered, {n: seconds[n] for n in names}, failed
+            except ModelFitError as exc:
+                fits.failed(name, exc)
+                return
+            except RegimedError:
+                raise
+            except Exception as exc:
+                lost = not before <= set(self._check_workers())
+                if not (lost or _cluster_failure(exc)):
+                    fits.failed(name, ModelFitError(name, f"{type(exc).__name__}: {exc}"))
+                    return
+                why = f"model {name}: {type(exc).__name__}: {exc}"
+                if attempt >= TASK_ATTEMPTS:
+                    raise ClusterError(self.address, f"{why} (after {attempt} attempts)") from exc
+                logger.warning("Dask scheduler %s: %s; fitting it again", self.address, why)
+                rows.forget()
+                self._settle()
+            else:
+                fits.fitted(name, model, took, how, workers)
+                return
+
+    def _settle(self) -> None:
+        """Wait (at most NO_WORKER_TIMEOUT_S) until no worker runs a task: a booster's part on a
+        worker that lost its peer runs on until its connection fails, and a new fit must not
+        start beside it."""
+        deadline = time.monotonic() + NO_WORKER_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if not any(self.client.processing().values()):
+                    return
+            except Exception as exc:  # the scheduler went away
+                raise ClusterError(self.address, f"lost: {type(exc).__name__}: {exc}") from exc
+            time.sleep(POLL_S)
 
     def _threads_per_task(self) -> int:
         """The smallest worker's thread count, after waiting (bounded) for a worker."""
@@ -163,6 +212,94 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise ClusterError(self.address, f"no worker for {NO_WORKER_TIMEOUT_S:.0f} s")
             time.sleep(POLL_S)
+
+
+def _cluster_failure(exc: BaseException) -> bool:
+    """Whether `exc` is the cluster's failure rather than the model's: distributed's own
+    errors, a cancelled or timed-out future, a broken connection (LightGBM reports a peer
+    that died as a socket error)."""
+    if isinstance(exc, OSError | TimeoutError | CancelledError | asyncio.CancelledError):
+        return True
+    return type(exc).__module__.startswith("distributed") or "socket" in str(exc).lower()
+
+
+class _Fits:
+    """The fits of one stage as they finish: the models, their seconds, the optional models
+    that failed, the placement records, and the progress events."""
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        optional: Sequence[str],
+        progress: Callable[[str, Mapping[str, Any]], None],
+        stage: str,
+    ) -> None:
+        self.names = list(names)
+        self.optional = set(optional)
+        self.progress = progress
+        self.stage = stage
+        self.models: dict[str, Model] = {}
+        self.seconds: dict[str, float] = {}
+        self.errors: dict[str, str] = {}
+        self.records: list[TaskFit] = []
+
+    def _event(self, name: str) -> dict[str, Any]:
+        return {"model": name, "index": self.names.index(name), "total": len(self.names)}
+
+    def started(self, name: str) -> None:
+        self.progress("model_started", self._event(name))
+
+    def fitted(
+        self, name: str, model: Model, took: float, how: str, workers: Sequence[str]
+    ) -> None:
+        self.models[name] = model
+        self.seconds[name] = round(took, 3)
+        worker = workers[0] if how == "task" and workers else None
+        self.records.append(
+            TaskFit(self.stage, name, worker, self.seconds[name], how, tuple(workers))
+        )
+        self.progress("model_finished", {**self._event(name), "seconds": self.seconds[name]})
+
+    def failed(self, name: str, exc: ModelFitError) -> None:
+        """A model that could not be fitted: raised again unless it is optional."""
+        if name not in self.optional:
+            raise exc
+        logger.warning("optional model %s failed to fit: %s", name, exc)
+        self.errors[name] = str(exc)
+        self.seconds[name] = 0.0
+        self.records.append(TaskFit(self.stage, name, None, None))
+        self.progress("model_finished", {**self._event(name), "seconds": 0.0})
+
+    def placed(self) -> tuple[TaskFit, ...]:
+        return tuple(sorted(self.records, key=lambda f: self.names.index(f.model)))
+
+    def result(self) -> FitResult:
+        if not self.models:
+            raise RegimedError("no model could be fitted")
+        ordered = {name: self.models[name] for name in self.names if name in self.models}
+        return ordered, {n: self.seconds[n] for n in self.names}, self.errors
+
+
+class _Rows:
+    """The training rows of one stage and, made on first use and kept for every booster, their
+    partitions on the workers (daemon.training.spread.Partitions); `forget` drops them after
+    a worker was lost."""
+
+    def __init__(self, client: Any, address: str, X: Any, y: Any, w: Any) -> None:
+        self.client = client
+        self.address = address
+        self.X, self.y, self.w = X, y, w
+        self._partitions: Partitions | None = None
+
+    def partitions(self, name: str) -> Partitions:
+        """The partitions, after the rows were checked for `name` (`ModelFitError`)."""
+        x, labels, weights = prepared(name, self.X, self.y, self.w)
+        if self._partitions is None:
+            self._partitions = Partitions.send(self.client, x, labels, weights, NO_WORKER_TIMEOUT_S)
+        return self._partitions
+
+    def forget(self) -> None:
+        self._partitions = None
 
 
 class _Sender:

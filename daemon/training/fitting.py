@@ -37,7 +37,7 @@ from daemon.training.threads import resolve_n_jobs
 if TYPE_CHECKING:
     from daemon.training.cluster import Cluster
 
-__all__ = ["FitResult", "fit_all", "fit_model"]
+__all__ = ["FitResult", "fit_all", "fit_model", "prepared"]
 
 #: `fit_all`'s answer: the fitted models, each one's fit seconds, the optional models that
 #: failed and why.
@@ -65,8 +65,7 @@ def fit_model(
     weights are unusable or the library fails (its message is kept).
     """
     model = build_model(name, config, n_jobs=n_jobs, seed=seed)
-    x = finite_features(X, what=f"model {name}: training rows")
-    labels, weights = _checked_targets(name, y, sample_weight)
+    x, labels, weights = prepared(name, X, y, sample_weight)
     _fit_to_size(model, len(labels))
     started = time.perf_counter()
     try:
@@ -80,6 +79,18 @@ def fit_model(
         model.set_params(n_jobs=1)
     logger.debug("model %s: fitted %d rows in %.2f s", name, len(labels), _since(started))
     return model
+
+
+def prepared(
+    name: str, X: npt.ArrayLike, y: npt.ArrayLike, sample_weight: npt.ArrayLike | None
+) -> tuple[FloatArray, npt.NDArray[np.int8], FloatArray | None]:
+    """The rows, labels and weights `fit_model` hands the library: NaN to 0 and values clipped
+    (`finite_features`), labels as int8 and weights as float64, checked; `ModelFitError` naming
+    the model when they are unusable. The fits spread over a cluster
+    (daemon.training.spread) prepare their rows with it too."""
+    x = finite_features(X, what=f"model {name}: training rows")
+    labels, weights = _checked_targets(name, y, sample_weight)
+    return x, labels, weights
 
 
 def _checked_targets(

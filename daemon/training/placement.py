@@ -1,8 +1,10 @@
 """Where a retrain fitted its models: the report's `cluster` section.
 
 Written only when `training.dask_scheduler` names a cluster: the scheduler, its workers and
-threads when the fits started, each model fit (stage "fit" or "refit") with the worker that ran
-it and its seconds there, and, when the scheduler could not be reached and
+threads when the fits started, each model fit (stage "fit" or "refit") with how it was spread
+(`how`: "task", the whole fit on one worker; "partitions", XGBoost or LightGBM on the rows
+partitioned across `workers`; "trees", a forest's trees built on `workers`), the worker that ran
+a task and its seconds there, and, when the scheduler could not be reached and
 `training.dask_fallback_local` let the retrain fit on this machine, why (`fallback`). No heavy
 import here: the report imports this module.
 """
@@ -15,33 +17,48 @@ from typing import Any
 
 from daemon.training.report_sections import as_int, as_number, as_text
 
-__all__ = ["Placement", "TaskFit"]
+__all__ = ["HOWS", "Placement", "TaskFit"]
+
+#: How a model was fitted on the cluster: whole as one task on a worker, on the rows
+#: partitioned across the workers (XGBoost, LightGBM), by batches of trees (the forests).
+HOWS = ("task", "partitions", "trees")
 
 
 @dataclass(frozen=True)
 class TaskFit:
-    """One model fitted as a task: the stage, the model, the worker's address (None: on this
-    machine) and the seconds the fit took there."""
+    """One model fitted on the cluster: the stage, the model, the address of the worker that
+    fitted it whole (None: spread over `workers`, or not fitted), the seconds the fit took, how
+    it was spread (HOWS) and every worker that took part."""
 
     stage: str
     model: str
     worker: str | None
     seconds: float | None
+    how: str = "task"
+    workers: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> TaskFit:
+        workers = doc.get("workers")
+        worker = as_text(doc.get("worker"))
         return cls(
             as_text(doc.get("stage")) or "",
             as_text(doc.get("model")) or "",
-            as_text(doc.get("worker")),
+            worker,
             as_number(doc.get("seconds")),
+            as_text(doc.get("how")) or "task",
+            tuple(str(w) for w in workers)
+            if isinstance(workers, list)
+            else ((worker,) if worker else ()),
         )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "stage": self.stage,
             "model": self.model,
+            "how": self.how,
             "worker": self.worker,
+            "workers": list(self.workers),
             "seconds": self.seconds,
         }
 

@@ -348,3 +348,25 @@ def test_the_page_draws_each_diagnostic_with_round_ticks(small):
     assert "not in this report" not in page.split("<h2>Models</h2>")[0]
     text = render(small)  # `regimed retrain` prints the intervals and the two Brier scores
     assert "95% interval (ensemble)" in text and "calibration: Brier" in text
+
+
+def test_the_cluster_section_round_trips_each_fits_spread_and_reads_older_fits():
+    from daemon.training.placement import HOWS, Placement, TaskFit
+
+    placement = Placement(
+        "tcp://10.0.0.1:8786",
+        2,
+        4,
+        (
+            TaskFit("fit", "xgboost", None, 1.5, "partitions", ("tcp://a:1", "tcp://b:2")),
+            TaskFit("fit", "random_forest", None, 0.7, "trees", ("tcp://a:1",)),
+            TaskFit("fit", "mlp", "tcp://b:2", 2.0, "task", ("tcp://b:2",)),
+            TaskFit("refit", "svm", None, None),
+        ),
+    )
+    doc = json.loads(json.dumps(placement.to_json()))
+    assert Placement.from_json(doc) == placement
+    assert {f["how"] for f in doc["fits"]} == set(HOWS)
+    # a report stored before fits said how: a task on its worker
+    old = {"stage": "fit", "model": "mlp", "worker": "tcp://b:2", "seconds": 2.0}
+    assert TaskFit.from_json(old) == TaskFit("fit", "mlp", "tcp://b:2", 2.0, "task", ("tcp://b:2",))
