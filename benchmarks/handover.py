@@ -15,23 +15,26 @@ and runs `regimed run` processes (`python -m daemon run`, each with its own stat
   one-daemon rate counts from its first stored batch. Bars stored before that moment (the
   join of the group, the rebalance) are reported apart. CPU µs per bar: the daemons (each with
   its child processes) and the PostgreSQL server over the same window;
-* handover: a tenth of the stream on a fresh topic; two daemons of a fresh group and
-  database, the first alone until it holds every partition (it leads the group: the embedded
-  broker cannot replace a leader that dies, docs/operations.md), then the second; once they
-  have split the partitions, the rest of the stream is published, and the second daemon is
-  SIGKILLed as soon as it has stored part of its share. The figures: the seconds from the kill
-  until the survivor's log names every partition (its new assignment), and until the stored
-  offset of one of the killed daemon's partitions advances (the survivor's first batch of it
-  stored, its symbols' state rebuilt from the database first). The daemon's default
+* handover: a tenth of a `--handover-days` stream on a fresh topic; two daemons of a fresh
+  group and database, the first alone until it holds every partition (it leads the group: the
+  embedded broker cannot replace a leader that dies, docs/operations.md), then the second;
+  once they have split the partitions, the rest of the stream is published, and the second
+  daemon is SIGKILLed as soon as it has stored part of its share. Measured twice: the
+  survivor given `--wait` seconds to take the killed daemon's partitions, and a replacement
+  with the killed daemon's `kafka.group_instance_id` (and a fresh state directory) started
+  right after the kill. The figures: the rebalances the survivor's log showed before the kill,
+  the seconds from the kill until the taker's log names the partitions (its new assignment),
+  and until the stored offset of one of them advances (the taker's first batch of it stored,
+  its symbols' state rebuilt from the database first). The daemon's default
   `kafka.session_timeout_ms` and `kafka.heartbeat_interval_ms` unless given. `--repeat N`
-  measures N handovers; `--handover-only` skips the rate runs.
+  measures N pairs; `--handover-only` skips the rate runs.
 
 Every run checks that the database holds each published bar once (`events_stored`) and that
 the stored offsets are the partitions' ends.
 
 Run: /tmp/venv/bin/python benchmarks/handover.py [--symbols 500] [--days 1000]
-     [--partitions 2] [--repeat 1] [--handover-only] [--session-timeout-ms N]
-     [--heartbeat-interval-ms N]
+     [--partitions 2] [--repeat 1] [--handover-only] [--handover-days 300] [--wait 60]
+     [--session-timeout-ms N] [--heartbeat-interval-ms N]
 Results go to docs/benchmarks.md (section "Two daemons on one PostgreSQL store").
 """
 
@@ -168,12 +171,12 @@ class Run:
             pass
         self.store = PostgresStore(self.url, path=str(self.work / "reader.db"), read_only=True)
 
-    def start(self, name: str) -> Daemon:
+    def start(self, name: str, member: str | None = None) -> Daemon:
+        """Start daemon `name` in its own state directory, as member `member` (`name`)."""
         base = self.stream.config
+        instance = f"{self.group}-{member or name}"
         config = base.replace(
-            kafka=dataclasses.replace(
-                base.kafka, group_id=self.group, group_instance_id=f"{self.group}-{name}"
-            ),
+            kafka=dataclasses.replace(base.kafka, group_id=self.group, group_instance_id=instance),
             store=dataclasses.replace(
                 base.store, url=self.url, path=str(self.work / name / "regimed.db")
             ),
@@ -238,11 +241,26 @@ def ingest_rate(
     return before, total - before, seconds, cpu
 
 
-def handover(run: Run, events: Iterator[Bar], head: int, timeout_s: float) -> tuple[float, float]:
+@dataclasses.dataclass(frozen=True)
+class Handover:
+    """One measured handover: who took the killed daemon's partitions, how many assignments
+    the survivor's log showed before the kill (rebalances while both ran), and the seconds
+    from the kill until the taker's log names them and until one of their stored offsets
+    advances (None: not within the wait)."""
+
+    by: str
+    rebalances: int
+    assigned: float | None
+    advanced: float | None
+
+
+def handover(
+    run: Run, events: Iterator[Bar], head: int, replace: bool, wait_s: float, timeout_s: float
+) -> Handover:
     """`head` of the `events` published, two daemons split the partitions, the rest is
-    published; the second daemon is SIGKILLed once it has stored part of the rest. Returns
-    the seconds from the kill until the survivor's log names every partition and until a
-    stored offset of the killed daemon's partitions advances."""
+    published; the second daemon is SIGKILLed once it has stored part of the rest. Then the
+    survivor is given `wait_s` to take its partitions, or (`replace`) a replacement with the
+    killed daemon's `kafka.group_instance_id` and a fresh state directory starts at once."""
     every = run.stream.partitions
     run.stream.publish(itertools.islice(events, head))
     survivor = run.start("b")  # first: it leads the group (docs/operations.md)
@@ -259,17 +277,26 @@ def handover(run: Run, events: Iterator[Bar], head: int, timeout_s: float) -> tu
         return any(now.get(p, 0) > since.get(p, 0) for p in moved)
 
     wait_for(lambda: advanced(marks), timeout_s, "the daemon to be killed to store some")
+    rebalances = len(_ASSIGNED.findall(survivor.log.read_text(errors="replace")))
     victim.kill()
     killed = time.perf_counter()
     at_kill = run.offsets()
     if all(at_kill.get(p, 0) >= run.stream.counts[p] for p in moved):
         raise RuntimeError("the killed daemon had consumed its share already: use more --days")
-    wait_for(lambda: survivor.assigned() == every, timeout_s, "the survivor to take over")
-    assigned_after = time.perf_counter() - killed
+    if replace:
+        taker, holds, by = run.start("a2", member="a"), moved, "a replacement"
+    else:
+        taker, holds, by = survivor, every, "the survivor"
+    try:
+        wait_for(lambda: taker.assigned() == holds, wait_s, f"{by} to take the partitions")
+    except AssertionError:
+        return Handover(by, rebalances, None, None)
+    assigned = time.perf_counter() - killed
     wait_for(lambda: advanced(at_kill), timeout_s, "the moved partitions to advance")
-    advanced_after = time.perf_counter() - killed
+    moved_after = time.perf_counter() - killed
     wait_for(lambda: run.stored() >= run.stream.total, timeout_s, "every bar stored")
-    return assigned_after, advanced_after
+    run.check()
+    return Handover(by, rebalances, assigned, moved_after)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="handovers measured")
     parser.add_argument("--handover-only", action="store_true", help="skip the rate runs")
+    parser.add_argument(
+        "--handover-days", type=int, default=300, help="days of the handover streams"
+    )
+    parser.add_argument(
+        "--wait", type=float, default=60, help="seconds a survivor is given to take over"
+    )
     parser.add_argument("--session-timeout-ms", type=int, default=None)
     parser.add_argument("--heartbeat-interval-ms", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=300, help="bound of each wait (s)")
@@ -309,12 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         broker = stack.enter_context(EmbeddedBroker(log_path=work / "broker.log"))
         kafka = dataclasses.replace(kafka, bootstrap_servers=(broker.bootstrap,))
 
-        def events() -> Iterator[Bar]:
-            return synthetic_events(args.symbols, args.days)
-
         if not args.handover_only:
             stream = Stream(kafka, "rate", args.partitions)
-            stream.publish(events())
+            stream.publish(synthetic_events(args.symbols, args.days))
         for names in [] if args.handover_only else [["a"], ["b", "a"]]:
             run = Run(stream, server, work, f"rate{len(names)}")
             try:
@@ -328,20 +358,29 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {before:,} | {cpu_note(cpu)} |"
             )
         for k in range(args.repeat):
-            stream = Stream(kafka, f"handover{k}", args.partitions)
-            run = Run(stream, server, work, f"handover{k}")
-            try:
-                head = (args.symbols + 1) * args.days // 10
-                assigned, advanced = handover(run, events(), head, args.timeout)
-                run.check()
-            finally:
-                run.close()
-            row(f"| handover {k + 1} | {assigned:.1f} | {advanced:.1f} |")
+            for replace in (False, True):
+                label = f"handover{k}{'r' if replace else 's'}"
+                stream = Stream(kafka, label, args.partitions)
+                run = Run(stream, server, work, label)
+                head = (args.symbols + 1) * args.handover_days // 10
+                events = synthetic_events(args.symbols, args.handover_days)
+                try:
+                    h = handover(run, events, head, replace, args.wait, args.timeout)
+                finally:
+                    run.close()
+                row(
+                    f"| {k + 1} | {h.by} | {h.rebalances} | {shown(h.assigned, args.wait)} "
+                    f"| {shown(h.advanced, args.wait)} |"
+                )
     print()
     print("\n".join(rows))
     print(f"# {time.perf_counter() - began:.0f} s in all; load at the end: "
           f"{os.getloadavg()[0]:.2f}")  # fmt: skip
     return 0
+
+
+def shown(value: float | None, wait_s: float) -> str:
+    return f"not within {wait_s:.0f} s" if value is None else f"{value:.1f}"
 
 
 if __name__ == "__main__":
