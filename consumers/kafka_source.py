@@ -99,9 +99,11 @@ def assignors() -> list[Any]:
     symbols' state a rebuild from the store) and reports each member's current assignment in
     its join metadata. That report is what lets a survivor take a SIGKILLed static member's
     partitions on the embedded broker: there a join whose metadata is unchanged is answered
-    with the member's previous assignment, and only a changed one starts a new assignment
-    (docs/operations.md, "Several daemons"). Range stays on offer, so a group still running an
-    older daemon during a rolling upgrade agrees on it until every member offers sticky.
+    with the member's previous assignment, and only a changed one starts a new assignment;
+    sticky's metadata changes whenever the member's partitions changed in the rebalance before
+    (not otherwise: docs/operations.md, "Several daemons"). Range stays on offer, so a group
+    still running an older daemon during a rolling upgrade agrees on it until every member
+    offers sticky.
     """
     from kafka.coordinator.assignors.range import RangePartitionAssignor
     from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
