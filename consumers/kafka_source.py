@@ -92,6 +92,25 @@ def _listener(rebalance: _Rebalance) -> Any:
 GC_THRESHOLD = 100_000
 
 
+def assignors() -> list[Any]:
+    """The partition assignors the consumer offers, preferred first: sticky, then range.
+
+    Sticky keeps partitions where they are on a rebalance (each partition that moves costs its
+    symbols' state a rebuild from the store) and reports each member's current assignment in
+    its join metadata. That report is what lets a survivor take a SIGKILLed static member's
+    partitions on the embedded broker: there a join whose metadata is unchanged is answered
+    with the member's previous assignment, and only a changed one starts a new assignment;
+    sticky's metadata changes whenever the member's partitions changed in the rebalance before
+    (not otherwise: docs/operations.md, "Several daemons"). Range stays on offer, so a group
+    still running an older daemon during a rolling upgrade agrees on it until every member
+    offers sticky.
+    """
+    from kafka.coordinator.assignors.range import RangePartitionAssignor
+    from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+
+    return [StickyPartitionAssignor, RangePartitionAssignor]
+
+
 def tune_gc() -> None:
     """Collect garbage cycles less often (`GC_THRESHOLD`); the older generations' ratios are
     raised in step. Process-wide: the daemon runs one consumer."""
@@ -159,6 +178,7 @@ class MarketDataConsumer:
             "max_poll_interval_ms": k.max_poll_interval_ms,
             "session_timeout_ms": k.session_timeout_ms,
             "heartbeat_interval_ms": k.heartbeat_interval_ms,
+            "partition_assignment_strategy": assignors(),
             "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
             **self._options,
         }
