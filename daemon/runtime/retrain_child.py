@@ -98,6 +98,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: Set once SIGTERM arrived: whatever the retrain then ends with is the termination's doing.
+_TERMINATED = threading.Event()
+
+
 def _sigterm_handler(grace_seconds: float) -> Callable[[int, FrameType | None], None]:
     """The child's SIGTERM handler: unwind the retrain by raising `RetrainTerminated`, once.
 
@@ -110,6 +114,7 @@ def _sigterm_handler(grace_seconds: float) -> Callable[[int, FrameType | None], 
 
     def handler(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # unwind once
+        _TERMINATED.set()
         threading.Thread(
             target=_exit_after, args=(grace_seconds,), name="sigterm-backstop", daemon=True
         ).start()
@@ -177,10 +182,20 @@ def _child() -> int:
         threading.Thread(
             target=_watch_parent, args=(stdin, grace), name="parent-watch", daemon=True
         ).start()
-        return _train(request["config"], trigger, report_stream, window)
+        code = _train(request["config"], trigger, report_stream, window)
     except RetrainTerminated:
+        code = EXIT_FAILED
+    except BaseException:
+        # The exception raised from the handler can come out as another one: a library that
+        # catches it mid-way raises its own (numpy's buffer-format parser, met while a module
+        # was being imported, turns it into a ValueError that fails the import).
+        if not _TERMINATED.is_set():
+            raise
+        code = EXIT_FAILED
+    if _TERMINATED.is_set() and code != EXIT_OK:
         logger.warning("terminated: the retrain is abandoned, the champion is kept")
         return EXIT_TERMINATED
+    return code
 
 
 def _train(

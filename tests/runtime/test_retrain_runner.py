@@ -442,3 +442,43 @@ def test_a_retrain_that_swallows_the_sigterm_exception_still_exits_after_the_gra
         child.kill()
         child.communicate()
     assert returncode == EXIT_TERMINATED
+
+
+def test_a_sigterm_that_a_library_turns_into_another_exception_still_ends_as_terminated():
+    """Once SIGTERM arrived, whatever the retrain ends with is the termination's doing: a
+    library that catches the handler's exception and raises its own (numpy's buffer-format
+    parser did, mid-import) must not make the run `failed`."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from daemon.runtime import retrain_child\n"
+            "def train(*args):\n"
+            "    print('ready', file=sys.stderr, flush=True)\n"
+            "    try:\n"
+            "        time.sleep(30)\n"
+            "    except BaseException as exc:\n"
+            "        raise ValueError('not a valid PEP 3118 buffer format string') from exc\n"
+            "retrain_child._train = train\n"
+            "sys.exit(retrain_child._child())\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdin is not None and child.stderr is not None
+        child.stdin.write(json.dumps({"trigger": "schedule", "grace_seconds": 5, "config": {}}))
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stderr.readline().strip() == "ready"
+        child.send_signal(signal.SIGTERM)
+        returncode = child.wait(timeout=GRACE_S)
+        err = child.stderr.read()
+    finally:
+        child.kill()
+        child.communicate()
+    assert returncode == EXIT_TERMINATED
+    assert "terminated: the retrain is abandoned, the champion is kept" in err
