@@ -385,7 +385,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"{cluster['threads']} threads"
                 )
                 for fit in cluster["fits"]:
-                    print(f"  {fit['stage']} {fit['model']} on {fit['worker']}: {fit['seconds']} s")
+                    where = fit.get("worker") or ", ".join(fit.get("workers") or [])
+                    print(
+                        f"  {fit['stage']} {fit['model']} ({fit.get('how', 'task')}) on "
+                        f"{where}: {fit['seconds']} s"
+                    )
     return 0
 
 

@@ -126,8 +126,13 @@ def summary(fits: list[Fit], sizes: list[int], names: list[str]) -> None:
     places = sorted({f.place for f in fits}, key=["local", "dask"].index)
     largest = max(sizes)
     for place in places:
-        unit = "wall s / CPU s" if place == "local" else "s on the worker"
-        hours = "CPU h" if place == "local" else "worker h"
+        unit = (
+            "wall s / CPU s"
+            if place == "local"
+            else "s of each fit on the cluster: a task on its worker; a booster or a forest "
+            "spread over the workers, beside the tasks"
+        )
+        hours = "CPU h" if place == "local" else "h"
         print(f"\n{place}: fit time by samples ({unit})\n")
         head = " | ".join(f"{n:,}" for n in sizes)
         print(f"| model | {head} | b | {TARGET / 1e6:.0f}M samples, {hours} |")
@@ -165,6 +170,12 @@ def main() -> int:
     parser.add_argument("--no-local", action="store_true", help="only the cluster")
     parser.add_argument("--models", default=",".join(MODEL_NAMES))
     parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument(
+        "--rf-max-samples",
+        type=float,
+        default=None,
+        help="models.random_forest.max_samples (default 0.2): the share of rows each tree draws",
+    )
     parser.add_argument("--json", default="", help="also write every fit to this file")
     parser.add_argument(
         "--summary",
@@ -190,6 +201,9 @@ def main() -> int:
     config = config.replace(
         training=dataclasses.replace(config.training, models=tuple(names), n_jobs=args.n_jobs)
     )
+    if args.rf_max_samples is not None:
+        forest = dataclasses.replace(config.models.random_forest, max_samples=args.rf_max_samples)
+        config = config.replace(models=dataclasses.replace(config.models, random_forest=forest))
     train, _ = real_rows(config)
     print(
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs, load "
