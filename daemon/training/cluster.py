@@ -148,12 +148,29 @@ class Cluster:
         self, name: str, config: Config, n_jobs: int, rows: _Rows, fits: _Fits, how: str
     ) -> None:
         """Fit `name` spread over the workers (daemon.training.spread) into `fits`. A failure
-        while a worker left, or of the cluster itself, sends the rows again and fits again, at
-        most TASK_ATTEMPTS times; any other failure is the model's (`ModelFitError`)."""
+        while a worker left, or of the cluster itself, fits again, at most TASK_ATTEMPTS times
+        (a forest by trees again, a booster whole as one task on a worker left); any other
+        failure is the model's (`ModelFitError`)."""
         fits.started(name)
+        alone = False  # after a worker was lost, a booster fits whole, as one task
         for attempt in range(1, TASK_ATTEMPTS + 1):
             before = set(self._check_workers())
             try:
+                if alone:
+                    future = self.client.submit(
+                        _fit_task,
+                        name,
+                        rows.X,
+                        rows.y,
+                        rows.w,
+                        config.models,
+                        n_jobs,
+                        config.training.seed,
+                        key=f"fit-{name}-{uuid.uuid4().hex}",
+                    )
+                    model, took, worker = future.result()
+                    fits.fitted(name, model, took, "task", (worker,))
+                    return
                 model, took, workers = fit_spread(
                     name,
                     self.client,
@@ -177,6 +194,12 @@ class Cluster:
                 logger.warning("Dask scheduler %s: %s; fitting it again", self.address, why)
                 rows.forget()
                 self._settle()
+                if how == "partitions":
+                    # A booster whose peers broke off is fitted again whole on one worker: the
+                    # broken fit's parts leave LightGBM's network set up in the survivors'
+                    # threads, which failed the next fit across the workers ("Socket send
+                    # error") 1 in 4 times; the task frees it first (`_free_network`).
+                    alone = True
             else:
                 fits.fitted(name, model, took, how, workers)
                 return
@@ -339,6 +362,17 @@ class _Sender:
         )
 
 
+def _free_network() -> None:
+    """LightGBM's `LGBM_NetworkFree` in this thread: its network state is thread-local, and a
+    distributed fit that broke leaves it set up in the worker thread that ran its part
+    (lightgbm.dask frees it only after a fit that succeeded), so a fit there, even one on this
+    worker alone, failed on the dead peer's sockets ("Socket send error")."""
+    from lightgbm import basic
+
+    lib: Any = getattr(basic, "_LIB")  # noqa: B009 (private, not in the stubs)
+    basic._safe_call(lib.LGBM_NetworkFree())
+
+
 def _fit_task(
     name: str,
     X: npt.NDArray[np.float32],
@@ -351,6 +385,8 @@ def _fit_task(
     """One model fitted on a worker: (the model, its fit seconds there, the worker's address)."""
     from distributed import get_worker
 
+    if name == "lightgbm":
+        _free_network()
     started = time.perf_counter()
     model = fit_model(name, X, y, w, config, n_jobs=n_jobs, seed=seed)
     return model, time.perf_counter() - started, str(get_worker().address)
