@@ -157,17 +157,8 @@ class Cluster:
             before = set(self._check_workers())
             try:
                 if alone:
-                    future = self.client.submit(
-                        _fit_task,
-                        name,
-                        rows.X,
-                        rows.y,
-                        rows.w,
-                        config.models,
-                        n_jobs,
-                        config.training.seed,
-                        key=f"fit-{name}-{uuid.uuid4().hex}",
-                    )
+                    data = (rows.X, rows.y, rows.w)
+                    future = _submit_fit(self.client, name, data, config, n_jobs)
                     model, took, worker = future.result()
                     fits.fitted(name, model, took, "task", (worker,))
                     return
@@ -350,16 +341,22 @@ class _Sender:
     def fit(self, name: str, config: Config, n_jobs: int, *, again: bool = False) -> Any:
         if again:
             self.data = self._scatter()
-        # The key names the model, so the scheduler's dashboard and logs say which fit is where.
-        return self.client.submit(
-            _fit_task,
-            name,
-            *self.data,
-            config.models,
-            n_jobs,
-            config.training.seed,
-            key=f"fit-{name}-{uuid.uuid4().hex}",
-        )
+        return _submit_fit(self.client, name, self.data, config, n_jobs)
+
+
+def _submit_fit(client: Any, name: str, data: Sequence[Any], config: Config, n_jobs: int) -> Any:
+    """`name`'s fit on `data` (rows, labels, weights: arrays, or futures of them on the
+    workers) as one task. The key names the model, so the scheduler's dashboard and logs say
+    which fit is where."""
+    return client.submit(
+        _fit_task,
+        name,
+        *data,
+        config.models,
+        n_jobs,
+        config.training.seed,
+        key=f"fit-{name}-{uuid.uuid4().hex}",
+    )
 
 
 def _free_network() -> None:
